@@ -1,0 +1,558 @@
+"""Semantic rules, checked without TensorFlow.
+
+`check(spec, source)` fills the defaults that depend on other fields (layer names, the
+embedding's input_dim, training batch and sequence sizes), then runs a static shape pass
+through the layer graph: ranks and dims flow from layer to layer, each layer's parameters
+are counted, and cross-field rules are checked. Every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from compiler.diagnostics import Diagnostic
+from compiler.source import Path, Source
+from compiler.spec import (
+    RECURRENT_TYPES,
+    DenseLayer,
+    EmbeddingLayer,
+    GRULayer,
+    LayerBase,
+    LayerNormalizationLayer,
+    LSTMLayer,
+    RecurrentLayer,
+    Spec,
+)
+
+Shape = tuple[Optional[int], ...]
+
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_SEQUENCE_LENGTH = 100
+
+
+@dataclasses.dataclass
+class LayerInfo:
+    name: str
+    type: str
+    inputs: list[str]
+    output_shape: Optional[Shape]
+    params: int
+
+
+@dataclasses.dataclass
+class Analysis:
+    """What the static pass learned about a valid graph.
+
+    Attributes:
+        layers: Per layer, in topological order: inputs, output shape, parameter count.
+        output: Name of the output layer.
+        sequential: True when the graph is a plain chain (compiles to Sequential).
+        input_shape: (batch, time) of the token input, None where variable.
+    """
+
+    layers: list[LayerInfo]
+    output: str
+    sequential: bool
+    input_shape: Shape
+
+    @property
+    def total_params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+
+def fmt_shape(shape: Optional[Shape]) -> str:
+    if shape is None:
+        return "?"
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+class _Checker:
+    def __init__(self, spec: Spec, source: Source):
+        self.spec = spec
+        self.source = source
+        self.diagnostics: list[Diagnostic] = []
+
+    def error(self, path: Path, code: str, message: str) -> None:
+        self.diagnostics.append(self.source.diagnostic(path, code, message))
+
+    def warn(self, path: Path, code: str, message: str) -> None:
+        self.diagnostics.append(self.source.diagnostic(path, code, message, severity="warning"))
+
+    # ------------------------------------------------------------------ resolution
+
+    def resolve(self) -> Spec:
+        spec = self.spec
+        taken = {layer.name for layer in spec.model.layers if layer.name}
+        counters: dict[str, int] = {}
+        layers = []
+        for layer in spec.model.layers:
+            update: dict[str, object] = {}
+            if layer.name is None:
+                while True:
+                    k = counters.get(layer.type, 0)
+                    counters[layer.type] = k + 1
+                    candidate = layer.type if k == 0 else f"{layer.type}_{k}"
+                    if candidate not in taken:
+                        break
+                taken.add(candidate)
+                update["name"] = candidate
+            if isinstance(layer, EmbeddingLayer) and layer.input_dim is None:
+                update["input_dim"] = spec.input.vocab_size
+            layers.append(layer.model_copy(update=update) if update else layer)
+        output = spec.model.output or layers[-1].name
+        training = spec.training
+        t_update: dict[str, object] = {}
+        if training.batch_size is None:
+            t_update["batch_size"] = spec.input.batch_size or DEFAULT_BATCH_SIZE
+        if training.sequence_length is None:
+            t_update["sequence_length"] = spec.input.sequence_length or DEFAULT_SEQUENCE_LENGTH
+        training = training.model_copy(update=t_update)
+        if training.privacy is not None and training.privacy.num_microbatches is None:
+            privacy = training.privacy.model_copy(
+                update={"num_microbatches": training.batch_size}
+            )
+            training = training.model_copy(update={"privacy": privacy})
+        return spec.model_copy(
+            update={
+                "model": spec.model.model_copy(update={"layers": layers, "output": output}),
+                "training": training,
+            }
+        )
+
+    # ------------------------------------------------------------------ graph
+
+    def graph(self, spec: Spec) -> Optional[Analysis]:
+        layers = spec.model.layers
+        input_name = spec.input.name
+        by_name: dict[str, int] = {}
+        for i, layer in enumerate(layers):
+            assert layer.name is not None  # filled by resolve()
+            if layer.name == input_name:
+                self.error(
+                    ("model", "layers", i, "name"),
+                    "duplicate_name",
+                    f"expected a name unused by the input, received {layer.name!r} "
+                    "(the input's name)",
+                )
+            elif layer.name in by_name:
+                self.error(
+                    ("model", "layers", i, "name"),
+                    "duplicate_name",
+                    f"expected a unique layer name, received {layer.name!r} again "
+                    f"(first used by model.layers[{by_name[layer.name]}])",
+                )
+            else:
+                by_name[layer.name] = i
+        edges: dict[str, list[str]] = {}
+        sequential = True
+        ok = True
+        for i, layer in enumerate(layers):
+            if layer.inputs is None:
+                edges[layer.name] = [input_name if i == 0 else layers[i - 1].name]
+                continue
+            expected_prev = input_name if i == 0 else layers[i - 1].name
+            if layer.inputs != [expected_prev]:
+                sequential = False
+            for j, ref in enumerate(layer.inputs):
+                if ref != input_name and ref not in by_name:
+                    ok = False
+                    known = [input_name, *by_name]
+                    self.error(
+                        ("model", "layers", i, "inputs", j),
+                        "unknown_input",
+                        f"expected the name of a layer or the input, received {ref!r}"
+                        + _did_you_mean(ref, known),
+                    )
+            edges[layer.name] = list(layer.inputs)
+        output = spec.model.output
+        if output not in by_name:
+            self.error(
+                ("model", "output"),
+                "unknown_output",
+                f"expected the name of a layer, received {output!r}"
+                + _did_you_mean(str(output), list(by_name)),
+            )
+            return None
+        if not ok or len(by_name) != len(layers):
+            return None
+        order = self._topological(layers, edges, by_name)
+        if order is None:
+            return None
+        reachable = self._ancestors(output, edges)
+        for i, layer in enumerate(layers):
+            if layer.name not in reachable:
+                self.error(
+                    ("model", "layers", i),
+                    "unused_layer",
+                    f"expected every layer to feed the output {output!r}, received layer "
+                    f"{layer.name!r} whose result is never used",
+                )
+        if output != layers[-1].name:
+            sequential = False
+        return self._shapes(spec, order, edges, by_name, output, sequential)
+
+    def _topological(self, layers, edges, by_name) -> Optional[list[int]]:
+        state: dict[str, int] = {}  # 1 visiting, 2 done
+        order: list[int] = []
+        for start in by_name:
+            if state.get(start):
+                continue
+            stack = [(start, iter(edges[start]))]
+            state[start] = 1
+            while stack:
+                node, it = stack[-1]
+                nxt = next((n for n in it if n in by_name), None)
+                if nxt is None:
+                    stack.pop()
+                    state[node] = 2
+                    order.append(by_name[node])
+                elif state.get(nxt) == 1:
+                    cycle = [n for n, _ in stack[[n for n, _ in stack].index(nxt) :]] + [nxt]
+                    self.error(
+                        ("model", "layers", by_name[nxt], "inputs"),
+                        "cycle",
+                        "expected an acyclic graph, received the cycle " + " -> ".join(cycle),
+                    )
+                    return None
+                elif not state.get(nxt):
+                    state[nxt] = 1
+                    stack.append((nxt, iter(edges[nxt])))
+        return order
+
+    @staticmethod
+    def _ancestors(output: str, edges: dict[str, list[str]]) -> set[str]:
+        seen = {output}
+        todo = [output]
+        while todo:
+            for n in edges.get(todo.pop(), []):
+                if n not in seen and n in edges:
+                    seen.add(n)
+                    todo.append(n)
+        return seen
+
+    def _shapes(self, spec, order, edges, by_name, output, sequential) -> Optional[Analysis]:
+        inp = spec.input
+        input_shape: Shape = (inp.batch_size, inp.sequence_length)
+        shapes: dict[str, Optional[Shape]] = {inp.name: input_shape}
+        producers: dict[str, LayerBase] = {}
+        infos: list[LayerInfo] = []
+        for i in order:
+            layer = spec.model.layers[i]
+            path: Path = ("model", "layers", i)
+            ins = [shapes.get(n) for n in edges[layer.name]]
+            shape, params = None, 0
+            if all(s is not None for s in ins):
+                shape, params = self._layer(spec, layer, path, ins, edges[layer.name], producers)
+            shapes[layer.name] = shape
+            producers[layer.name] = layer
+            infos.append(LayerInfo(layer.name, layer.type, edges[layer.name], shape, params))
+        out_shape = shapes[output]
+        out_path: Path = ("model", "layers", by_name[output])
+        vocab = inp.vocab_size
+        if out_shape is not None:
+            if len(out_shape) != 3:
+                self.error(
+                    out_path,
+                    "output_shape",
+                    "expected the output to be per-step logits of shape (batch, time, "
+                    f"{vocab}), received shape {fmt_shape(out_shape)}"
+                    + _rnn_hint(producers, edges, output),
+                )
+            elif out_shape[-1] != vocab:
+                units = ("units",) if spec.model.layers[by_name[output]].type == "dense" else ()
+                self.error(
+                    out_path + units,
+                    "logits_size",
+                    f"expected the logits layer to have input.vocab_size = {vocab} units, "
+                    f"received {out_shape[-1]}",
+                )
+        out_layer = spec.model.layers[by_name[output]]
+        from_logits = spec.training.loss.from_logits
+        if isinstance(out_layer, DenseLayer):
+            if from_logits and out_layer.activation == "softmax":
+                self.warn(
+                    out_path + ("activation",),
+                    "logits_activation",
+                    "the loss expects logits (from_logits: true) but the output applies "
+                    "softmax; use activation: linear",
+                )
+            elif not from_logits and out_layer.activation == "linear":
+                self.warn(
+                    out_path + ("activation",),
+                    "logits_activation",
+                    "the loss expects probabilities (from_logits: false) but the output is "
+                    "linear; use activation: softmax or from_logits: true",
+                )
+        if any(i is None for i in (s for s in shapes.values())):
+            return None
+        return Analysis(infos, output, sequential, input_shape)
+
+    def _layer(self, spec, layer, path, ins, in_names, producers):
+        """Output shape and parameter count of one layer, or (None, 0) after an error."""
+        t = layer.type
+        if t in ("add", "concatenate"):
+            if len(ins) < 2:
+                self.error(
+                    path + ("inputs",),
+                    "merge_inputs",
+                    f"expected at least 2 inputs for {t}, received {len(ins)}",
+                )
+                return None, 0
+            return self._merge(layer, path, ins, in_names)
+        if len(ins) != 1:
+            self.error(
+                path + ("inputs",),
+                "too_many_inputs",
+                f"expected exactly 1 input for {t}, received {len(ins)}; merge them first "
+                "with an add or concatenate layer",
+            )
+            return None, 0
+        (shape,) = ins
+        is_tokens = in_names[0] == spec.input.name
+        if isinstance(layer, EmbeddingLayer):
+            if not is_tokens:
+                self.error(
+                    path + ("inputs",),
+                    "embedding_input",
+                    f"expected the token input {spec.input.name!r} to feed an embedding, "
+                    f"received {in_names[0]!r} of shape {fmt_shape(shape)}",
+                )
+                return None, 0
+            if layer.input_dim < spec.input.vocab_size:
+                self.error(
+                    path + ("input_dim",),
+                    "vocab_size",
+                    f"expected input_dim >= input.vocab_size = {spec.input.vocab_size}, "
+                    f"received {layer.input_dim} (larger token ids would be out of range)",
+                )
+            return shape + (layer.output_dim,), layer.input_dim * layer.output_dim
+        if is_tokens:
+            self.error(
+                path,
+                "needs_embedding",
+                f"expected float features for {t}, received integer token ids of shape "
+                f"{fmt_shape(shape)}; put an embedding layer first",
+            )
+            return None, 0
+        if isinstance(layer, RecurrentLayer):
+            return self._recurrent(spec, layer, path, shape, in_names[0], producers)
+        if isinstance(layer, DenseLayer):
+            fan_in = shape[-1]
+            return shape[:-1] + (layer.units,), fan_in * layer.units + (
+                layer.units if layer.use_bias else 0
+            )
+        if isinstance(layer, LayerNormalizationLayer):
+            return shape, shape[-1] * (int(layer.center) + int(layer.scale))
+        return shape, 0  # dropout, activation
+
+    def _recurrent(self, spec, layer, path, shape, source_name, producers):
+        if layer.stateful and spec.input.batch_size is None:
+            self.error(
+                path + ("stateful",),
+                "stateful_batch",
+                "expected a fixed input.batch_size for a stateful layer, received "
+                "input.batch_size: null",
+            )
+        reasons = _cudnn_reasons(layer)
+        if reasons:
+            self.warn(
+                path,
+                "cudnn_incompatible",
+                f"this {layer.type} forfeits the fused cuDNN kernel on GPU ("
+                + ", ".join(reasons)
+                + "); it will train several times slower there",
+            )
+        if len(shape) != 3:
+            self.error(
+                path,
+                "rnn_input_rank",
+                f"expected a sequence of shape (batch, time, features) for {layer.type}, "
+                f"received shape {fmt_shape(shape)}"
+                + _rnn_hint(producers, {layer.name: [source_name]}, layer.name),
+            )
+            return None, 0
+        u, fan_in = layer.units, shape[-1]
+        if isinstance(layer, LSTMLayer):
+            params = 4 * (u * (fan_in + u) + (u if layer.use_bias else 0))
+        else:
+            bias = (2 if layer.reset_after else 1) * 3 * u if layer.use_bias else 0
+            params = 3 * u * (fan_in + u) + bias
+        out = (shape[0], shape[1], u) if layer.return_sequences else (shape[0], u)
+        return out, params
+
+    def _merge(self, layer, path, ins, in_names):
+        rank = len(ins[0])
+        if any(len(s) != rank for s in ins):
+            self.error(
+                path + ("inputs",),
+                "merge_shapes",
+                f"expected inputs of one rank for {layer.type}, received shapes "
+                + ", ".join(f"{n} {fmt_shape(s)}" for n, s in zip(in_names, ins)),
+            )
+            return None, 0
+        if layer.type == "add":
+            axes = range(1, rank)
+            out = list(ins[0])
+        else:
+            axis = layer.axis % rank if -rank <= layer.axis < rank else None
+            if axis is None or axis == 0:
+                self.error(
+                    path + ("axis",),
+                    "concat_axis",
+                    f"expected an axis in 1..{rank - 1} or -{rank - 1}..-1 for inputs of rank "
+                    f"{rank}, received {layer.axis}",
+                )
+                return None, 0
+            axes = [a for a in range(1, rank) if a != axis]
+            dims = [s[axis] for s in ins]
+            out = list(ins[0])
+            out[axis] = None if None in dims else sum(dims)
+        for a in axes:
+            dims = {s[a] for s in ins} - {None}
+            if len(dims) > 1:
+                self.error(
+                    path + ("inputs",),
+                    "merge_shapes",
+                    f"expected matching shapes for {layer.type}, received "
+                    + ", ".join(f"{n} {fmt_shape(s)}" for n, s in zip(in_names, ins)),
+                )
+                return None, 0
+            if dims:
+                out[a] = dims.pop()
+        return tuple(out), 0
+
+    # ------------------------------------------------------------------ training
+
+    def training(self, spec: Spec) -> None:
+        inp, tr = spec.input, spec.training
+        if inp.batch_size is not None and tr.batch_size != inp.batch_size:
+            self.error(
+                ("training", "batch_size"),
+                "batch_size_mismatch",
+                f"expected input.batch_size = {inp.batch_size} (the model's fixed batch), "
+                f"received {tr.batch_size}",
+            )
+        if inp.sequence_length is not None and tr.sequence_length != inp.sequence_length:
+            self.error(
+                ("training", "sequence_length"),
+                "sequence_length_mismatch",
+                f"expected input.sequence_length = {inp.sequence_length} (the model's fixed "
+                f"length), received {tr.sequence_length}",
+            )
+        p = tr.privacy
+        if p is not None:
+            if (p.noise_multiplier is None) == (p.target_epsilon is None):
+                both = p.noise_multiplier is not None
+                self.error(
+                    ("training", "privacy") + (("target_epsilon",) if both else ()),
+                    "privacy_noise",
+                    "expected exactly one of noise_multiplier and target_epsilon, received "
+                    + ("both" if both else "neither"),
+                )
+            if p.num_microbatches is not None and tr.batch_size % p.num_microbatches:
+                self.error(
+                    ("training", "privacy", "num_microbatches"),
+                    "microbatches",
+                    f"expected a divisor of training.batch_size = {tr.batch_size}, received "
+                    f"{p.num_microbatches}",
+                )
+        tok = tr.tokenizer
+        if tok.type == "sentencepiece" and tok.vocab_size != inp.vocab_size:
+            self.error(
+                ("training", "tokenizer", "vocab_size"),
+                "vocab_size",
+                f"expected input.vocab_size = {inp.vocab_size}, received {tok.vocab_size}",
+            )
+        es = tr.early_stopping
+        if es is not None and es.monitor.startswith("val_") and tr.validation_split == 0:
+            self.error(
+                ("training", "early_stopping", "monitor"),
+                "no_validation",
+                f"expected validation_split > 0 to monitor {es.monitor!r}, received "
+                "validation_split: 0",
+            )
+        if es is not None and es.monitor.endswith("accuracy") and not any(
+            "accuracy" in m for m in tr.metrics
+        ):
+            self.error(
+                ("training", "early_stopping", "monitor"),
+                "unknown_metric",
+                f"expected a metric in training.metrics to monitor {es.monitor!r}, received "
+                f"metrics {tr.metrics}",
+            )
+
+    def export(self, spec: Spec) -> None:
+        sigs = spec.export.signatures
+        if "serving_default" not in sigs:
+            self.error(
+                ("export", "signatures"),
+                "serving_default",
+                f"expected serving_default among the signatures (TF Serving needs it), "
+                f"received {sigs}",
+            )
+        for i, s in enumerate(sigs):
+            if s in sigs[:i]:
+                self.error(
+                    ("export", "signatures", i),
+                    "duplicate_signature",
+                    f"expected unique signature names, received {s!r} twice",
+                )
+
+
+def _cudnn_reasons(layer: RecurrentLayer) -> list[str]:
+    reasons = []
+    if layer.recurrent_dropout > 0:
+        reasons.append(f"recurrent_dropout: {layer.recurrent_dropout}")
+    if layer.activation != "tanh":
+        reasons.append(f"activation: {layer.activation}")
+    if layer.recurrent_activation != "sigmoid":
+        reasons.append(f"recurrent_activation: {layer.recurrent_activation}")
+    if layer.unroll:
+        reasons.append("unroll: true")
+    if not layer.use_bias:
+        reasons.append("use_bias: false")
+    if isinstance(layer, GRULayer) and not layer.reset_after:
+        reasons.append("reset_after: false")
+    return reasons
+
+
+def _rnn_hint(producers: dict[str, LayerBase], edges: dict[str, list[str]], name: str) -> str:
+    """Name the RNN upstream that dropped the time axis, if any."""
+    todo = list(edges.get(name, []))
+    while todo:
+        n = todo.pop()
+        layer = producers.get(n)
+        if layer is None:
+            continue
+        if layer.type in RECURRENT_TYPES:
+            if not layer.return_sequences:  # type: ignore[attr-defined]
+                return f"; set return_sequences: true on {layer.type} {n!r}"
+            return ""
+        todo.extend(edges.get(n, []))
+    return ""
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def check(spec: Spec, source: Source) -> tuple[Spec, Optional[Analysis], list[Diagnostic]]:
+    """Resolve defaults and check the semantic rules.
+
+    Returns:
+        The resolved spec, the analysis of its graph (None when the graph is broken)
+        and the diagnostics (errors and warnings), in source order.
+    """
+    checker = _Checker(spec, source)
+    resolved = checker.resolve()
+    analysis = checker.graph(resolved)
+    checker.training(resolved)
+    checker.export(resolved)
+    diagnostics = sorted(
+        checker.diagnostics, key=lambda d: (d.file, d.line or 0, d.column or 0, d.path)
+    )
+    return resolved, analysis, diagnostics

@@ -1,0 +1,261 @@
+"""The `keraspec` command line: parse arguments, call one library function, render.
+
+Commands of the spec half (validate, schema, templates, render) never import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, List, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from compiler.diagnostics import Diagnostic
+    from compiler.parse import Validation
+
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+
+app = typer.Typer(
+    name="keraspec",
+    help="Declarative architecture specs for Keras: validate, render, compile.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+class TextOrJson(str, enum.Enum):
+    text = "text"
+    json = "json"
+
+
+class YamlOrJson(str, enum.Enum):
+    yaml = "yaml"
+    json = "json"
+
+
+SetOption = typer.Option(
+    None,
+    "--set",
+    "-s",
+    metavar="PATH=VALUE",
+    help="Override a field by its dotted path, e.g. model.params.rnn_units=64 "
+    "(repeatable; values are YAML).",
+)
+
+
+def _console(stderr: bool = False) -> "Console":
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def _print_diagnostics(console: "Console", diagnostics: Iterable["Diagnostic"]) -> None:
+    from rich.text import Text
+
+    for d in diagnostics:
+        where = d.file
+        if d.line is not None:
+            where += f":{d.line}" + (f":{d.column}" if d.column is not None else "")
+        line = Text()
+        line.append(where + ": ", style="bold")
+        line.append(d.severity + ": ", style="bold red" if d.severity == "error" else "bold yellow")
+        if d.path:
+            line.append(d.path + ": ", style="cyan")
+        line.append(d.message)
+        console.print(line)
+
+
+def _spec_files(paths: List[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix in SPEC_SUFFIXES
+                and p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise typer.BadParameter(f"no such file or directory: {path}", param_hint="PATH")
+    return files
+
+
+def _failed(result: "Validation", strict: bool) -> bool:
+    return not result.ok or (strict and bool(result.diagnostics))
+
+
+@app.command()
+def validate(
+    paths: List[Path] = typer.Argument(..., help="Spec files or directories to search."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on warnings too."),
+    fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
+    overrides: Optional[List[str]] = SetOption,
+) -> None:
+    """Check spec files against the schema and the semantic rules.
+
+    Exits 0 when every file is valid, 1 when any is not, 2 on usage errors.
+    """
+    from compiler.parse import validate as validate_spec
+
+    files = _spec_files(paths)
+    if not files:
+        raise typer.BadParameter("no .yaml, .yml or .json files found", param_hint="PATH")
+    results = [validate_spec(f, overrides or ()) for f in files]
+    failed = [r for r in results if _failed(r, strict)]
+    if fmt is TextOrJson.json:
+        payload = {
+            "valid": not failed,
+            "files": [
+                {
+                    "file": r.name,
+                    "valid": not _failed(r, strict),
+                    "name": r.spec.name if r.spec else None,
+                    "params": r.analysis.total_params if r.analysis else None,
+                    "diagnostics": [d.to_dict() for d in r.diagnostics],
+                }
+                for r in results
+            ],
+        }
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        _report(results, strict)
+    raise typer.Exit(1 if failed else 0)
+
+
+def _report(results: list["Validation"], strict: bool) -> None:
+    from rich.text import Text
+
+    console = _console()
+    warnings = 0
+    for r in results:
+        line = Text()
+        if _failed(r, strict):
+            line.append("✗ ", style="bold red")
+        else:
+            line.append("✓ ", style="bold green")
+        line.append(r.name)
+        if r.spec is not None:
+            line.append(f"  {r.spec.name}", style="cyan")
+        if r.analysis is not None:
+            line.append(f"  {r.analysis.total_params:,} params", style="dim")
+        console.print(line)
+        _print_diagnostics(console, r.diagnostics)
+        warnings += sum(d.severity == "warning" for d in r.diagnostics)
+    bad = sum(_failed(r, strict) for r in results)
+    summary = f"{len(results)} file(s): {len(results) - bad} valid, {bad} invalid, {warnings} warning(s)"
+    console.print(Text(summary, style="bold red" if bad else "bold green"))
+
+
+@app.command()
+def schema(
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Write to this file instead of standard output."
+    ),
+) -> None:
+    """Print the JSON Schema of spec files."""
+    from compiler.files import write_atomic
+    from compiler.schema import schema_text
+
+    text = schema_text()
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        write_atomic(output, text)
+        _console(stderr=True).print(f"wrote {output}")
+
+
+@app.command()
+def templates(
+    fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
+) -> None:
+    """List the templates with their parameters and defaults."""
+    from compiler.templates import TEMPLATES
+
+    rows = {
+        name: {
+            "description": t.description,
+            "params": {
+                p: {"type": _type_name(f.annotation), "default": f.default}
+                for p, f in t.params.model_fields.items()
+            },
+        }
+        for name, t in TEMPLATES.items()
+    }
+    if fmt is TextOrJson.json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    console = _console()
+    for name, row in rows.items():
+        table = Table(title=f"[bold]{name}[/bold]: {row['description']}", title_justify="left")
+        table.add_column("param", style="cyan")
+        table.add_column("type")
+        table.add_column("default", justify="right")
+        for p, info in row["params"].items():
+            table.add_row(p, info["type"], json.dumps(info["default"]))
+        console.print(table)
+
+
+def _type_name(annotation: object) -> str:
+    import typing
+
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) is typing.Literal:
+        choices = typing.get_args(annotation)
+        return " | ".join(map(str, choices)) if len(choices) <= 4 else "str (see schema)"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+@app.command()
+def render(
+    spec: Path = typer.Argument(..., help="The spec file."),
+    overrides: Optional[List[str]] = SetOption,
+    fmt: YamlOrJson = typer.Option(YamlOrJson.yaml, "--format", "-f", help="Output format."),
+) -> None:
+    """Print the fully expanded spec: template applied, defaults filled."""
+    from compiler.diagnostics import SpecError
+    from compiler.parse import load_spec
+    from compiler.render import render as render_spec
+
+    if not spec.is_file():
+        raise typer.BadParameter(f"no such file: {spec}", param_hint="SPEC")
+    try:
+        resolved = load_spec(spec, overrides or ())
+    except SpecError as e:
+        _print_diagnostics(_console(stderr=True), e.diagnostics)
+        raise typer.Exit(1)
+    typer.echo(render_spec(resolved, fmt.value), nl=False)
+
+
+def main() -> None:
+    """Console entry point: no traceback reaches the user unless KERASPEC_DEBUG is set."""
+    try:
+        app()
+    except Exception as e:  # noqa: BLE001 - the last line of defence
+        if os.environ.get("KERASPEC_DEBUG"):
+            raise
+        print(
+            f"keraspec: internal error: {type(e).__name__}: {e}\n"
+            "(set KERASPEC_DEBUG=1 for a traceback, and please report it)",
+            file=sys.stderr,
+        )
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

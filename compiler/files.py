@@ -1,0 +1,49 @@
+"""Writing files so that a failure never leaves a half-written one behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from typing import Iterator, Union
+
+
+def write_atomic(path: Union[str, os.PathLike[str]], data: Union[str, bytes]) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it over `path`."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".keraspec-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(path: Union[str, os.PathLike[str]]) -> Iterator[str]:
+    """Yield a temporary directory that replaces `path` only if the block succeeds.
+
+    An existing `path` is swapped out and removed after the new one is in place.
+    """
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".keraspec-", dir=parent)
+    try:
+        yield tmp
+        old = None
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(prefix=".keraspec-old-", dir=parent)
+            os.replace(path, os.path.join(old, "x"))
+        os.replace(tmp, path)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,51 @@
+"""Rendering: a resolved spec back to YAML or JSON text, in its fully explicit form."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from compiler.spec import Spec
+
+_FIRST = ("type", "name", "inputs")
+
+
+def to_data(spec: Spec) -> dict[str, Any]:
+    """The spec as plain data: every default filled, nulls left out, `type` keys first."""
+    return _order(spec.model_dump(mode="json", exclude_none=True))
+
+
+def _order(node: Any) -> Any:
+    if isinstance(node, dict) and "type" in node:
+        first = [k for k in _FIRST if k in node]
+        keys = first + [k for k in node if k not in first]
+        return {k: _order(node[k]) for k in keys}
+    if isinstance(node, dict):
+        return {k: _order(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_order(v) for v in node]
+    return node
+
+
+def dump_yaml(data: Any, header: str = "") -> str:
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[attr-defined]
+    out = io.StringIO()
+    if header:
+        out.write(header.rstrip("\n") + "\n")
+    yaml.dump(data, out)
+    return out.getvalue()
+
+
+def dump_json(data: Any) -> str:
+    return json.dumps(data, indent=2) + "\n"
+
+
+def render(spec: Spec, fmt: str = "yaml") -> str:
+    """Render a resolved spec as `yaml` or `json` text that validates to the same spec."""
+    data = to_data(spec)
+    return dump_json(data) if fmt == "json" else dump_yaml(data)

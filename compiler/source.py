@@ -1,0 +1,226 @@
+"""Loading: spec text to plain data plus the source position of every key and value.
+
+YAML and JSON are read by ruamel.yaml's round-trip loader, which records where each node
+stands, rejects duplicate keys (ordinary loaders keep the last one silently, losing an edit)
+and reads JSON as the YAML subset it is. The result holds only plain Python types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Union
+
+from compiler.diagnostics import Diagnostic, SpecError
+
+PathPart = Union[str, int]
+Path = tuple[PathPart, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    file: str
+    line: int
+    column: int
+
+
+def format_path(path: Path) -> str:
+    """Render a path tuple as the spec's dotted form: ("model", "layers", 3) -> model.layers[3]."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+@dataclasses.dataclass
+class Source:
+    """A loaded document: its data and where each part of it was written.
+
+    Attributes:
+        name: The file name used in diagnostics.
+        data: The document as plain dicts, lists and scalars.
+        keys: Location of each mapping key, by the path of its value.
+        values: Location of each value (mapping value or sequence item), by path.
+    """
+
+    name: str
+    data: Any
+    keys: dict[Path, Location] = dataclasses.field(default_factory=dict)
+    values: dict[Path, Location] = dataclasses.field(default_factory=dict)
+
+    def locate(self, path: Path, *, key: bool = False) -> Location:
+        """Where `path` was written, or its nearest written ancestor.
+
+        Args:
+            path: A path into `data`; it need not exist (a missing field, a template's
+                generated layer), in which case the closest ancestor answers.
+            key: Prefer the key's position over the value's (for unknown keys).
+        """
+        for end in range(len(path), 0, -1):
+            prefix = path[:end]
+            table = (self.keys, self.values) if key or end < len(path) else (self.values, self.keys)
+            for positions in table:
+                if prefix in positions:
+                    return positions[prefix]
+        return Location(self.name, 1, 1)
+
+    def diagnostic(
+        self, path: Path, code: str, message: str, *, severity: str = "error", key: bool = False
+    ) -> Diagnostic:
+        where = self.locate(path, key=key)
+        return Diagnostic(
+            severity=severity,  # type: ignore[arg-type]
+            code=code,
+            message=message,
+            path=format_path(path),
+            file=where.file,
+            line=where.line,
+            column=where.column,
+        )
+
+
+def _fail(name: str, code: str, message: str, line: int = 1, column: int = 1) -> SpecError:
+    return SpecError([Diagnostic("error", code, message, "", name, line, column)])
+
+
+def _decode(raw: bytes, name: str) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise _fail(
+            name,
+            "not_utf8",
+            f"expected UTF-8 text, received byte 0x{raw[e.start]:02x} that is not valid UTF-8",
+            line,
+            column,
+        ) from e
+
+
+def _yaml_error(e: Exception, name: str) -> SpecError:
+    from ruamel.yaml.constructor import DuplicateKeyError
+
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    if isinstance(e, DuplicateKeyError):
+        # problem reads: found duplicate key "a" with value "2" (original value: "1")
+        first = getattr(e, "context_mark", None)
+        seen = f" (first defined on line {first.line + 1})" if first is not None else ""
+        key = str(getattr(e, "problem", "")).split('"')[1:2]
+        key_text = f" {key[0]!r}" if key else ""
+        return _fail(
+            name,
+            "duplicate_key",
+            f"duplicate key{key_text}{seen}: expected each key once per mapping, "
+            "received it again; delete one of the two",
+            line,
+            column,
+        )
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    context = getattr(e, "context", None)
+    text = f"{context}: {problem}" if context else str(problem)
+    return _fail(name, "syntax_error", f"invalid YAML/JSON: {text}", line, column)
+
+
+def _plain(node: Any, path: Path, source: Source, name: str) -> Any:
+    """Copy a ruamel node into plain types, recording positions as it goes."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    if isinstance(node, CommentedMap):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            kl, kc = node.lc.key(k)
+            if not isinstance(k, str):
+                raise _fail(
+                    name,
+                    "non_string_key",
+                    f"{format_path(path) or 'document'}: expected string keys, "
+                    f"received {type(k).__name__} key {k!r}",
+                    kl + 1,
+                    kc + 1,
+                )
+            child = path + (str(k),)
+            source.keys[child] = Location(name, kl + 1, kc + 1)
+            vl, vc = node.lc.value(k)
+            source.values[child] = Location(name, vl + 1, vc + 1)
+            out[str(k)] = _plain(v, child, source, name)
+        return out
+    if isinstance(node, CommentedSeq):
+        items = []
+        for i, v in enumerate(node):
+            il, ic = node.lc.item(i)
+            source.values[path + (i,)] = Location(name, il + 1, ic + 1)
+            items.append(_plain(v, path + (i,), source, name))
+        return items
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    # Timestamps, binary and other YAML tags have no meaning in a spec.
+    return str(node)
+
+
+def load_text(text: str | bytes, name: str = "<string>") -> Source:
+    """Parse YAML or JSON text into a `Source`.
+
+    Args:
+        text: The document; bytes are decoded as UTF-8 (a BOM is allowed).
+        name: What diagnostics call the document.
+
+    Raises:
+        SpecError: on undecodable bytes, a syntax error, a duplicate key, an empty
+            document, several documents, or a document that is not a mapping.
+    """
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    if isinstance(text, bytes):
+        text = _decode(text, name)
+    yaml = YAML(typ="rt", pure=True)
+    try:
+        documents = list(yaml.load_all(text))
+    except YAMLError as e:
+        raise _yaml_error(e, name) from e
+    if not documents or (len(documents) == 1 and documents[0] is None):
+        raise _fail(
+            name,
+            "empty_document",
+            "expected a spec mapping (apiVersion, name, input, model, ...), received an "
+            "empty document",
+        )
+    if len(documents) > 1:
+        raise _fail(
+            name,
+            "multiple_documents",
+            f"expected one spec per file, received {len(documents)} YAML documents",
+        )
+    source = Source(name=name, data=None)
+    document = documents[0]
+    if not isinstance(document, dict):
+        kind = "a list" if isinstance(document, list) else f"the scalar {document!r}"
+        raise _fail(
+            name,
+            "not_a_mapping",
+            f"expected a spec mapping (apiVersion, name, input, model, ...), received {kind}",
+        )
+    source.data = _plain(document, (), source, name)
+    return source
+
+
+def load_file(path: str | os.PathLike[str]) -> Source:
+    """Read and parse a spec file; see `load_text`."""
+    name = os.fspath(path)
+    try:
+        with open(name, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise _fail(name, "unreadable", f"cannot read the file: {e.strerror}") from e
+    return load_text(raw, name)

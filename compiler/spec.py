@@ -1,0 +1,499 @@
+"""The spec language, version keraspec/v1, as typed pydantic models.
+
+These models are the single source of truth: the published JSON Schema is generated from
+them (`keraspec schema`), and the parser validates documents with them. Cross-field rules
+(shapes, vocab sizes, DP constraints) live in `compiler.checks`.
+
+Field docstrings become the schema's descriptions, so editors show them on hover.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, create_model
+
+API_VERSION = "keraspec/v1"
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Rate = Annotated[float, Field(ge=0, lt=1)]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
+ModelName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", max_length=64)]
+
+Initializer = Literal[
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_uniform",
+    "lecun_normal",
+    "orthogonal",
+    "identity",
+    "zeros",
+    "ones",
+    "uniform",
+    "random_uniform",
+    "random_normal",
+    "truncated_normal",
+    "variance_scaling",
+]
+Activation = Literal[
+    "linear",
+    "relu",
+    "relu6",
+    "tanh",
+    "sigmoid",
+    "hard_sigmoid",
+    "softmax",
+    "softplus",
+    "softsign",
+    "elu",
+    "selu",
+    "gelu",
+    "swish",
+    "exponential",
+]
+
+
+class StrictModel(BaseModel):
+    """Base of every spec model: unknown keys are errors, no silent type coercion."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        use_attribute_docstrings=True,
+        populate_by_name=True,
+    )
+
+
+# --------------------------------------------------------------------------------- input
+
+
+class InputSpec(StrictModel):
+    """The model's input: batches of integer token ids."""
+
+    name: Identifier = "tokens"
+    """Name of the input tensor (and of the serving signature's input)."""
+    vocab_size: PositiveInt
+    """Number of distinct token ids; ids run from 0 to vocab_size - 1."""
+    batch_size: Optional[PositiveInt] = None
+    """Fixed batch size; required when any layer is stateful. null means variable."""
+    sequence_length: Optional[PositiveInt] = None
+    """Fixed sequence length; null means variable-length sequences."""
+
+
+# -------------------------------------------------------------------------------- layers
+
+
+class LayerBase(StrictModel):
+    name: Optional[Identifier] = None
+    """Unique layer name; defaults to the Keras convention (lstm, lstm_1, ...)."""
+    inputs: Optional[Annotated[list[Identifier], Field(min_length=1)]] = None
+    """Names of the layers (or the input) feeding this one; defaults to the previous
+    layer in the list, or the model input for the first layer."""
+
+
+class EmbeddingLayer(LayerBase):
+    """tf.keras.layers.Embedding: token ids to dense vectors."""
+
+    type: Literal["embedding"]
+    output_dim: PositiveInt
+    """Size of each embedding vector."""
+    input_dim: Optional[PositiveInt] = None
+    """Number of rows; defaults to input.vocab_size and must be at least that."""
+    embeddings_initializer: Initializer = "uniform"
+    mask_zero: bool = False
+
+
+class DropoutLayer(LayerBase):
+    """tf.keras.layers.Dropout."""
+
+    type: Literal["dropout"]
+    rate: Rate
+    """Fraction of units to drop, in [0, 1)."""
+    seed: Optional[int] = None
+
+
+class RecurrentLayer(LayerBase):
+    units: PositiveInt
+    activation: Activation = "tanh"
+    recurrent_activation: Activation = "sigmoid"
+    use_bias: bool = True
+    kernel_initializer: Initializer = "glorot_uniform"
+    recurrent_initializer: Initializer = "orthogonal"
+    bias_initializer: Initializer = "zeros"
+    dropout: Rate = 0.0
+    """Dropout on the inputs, in [0, 1)."""
+    recurrent_dropout: Rate = 0.0
+    """Dropout on the recurrent state, in [0, 1); > 0 forfeits the fused cuDNN kernel."""
+    return_sequences: bool = False
+    """Emit the whole sequence (needed when another RNN or a per-step layer follows)."""
+    stateful: bool = False
+    """Carry state across batches; needs a fixed input.batch_size."""
+    go_backwards: bool = False
+    unroll: bool = False
+
+
+class LSTMLayer(RecurrentLayer):
+    """tf.keras.layers.LSTM."""
+
+    type: Literal["lstm"]
+    unit_forget_bias: bool = True
+
+
+class GRULayer(RecurrentLayer):
+    """tf.keras.layers.GRU."""
+
+    type: Literal["gru"]
+    reset_after: bool = True
+    """Apply the reset gate after the matrix product (the cuDNN-compatible form)."""
+
+
+class DenseLayer(LayerBase):
+    """tf.keras.layers.Dense, applied to the last axis."""
+
+    type: Literal["dense"]
+    units: PositiveInt
+    activation: Activation = "linear"
+    use_bias: bool = True
+    kernel_initializer: Initializer = "glorot_uniform"
+    bias_initializer: Initializer = "zeros"
+
+
+class LayerNormalizationLayer(LayerBase):
+    """tf.keras.layers.LayerNormalization over the last axis."""
+
+    type: Literal["layer_normalization"]
+    epsilon: PositiveFloat = 1e-3
+    center: bool = True
+    scale: bool = True
+
+
+class ActivationLayer(LayerBase):
+    """tf.keras.layers.Activation."""
+
+    type: Literal["activation"]
+    activation: Activation
+
+
+class AddLayer(LayerBase):
+    """tf.keras.layers.Add: element-wise sum of inputs of one shape."""
+
+    type: Literal["add"]
+
+
+class ConcatenateLayer(LayerBase):
+    """tf.keras.layers.Concatenate along `axis`."""
+
+    type: Literal["concatenate"]
+    axis: int = -1
+
+
+Layer = Annotated[
+    Union[
+        EmbeddingLayer,
+        DropoutLayer,
+        LSTMLayer,
+        GRULayer,
+        DenseLayer,
+        LayerNormalizationLayer,
+        ActivationLayer,
+        AddLayer,
+        ConcatenateLayer,
+    ],
+    Field(discriminator="type"),
+]
+LAYER_TYPES: dict[str, type[LayerBase]] = {
+    "embedding": EmbeddingLayer,
+    "dropout": DropoutLayer,
+    "lstm": LSTMLayer,
+    "gru": GRULayer,
+    "dense": DenseLayer,
+    "layer_normalization": LayerNormalizationLayer,
+    "activation": ActivationLayer,
+    "add": AddLayer,
+    "concatenate": ConcatenateLayer,
+}
+RECURRENT_TYPES = ("lstm", "gru")
+
+
+class GraphModel(StrictModel):
+    """An explicit graph of layers. Without `inputs` anywhere it is a plain chain."""
+
+    layers: Annotated[list[Layer], Field(min_length=1)]
+    output: Optional[Identifier] = None
+    """Name of the layer whose output is the model's (next-token logits); defaults to the
+    last layer."""
+
+
+# ----------------------------------------------------------------------------- templates
+
+
+class LstmTextParams(StrictModel):
+    """Parameters of the canonical two-LSTM text model (defaults: the reference's)."""
+
+    vocab_size: PositiveInt = 20000
+    embedding_dim: PositiveInt = 256
+    rnn_units: PositiveInt = 256
+    dropout_rate: Rate = 0.2
+    rnn_initializer: Initializer = "glorot_uniform"
+    learning_rate: PositiveFloat = 0.01
+    batch_size: PositiveInt = 64
+    sequence_length: PositiveInt = 100
+
+
+class LstmTextDpParams(LstmTextParams):
+    """lstm-text parameters plus those of the differentially private optimizer."""
+
+    l2_norm_clip: PositiveFloat = 3.0
+    noise_multiplier: NonNegativeFloat = 0.1
+    num_microbatches: PositiveInt = 1
+    implementation: Literal["standard", "vectorized"] = "standard"
+
+
+class LstmTextTemplate(StrictModel):
+    """The canonical two-LSTM text model."""
+
+    template: Literal["lstm-text"]
+    params: LstmTextParams = LstmTextParams()
+
+
+class LstmTextDpTemplate(StrictModel):
+    """The canonical two-LSTM text model with a differentially private optimizer."""
+
+    template: Literal["lstm-text-dp"]
+    params: LstmTextDpParams = LstmTextDpParams()
+
+
+TemplateModel = Annotated[
+    Union[LstmTextTemplate, LstmTextDpTemplate], Field(discriminator="template")
+]
+
+
+# ------------------------------------------------------------------------------ training
+
+
+class SparseCategoricalCrossentropy(StrictModel):
+    """Next-token cross-entropy; the compiler makes it per-example for microbatched DP."""
+
+    type: Literal["sparse_categorical_crossentropy"] = "sparse_categorical_crossentropy"
+    from_logits: bool = True
+
+
+Metric = Literal[
+    "accuracy",
+    "sparse_categorical_accuracy",
+    "sparse_top_k_categorical_accuracy",
+    "sparse_categorical_crossentropy",
+]
+
+
+class RMSprop(StrictModel):
+    type: Literal["rmsprop"]
+    learning_rate: PositiveFloat = 0.001
+    rho: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    momentum: NonNegativeFloat = 0.0
+    epsilon: PositiveFloat = 1e-7
+    centered: bool = False
+
+
+class Adam(StrictModel):
+    type: Literal["adam"]
+    learning_rate: PositiveFloat = 0.001
+    beta_1: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    beta_2: Annotated[float, Field(ge=0, lt=1)] = 0.999
+    epsilon: PositiveFloat = 1e-7
+    amsgrad: bool = False
+
+
+class SGD(StrictModel):
+    type: Literal["sgd"]
+    learning_rate: PositiveFloat = 0.01
+    momentum: NonNegativeFloat = 0.0
+    nesterov: bool = False
+
+
+class Adagrad(StrictModel):
+    type: Literal["adagrad"]
+    learning_rate: PositiveFloat = 0.001
+    initial_accumulator_value: NonNegativeFloat = 0.1
+    epsilon: PositiveFloat = 1e-7
+
+
+Optimizer = Annotated[Union[RMSprop, Adam, SGD, Adagrad], Field(discriminator="type")]
+
+
+class PrivacySpec(StrictModel):
+    """DP-SGD settings (tensorflow-privacy). Give noise_multiplier or target_epsilon."""
+
+    l2_norm_clip: PositiveFloat
+    """Clip each microbatch's gradient to this L2 norm."""
+    noise_multiplier: Optional[NonNegativeFloat] = None
+    """Gaussian noise standard deviation, as a multiple of l2_norm_clip."""
+    target_epsilon: Optional[PositiveFloat] = None
+    """Instead of noise_multiplier: the epsilon to reach; the noise is derived from it."""
+    delta: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
+    """Delta of the (epsilon, delta) guarantee; null means 1 / number of examples."""
+    num_microbatches: Optional[PositiveInt] = None
+    """Microbatches per batch; null means one per example (= batch size)."""
+    implementation: Literal["standard", "vectorized"] = "standard"
+    """tensorflow-privacy's make_keras_optimizer_class or its vectorized variant."""
+
+
+class EarlyStopping(StrictModel):
+    monitor: Literal["loss", "val_loss", "accuracy", "val_accuracy"] = "loss"
+    patience: Annotated[int, Field(ge=0)] = 5
+    min_delta: NonNegativeFloat = 0.001
+    restore_best_weights: bool = False
+
+
+class CharTokenizer(StrictModel):
+    """One token per Unicode character seen in the corpus."""
+
+    type: Literal["char"]
+
+
+class SentencePieceTokenizer(StrictModel):
+    type: Literal["sentencepiece"]
+    vocab_size: PositiveInt
+    """Must equal input.vocab_size."""
+    character_coverage: Annotated[float, Field(gt=0, le=1)] = 1.0
+    model_type: Literal["unigram", "bpe", "char", "word"] = "unigram"
+
+
+Tokenizer = Annotated[Union[CharTokenizer, SentencePieceTokenizer], Field(discriminator="type")]
+
+
+class TrainingSpec(StrictModel):
+    batch_size: Optional[PositiveInt] = None
+    """Examples per step; defaults to input.batch_size, else 64."""
+    sequence_length: Optional[PositiveInt] = None
+    """Tokens per training window; defaults to input.sequence_length, else 100."""
+    epochs: PositiveInt = 10
+    loss: SparseCategoricalCrossentropy = SparseCategoricalCrossentropy()
+    metrics: list[Metric] = ["accuracy"]
+    optimizer: Optimizer = RMSprop(type="rmsprop")
+    privacy: Optional[PrivacySpec] = None
+    """Train with DP-SGD when present."""
+    early_stopping: Optional[EarlyStopping] = None
+    validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    tokenizer: Tokenizer = CharTokenizer(type="char")
+    seed: Optional[int] = None
+
+
+# -------------------------------------------------------------------------------- export
+
+
+class ExportSpec(StrictModel):
+    """What `keraspec export` writes (signatures are defined by the exporter)."""
+
+    version: PositiveInt = 1
+    """The numeric version directory TF Serving loads (BASE/NAME/VERSION)."""
+    signatures: Annotated[list[Identifier], Field(min_length=1)] = ["serving_default"]
+    """Serving signatures to write; must include serving_default."""
+
+
+# ---------------------------------------------------------------------------------- spec
+
+
+class SpecBase(StrictModel):
+    apiVersion: Literal["keraspec/v1"]
+    """Version of the spec language."""
+    name: ModelName
+    """Model name; becomes the TF Serving model name, so letters, digits, _ and -."""
+    description: Optional[str] = None
+
+
+class Spec(SpecBase):
+    """A resolved spec: template applied, defaults filled, ready to compile."""
+
+    input: InputSpec
+    model: GraphModel
+    training: TrainingSpec = TrainingSpec()
+    export: ExportSpec = ExportSpec()
+
+
+# ------------------------------------------------------------------- template documents
+#
+# A spec that uses a template may give any subset of input and training: what it gives is
+# merged over what the template produces, then the merged whole is validated as a `Spec`.
+# The schema of those partial sections is derived from the full models ("patches"), so
+# there is still one source of truth.
+
+
+def _patch_type(tp: Any) -> Any:
+    metadata: tuple[Any, ...] = ()
+    if typing.get_origin(tp) is Annotated:
+        tp, *rest = typing.get_args(tp)
+        metadata = tuple(m for m in rest if not hasattr(m, "discriminator"))
+    if typing.get_origin(tp) is Union:
+        members = [m for m in typing.get_args(tp) if m is not type(None)]
+        if len(members) == 1:
+            return _patch_type(members[0])
+        if all(isinstance(m, type) and issubclass(m, BaseModel) for m in members):
+            return _patch_union(members)
+    if isinstance(tp, type) and issubclass(tp, StrictModel):
+        return _patch_model(tp)
+    return Annotated[(tp, *metadata)] if metadata else tp
+
+
+def _patch_fields(models: list[type[BaseModel]]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for model in models:
+        for name, field in model.model_fields.items():
+            if name in fields:
+                continue
+            fields[name] = (
+                Optional[_patch_type(field.annotation)],
+                Field(None, description=field.description),
+            )
+    return fields
+
+
+def _patch_model(model: type[BaseModel]) -> type[BaseModel]:
+    return create_model(  # type: ignore[call-overload]
+        f"{model.__name__}Patch",
+        __base__=StrictModel,
+        __doc__=f"Any subset of {model.__name__}, merged over the template's.",
+        **_patch_fields([model]),
+    )
+
+
+def _patch_union(members: list[type[BaseModel]]) -> type[BaseModel]:
+    tags = tuple(t for m in members for t in typing.get_args(m.model_fields["type"].annotation))
+    fields = _patch_fields(members)
+    fields["type"] = (Optional[Literal[tags]], Field(None))  # type: ignore[valid-type]
+    return create_model(  # type: ignore[call-overload]
+        "".join(m.__name__ for m in members) + "Patch",
+        __base__=StrictModel,
+        __doc__="Fields of the chosen type, merged over the template's (a new type replaces).",
+        **fields,
+    )
+
+
+class TemplateDocument(SpecBase):
+    """A spec built from a template, with optional partial input and training sections."""
+
+    model: TemplateModel
+    input: Optional[_patch_model(InputSpec)] = None  # type: ignore[valid-type]
+    training: Optional[_patch_model(TrainingSpec)] = None  # type: ignore[valid-type]
+    export: Optional[ExportSpec] = None
+
+
+def _document_kind(value: Any) -> str:
+    model = value.get("model") if isinstance(value, dict) else getattr(value, "model", None)
+    if isinstance(model, dict):
+        return "by-template" if "template" in model else "by-layers"
+    return "by-template" if hasattr(model, "template") else "by-layers"
+
+
+# What a spec file may say. Tags appear in error locations and must name no data key.
+SpecDocument = Annotated[
+    Union[Annotated[TemplateDocument, Tag("by-template")], Annotated[Spec, Tag("by-layers")]],
+    Discriminator(_document_kind),
+]
+DOCUMENT = TypeAdapter(SpecDocument)
