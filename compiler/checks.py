@@ -109,9 +109,7 @@ class _Checker:
             t_update["sequence_length"] = spec.input.sequence_length or DEFAULT_SEQUENCE_LENGTH
         training = training.model_copy(update=t_update)
         if training.privacy is not None and training.privacy.num_microbatches is None:
-            privacy = training.privacy.model_copy(
-                update={"num_microbatches": training.batch_size}
-            )
+            privacy = training.privacy.model_copy(update={"num_microbatches": training.batch_size})
             training = training.model_copy(update={"privacy": privacy})
         return spec.model_copy(
             update={
@@ -472,8 +470,10 @@ class _Checker:
                 f"expected validation_split > 0 to monitor {es.monitor!r}, received "
                 "validation_split: 0",
             )
-        if es is not None and es.monitor.endswith("accuracy") and not any(
-            "accuracy" in m for m in tr.metrics
+        if (
+            es is not None
+            and es.monitor.endswith("accuracy")
+            and not any("accuracy" in m for m in tr.metrics)
         ):
             self.error(
                 ("training", "early_stopping", "monitor"),

@@ -155,7 +155,9 @@ def _report(results: list["Validation"], strict: bool) -> None:
         _print_diagnostics(console, r.diagnostics)
         warnings += sum(d.severity == "warning" for d in r.diagnostics)
     bad = sum(_failed(r, strict) for r in results)
-    summary = f"{len(results)} file(s): {len(results) - bad} valid, {bad} invalid, {warnings} warning(s)"
+    summary = (
+        f"{len(results)} file(s): {len(results) - bad} valid, {bad} invalid, {warnings} warning(s)"
+    )
     console.print(Text(summary, style="bold red" if bad else "bold green"))
 
 

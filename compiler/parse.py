@@ -206,9 +206,9 @@ def _walk_type(tp: Any, loc: Sequence[Union[str, int]]) -> Any:
                 inner = _unwrap(m)
                 if isinstance(inner, type) and issubclass(inner, BaseModel):
                     for f in inner.model_fields.values():
-                        if typing.get_origin(f.annotation) is typing.Literal and part in typing.get_args(
+                        if typing.get_origin(
                             f.annotation
-                        ):
+                        ) is typing.Literal and part in typing.get_args(f.annotation):
                             chosen = m
                 if chosen is not None:
                     break
@@ -263,9 +263,8 @@ def _message(error: dict[str, Any], data: Any, loc: tuple, tp_root: Any) -> tupl
             else []
         )
         hint = _suggest(str(loc[-1]), allowed)
-        return "unknown_key", f"unknown key {loc[-1]!r}{hint}" + (
-            f"; expected one of: {', '.join(allowed)}" if allowed and not hint else ""
-        )
+        expected = f"expected one of: {', '.join(allowed)}; " if allowed else ""
+        return "unknown_key", f"{expected}received unknown key {loc[-1]!r}{hint}"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         field = str(ctx.get("discriminator", "type")).strip("'")
         expected = [t.strip().strip("'") for t in str(ctx.get("expected_tags", "")).split(",")]
@@ -277,14 +276,17 @@ def _message(error: dict[str, Any], data: Any, loc: tuple, tp_root: Any) -> tupl
         tag = str(ctx.get("tag", ""))
         return "unknown_type", (
             f"expected {field} to be one of: {', '.join(expected)}, received {tag!r}"
-            + _suggest(tag, expected, bare=True)
+            + _suggest(tag, expected)
         )
     if kind == "literal_error":
         expected_text = str(ctx.get("expected", ""))
         choices = [c.strip().strip("'") for c in expected_text.replace(" or ", ",").split(",")]
         value = error.get("input")
-        hint = _suggest(value, choices, bare=True) if isinstance(value, str) else ""
-        return "invalid_choice", f"expected one of: {', '.join(c for c in choices if c)}, received {received}{hint}"
+        hint = _suggest(value, choices) if isinstance(value, str) else ""
+        return (
+            "invalid_choice",
+            f"expected one of: {', '.join(c for c in choices if c)}, received {received}{hint}",
+        )
     is_int = "int" in str(_walk_type(tp_root, loc))
     bounds = {
         "greater_than": ("greater than", "gt"),
@@ -325,11 +327,14 @@ def _message(error: dict[str, Any], data: Any, loc: tuple, tp_root: Any) -> tupl
             f"expected at least {ctx.get('min_length')} item(s), received {ctx.get('actual_length')}"
         )
     if kind == "too_long":
-        return "too_long", f"expected at most {ctx.get('max_length')} characters, received {received}"
+        return (
+            "too_long",
+            f"expected at most {ctx.get('max_length')} characters, received {received}",
+        )
     return kind, f"{error['msg']}, received {received}"
 
 
-def _suggest(word: str, choices: list[str], bare: bool = False) -> str:
+def _suggest(word: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     if not close:
         return ""
@@ -373,11 +378,14 @@ def validate_source(source: Source, overrides: Sequence[str] = ()) -> Validation
         user = {k: v for k, v in source.data.items() if k != "model"}
         data = merge(expanded, user)
         data["model"] = expanded["model"]
-        # Generated parts point at the template's name.
+        # Generated fields point at the param they came from, else at the template's name.
         anchor = source.locate(("model", "template"))
         for generated in (("input",), ("training",), ("model", "layers")):
             source.values.setdefault(generated, anchor)
             source.keys.setdefault(generated, anchor)
+        for generated, param in template.origins.items():
+            if ("model", "params", param) in source.values:
+                source.values.setdefault(generated, source.values[("model", "params", param)])
         try:
             spec = Spec.model_validate(data)
         except ValidationError as e:

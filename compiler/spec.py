@@ -65,7 +65,6 @@ class StrictModel(BaseModel):
         extra="forbid",
         strict=True,
         frozen=True,
-        use_attribute_docstrings=True,
         populate_by_name=True,
     )
 
@@ -76,35 +75,47 @@ class StrictModel(BaseModel):
 class InputSpec(StrictModel):
     """The model's input: batches of integer token ids."""
 
-    name: Identifier = "tokens"
-    """Name of the input tensor (and of the serving signature's input)."""
-    vocab_size: PositiveInt
-    """Number of distinct token ids; ids run from 0 to vocab_size - 1."""
-    batch_size: Optional[PositiveInt] = None
-    """Fixed batch size; required when any layer is stateful. null means variable."""
-    sequence_length: Optional[PositiveInt] = None
-    """Fixed sequence length; null means variable-length sequences."""
+    name: Identifier = Field(
+        "tokens",
+        description="Name of the input tensor (and of the serving signature's input).",
+    )
+    vocab_size: PositiveInt = Field(
+        description="Number of distinct token ids; ids run from 0 to vocab_size - 1.",
+    )
+    batch_size: Optional[PositiveInt] = Field(
+        None,
+        description="Fixed batch size; required when any layer is stateful. null means variable.",
+    )
+    sequence_length: Optional[PositiveInt] = Field(
+        None,
+        description="Fixed sequence length; null means variable-length sequences.",
+    )
 
 
 # -------------------------------------------------------------------------------- layers
 
 
 class LayerBase(StrictModel):
-    name: Optional[Identifier] = None
-    """Unique layer name; defaults to the Keras convention (lstm, lstm_1, ...)."""
-    inputs: Optional[Annotated[list[Identifier], Field(min_length=1)]] = None
-    """Names of the layers (or the input) feeding this one; defaults to the previous
-    layer in the list, or the model input for the first layer."""
+    name: Optional[Identifier] = Field(
+        None,
+        description="Unique layer name; defaults to the Keras convention (lstm, lstm_1, ...).",
+    )
+    inputs: Optional[Annotated[list[Identifier], Field(min_length=1)]] = Field(
+        None,
+        description="Names of the layers (or the input) feeding this one; defaults to the "
+        "previous layer in the list, or the model input for the first layer.",
+    )
 
 
 class EmbeddingLayer(LayerBase):
     """tf.keras.layers.Embedding: token ids to dense vectors."""
 
     type: Literal["embedding"]
-    output_dim: PositiveInt
-    """Size of each embedding vector."""
-    input_dim: Optional[PositiveInt] = None
-    """Number of rows; defaults to input.vocab_size and must be at least that."""
+    output_dim: PositiveInt = Field(description="Size of each embedding vector.")
+    input_dim: Optional[PositiveInt] = Field(
+        None,
+        description="Number of rows; defaults to input.vocab_size and must be at least that.",
+    )
     embeddings_initializer: Initializer = "uniform"
     mask_zero: bool = False
 
@@ -113,8 +124,7 @@ class DropoutLayer(LayerBase):
     """tf.keras.layers.Dropout."""
 
     type: Literal["dropout"]
-    rate: Rate
-    """Fraction of units to drop, in [0, 1)."""
+    rate: Rate = Field(description="Fraction of units to drop, in [0, 1).")
     seed: Optional[int] = None
 
 
@@ -126,14 +136,23 @@ class RecurrentLayer(LayerBase):
     kernel_initializer: Initializer = "glorot_uniform"
     recurrent_initializer: Initializer = "orthogonal"
     bias_initializer: Initializer = "zeros"
-    dropout: Rate = 0.0
-    """Dropout on the inputs, in [0, 1)."""
-    recurrent_dropout: Rate = 0.0
-    """Dropout on the recurrent state, in [0, 1); > 0 forfeits the fused cuDNN kernel."""
-    return_sequences: bool = False
-    """Emit the whole sequence (needed when another RNN or a per-step layer follows)."""
-    stateful: bool = False
-    """Carry state across batches; needs a fixed input.batch_size."""
+    dropout: Rate = Field(0.0, description="Dropout on the inputs, in [0, 1).")
+    recurrent_dropout: Rate = Field(
+        0.0,
+        description=(
+            "Dropout on the recurrent state, in [0, 1); > 0 forfeits the fused cuDNN " "kernel."
+        ),
+    )
+    return_sequences: bool = Field(
+        False,
+        description=(
+            "Emit the whole sequence (needed when another RNN or a per-step layer follows)."
+        ),
+    )
+    stateful: bool = Field(
+        False,
+        description="Carry state across batches; needs a fixed input.batch_size.",
+    )
     go_backwards: bool = False
     unroll: bool = False
 
@@ -149,8 +168,10 @@ class GRULayer(RecurrentLayer):
     """tf.keras.layers.GRU."""
 
     type: Literal["gru"]
-    reset_after: bool = True
-    """Apply the reset gate after the matrix product (the cuDNN-compatible form)."""
+    reset_after: bool = Field(
+        True,
+        description="Apply the reset gate after the matrix product (the cuDNN-compatible form).",
+    )
 
 
 class DenseLayer(LayerBase):
@@ -225,9 +246,13 @@ class GraphModel(StrictModel):
     """An explicit graph of layers. Without `inputs` anywhere it is a plain chain."""
 
     layers: Annotated[list[Layer], Field(min_length=1)]
-    output: Optional[Identifier] = None
-    """Name of the layer whose output is the model's (next-token logits); defaults to the
-    last layer."""
+    output: Optional[Identifier] = Field(
+        None,
+        description=(
+            "Name of the layer whose output is the model's (next-token logits); defaults to "
+            "the last layer."
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------- templates
@@ -330,18 +355,31 @@ Optimizer = Annotated[Union[RMSprop, Adam, SGD, Adagrad], Field(discriminator="t
 class PrivacySpec(StrictModel):
     """DP-SGD settings (tensorflow-privacy). Give noise_multiplier or target_epsilon."""
 
-    l2_norm_clip: PositiveFloat
-    """Clip each microbatch's gradient to this L2 norm."""
-    noise_multiplier: Optional[NonNegativeFloat] = None
-    """Gaussian noise standard deviation, as a multiple of l2_norm_clip."""
-    target_epsilon: Optional[PositiveFloat] = None
-    """Instead of noise_multiplier: the epsilon to reach; the noise is derived from it."""
-    delta: Optional[Annotated[float, Field(gt=0, lt=1)]] = None
-    """Delta of the (epsilon, delta) guarantee; null means 1 / number of examples."""
-    num_microbatches: Optional[PositiveInt] = None
-    """Microbatches per batch; null means one per example (= batch size)."""
-    implementation: Literal["standard", "vectorized"] = "standard"
-    """tensorflow-privacy's make_keras_optimizer_class or its vectorized variant."""
+    l2_norm_clip: PositiveFloat = Field(
+        description="Clip each microbatch's gradient to this L2 norm.",
+    )
+    noise_multiplier: Optional[NonNegativeFloat] = Field(
+        None,
+        description="Gaussian noise standard deviation, as a multiple of l2_norm_clip.",
+    )
+    target_epsilon: Optional[PositiveFloat] = Field(
+        None,
+        description=(
+            "Instead of noise_multiplier: the epsilon to reach; the noise is derived from " "it."
+        ),
+    )
+    delta: Optional[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        None,
+        description="Delta of the (epsilon, delta) guarantee; null means 1 / number of examples.",
+    )
+    num_microbatches: Optional[PositiveInt] = Field(
+        None,
+        description="Microbatches per batch; null means one per example (= batch size).",
+    )
+    implementation: Literal["standard", "vectorized"] = Field(
+        "standard",
+        description="tensorflow-privacy's make_keras_optimizer_class or its vectorized variant.",
+    )
 
 
 class EarlyStopping(StrictModel):
@@ -359,8 +397,7 @@ class CharTokenizer(StrictModel):
 
 class SentencePieceTokenizer(StrictModel):
     type: Literal["sentencepiece"]
-    vocab_size: PositiveInt
-    """Must equal input.vocab_size."""
+    vocab_size: PositiveInt = Field(description="Must equal input.vocab_size.")
     character_coverage: Annotated[float, Field(gt=0, le=1)] = 1.0
     model_type: Literal["unigram", "bpe", "char", "word"] = "unigram"
 
@@ -369,16 +406,19 @@ Tokenizer = Annotated[Union[CharTokenizer, SentencePieceTokenizer], Field(discri
 
 
 class TrainingSpec(StrictModel):
-    batch_size: Optional[PositiveInt] = None
-    """Examples per step; defaults to input.batch_size, else 64."""
-    sequence_length: Optional[PositiveInt] = None
-    """Tokens per training window; defaults to input.sequence_length, else 100."""
+    batch_size: Optional[PositiveInt] = Field(
+        None,
+        description="Examples per step; defaults to input.batch_size, else 64.",
+    )
+    sequence_length: Optional[PositiveInt] = Field(
+        None,
+        description="Tokens per training window; defaults to input.sequence_length, else 100.",
+    )
     epochs: PositiveInt = 10
     loss: SparseCategoricalCrossentropy = SparseCategoricalCrossentropy()
     metrics: list[Metric] = ["accuracy"]
     optimizer: Optimizer = RMSprop(type="rmsprop")
-    privacy: Optional[PrivacySpec] = None
-    """Train with DP-SGD when present."""
+    privacy: Optional[PrivacySpec] = Field(None, description="Train with DP-SGD when present.")
     early_stopping: Optional[EarlyStopping] = None
     validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.0
     tokenizer: Tokenizer = CharTokenizer(type="char")
@@ -391,20 +431,24 @@ class TrainingSpec(StrictModel):
 class ExportSpec(StrictModel):
     """What `keraspec export` writes (signatures are defined by the exporter)."""
 
-    version: PositiveInt = 1
-    """The numeric version directory TF Serving loads (BASE/NAME/VERSION)."""
-    signatures: Annotated[list[Identifier], Field(min_length=1)] = ["serving_default"]
-    """Serving signatures to write; must include serving_default."""
+    version: PositiveInt = Field(
+        1,
+        description="The numeric version directory TF Serving loads (BASE/NAME/VERSION).",
+    )
+    signatures: Annotated[list[Identifier], Field(min_length=1)] = Field(
+        ["serving_default"],
+        description="Serving signatures to write; must include serving_default.",
+    )
 
 
 # ---------------------------------------------------------------------------------- spec
 
 
 class SpecBase(StrictModel):
-    apiVersion: Literal["keraspec/v1"]
-    """Version of the spec language."""
-    name: ModelName
-    """Model name; becomes the TF Serving model name, so letters, digits, _ and -."""
+    apiVersion: Literal["keraspec/v1"] = Field(description="Version of the spec language.")
+    name: ModelName = Field(
+        description="Model name; becomes the TF Serving model name, so letters, digits, _ and -.",
+    )
     description: Optional[str] = None
 
 
@@ -447,8 +491,12 @@ def _patch_fields(models: list[type[BaseModel]]) -> dict[str, Any]:
         for name, field in model.model_fields.items():
             if name in fields:
                 continue
+            # Constraints (gt, lt, pattern) live in the field's metadata, not its annotation.
+            annotation = field.annotation
+            if field.metadata:
+                annotation = Annotated[(annotation, *field.metadata)]
             fields[name] = (
-                Optional[_patch_type(field.annotation)],
+                Optional[_patch_type(annotation)],
                 Field(None, description=field.description),
             )
     return fields

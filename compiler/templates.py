@@ -19,6 +19,8 @@ class Template:
     description: str
     params: type[StrictModel]
     expand: Callable[[Any], dict[str, Any]]
+    origins: dict[tuple[Any, ...], str] = dataclasses.field(default_factory=dict)
+    """Which param produced each generated field, so diagnostics can point at it."""
 
 
 def _lstm_text(p: LstmTextParams) -> dict[str, Any]:
@@ -70,6 +72,26 @@ def _lstm_text_dp(p: LstmTextDpParams) -> dict[str, Any]:
     return expanded
 
 
+_LSTM_TEXT_ORIGINS: dict[tuple[Any, ...], str] = {
+    ("input", "vocab_size"): "vocab_size",
+    ("input", "batch_size"): "batch_size",
+    ("model", "layers", 0, "output_dim"): "embedding_dim",
+    **{("model", "layers", i, "rate"): "dropout_rate" for i in (1, 3, 5)},
+    **{("model", "layers", i, "units"): "rnn_units" for i in (2, 4)},
+    **{("model", "layers", i, "recurrent_initializer"): "rnn_initializer" for i in (2, 4)},
+    ("model", "layers", 6, "units"): "vocab_size",
+    ("training", "batch_size"): "batch_size",
+    ("training", "sequence_length"): "sequence_length",
+    ("training", "optimizer", "learning_rate"): "learning_rate",
+}
+_LSTM_TEXT_DP_ORIGINS = {
+    **_LSTM_TEXT_ORIGINS,
+    **{
+        ("training", "privacy", p): p
+        for p in ("l2_norm_clip", "noise_multiplier", "num_microbatches", "implementation")
+    },
+}
+
 TEMPLATES: dict[str, Template] = {
     t.name: t
     for t in (
@@ -79,6 +101,7 @@ TEMPLATES: dict[str, Template] = {
             "(the gretel-synthetics reference model).",
             LstmTextParams,
             _lstm_text,
+            _LSTM_TEXT_ORIGINS,
         ),
         Template(
             "lstm-text-dp",
@@ -86,6 +109,7 @@ TEMPLATES: dict[str, Template] = {
             "clipping and Gaussian noise.",
             LstmTextDpParams,
             _lstm_text_dp,
+            _LSTM_TEXT_DP_ORIGINS,
         ),
     )
 }
