@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional
 
 import typer
 
@@ -24,7 +24,7 @@ SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
 app = typer.Typer(
     name="keraspec",
-    help="Declarative architecture specs for Keras: validate, render, compile.",
+    help="Declarative architecture specs for Keras: validate, render, compile, privacy.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -242,6 +242,102 @@ def render(
         _print_diagnostics(_console(stderr=True), e.diagnostics)
         raise typer.Exit(1)
     typer.echo(render_spec(resolved, fmt.value), nl=False)
+
+
+def _load_or_exit(spec: Path, overrides: Optional[List[str]]) -> Any:
+    from compiler.diagnostics import SpecError
+    from compiler.parse import load_spec
+
+    if not spec.is_file():
+        raise typer.BadParameter(f"no such file: {spec}", param_hint="SPEC")
+    try:
+        return load_spec(spec, overrides or ())
+    except SpecError as e:
+        _print_diagnostics(_console(stderr=True), e.diagnostics)
+        raise typer.Exit(1)
+
+
+@app.command("compile")
+def compile_command(
+    spec: Path = typer.Argument(..., help="The spec file."),
+    overrides: Optional[List[str]] = SetOption,
+    output: Optional[Path] = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Write model.json, optimizer.json, spec.resolved.yaml and summary.txt here.",
+    ),
+    examples: Optional[int] = typer.Option(
+        None, "--examples", min=1, help="Training examples, for a DP spec's privacy guarantee."
+    ),
+) -> None:
+    """Build and compile the Keras model; print its summary."""
+    from compiler.diagnostics import KeraspecError
+
+    resolved = _load_or_exit(spec, overrides)
+    from compiler.build import compile_spec  # imports TensorFlow
+
+    try:
+        compiled = compile_spec(resolved, examples=examples)
+        if output is not None:
+            from compiler.artifacts import write_compiled
+
+            write_compiled(compiled, output)
+    except KeraspecError as e:
+        _print_diagnostics(_console(stderr=True), e.diagnostics)
+        raise typer.Exit(1)
+    _print_diagnostics(_console(stderr=True), compiled.warnings)
+    typer.echo(compiled.summary_text(), nl=False)
+    if output is not None:
+        _console(stderr=True).print(f"wrote {output}/")
+
+
+@app.command()
+def privacy(
+    spec: Path = typer.Argument(..., help="The spec file (with a training.privacy block)."),
+    examples: int = typer.Option(..., "--examples", min=1, help="Number of training examples."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Default: training.epochs."),
+    delta: Optional[float] = typer.Option(
+        None, "--delta", help="Default: privacy.delta, else 1/examples."
+    ),
+    target_epsilon: Optional[float] = typer.Option(
+        None, "--target-epsilon", help="Solve for the noise multiplier reaching this epsilon."
+    ),
+    overrides: Optional[List[str]] = SetOption,
+    fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
+) -> None:
+    """Compute the (epsilon, delta) guarantee of a DP spec's training run."""
+    from compiler.diagnostics import SpecError
+    from compiler.privacy import epsilon_warning, privacy_report
+
+    resolved = _load_or_exit(spec, overrides)
+    try:
+        report = privacy_report(
+            resolved, examples, epochs=epochs, delta=delta, target_epsilon=target_epsilon
+        )
+    except SpecError as e:
+        _print_diagnostics(_console(stderr=True), e.diagnostics)
+        raise typer.Exit(1)
+    warning = epsilon_warning(report)
+    if fmt is TextOrJson.json:
+        typer.echo(json.dumps({**report.to_dict(), "warning": warning}, indent=2))
+        return
+    console = _console()
+    eps = "inf (no noise)" if report.epsilon == float("inf") else f"{report.epsilon:.4f}"
+    if target_epsilon is not None or (resolved.training.privacy.noise_multiplier is None):
+        console.print(f"noise_multiplier: {report.noise_multiplier:.4f}")
+    console.print(f"epsilon: {eps} at delta {report.delta:.3g}")
+    console.print(f"accountant: {report.accountant}")
+    console.print("assumptions:")
+    for a in report.assumptions:
+        console.print(f"  - {a}")
+    if warning:
+        from compiler.diagnostics import Diagnostic
+
+        _print_diagnostics(
+            _console(stderr=True),
+            [Diagnostic("warning", "weak_privacy", warning, "training.privacy", str(spec))],
+        )
 
 
 def main() -> None:

@@ -396,6 +396,7 @@ def validate_source(source: Source, overrides: Sequence[str] = ()) -> Validation
     else:
         spec = document
     resolved, analysis, diagnostics = check(spec, source)
+    resolved._source = source
     if errors_of(diagnostics):
         analysis = None
     return Validation(source.name, source, resolved, analysis, diagnostics)

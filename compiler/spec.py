@@ -12,7 +12,16 @@ from __future__ import annotations
 import typing
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    TypeAdapter,
+    create_model,
+)
 
 API_VERSION = "keraspec/v1"
 
@@ -454,6 +463,10 @@ class SpecBase(StrictModel):
 
 class Spec(SpecBase):
     """A resolved spec: template applied, defaults filled, ready to compile."""
+
+    # Where the spec was written (a compiler.source.Source), so that errors found later,
+    # by TensorFlow, still point at a file, line and field. Not part of the data.
+    _source: Any = PrivateAttr(default=None)
 
     input: InputSpec
     model: GraphModel

@@ -1,0 +1,356 @@
+"""Compiling: a resolved spec to a compiled tf-keras model, its optimizer, loss and metrics.
+
+One explicit table, `LAYERS`, maps spec layer types to functions that build the Keras layer;
+`OPTIMIZERS` does the same for optimizers (Keras 2 legacy classes, which tensorflow-privacy
+wraps). A chain compiles to `Sequential`, anything else to a functional `Model`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Callable, Optional
+
+from compiler import spec as s
+from compiler.checks import Analysis, check, fmt_shape
+from compiler.diagnostics import CompileError, Diagnostic, SpecError, errors_of, warnings_of
+from compiler.privacy import PrivacyReport, epsilon_warning, privacy_report
+from compiler.source import Path, Source
+from compiler.tf import tensorflow, tf_privacy_optimizers
+
+
+def _recurrent_kwargs(layer: s.RecurrentLayer) -> dict[str, Any]:
+    return dict(
+        units=layer.units,
+        activation=layer.activation,
+        recurrent_activation=layer.recurrent_activation,
+        use_bias=layer.use_bias,
+        kernel_initializer=layer.kernel_initializer,
+        recurrent_initializer=layer.recurrent_initializer,
+        bias_initializer=layer.bias_initializer,
+        dropout=layer.dropout,
+        recurrent_dropout=layer.recurrent_dropout,
+        return_sequences=layer.return_sequences,
+        stateful=layer.stateful,
+        go_backwards=layer.go_backwards,
+        unroll=layer.unroll,
+    )
+
+
+def _layers(tf: Any) -> dict[str, Callable[..., Any]]:
+    L = tf.keras.layers
+    return {
+        "embedding": lambda x, **kw: L.Embedding(
+            x.input_dim,
+            x.output_dim,
+            embeddings_initializer=x.embeddings_initializer,
+            mask_zero=x.mask_zero,
+            **kw,
+        ),
+        "dropout": lambda x, **kw: L.Dropout(x.rate, seed=x.seed, **kw),
+        "lstm": lambda x, **kw: L.LSTM(
+            **_recurrent_kwargs(x), unit_forget_bias=x.unit_forget_bias, **kw
+        ),
+        "gru": lambda x, **kw: L.GRU(**_recurrent_kwargs(x), reset_after=x.reset_after, **kw),
+        "dense": lambda x, **kw: L.Dense(
+            x.units,
+            activation=x.activation,
+            use_bias=x.use_bias,
+            kernel_initializer=x.kernel_initializer,
+            bias_initializer=x.bias_initializer,
+            **kw,
+        ),
+        "layer_normalization": lambda x, **kw: L.LayerNormalization(
+            epsilon=x.epsilon, center=x.center, scale=x.scale, **kw
+        ),
+        "activation": lambda x, **kw: L.Activation(x.activation, **kw),
+        "add": lambda x, **kw: L.Add(**kw),
+        "concatenate": lambda x, **kw: L.Concatenate(axis=x.axis, **kw),
+    }
+
+
+def _optimizer_kwargs(opt: Any) -> dict[str, Any]:
+    return opt.model_dump(exclude={"type"})
+
+
+def _optimizer_classes(tf: Any) -> dict[str, type]:
+    legacy = tf.keras.optimizers.legacy
+    return {
+        "rmsprop": legacy.RMSprop,
+        "adam": legacy.Adam,
+        "sgd": legacy.SGD,
+        "adagrad": legacy.Adagrad,
+    }
+
+
+@dataclasses.dataclass
+class CompiledModel:
+    """A compiled tf-keras model with everything it was compiled with.
+
+    Attributes:
+        spec: The resolved spec it was built from.
+        model: The compiled `tf.keras.Model` (Sequential for a chain).
+        optimizer: The optimizer instance (a tensorflow-privacy class for DP specs).
+        loss: The loss object.
+        metrics: The metric identifiers passed to `compile`.
+        analysis: The static analysis of the spec's graph.
+        privacy: The privacy guarantee, when the spec is DP and `examples` was given.
+        warnings: Warnings from validation and compilation.
+    """
+
+    spec: s.Spec
+    model: Any
+    optimizer: Any
+    loss: Any
+    metrics: list[str]
+    analysis: Analysis
+    privacy: Optional[PrivacyReport] = None
+    warnings: list[Diagnostic] = dataclasses.field(default_factory=list)
+
+    @property
+    def per_example_loss(self) -> bool:
+        return getattr(self.loss, "reduction", None) == "none"
+
+    def optimizer_config(self) -> dict[str, Any]:
+        return {
+            "class_name": type(self.optimizer).__name__,
+            "base_class": (
+                type(self.optimizer).__mro__[1].__name__
+                if self.spec.training.privacy
+                else type(self.optimizer).__name__
+            ),
+            "config": _plain(self.optimizer.get_config()),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """Layers, output shapes, parameter counts, optimizer and privacy settings."""
+        layers = []
+        for layer in self.model.layers:
+            if layer.__class__.__name__ == "InputLayer":
+                continue
+            shape = layer.output_shape
+            layers.append(
+                {
+                    "name": layer.name,
+                    "class": layer.__class__.__name__,
+                    "output_shape": list(shape) if isinstance(shape, tuple) else shape,
+                    "params": int(layer.count_params()),
+                }
+            )
+        privacy = self.spec.training.privacy
+        return {
+            "name": self.spec.name,
+            "model_class": type(self.model).__name__,
+            "layers": layers,
+            "total_params": int(self.model.count_params()),
+            "optimizer": self.optimizer_config(),
+            "loss": {
+                "class_name": type(self.loss).__name__,
+                "from_logits": self.spec.training.loss.from_logits,
+                "reduction": str(self.loss.reduction),
+            },
+            "metrics": self.metrics,
+            "privacy": (
+                None
+                if privacy is None
+                else {
+                    **privacy.model_dump(exclude_none=True),
+                    **({"guarantee": self.privacy.to_dict()} if self.privacy else {}),
+                }
+            ),
+        }
+
+    def summary_text(self) -> str:
+        data = self.summary()
+        rows = [("layer", "class", "output shape", "params")]
+        rows += [
+            (x["name"], x["class"], fmt_shape(tuple(x["output_shape"])), f"{x['params']:,}")
+            for x in data["layers"]
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        lines = [f"{data['name']}: {data['model_class']}"]
+        for i, r in enumerate(rows):
+            lines.append(
+                "  ".join(
+                    c.rjust(w) if j == 3 else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))
+                ).rstrip()
+            )
+            if i == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        lines.append(f"total params: {data['total_params']:,}")
+        opt = data["optimizer"]
+        cfg = opt["config"]
+        hp = ", ".join(f"{k}={cfg[k]}" for k in cfg if k not in ("name", "is_legacy_optimizer"))
+        name = opt["class_name"]
+        if opt["base_class"] != name:
+            name = f"{name}[{opt['base_class']}]"
+        lines.append(f"optimizer: {name}({hp})")
+        loss = data["loss"]
+        lines.append(
+            f"loss: {loss['class_name']}(from_logits={loss['from_logits']}, "
+            f"reduction={loss['reduction']})"
+        )
+        lines.append(f"metrics: {', '.join(data['metrics'])}")
+        if data["privacy"]:
+            p = dict(data["privacy"])
+            guarantee = p.pop("guarantee", None)
+            lines.append("privacy: " + ", ".join(f"{k}={v}" for k, v in p.items()))
+            if guarantee:
+                eps = guarantee["epsilon"]
+                lines.append(
+                    f"epsilon: {'inf' if eps is None else f'{eps:.4g}'} at delta "
+                    f"{guarantee['delta']:.3g} ({guarantee['examples']} examples, "
+                    f"{guarantee['epochs']:g} epochs)"
+                )
+        return "\n".join(lines) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    """Config values as JSON-friendly Python types (numpy scalars, tensors, ...)."""
+    return json.loads(json.dumps(value, default=lambda v: getattr(v, "tolist", lambda: str(v))()))
+
+
+def _source_of(spec: s.Spec) -> Source:
+    source = getattr(spec, "_source", None)
+    if source is None:
+        from compiler.render import to_data
+
+        source = Source("<spec>", to_data(spec))
+    return source
+
+
+def compile_spec(spec: s.Spec, *, examples: Optional[int] = None) -> CompiledModel:
+    """Build and compile the Keras model a resolved spec describes.
+
+    Args:
+        spec: A spec from `load_spec`.
+        examples: Number of training examples; with a DP spec it lets the privacy
+            guarantee be computed (and is required when the spec gives target_epsilon).
+
+    Returns:
+        The compiled model with its optimizer, loss, metrics and summary.
+
+    Raises:
+        SpecError: when the spec violates a rule (specs built in Python are re-checked).
+        CompileError: when TensorFlow refuses the model; the diagnostic names the layer.
+    """
+    source = _source_of(spec)
+    resolved, analysis, diagnostics = check(spec, source)
+    if errors_of(diagnostics) or analysis is None:
+        raise SpecError(diagnostics)
+    warnings = warnings_of(diagnostics)
+    tf = tensorflow()
+    report = None
+    privacy = resolved.training.privacy
+    if privacy is not None:
+        if examples is None and privacy.noise_multiplier is None:
+            raise SpecError(
+                [
+                    source.diagnostic(
+                        ("training", "privacy", "target_epsilon"),
+                        "needs_examples",
+                        "expected the number of training examples to derive the noise "
+                        "multiplier from target_epsilon, received none (pass examples=N, "
+                        "or --examples N)",
+                    )
+                ]
+            )
+        if examples is not None:
+            report = privacy_report(resolved, examples)
+            message = epsilon_warning(report)
+            if message:
+                warnings.append(
+                    source.diagnostic(
+                        ("training", "privacy"), "weak_privacy", message, severity="warning"
+                    )
+                )
+    model = _build_model(tf, resolved, analysis, source)
+    optimizer = _build_optimizer(tf, resolved, report, source)
+    loss = _build_loss(tf, resolved)
+    metrics = list(resolved.training.metrics)
+    try:
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    except (ValueError, TypeError) as e:
+        raise CompileError(
+            [source.diagnostic(("training",), "keras_compile", _keras_message(e))]
+        ) from e
+    return CompiledModel(resolved, model, optimizer, loss, metrics, analysis, report, warnings)
+
+
+def _keras_message(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return f"TensorFlow refused it: {text[:500]}"
+
+
+def _build_model(tf: Any, spec: s.Spec, analysis: Analysis, source: Source) -> Any:
+    table = _layers(tf)
+    index = {layer.name: i for i, layer in enumerate(spec.model.layers)}
+    batch_shape = (spec.input.batch_size, spec.input.sequence_length)
+
+    def build(i: int, **extra: Any) -> Any:
+        layer = spec.model.layers[i]
+        path: Path = ("model", "layers", i)
+        try:
+            return table[layer.type](layer, name=layer.name, **extra)
+        except (ValueError, TypeError) as e:
+            raise CompileError([source.diagnostic(path, "keras_layer", _keras_message(e))]) from e
+
+    if analysis.sequential:
+        # The reference form: the first layer carries batch_input_shape.
+        first = build(0, batch_input_shape=list(batch_shape))
+        layers = [first] + [build(i) for i in range(1, len(spec.model.layers))]
+        return tf.keras.Sequential(layers, name=_keras_name(spec.name))
+    tensors = {
+        spec.input.name: tf.keras.Input(
+            batch_shape=batch_shape, dtype="int32", name=spec.input.name
+        )
+    }
+    for info in analysis.layers:
+        i = index[info.name]
+        inputs = [tensors[n] for n in info.inputs]
+        keras_layer = build(i)
+        try:
+            tensors[info.name] = keras_layer(inputs if len(inputs) > 1 else inputs[0])
+        except (ValueError, TypeError) as e:
+            raise CompileError(
+                [source.diagnostic(("model", "layers", i), "keras_layer", _keras_message(e))]
+            ) from e
+    return tf.keras.Model(
+        tensors[spec.input.name], tensors[analysis.output], name=_keras_name(spec.name)
+    )
+
+
+def _keras_name(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def _build_optimizer(tf: Any, spec: s.Spec, report: Optional[PrivacyReport], source: Source) -> Any:
+    opt = spec.training.optimizer
+    base = _optimizer_classes(tf)[opt.type]
+    kwargs = _optimizer_kwargs(opt)
+    privacy = spec.training.privacy
+    if privacy is None:
+        return base(**kwargs)
+    standard, vectorized = tf_privacy_optimizers()
+    if privacy.implementation == "vectorized":
+        dp_class = vectorized.make_vectorized_keras_optimizer_class(base)
+    else:
+        dp_class = standard.make_keras_optimizer_class(base)
+    noise = report.noise_multiplier if report is not None else privacy.noise_multiplier
+    return dp_class(
+        l2_norm_clip=privacy.l2_norm_clip,
+        noise_multiplier=noise,
+        num_microbatches=privacy.num_microbatches,
+        **kwargs,
+    )
+
+
+def _build_loss(tf: Any, spec: s.Spec) -> Any:
+    privacy = spec.training.privacy
+    # tensorflow-privacy splits the loss into microbatches, so with more than one it needs
+    # the per-example losses; a batch mean would make every microbatch share one gradient.
+    per_example = privacy is not None and (privacy.num_microbatches or 0) > 1
+    reduction = tf.keras.losses.Reduction.NONE if per_example else tf.keras.losses.Reduction.AUTO
+    return tf.keras.losses.SparseCategoricalCrossentropy(
+        from_logits=spec.training.loss.from_logits, reduction=reduction
+    )
