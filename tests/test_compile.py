@@ -1,0 +1,216 @@
+"""Specs to compiled tf-keras models: structure, parameter counts, one real training step."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import ROOT, spec_files
+from reference import build_reference
+from shrink import BATCH, VOCAB, shrink
+from typer.testing import CliRunner
+
+import compiler
+from compiler.build import compile_spec
+from compiler.cli import app
+from compiler.tf import tensorflow
+
+tf = tensorflow()
+SPECS = spec_files()
+
+
+def _batch(spec, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = (spec.training.batch_size, spec.training.sequence_length)
+    x = rng.integers(0, spec.input.vocab_size, size=shape, dtype=np.int32)
+    y = rng.integers(0, spec.input.vocab_size, size=shape, dtype=np.int32)
+    return x, y
+
+
+def _weights(model):
+    return [np.array(w) for w in model.get_weights()]
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_static_param_count_matches_keras(path):
+    compiled = compile_spec(compiler.load_spec(path))
+    assert compiled.model.count_params() == compiled.analysis.total_params
+    keras_layers = {layer.name: layer for layer in compiled.model.layers}
+    for info in compiled.analysis.layers:
+        assert keras_layers[info.name].count_params() == info.params, info.name
+        assert tuple(keras_layers[info.name].output_shape) == info.output_shape, info.name
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_each_spec_compiles_and_trains_one_step(path):
+    spec = shrink(compiler.load_spec(path))
+    compiled = compile_spec(spec)
+    model = compiled.model
+    expected_class = "Sequential" if compiled.analysis.sequential else "Functional"
+    assert type(model).__name__ == expected_class
+    before = _weights(model)
+    x, y = _batch(spec)
+    loss, *_ = model.train_on_batch(x, y)
+    assert np.isfinite(loss)
+    assert 0.5 * np.log(VOCAB) < loss < 2 * np.log(VOCAB)  # untrained: near uniform
+    changed = [not np.array_equal(a, b) for a, b in zip(before, _weights(model))]
+    assert all(changed), "every weight receives a gradient"
+    if spec.training.privacy:
+        assert compiled.optimizer._was_dp_gradients_called
+
+
+def _strip_names(config):
+    config = dict(config)
+    config.pop("name", None)
+    return config
+
+
+def test_lstm_text_is_the_reference_model():
+    compiled = compile_spec(compiler.load_spec(ROOT / "specs" / "lstm-text.yaml"))
+    ours, ref = compiled.model, build_reference()
+    assert ours.count_params() == ref.count_params() == 11_310_624
+    assert [type(layer) for layer in ours.layers] == [type(layer) for layer in ref.layers]
+    for a, b in zip(ours.layers, ref.layers):
+        assert _strip_names(a.get_config()) == _strip_names(b.get_config())
+    assert ours.layers[0].get_config()["batch_input_shape"] == (64, None)
+    assert type(compiled.optimizer) is tf.keras.optimizers.legacy.RMSprop
+    assert _strip_names(compiled.optimizer.get_config()) == _strip_names(ref.optimizer.get_config())
+    assert compiled.optimizer.get_config()["rho"] == pytest.approx(0.9)
+    assert compiled.optimizer.get_config()["centered"] is False
+    assert compiled.loss.get_config()["from_logits"] is True
+    assert compiled.metrics == ["accuracy"]
+    # Numerically: with identical weights, identical logits on the same batch.
+    ref.set_weights(ours.get_weights())
+    x, _ = _batch(compiled.spec)
+    x = x[:, :12]
+    np.testing.assert_array_equal(ours(x, training=False).numpy(), ref(x, training=False).numpy())
+
+
+def test_lstm_text_dp_is_the_reference_dp_model():
+    compiled = compile_spec(compiler.load_spec(ROOT / "specs" / "lstm-text-dp.yaml"))
+    ref = build_reference(dp=True)
+    assert type(compiled.optimizer).__mro__[1] is tf.keras.optimizers.legacy.RMSprop
+    assert _strip_names(compiled.optimizer.get_config()) == _strip_names(ref.optimizer.get_config())
+    assert compiled.optimizer._num_microbatches == 1
+    assert compiled.optimizer._dp_sum_query._l2_norm_clip == 3.0
+    assert compiled.optimizer._dp_sum_query._stddev == pytest.approx(0.3)
+    assert not compiled.per_example_loss  # one microbatch: the batch-mean loss, as the reference
+
+
+DP_SPEC = """\
+apiVersion: keraspec/v1
+name: dp-probe
+input: {vocab_size: %(vocab)d}
+model:
+  layers:
+    - {type: embedding, output_dim: 6}
+    - {type: lstm, units: 5, return_sequences: true}
+    - {type: dense, units: %(vocab)d}
+training:
+  batch_size: 4
+  sequence_length: 5
+  optimizer: {type: sgd, learning_rate: 1.0}
+  privacy:
+    l2_norm_clip: %(clip)s
+    noise_multiplier: %(noise)s
+    num_microbatches: %(micro)d
+    implementation: %(impl)s
+"""
+
+
+def _dp_model(impl, micro, noise, clip=0.05):
+    spec = compiler.load_spec(
+        DP_SPEC % dict(vocab=VOCAB, clip=clip, noise=noise, micro=micro, impl=impl)
+    )
+    return spec, compile_spec(spec)
+
+
+def _expected_dp_gradient(model, x, y, micro, clip):
+    """Mean over microbatches of each microbatch's gradient, clipped to `clip` (by hand)."""
+    sce = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    clipped = []
+    for xs, ys in zip(np.split(x, micro), np.split(y, micro)):
+        with tf.GradientTape() as tape:
+            loss = sce(ys, model(xs, training=True))
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables)]
+        norm = np.sqrt(sum(float(tf.reduce_sum(g * g)) for g in grads))
+        scale = min(1.0, clip / norm)
+        clipped.append([g.numpy() * scale for g in grads])
+    return [np.mean(parts, axis=0) for parts in zip(*clipped)]
+
+
+@pytest.mark.parametrize("impl", ["standard", "vectorized"])
+@pytest.mark.parametrize("micro", [BATCH, 2])
+def test_dp_update_is_mean_of_clipped_microbatch_gradients(impl, micro):
+    spec, compiled = _dp_model(impl, micro, noise=0.0)
+    model = compiled.model
+    assert compiled.per_example_loss
+    x, y = _batch(spec, seed=3)
+    before = [v.numpy() for v in model.trainable_variables]
+    expected = _expected_dp_gradient(model, x, y, micro, clip=0.05)
+    model.train_on_batch(x, y)
+    assert compiled.optimizer._was_dp_gradients_called
+    applied = [b - v.numpy() for b, v in zip(before, model.trainable_variables)]  # lr = 1
+    for got, want in zip(applied, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-7)
+    total = np.sqrt(sum(float(np.sum(g * g)) for g in applied))
+    assert total <= 0.05 + 1e-6  # the mean of clipped gradients is within the clip norm
+
+
+@pytest.mark.parametrize("impl", ["standard", "vectorized"])
+def test_dp_noise_differs_between_seeds(impl):
+    updates = []
+    for seed in (1, 2):
+        spec, compiled = _dp_model(impl, BATCH, noise=1.0)
+        model = compiled.model
+        if updates:
+            model.set_weights(start)
+        else:
+            start = model.get_weights()
+        tf.random.set_seed(seed)
+        before = [v.numpy() for v in model.trainable_variables]
+        model.train_on_batch(*_batch(spec, seed=5))
+        updates.append([b - v.numpy() for b, v in zip(before, model.trainable_variables)])
+    diff = max(float(np.max(np.abs(a - b))) for a, b in zip(*updates))
+    # Noise std is 1.0 * clip / microbatches = 0.0125 per coordinate: far above float error.
+    assert diff > 1e-3
+
+
+def test_compile_cli_writes_artifacts(tmp_path):
+    out = tmp_path / "compiled"
+    result = CliRunner().invoke(
+        app,
+        ["compile", "specs/char-small.yaml", "--set", "model.params.rnn_units=16", "-o", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [
+        "model.json",
+        "optimizer.json",
+        "spec.resolved.yaml",
+        "summary.txt",
+    ]
+    rebuilt = tf.keras.models.model_from_json((out / "model.json").read_text())
+    spec = compiler.load_spec(out / "spec.resolved.yaml")
+    assert rebuilt.count_params() == compile_spec(spec).model.count_params()
+    assert spec.model.layers[2].units == 16
+    optimizer = json.loads((out / "optimizer.json").read_text())
+    assert optimizer["class_name"] == "RMSprop"
+    assert optimizer["config"]["learning_rate"] == pytest.approx(0.005)
+    assert "total params:" in (out / "summary.txt").read_text()
+    assert "total params:" in result.output
+
+
+def test_compile_cli_reports_spec_errors_without_tensorflow_traceback():
+    result = CliRunner().invoke(app, ["compile", "tests/cases/invalid/logits_size.yaml"])
+    assert result.exit_code == 1
+    assert "logits_size.yaml:11:14: error: model.layers[2].units" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_compile_target_epsilon_needs_examples():
+    spec = compiler.load_spec(
+        ROOT / "specs" / "lstm-text-dp-per-example.yaml",
+        ["training.privacy.noise_multiplier=null", "training.privacy.target_epsilon=2.0"],
+    )
+    with pytest.raises(compiler.SpecError) as info:
+        compile_spec(shrink(spec))
+    assert info.value.diagnostics[0].code == "needs_examples"
