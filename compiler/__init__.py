@@ -16,8 +16,30 @@ from compiler.spec import Spec
 
 __version__ = "0.1.0"
 
+# Attributes that import TensorFlow (or dp_accounting) are loaded on first use, so that
+# `import compiler` and the spec half stay fast.
+_LAZY = {
+    "compile_spec": ("compiler.build", "compile_spec"),
+    "CompiledModel": ("compiler.build", "CompiledModel"),
+    "privacy": ("compiler.privacy", None),
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'compiler' has no attribute {name!r}")
+    import importlib
+
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    return module if attribute is None else getattr(module, attribute)
+
+
 __all__ = [
     "CompileError",
+    "CompiledModel",
+    "compile_spec",
+    "privacy",
     "Diagnostic",
     "ExportError",
     "KeraspecError",

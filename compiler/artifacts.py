@@ -7,6 +7,7 @@ import os
 from typing import Union
 
 from compiler.build import CompiledModel
+from compiler.diagnostics import Diagnostic, ExportError
 from compiler.files import atomic_directory
 from compiler.render import dump_yaml, to_data
 
@@ -24,7 +25,19 @@ def write_compiled(compiled: CompiledModel, directory: Union[str, os.PathLike[st
         "spec.resolved.yaml": dump_yaml(to_data(compiled.spec)),
         "summary.txt": compiled.summary_text(),
     }
-    with atomic_directory(directory) as tmp:
-        for name, text in contents.items():
-            with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
-                f.write(text)
+    try:
+        with atomic_directory(directory) as tmp:
+            for name, text in contents.items():
+                with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
+                    f.write(text)
+    except OSError as e:
+        raise ExportError(
+            [
+                Diagnostic(
+                    "error",
+                    "write_failed",
+                    f"expected a writable directory, received: {e.strerror or e}",
+                    file=os.fspath(directory),
+                )
+            ]
+        ) from e

@@ -15,7 +15,7 @@ from compiler import spec as s
 from compiler.checks import Analysis, check, fmt_shape
 from compiler.diagnostics import CompileError, Diagnostic, SpecError, errors_of, warnings_of
 from compiler.privacy import PrivacyReport, epsilon_warning, privacy_report
-from compiler.source import Path, Source
+from compiler.source import Source
 from compiler.tf import tensorflow, tf_privacy_optimizers
 
 
@@ -278,7 +278,13 @@ def compile_spec(spec: s.Spec, *, examples: Optional[int] = None) -> CompiledMod
 
 
 def _keras_message(e: Exception) -> str:
-    text = " ".join(str(e).split())
+    text = str(e)
+    # Keras 2 wraps a layer's error between a header and a dump of the call arguments.
+    if text.startswith("Exception encountered when calling layer"):
+        paragraphs = [p for p in text.split("\n\n") if p.strip()]
+        core = [p for p in paragraphs[1:] if not p.startswith("Call arguments received")]
+        text = " ".join(core) or text
+    text = " ".join(text.split())
     return f"TensorFlow refused it: {text[:500]}"
 
 
@@ -287,19 +293,31 @@ def _build_model(tf: Any, spec: s.Spec, analysis: Analysis, source: Source) -> A
     index = {layer.name: i for i, layer in enumerate(spec.model.layers)}
     batch_shape = (spec.input.batch_size, spec.input.sequence_length)
 
+    errors = (ValueError, TypeError, tf.errors.OpError)
+
+    def refused(i: int, e: Exception) -> CompileError:
+        return CompileError(
+            [source.diagnostic(("model", "layers", i), "keras_layer", _keras_message(e))]
+        )
+
     def build(i: int, **extra: Any) -> Any:
         layer = spec.model.layers[i]
-        path: Path = ("model", "layers", i)
         try:
             return table[layer.type](layer, name=layer.name, **extra)
-        except (ValueError, TypeError) as e:
-            raise CompileError([source.diagnostic(path, "keras_layer", _keras_message(e))]) from e
+        except errors as e:
+            raise refused(i, e) from e
 
     if analysis.sequential:
-        # The reference form: the first layer carries batch_input_shape.
-        first = build(0, batch_input_shape=list(batch_shape))
-        layers = [first] + [build(i) for i in range(1, len(spec.model.layers))]
-        return tf.keras.Sequential(layers, name=_keras_name(spec.name))
+        # The reference form: the first layer carries batch_input_shape. Layers are added
+        # one by one so that a layer TensorFlow refuses is named in the error.
+        model = tf.keras.Sequential(name=_keras_name(spec.name))
+        for i in range(len(spec.model.layers)):
+            keras_layer = build(i, batch_input_shape=list(batch_shape)) if i == 0 else build(i)
+            try:
+                model.add(keras_layer)
+            except errors as e:
+                raise refused(i, e) from e
+        return model
     tensors = {
         spec.input.name: tf.keras.Input(
             batch_shape=batch_shape, dtype="int32", name=spec.input.name
@@ -311,10 +329,8 @@ def _build_model(tf: Any, spec: s.Spec, analysis: Analysis, source: Source) -> A
         keras_layer = build(i)
         try:
             tensors[info.name] = keras_layer(inputs if len(inputs) > 1 else inputs[0])
-        except (ValueError, TypeError) as e:
-            raise CompileError(
-                [source.diagnostic(("model", "layers", i), "keras_layer", _keras_message(e))]
-            ) from e
+        except errors as e:
+            raise refused(i, e) from e
     return tf.keras.Model(
         tensors[spec.input.name], tensors[analysis.output], name=_keras_name(spec.name)
     )

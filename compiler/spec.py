@@ -468,6 +468,10 @@ class Spec(SpecBase):
     # by TensorFlow, still point at a file, line and field. Not part of the data.
     _source: Any = PrivateAttr(default=None)
 
+    def __eq__(self, other: object) -> bool:
+        # Two specs are equal when their data is, wherever they were written.
+        return type(other) is type(self) and self.__dict__ == other.__dict__
+
     input: InputSpec
     model: GraphModel
     training: TrainingSpec = TrainingSpec()

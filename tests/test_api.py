@@ -97,3 +97,18 @@ def test_all_errors_in_a_file_reported_at_once():
         "model.params.embedding_dim",
         "model.params.rnn_units",
     ]
+
+
+def test_compile_half_is_lazy():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, compiler\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "assert callable(compiler.privacy.privacy_report)\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "assert callable(compiler.compile_spec)\n"
+        "assert 'tensorflow' not in sys.modules  # only a call imports it\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -214,3 +214,45 @@ def test_compile_target_epsilon_needs_examples():
     with pytest.raises(compiler.SpecError) as info:
         compile_spec(shrink(spec))
     assert info.value.diagnostics[0].code == "needs_examples"
+
+
+def test_error_only_tensorflow_detects_points_at_the_layer(tmp_path):
+    # Unrolling needs a fixed sequence length; only Keras knows that rule.
+    path = tmp_path / "unroll.yaml"
+    path.write_text(
+        "apiVersion: keraspec/v1\n"
+        "name: unroll\n"
+        "input: {vocab_size: 12}\n"
+        "model:\n"
+        "  layers:\n"
+        "    - {type: embedding, output_dim: 4}\n"
+        "    - {type: lstm, units: 4, return_sequences: true, unroll: true}\n"
+        "    - {type: dense, units: 12}\n"
+    )
+    with pytest.raises(compiler.CompileError) as info:
+        compile_spec(compiler.load_spec(path))
+    (d,) = info.value.diagnostics
+    assert (d.file, d.line, d.column, d.path, d.code) == (
+        str(path),
+        7,
+        7,
+        "model.layers[1]",
+        "keras_layer",
+    )
+    assert d.message.startswith("TensorFlow refused it: Unrolling requires a fixed number")
+    assert "Call arguments" not in d.message
+    result = CliRunner().invoke(app, ["compile", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}:7:7: error: model.layers[1]: TensorFlow refused it:" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_compile_output_failure_leaves_nothing(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = CliRunner().invoke(
+        app, ["compile", "specs/char-small.yaml", "-o", str(blocker / "out")]
+    )
+    assert result.exit_code == 1
+    assert "error: expected a writable directory" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
