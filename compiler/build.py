@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from compiler import spec as s
 from compiler.checks import Analysis, check, fmt_shape
@@ -19,54 +19,25 @@ from compiler.source import Source
 from compiler.tf import tensorflow, tf_privacy_optimizers
 
 
-def _recurrent_kwargs(layer: s.RecurrentLayer) -> dict[str, Any]:
-    return dict(
-        units=layer.units,
-        activation=layer.activation,
-        recurrent_activation=layer.recurrent_activation,
-        use_bias=layer.use_bias,
-        kernel_initializer=layer.kernel_initializer,
-        recurrent_initializer=layer.recurrent_initializer,
-        bias_initializer=layer.bias_initializer,
-        dropout=layer.dropout,
-        recurrent_dropout=layer.recurrent_dropout,
-        return_sequences=layer.return_sequences,
-        stateful=layer.stateful,
-        go_backwards=layer.go_backwards,
-        unroll=layer.unroll,
-    )
-
-
-def _layers(tf: Any) -> dict[str, Callable[..., Any]]:
+def _layer_classes(tf: Any) -> dict[str, type]:
+    """Spec layer type -> Keras class. Spec fields are named after the Keras arguments."""
     L = tf.keras.layers
     return {
-        "embedding": lambda x, **kw: L.Embedding(
-            x.input_dim,
-            x.output_dim,
-            embeddings_initializer=x.embeddings_initializer,
-            mask_zero=x.mask_zero,
-            **kw,
-        ),
-        "dropout": lambda x, **kw: L.Dropout(x.rate, seed=x.seed, **kw),
-        "lstm": lambda x, **kw: L.LSTM(
-            **_recurrent_kwargs(x), unit_forget_bias=x.unit_forget_bias, **kw
-        ),
-        "gru": lambda x, **kw: L.GRU(**_recurrent_kwargs(x), reset_after=x.reset_after, **kw),
-        "dense": lambda x, **kw: L.Dense(
-            x.units,
-            activation=x.activation,
-            use_bias=x.use_bias,
-            kernel_initializer=x.kernel_initializer,
-            bias_initializer=x.bias_initializer,
-            **kw,
-        ),
-        "layer_normalization": lambda x, **kw: L.LayerNormalization(
-            epsilon=x.epsilon, center=x.center, scale=x.scale, **kw
-        ),
-        "activation": lambda x, **kw: L.Activation(x.activation, **kw),
-        "add": lambda x, **kw: L.Add(**kw),
-        "concatenate": lambda x, **kw: L.Concatenate(axis=x.axis, **kw),
+        "embedding": L.Embedding,
+        "dropout": L.Dropout,
+        "lstm": L.LSTM,
+        "gru": L.GRU,
+        "dense": L.Dense,
+        "layer_normalization": L.LayerNormalization,
+        "activation": L.Activation,
+        "add": L.Add,
+        "concatenate": L.Concatenate,
     }
+
+
+def _layer_kwargs(layer: s.LayerBase) -> dict[str, Any]:
+    # `inputs` wires the graph and `type` picks the class; every other field is an argument.
+    return layer.model_dump(exclude={"type", "inputs"})
 
 
 def _optimizer_kwargs(opt: Any) -> dict[str, Any]:
@@ -289,7 +260,7 @@ def _keras_message(e: Exception) -> str:
 
 
 def _build_model(tf: Any, spec: s.Spec, analysis: Analysis, source: Source) -> Any:
-    table = _layers(tf)
+    classes = _layer_classes(tf)
     index = {layer.name: i for i, layer in enumerate(spec.model.layers)}
     batch_shape = (spec.input.batch_size, spec.input.sequence_length)
 
@@ -303,7 +274,7 @@ def _build_model(tf: Any, spec: s.Spec, analysis: Analysis, source: Source) -> A
     def build(i: int, **extra: Any) -> Any:
         layer = spec.model.layers[i]
         try:
-            return table[layer.type](layer, name=layer.name, **extra)
+            return classes[layer.type](**_layer_kwargs(layer), **extra)
         except errors as e:
             raise refused(i, e) from e
 
