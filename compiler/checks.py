@@ -125,7 +125,6 @@ class _Checker:
         input_name = spec.input.name
         by_name: dict[str, int] = {}
         for i, layer in enumerate(layers):
-            assert layer.name is not None  # filled by resolve()
             if layer.name == input_name:
                 self.error(
                     ("model", "layers", i, "name"),

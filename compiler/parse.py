@@ -246,7 +246,7 @@ def _data_path(data: Any, loc: Sequence[Union[str, int]], missing: bool) -> Path
     return tuple(path)
 
 
-def _message(error: dict[str, Any], data: Any, loc: tuple, tp_root: Any) -> tuple[str, str]:
+def _message(error: dict[str, Any], loc: tuple, tp_root: Any) -> tuple[str, str]:
     """A (code, message) pair saying what was expected and what was received."""
     from pydantic import BaseModel
 
@@ -349,7 +349,7 @@ def _structure_diagnostics(exc: Any, source: Source, root: type) -> list[Diagnos
         path = _data_path(source.data, loc, missing)
         if error["type"] in ("union_tag_invalid",):
             path = path + (str(error.get("ctx", {}).get("discriminator", "type")).strip("'"),)
-        code, message = _message(error, source.data, loc, root)
+        code, message = _message(error, loc, root)
         out.append(source.diagnostic(path, code, message, key=error["type"] == "extra_forbidden"))
     # One error per place: a bad value can fail several constraints of one field.
     unique = {(d.path, d.code): d for d in out}

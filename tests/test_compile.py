@@ -256,3 +256,19 @@ def test_compile_output_failure_leaves_nothing(tmp_path):
     assert result.exit_code == 1
     assert "error: expected a writable directory" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_compile_cli_keeps_tensorflow_noise_out_of_the_terminal():
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "compiler.cli", "compile", "specs/char-small.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""  # no oneDNN / CUDA / absl start-up lines, no deprecation warnings
+    assert run.stdout.startswith("char-small: Sequential\n")
+    assert "total params: 229,472" in run.stdout
