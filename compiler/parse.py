@@ -287,7 +287,7 @@ def _message(error: dict[str, Any], loc: tuple, tp_root: Any) -> tuple[str, str]
             "invalid_choice",
             f"expected one of: {', '.join(c for c in choices if c)}, received {received}{hint}",
         )
-    is_int = "int" in str(_walk_type(tp_root, loc))
+    is_int = _walk_type(tp_root, loc) is int
     bounds = {
         "greater_than": ("greater than", "gt"),
         "greater_than_equal": ("at least", "ge"),
