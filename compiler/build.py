@@ -14,7 +14,8 @@ from typing import Any, Optional
 from compiler import spec as s
 from compiler.checks import Analysis, check, fmt_shape
 from compiler.diagnostics import CompileError, Diagnostic, SpecError, errors_of, warnings_of
-from compiler.privacy import PrivacyReport, epsilon_warning, privacy_report
+from compiler.parse import source_of
+from compiler.privacy import PrivacyReport, privacy_report, weak_privacy_warning
 from compiler.source import Source
 from compiler.tf import tensorflow, tf_privacy_optimizers
 
@@ -181,15 +182,6 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: getattr(v, "tolist", lambda: str(v))()))
 
 
-def _source_of(spec: s.Spec) -> Source:
-    source = getattr(spec, "_source", None)
-    if source is None:
-        from compiler.render import to_data
-
-        source = Source("<spec>", to_data(spec))
-    return source
-
-
 def compile_spec(spec: s.Spec, *, examples: Optional[int] = None) -> CompiledModel:
     """Build and compile the Keras model a resolved spec describes.
 
@@ -205,7 +197,7 @@ def compile_spec(spec: s.Spec, *, examples: Optional[int] = None) -> CompiledMod
         SpecError: when the spec violates a rule (specs built in Python are re-checked).
         CompileError: when TensorFlow refuses the model; the diagnostic names the layer.
     """
-    source = _source_of(spec)
+    source = source_of(spec)
     resolved, analysis, diagnostics = check(spec, source)
     if errors_of(diagnostics) or analysis is None:
         raise SpecError(diagnostics)
@@ -228,15 +220,11 @@ def compile_spec(spec: s.Spec, *, examples: Optional[int] = None) -> CompiledMod
             )
         if examples is not None:
             report = privacy_report(resolved, examples)
-            message = epsilon_warning(report)
-            if message:
-                warnings.append(
-                    source.diagnostic(
-                        ("training", "privacy"), "weak_privacy", message, severity="warning"
-                    )
-                )
+            weak = weak_privacy_warning(spec, report)
+            if weak is not None:
+                warnings.append(weak)
     model = _build_model(tf, resolved, analysis, source)
-    optimizer = _build_optimizer(tf, resolved, report, source)
+    optimizer = _build_optimizer(tf, resolved, report)
     loss = _build_loss(tf, resolved)
     metrics = list(resolved.training.metrics)
     try:
@@ -311,7 +299,7 @@ def _keras_name(name: str) -> str:
     return name.replace("-", "_")
 
 
-def _build_optimizer(tf: Any, spec: s.Spec, report: Optional[PrivacyReport], source: Source) -> Any:
+def _build_optimizer(tf: Any, spec: s.Spec, report: Optional[PrivacyReport]) -> Any:
     opt = spec.training.optimizer
     base = _optimizer_classes(tf)[opt.type]
     kwargs = _optimizer_kwargs(opt)

@@ -230,17 +230,9 @@ def render(
     fmt: YamlOrJson = typer.Option(YamlOrJson.yaml, "--format", "-f", help="Output format."),
 ) -> None:
     """Print the fully expanded spec: template applied, defaults filled."""
-    from compiler.diagnostics import SpecError
-    from compiler.parse import load_spec
     from compiler.render import render as render_spec
 
-    if not spec.is_file():
-        raise typer.BadParameter(f"no such file: {spec}", param_hint="SPEC")
-    try:
-        resolved = load_spec(spec, overrides or ())
-    except SpecError as e:
-        _print_diagnostics(_console(stderr=True), e.diagnostics)
-        raise typer.Exit(1)
+    resolved = _load_or_exit(spec, overrides)
     typer.echo(render_spec(resolved, fmt.value), nl=False)
 
 
@@ -308,7 +300,7 @@ def privacy(
 ) -> None:
     """Compute the (epsilon, delta) guarantee of a DP spec's training run."""
     from compiler.diagnostics import SpecError
-    from compiler.privacy import epsilon_warning, privacy_report
+    from compiler.privacy import epsilon_warning, privacy_report, weak_privacy_warning
 
     resolved = _load_or_exit(spec, overrides)
     try:
@@ -331,13 +323,9 @@ def privacy(
     console.print("assumptions:")
     for a in report.assumptions:
         console.print(f"  - {a}")
-    if warning:
-        from compiler.diagnostics import Diagnostic
-
-        _print_diagnostics(
-            _console(stderr=True),
-            [Diagnostic("warning", "weak_privacy", warning, "training.privacy", str(spec))],
-        )
+    weak = weak_privacy_warning(resolved, report)
+    if weak is not None:
+        _print_diagnostics(_console(stderr=True), [weak])
 
 
 def main() -> None:

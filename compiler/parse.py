@@ -402,6 +402,16 @@ def validate_source(source: Source, overrides: Sequence[str] = ()) -> Validation
     return Validation(source.name, source, resolved, analysis, diagnostics)
 
 
+def source_of(spec: Spec) -> Source:
+    """Where a resolved spec was written; a spec built in Python gets a positionless one."""
+    source = getattr(spec, "_source", None)
+    if source is None:
+        from compiler.render import to_data
+
+        source = Source("<spec>", to_data(spec))
+    return source
+
+
 def validate(
     spec: Union[str, bytes, os.PathLike[str]],
     overrides: Sequence[str] = (),

@@ -210,3 +210,15 @@ def epsilon_warning(report: PrivacyReport) -> Optional[str]:
         "run gives no meaningful privacy guarantee; raise noise_multiplier, train fewer "
         "epochs or on more examples, or set target_epsilon"
     )
+
+
+def weak_privacy_warning(spec: Spec, report: PrivacyReport) -> Optional[Diagnostic]:
+    """`epsilon_warning` as a diagnostic at the spec's privacy settings, or None."""
+    message = epsilon_warning(report)
+    if message is None:
+        return None
+    from compiler.parse import source_of
+
+    return source_of(spec).diagnostic(
+        ("training", "privacy"), "weak_privacy", message, severity="warning"
+    )
