@@ -6,9 +6,11 @@ is imported on first use.
 
 from compiler.diagnostics import (
     CompileError,
+    DataError,
     Diagnostic,
     ExportError,
     KeraspecError,
+    RunError,
     SpecError,
 )
 from compiler.parse import Validation, load_spec, validate
@@ -22,6 +24,9 @@ _LAZY = {
     "compile_spec": ("compiler.build", "compile_spec"),
     "CompiledModel": ("compiler.build", "CompiledModel"),
     "privacy": ("compiler.privacy", None),
+    "train": ("compiler.training", "train"),
+    "TrainReport": ("compiler.training", "TrainReport"),
+    "generate": ("compiler.generation", "generate"),
 }
 
 
@@ -39,6 +44,11 @@ __all__ = [
     "CompileError",
     "CompiledModel",
     "compile_spec",
+    "DataError",
+    "generate",
+    "RunError",
+    "train",
+    "TrainReport",
     "privacy",
     "Diagnostic",
     "ExportError",

@@ -82,3 +82,11 @@ class CompileError(KeraspecError):
 
 class ExportError(KeraspecError):
     """Writing an artifact failed."""
+
+
+class DataError(KeraspecError):
+    """The training data cannot be used: unreadable, not text, or too small for the spec."""
+
+
+class RunError(KeraspecError):
+    """A run directory cannot be used: not writable, or it holds a different run."""

@@ -18,11 +18,37 @@ def write_atomic(path: Union[str, os.PathLike[str]], data: Union[str, bytes]) ->
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_directory(directory)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def fsync_directory(path: Union[str, os.PathLike[str]]) -> None:
+    """Make a rename or a new entry in `path` durable (a no-op where unsupported)."""
+    try:
+        fd = os.open(os.fspath(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: Union[str, os.PathLike[str]]) -> None:
+    """fsync every file and directory under `path`, so a later rename exposes whole files."""
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                os.fsync(f.fileno())
+        fsync_directory(root)
 
 
 @contextlib.contextmanager

@@ -85,11 +85,20 @@ def compute_epsilon(
     microbatching: bool,
 ) -> float:
     """Epsilon of DP-SGD at `delta`; infinity when there is no noise."""
+    q, steps = _plan(batch_size, examples, epochs)
+    return epsilon_for_steps(noise_multiplier, q, steps, delta, microbatching)
+
+
+def epsilon_for_steps(
+    noise_multiplier: float, q: float, steps: int, delta: float, microbatching: bool
+) -> float:
+    """Epsilon at `delta` after `steps` Poisson-sampled steps with probability `q`."""
     from dp_accounting.rdp import RdpAccountant
 
     if noise_multiplier == 0:
         return math.inf
-    q, steps = _plan(batch_size, examples, epochs)
+    if steps == 0:
+        return 0.0
     accountant = RdpAccountant()
     accountant.compose(_event(noise_multiplier, q, steps, microbatching))
     return float(accountant.get_epsilon(delta))
@@ -136,6 +145,7 @@ def privacy_report(
     epochs: Optional[float] = None,
     delta: Optional[float] = None,
     target_epsilon: Optional[float] = None,
+    steps: Optional[int] = None,
 ) -> PrivacyReport:
     """The guarantee of training `spec` on `examples` examples.
 
@@ -147,6 +157,8 @@ def privacy_report(
         target_epsilon: Solve for the noise multiplier reaching this epsilon instead of
             using the spec's noise (defaults to privacy.target_epsilon when the spec gives
             no noise multiplier).
+        steps: The steps a run actually took; the guarantee is then for those steps
+            (epochs = steps x batch / examples) rather than for the planned epochs.
 
     Raises:
         SpecError: when the spec has no privacy block or the numbers make no run.
@@ -163,8 +175,10 @@ def privacy_report(
             ("examples",),
             f"expected at least training.batch_size = {batch} examples, received {examples}",
         )
+    if steps is not None:
+        epochs = steps * batch / examples
     epochs = float(epochs if epochs is not None else spec.training.epochs)
-    if epochs <= 0:
+    if epochs <= 0 and steps is None:
         raise _problem(
             spec, ("epochs",), f"expected a positive number of epochs, received {epochs}"
         )
@@ -179,13 +193,14 @@ def privacy_report(
         if target_epsilon is not None
         else (privacy.target_epsilon if privacy.noise_multiplier is None else None)
     )
-    q, steps = _plan(batch, examples, epochs)
+    q, planned = _plan(batch, examples, epochs)
+    steps = planned if steps is None else steps
     common = dict(batch_size=batch, examples=examples, epochs=epochs, delta=delta)
     if target is not None:
         noise = noise_for_epsilon(target_epsilon=target, microbatching=microbatching, **common)
     else:
         noise = float(privacy.noise_multiplier or 0.0)
-    epsilon = compute_epsilon(noise_multiplier=noise, microbatching=microbatching, **common)
+    epsilon = epsilon_for_steps(noise, q, steps, delta, microbatching)
     return PrivacyReport(
         epsilon=epsilon,
         delta=delta,

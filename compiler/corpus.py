@@ -1,0 +1,114 @@
+"""Reading a training corpus: a UTF-8 text file, one record per line.
+
+A record is a line without its line ending (LF or CRLF). Blank lines hold no record and
+are skipped (and counted). Everything that makes a file unusable as text is reported
+before any training starts, with the file and the byte offset or line of the problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from typing import Union
+
+from compiler.diagnostics import DataError, Diagnostic
+
+# How many bytes are inspected to tell a binary file from text: a NUL byte in text is
+# almost always a sign of a binary format (or UTF-16), which would decode "successfully".
+_SNIFF = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    """The records of a corpus file.
+
+    Attributes:
+        path: The file the records came from.
+        records: One string per non-blank line, in file order.
+        lines: Lines in the file, blank ones included.
+        blank_lines: Blank lines skipped.
+        sha256: Digest of the file's bytes, so a resumed run can tell it is the same data.
+        size: Size of the file in bytes.
+    """
+
+    path: str
+    records: list[str]
+    lines: int
+    blank_lines: int
+    sha256: str
+    size: int
+
+
+def _error(path: str, code: str, message: str, line: int | None = None, column: int | None = None):
+    return DataError([Diagnostic("error", code, message, "data", path, line, column)])
+
+
+def read_corpus(path: Union[str, os.PathLike[str]]) -> Corpus:
+    """Read a corpus file into records.
+
+    Raises:
+        DataError: the file is missing, not a regular file, empty, binary, not UTF-8, or
+            holds no record; the diagnostic names the file and, where it applies, the
+            line, column and byte offset.
+    """
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise _error(name, "data_missing", "expected a text file of records, received no such file")
+    if not os.path.isfile(name):
+        raise _error(
+            name, "data_not_file", "expected a text file of records, received a directory"
+        )
+    try:
+        with open(name, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise _error(name, "data_unreadable", f"expected a readable file, received: {e.strerror}")
+    if not raw.strip():
+        received = f"{len(raw)} bytes of whitespace only" if raw else "an empty file"
+        raise _error(
+            name, "data_empty", f"expected at least one record (a non-blank line), received {received}"
+        )
+    nul = raw.find(b"\0", 0, _SNIFF)
+    if nul >= 0:
+        raise _error(
+            name,
+            "data_binary",
+            f"expected UTF-8 text, received binary data (a NUL byte at byte offset {nul})",
+            raw.count(b"\n", 0, nul) + 1,
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise _error(
+            name,
+            "data_encoding",
+            f"expected UTF-8 text, received the byte 0x{raw[e.start]:02x} at byte offset "
+            f"{e.start} that is not valid UTF-8 ({e.reason}); re-encode the file as UTF-8",
+            line,
+            column,
+        ) from None
+    if text.startswith("\ufeff"):
+        text = text[1:]  # a byte order mark is not part of the first record
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line does not start another
+    records = []
+    blank = 0
+    for line in lines:
+        if line.endswith("\r"):
+            line = line[:-1]
+        if line.strip():
+            records.append(line)
+        else:
+            blank += 1
+    return Corpus(
+        path=name,
+        records=records,
+        lines=len(lines),
+        blank_lines=blank,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        size=len(raw),
+    )

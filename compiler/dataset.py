@@ -1,0 +1,181 @@
+"""Training examples from tokenized records, as arrays (NumPy only, no TensorFlow).
+
+Two ways to cut records into examples, chosen by whether the run is differentially private:
+
+- **windows** (standard training, the reference's way): records are joined into one token
+  stream, each followed by `<eor>`, and the stream is cut into non-overlapping windows of
+  sequence_length + 1 tokens; input and target are the window shifted by one.
+- **records** (DP training): each example holds exactly one record, `<eor>` + record +
+  `<eor>`, truncated or padded with `<pad>` to sequence_length + 1 tokens. Padding is
+  masked out of the loss by per-token weights, so an example's gradient depends on its one
+  record only, and DP-SGD's per-example guarantee is a per-record guarantee.
+
+Records are split into training and validation before any example is cut, so no record
+contributes to both. Each epoch visits the training examples in an order drawn from the
+run's seed and the epoch number, so a resumed run replays exactly the order it would have
+had.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, Optional, Sequence
+
+import numpy as np
+
+from compiler.diagnostics import DataError, Diagnostic
+from compiler.tokenizer import EOR_ID, PAD_ID
+
+Unit = Literal["window", "record"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Examples:
+    """Model inputs, next-token targets and (record examples only) per-token loss weights."""
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    weights: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    """Examples for a run and what they were made of.
+
+    Attributes:
+        train, validation: The examples (validation is None without a validation split).
+        unit: "window" (standard) or "record" (DP: one record per example).
+        records: Training records.
+        validation_records: Records held out for validation.
+        tokens: Tokens in the training records, `<eor>` included.
+        truncated: Record examples cut short at sequence_length (DP runs only).
+    """
+
+    train: Examples
+    validation: Optional[Examples]
+    unit: Unit
+    records: int
+    validation_records: int
+    tokens: int
+    truncated: int
+
+
+def _problem(code: str, message: str, path: str, file: str) -> DataError:
+    return DataError([Diagnostic("error", code, message, path, file)])
+
+
+def split_records(n: int, validation_split: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of training and validation records, each in file order."""
+    held_out = int(n * validation_split)
+    order = np.random.default_rng((seed, 0x5EED)).permutation(n)
+    return np.sort(order[held_out:]), np.sort(order[:held_out])
+
+
+def windows(records: Sequence[np.ndarray], sequence_length: int) -> Examples:
+    """Non-overlapping windows of sequence_length + 1 tokens over the record stream."""
+    span = sequence_length + 1
+    eor = np.array([EOR_ID], dtype=np.int32)
+    stream = np.concatenate([part for r in records for part in (r, eor)]) if records else eor[:0]
+    count = len(stream) // span
+    cut = stream[: count * span].reshape(count, span)
+    return Examples(cut[:, :-1].copy(), cut[:, 1:].copy())
+
+
+def record_examples(records: Sequence[np.ndarray], sequence_length: int) -> tuple[Examples, int]:
+    """One example per record, padded or truncated; returns the examples and the truncations."""
+    span = sequence_length + 1
+    full = np.full((len(records), span), PAD_ID, dtype=np.int32)
+    truncated = 0
+    for i, ids in enumerate(records):
+        example = np.concatenate(([EOR_ID], ids, [EOR_ID])).astype(np.int32)
+        if len(example) > span:
+            truncated += 1
+            example = example[:span]
+        full[i, : len(example)] = example
+    inputs, targets = full[:, :-1].copy(), full[:, 1:].copy()
+    mask = (targets != PAD_ID).astype(np.float32)
+    # Per-token weights that make each example's mean loss the mean over its real tokens.
+    weights = mask * (sequence_length / np.maximum(mask.sum(axis=1, keepdims=True), 1.0))
+    return Examples(inputs, targets, weights.astype(np.float32)), truncated
+
+
+def prepare(
+    records: Sequence[np.ndarray],
+    *,
+    unit: Unit,
+    batch_size: int,
+    sequence_length: int,
+    validation_split: float,
+    seed: int,
+    data_name: str,
+) -> TrainingData:
+    """Split tokenized records and cut them into examples.
+
+    Args:
+        records: Token ids of each record (without `<eor>`).
+        unit: "window" or "record", see the module docstring.
+        batch_size, sequence_length: From the resolved spec's training block.
+        validation_split: Fraction of records held out for validation.
+        seed: The run's seed.
+        data_name: The corpus file, for error messages.
+
+    Raises:
+        DataError: fewer examples than one training batch, or than one validation batch
+            when a validation split is asked for; the message says how many are needed.
+    """
+    train_idx, val_idx = split_records(len(records), validation_split, seed)
+    train_records = [records[i] for i in train_idx]
+    val_records = [records[i] for i in val_idx]
+    truncated = 0
+    if unit == "window":
+        train = windows(train_records, sequence_length)
+        validation = windows(val_records, sequence_length) if len(val_idx) else None
+    else:
+        train, truncated = record_examples(train_records, sequence_length)
+        validation = record_examples(val_records, sequence_length)[0] if len(val_idx) else None
+    tokens = int(sum(len(r) + 1 for r in train_records))
+    if len(train) < batch_size:
+        raise _problem("data_too_small", _too_small(unit, "training", len(train), tokens,
+                                                    batch_size, sequence_length), "data",
+                       data_name)
+    if validation_split > 0 and (validation is None or len(validation) < batch_size):
+        have = 0 if validation is None else len(validation)
+        raise _problem(
+            "validation_too_small",
+            f"expected validation_split = {validation_split} to hold out at least one batch "
+            f"of {batch_size} {unit}s, received {have} ({len(val_idx)} of {len(records)} "
+            "records); use a larger corpus or validation_split, or set validation_split: 0",
+            "training.validation_split",
+            data_name,
+        )
+    return TrainingData(
+        train=train,
+        validation=validation,
+        unit=unit,
+        records=len(train_records),
+        validation_records=len(val_records),
+        tokens=tokens,
+        truncated=truncated,
+    )
+
+
+def _too_small(unit: Unit, part: str, have: int, tokens: int, batch: int, length: int) -> str:
+    if unit == "window":
+        need = batch * (length + 1)
+        return (
+            f"expected at least one {part} batch of {batch} windows of {length + 1} tokens "
+            f"(= {need:,} tokens), received {tokens:,} tokens ({have} windows); use a larger "
+            "corpus or a smaller batch_size or sequence_length"
+        )
+    return (
+        f"expected at least one {part} batch of {batch} records (DP trains on one record "
+        f"per example), received {have} records; use a larger corpus or a smaller batch_size"
+    )
+
+
+def epoch_order(examples: int, seed: int, epoch: int) -> np.ndarray:
+    """The order in which epoch `epoch` (0-based) visits the examples."""
+    return np.random.default_rng((seed, epoch)).permutation(examples)

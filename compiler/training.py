@@ -1,0 +1,640 @@
+"""Training: a spec and a corpus of records to a run directory, standard or DP.
+
+`train(spec, data, run_dir)` reads the corpus, fits (or, resuming, loads) the tokenizer,
+cuts examples (`compiler.dataset`), compiles the spec (`compiler.build`) and runs the
+training loop with Keras' own train step, checkpointing into the run directory
+(`compiler.rundir`). It prints nothing: progress goes to an optional callback, the outcome
+comes back as a `TrainReport`.
+
+Recurrent state. Standard runs train the spec's model as written; a stateful layer carries
+its state from one batch to the next (the reference's behaviour), and the states are reset
+at the start of every epoch and before and after validation, so an epoch never starts from
+the previous epoch's last batch and validation never starts from training's. DP runs train a
+stateless copy of the model (same layers, same weights, so checkpoints load into the
+stateful one): every batch starts from zero states, so no record's data reaches another
+batch's gradients through the state, which clipping could not bound.
+
+Randomness. Weights are initialised from the run's seed; dropout draws from
+`tf.random.Generator`s whose states are saved in every checkpoint; each epoch visits the
+examples in an order drawn from (seed, epoch). A resumed run therefore continues exactly as
+an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import secrets
+import signal
+import threading
+import time
+from typing import Any, Callable, Optional, Union
+
+from compiler import spec as s
+from compiler.corpus import Corpus, read_corpus
+from compiler.dataset import Examples, TrainingData, epoch_order, prepare
+from compiler.diagnostics import Diagnostic, RunError, SpecError
+from compiler.privacy import PrivacyReport, epsilon_warning, privacy_report
+from compiler.rundir import BEST, LATEST, RunDir
+from compiler.tokenizer import Tokenizer, fit_tokenizer, load_tokenizer
+
+PRIVACY_UNIT = "one record per example"
+EPSILON_EVERY_SECONDS = 2.0
+CHECKPOINT_EVERY_SECONDS = 300.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """What the loop tells its callback after each step and each epoch.
+
+    Attributes:
+        event: "start", "step", "epoch" (after validation) or "end".
+        step: Global steps taken so far.
+        total_steps: Steps the run will take if nothing stops it early.
+        epoch: The current epoch, 1-based.
+        epochs: Epochs planned.
+        logs: Running metrics of the epoch (loss, accuracy, ...), and after an epoch
+            the validation metrics (val_loss, ...).
+        epsilon: For DP runs, the epsilon spent so far (refreshed every few seconds).
+    """
+
+    event: str
+    step: int
+    total_steps: int
+    epoch: int
+    epochs: int
+    logs: dict[str, float]
+    epsilon: Optional[float] = None
+
+
+@dataclasses.dataclass
+class TrainReport:
+    """The outcome of `train`, also written to RUN_DIR/report.json."""
+
+    name: str
+    run_dir: str
+    data: str
+    stopped_by: str
+    epochs: int
+    steps: int
+    steps_per_epoch: int
+    examples: int
+    unit: str
+    records: int
+    validation_records: int
+    batch_size: int
+    sequence_length: int
+    seed: int
+    wall_time: float
+    tokens_per_second: float
+    loss: Optional[float]
+    best_monitor: str
+    best_value: Optional[float]
+    best_step: Optional[int]
+    best_val_loss: Optional[float]
+    truncated_records: int
+    tokenizer: str
+    vocabulary: int
+    history: list[dict[str, float]]
+    privacy: Optional[dict[str, Any]] = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def epsilon(self) -> Optional[float]:
+        return None if self.privacy is None else self.privacy["epsilon"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class _State:
+    """The loop's position and bookkeeping, saved with every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0  # 0-based epoch in progress
+    step_in_epoch: int = 0
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    best_value: Optional[float] = None
+    best_step: Optional[int] = None
+    stop_value: Optional[float] = None  # early stopping's best value of its monitor
+    stop_wait: int = 0
+    stopped_early: bool = False
+    wall_time: float = 0.0
+    train_time: float = 0.0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "_State":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# ------------------------------------------------------------------------------ setup
+
+
+def _with_epochs(spec: s.Spec, epochs: Optional[int]) -> s.Spec:
+    if epochs is None:
+        return spec
+    if epochs < 1:
+        raise SpecError(
+            [Diagnostic("error", "epochs", f"expected epochs >= 1, received {epochs}",
+                        "training.epochs", "<arguments>")]
+        )
+    return spec.model_copy(
+        update={"training": spec.training.model_copy(update={"epochs": epochs})}
+    )
+
+
+def training_spec(spec: s.Spec, noise_multiplier: Optional[float]) -> s.Spec:
+    """The spec the loop compiles: for DP, stateless and with the noise fixed.
+
+    The layers and their weights are the spec's own, so checkpoints of the training model
+    load into the spec's model (stateful or not) unchanged.
+    """
+    privacy = spec.training.privacy
+    if privacy is None:
+        return spec
+    layers = [
+        layer.model_copy(update={"stateful": False})
+        if isinstance(layer, s.RecurrentLayer) and layer.stateful
+        else layer
+        for layer in spec.model.layers
+    ]
+    privacy = privacy.model_copy(
+        update={"noise_multiplier": noise_multiplier, "target_epsilon": None}
+    )
+    return spec.model_copy(
+        update={
+            "model": spec.model.model_copy(update={"layers": layers}),
+            "training": spec.training.model_copy(update={"privacy": privacy}),
+        }
+    )
+
+
+def _encode_records(tokenizer: Tokenizer, corpus: Corpus) -> list[Any]:
+    from compiler.diagnostics import DataError
+
+    encoded = []
+    for line, record in enumerate(corpus.records, start=1):
+        try:
+            encoded.append(tokenizer.encode(record))
+        except KeyError as e:  # only when a saved vocabulary meets new text
+            raise DataError(
+                [Diagnostic("error", "unknown_character",
+                            f"expected characters of the run's vocabulary, received "
+                            f"{e.args[0]!r}", "data", corpus.path, line)]
+            ) from None
+    return encoded
+
+
+def _noise_for_run(spec: s.Spec, records: int) -> Optional[float]:
+    privacy = spec.training.privacy
+    if privacy is None:
+        return None
+    if privacy.noise_multiplier is not None:
+        return privacy.noise_multiplier
+    return privacy_report(spec, records).noise_multiplier
+
+
+# ------------------------------------------------------------------------------ model
+
+
+def _random_generators(model: Any) -> list[Any]:
+    """The dropout layers' tf.random.Generators (their state is checkpointed)."""
+    found = []
+    for layer in model.submodules:
+        generator = getattr(getattr(layer, "_random_generator", None), "_generator", None)
+        if generator is not None:
+            found.append(generator)
+    return found
+
+
+def _recurrent_states(model: Any) -> list[Any]:
+    return [v for layer in model.layers if getattr(layer, "stateful", False) for v in layer.states]
+
+
+def _reset_states(model: Any) -> None:
+    for layer in model.layers:
+        if getattr(layer, "stateful", False):
+            layer.reset_states()
+
+
+def _compile(tf: Any, spec: s.Spec, seed: int, weighted: bool) -> Any:
+    from compiler.build import compile_spec
+
+    tf.keras.utils.set_random_seed(seed)
+    experimental = tf.keras.backend.experimental
+    was_enabled = experimental.is_tf_random_generator_enabled()
+    # Dropout's random state must live in variables the checkpoint can hold.
+    experimental.enable_tf_random_generator()
+    try:
+        compiled = compile_spec(spec)
+    finally:
+        if not was_enabled:
+            experimental.disable_tf_random_generator()
+    if weighted:
+        # Record examples carry per-token weights that mask the padding: metrics use them too.
+        compiled.model.compile(
+            optimizer=compiled.optimizer, loss=compiled.loss, weighted_metrics=compiled.metrics
+        )
+    return compiled
+
+
+def _dataset(tf: Any, examples: Examples, order: Any, batch_size: int) -> Any:
+    arrays = [examples.inputs[order], examples.targets[order]]
+    if examples.weights is not None:
+        arrays.append(examples.weights[order])
+    return (
+        tf.data.Dataset.from_tensor_slices(tuple(arrays))
+        .batch(batch_size, drop_remainder=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+class _StopRequest:
+    """The first Ctrl-C asks the loop to stop after the current step; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+# ------------------------------------------------------------------------------ train
+
+
+def train(
+    spec: s.Spec,
+    data: Union[str, os.PathLike[str]],
+    run_dir: Union[str, os.PathLike[str]],
+    *,
+    epochs: Optional[int] = None,
+    max_steps: Optional[int] = None,
+    checkpoint_every: Optional[int] = None,
+    callback: Optional[Callable[[Progress], None]] = None,
+) -> TrainReport:
+    """Train a spec on a corpus of records into a run directory, resuming if it holds one.
+
+    Args:
+        spec: A resolved spec (`load_spec`).
+        data: A UTF-8 text file, one record per line.
+        run_dir: Where checkpoints, tokenizer, logs and the report go. If it holds a run
+            of the same spec and corpus, training resumes from its latest checkpoint.
+        epochs: Overrides training.epochs (a resumed run may be given more).
+        max_steps: Stop when this many steps (in total, across resumes) have been taken.
+        checkpoint_every: Also save the latest checkpoint every this many steps (it is
+            always saved after each epoch, every few minutes, and when the run stops).
+        callback: Called with a `Progress` at the start, after each step and epoch, and
+            at the end.
+
+    Returns:
+        The report, also written to RUN_DIR/report.json.
+
+    Raises:
+        SpecError: the spec cannot train on this corpus (e.g. its vocab_size is too small).
+        DataError: the corpus is unreadable, not UTF-8 text, or too small.
+        RunError: the run directory is unusable or holds a different run.
+        Nothing is written to the run directory before all of these checks have passed.
+    """
+    spec = _with_epochs(spec, epochs)
+    run = RunDir(os.fspath(run_dir))
+    run.check_usable()
+    corpus = read_corpus(data)
+    resuming = run.exists()
+    if resuming:
+        identity = run.check_same_run(spec, corpus.sha256)
+        tokenizer = load_tokenizer(run.path)
+    else:
+        tokenizer = fit_tokenizer(spec, corpus.records)
+        seed = spec.training.seed
+        identity = {
+            "name": spec.name,
+            "data": os.path.abspath(corpus.path),
+            "data_sha256": corpus.sha256,
+            "seed": seed if seed is not None else secrets.randbelow(2**31),
+        }
+    seed = int(identity["seed"])
+    tr = spec.training
+    unit = "record" if tr.privacy is not None else "window"
+    training_data = prepare(
+        _encode_records(tokenizer, corpus),
+        unit=unit,
+        batch_size=tr.batch_size,
+        sequence_length=tr.sequence_length,
+        validation_split=tr.validation_split,
+        seed=seed,
+        data_name=corpus.path,
+    )
+    noise = identity.get("noise_multiplier")
+    if noise is None:
+        noise = _noise_for_run(spec, training_data.records)
+    if not resuming:
+        identity["noise_multiplier"] = noise
+        identity["unit"] = unit
+        run.start(spec, identity, tokenizer.files())
+    from compiler.tf import tensorflow  # after every check that needs no TensorFlow
+
+    tf = tensorflow()
+    loop = _Loop(
+        tf, spec, training_spec(spec, noise), run, corpus, tokenizer, training_data, seed,
+        max_steps, checkpoint_every, callback,
+    )
+    return loop.run()
+
+
+class _Loop:
+    def __init__(
+        self, tf, spec, train_spec, run, corpus, tokenizer, data: TrainingData, seed,
+        max_steps, checkpoint_every, callback,
+    ):
+        self.tf = tf
+        self.spec = spec
+        self.train_spec = train_spec
+        self.run_dir = run
+        self.corpus = corpus
+        self.tokenizer = tokenizer
+        self.data = data
+        self.seed = seed
+        self.max_steps = max_steps
+        self.checkpoint_every = checkpoint_every
+        self.callback = callback or (lambda progress: None)
+        tr = spec.training
+        self.batch = tr.batch_size
+        self.length = tr.sequence_length
+        self.epochs = tr.epochs
+        self.steps_per_epoch = len(data.train) // self.batch
+        self.compiled = _compile(tf, train_spec, seed, weighted=data.unit == "record")
+        self.model = self.compiled.model
+        self.optimizer = self.compiled.optimizer
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model,
+            optimizer=self.optimizer,
+            rng=_random_generators(self.model),
+            states=_recurrent_states(self.model),
+        )
+        self.state = _State()
+        self.privacy_delta = None
+        if tr.privacy is not None:
+            self.privacy_delta = tr.privacy.delta or 1.0 / data.records
+        self._epsilon_at = (0.0, None)
+        self.last_logs: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def restore(self) -> None:
+        latest = self.run_dir.pointer(LATEST)
+        self.run_dir.collect_garbage()
+        if latest is None:
+            return
+        # Create the optimizer's slots first so they are restored now, not on first use.
+        self.optimizer._create_all_weights(self.model.trainable_variables)
+        try:
+            self.checkpoint.read(latest["prefix"]).assert_existing_objects_matched()
+        except (AssertionError, ValueError, self.tf.errors.OpError) as e:
+            raise RunError(
+                [Diagnostic("error", "checkpoint_unreadable",
+                            f"expected a checkpoint of this spec's model, received one that "
+                            f"does not load: {str(e).splitlines()[0][:300]}", "",
+                            latest["prefix"])]
+            ) from e
+        self.state = _State.from_dict(latest)
+
+    def save(self, *, best: bool = False) -> None:
+        state = dataclasses.asdict(self.state)
+        with self.run_dir.new_checkpoint(self.state.step, state) as prefix:
+            self.checkpoint.write(prefix)
+        if best:
+            self.run_dir.point(BEST, self.state.step)
+        self.run_dir.point(LATEST, self.state.step)
+        self.run_dir.collect_garbage()
+        self._saved_step = self.state.step
+        self._saved_at = time.monotonic()
+
+    # ------------------------------------------------------------------ privacy
+
+    def privacy(self) -> Optional[PrivacyReport]:
+        if self.train_spec.training.privacy is None:
+            return None
+        return privacy_report(
+            self.train_spec, self.data.records, delta=self.privacy_delta, steps=self.state.step
+        )
+
+    def epsilon(self, force: bool = False) -> Optional[float]:
+        if self.train_spec.training.privacy is None:
+            return None
+        at, value = self._epsilon_at
+        now = time.monotonic()
+        if force or value is None or now - at > EPSILON_EVERY_SECONDS:
+            value = self.privacy().epsilon
+            self._epsilon_at = (now, value)
+        return value
+
+    # ------------------------------------------------------------------ the loop
+
+    def total_steps(self) -> int:
+        planned = self.epochs * self.steps_per_epoch
+        return planned if self.max_steps is None else min(planned, self.max_steps)
+
+    def progress(self, event: str, logs: dict[str, float]) -> None:
+        epoch = min(self.state.epoch + 1, self.epochs)
+        self.callback(
+            Progress(event, self.state.step, self.total_steps(), epoch, self.epochs, logs,
+                     self.epsilon(force=event != "step"))
+        )
+
+    def run(self) -> TrainReport:
+        tf = self.tf
+        self.restore()
+        self._saved_step = self.state.step
+        self._saved_at = time.monotonic()
+        logs_dir = self.run_dir.file("logs")
+        self.train_writer = tf.summary.create_file_writer(os.path.join(logs_dir, "train"))
+        self.val_writer = tf.summary.create_file_writer(os.path.join(logs_dir, "validation"))
+        started = time.monotonic()
+        wall_before = self.state.wall_time
+        stopped_by = "epochs"
+        self.progress("start", {})
+        with _StopRequest() as stop:
+            try:
+                stopped_by = self._epochs(stop)
+            finally:
+                self.state.wall_time = wall_before + time.monotonic() - started
+                if self.state.step != self._saved_step:
+                    self.save()
+                self.train_writer.flush()
+                self.val_writer.flush()
+        report = self.report(stopped_by)
+        self.run_dir.write_report(report.to_dict())
+        self.progress("end", {"loss": report.loss} if report.loss is not None else {})
+        return report
+
+    def _epochs(self, stop: _StopRequest) -> str:
+        tf = self.tf
+        train_fn = self.model.make_train_function()
+        state = self.state
+        if state.stopped_early:
+            return "early_stopping"
+        while state.epoch < self.epochs:
+            if state.step_in_epoch == 0:
+                _reset_states(self.model)
+            self.model.reset_metrics()
+            order = epoch_order(len(self.data.train), self.seed, state.epoch)
+            order = order[state.step_in_epoch * self.batch : self.steps_per_epoch * self.batch]
+            iterator = iter(_dataset(tf, self.data.train, order, self.batch))
+            logs: dict[str, float] = {}
+            while state.step_in_epoch < self.steps_per_epoch:
+                if self.max_steps is not None and state.step >= self.max_steps:
+                    return "max_steps"
+                if stop.requested:
+                    return "interrupted"
+                t0 = time.perf_counter()
+                logs = {k: float(v) for k, v in train_fn(iterator).items()}
+                self.last_logs = logs
+                state.train_time += time.perf_counter() - t0
+                state.step += 1
+                state.step_in_epoch += 1
+                with self.train_writer.as_default(step=state.step):
+                    for key, value in logs.items():
+                        tf.summary.scalar(key, value)
+                    epsilon = self.epsilon()
+                    if epsilon is not None and math.isfinite(epsilon):
+                        tf.summary.scalar("epsilon", epsilon)
+                self.progress("step", logs)
+                if self._checkpoint_due() and state.step_in_epoch < self.steps_per_epoch:
+                    self.save()
+            if self._end_epoch(logs):
+                return "early_stopping"
+        return "epochs"
+
+    def _checkpoint_due(self) -> bool:
+        if self.checkpoint_every and self.state.step - self._saved_step >= self.checkpoint_every:
+            return True
+        return time.monotonic() - self._saved_at > CHECKPOINT_EVERY_SECONDS
+
+    def _end_epoch(self, logs: dict[str, float]) -> bool:
+        """Validate, record the epoch, save; True when early stopping ends the run."""
+        state = self.state
+        entry = {"epoch": state.epoch + 1, "step": state.step, **logs}
+        if self.data.validation is not None:
+            _reset_states(self.model)
+            import numpy as np
+
+            order = np.arange(len(self.data.validation))
+            val = self.model.evaluate(
+                _dataset(self.tf, self.data.validation, order, self.batch),
+                verbose=0,
+                return_dict=True,
+            )
+            _reset_states(self.model)
+            entry.update({f"val_{k}": float(v) for k, v in val.items()})
+            with self.val_writer.as_default(step=state.step):
+                for key, value in val.items():
+                    self.tf.summary.scalar(key, float(value))
+        state.history.append(entry)
+        state.epoch += 1
+        state.step_in_epoch = 0
+        monitor = "val_loss" if "val_loss" in entry else "loss"
+        improved = state.best_value is None or entry[monitor] < state.best_value
+        if improved:
+            state.best_value, state.best_step = entry[monitor], state.step
+        stop = self._early_stopping(entry)
+        self.save(best=improved)
+        self.progress("epoch", {k: v for k, v in entry.items() if k not in ("epoch", "step")})
+        if stop and self.spec.training.early_stopping.restore_best_weights:
+            best = self.run_dir.pointer(BEST)
+            if best is not None:
+                self.checkpoint.read(best["prefix"]).expect_partial()
+        return stop
+
+    def _early_stopping(self, entry: dict[str, float]) -> bool:
+        es = self.spec.training.early_stopping
+        if es is None:
+            return False
+        state = self.state
+        value = entry.get(es.monitor)
+        if value is None:
+            return False
+        sign = -1.0 if es.monitor.endswith("accuracy") else 1.0  # accuracy: higher is better
+        if state.stop_value is None or sign * (value - state.stop_value) < -es.min_delta:
+            state.stop_value, state.stop_wait = value, 0
+            return False
+        state.stop_wait += 1
+        if state.stop_wait >= es.patience:
+            state.stopped_early = True
+        return state.stopped_early
+
+    # ------------------------------------------------------------------ the report
+
+    def report(self, stopped_by: str) -> TrainReport:
+        state = self.state
+        data = self.data
+        last = state.history[-1] if state.history else {}
+        best_val = min((h["val_loss"] for h in state.history if "val_loss" in h), default=None)
+        tokens = state.step * self.batch * self.length
+        privacy = None
+        warnings = []
+        if data.truncated:
+            warnings.append(
+                f"{data.truncated} of {data.records} training records are longer than "
+                f"sequence_length = {self.length} tokens (with <eor> at both ends) and were "
+                "truncated; raise sequence_length to train on whole records"
+            )
+        report = self.privacy()
+        if report is not None:
+            privacy = {
+                **report.to_dict(),
+                "privacy_unit": PRIVACY_UNIT,
+                "validation_records_protected": False,
+            }
+            privacy["assumptions"] = privacy["assumptions"] + [
+                f"each training example holds exactly one record ({PRIVACY_UNIT}); no "
+                "recurrent state crosses from one batch to another",
+                f"the {data.validation_records} validation records only choose the best "
+                "checkpoint and are not covered by the guarantee",
+            ]
+            warning = epsilon_warning(report)
+            if warning:
+                warnings.append(warning)
+        return TrainReport(
+            name=self.spec.name,
+            run_dir=self.run_dir.path,
+            data=self.corpus.path,
+            stopped_by=stopped_by,
+            epochs=state.epoch,
+            steps=state.step,
+            steps_per_epoch=self.steps_per_epoch,
+            examples=len(data.train),
+            unit=data.unit,
+            records=data.records,
+            validation_records=data.validation_records,
+            batch_size=self.batch,
+            sequence_length=self.length,
+            seed=self.seed,
+            wall_time=round(state.wall_time, 3),
+            tokens_per_second=round(tokens / state.train_time, 1) if state.train_time else 0.0,
+            loss=self.last_logs.get("loss", last.get("loss")),
+            best_monitor="val_loss" if data.validation is not None else "loss",
+            best_value=state.best_value,
+            best_step=state.best_step,
+            best_val_loss=best_val,
+            truncated_records=data.truncated,
+            tokenizer=self.tokenizer.kind,
+            vocabulary=self.tokenizer.size,
+            history=state.history,
+            privacy=privacy,
+            warnings=warnings,
+        )
