@@ -438,6 +438,21 @@ class _Checker:
                 f"length), received {tr.sequence_length}",
             )
         p = tr.privacy
+        stateful = [
+            (i, layer.name)
+            for i, layer in enumerate(spec.model.layers)
+            if isinstance(layer, RecurrentLayer) and layer.stateful
+        ]
+        if p is not None and stateful:
+            names = ", ".join(repr(name) for _, name in stateful)
+            self.warn(
+                ("model", "layers", stateful[0][0], "stateful"),
+                "dp_stateful",
+                f"DP training trains the stateful layer(s) {names} as stateless copies (zero "
+                "state at every batch), so that no record reaches another batch's gradients "
+                "through a carried state, which clipping cannot bound; the trained weights "
+                "load into the stateful layers unchanged",
+            )
         if p is not None:
             if (p.noise_multiplier is None) == (p.target_epsilon is None):
                 both = p.noise_multiplier is not None

@@ -24,7 +24,7 @@ SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
 app = typer.Typer(
     name="keraspec",
-    help="Declarative architecture specs for Keras: validate, render, compile, privacy.",
+    help="Declarative architecture specs for Keras: validate, render, compile, train, generate.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -326,6 +326,226 @@ def privacy(
     weak = weak_privacy_warning(resolved, report)
     if weak is not None:
         _print_diagnostics(_console(stderr=True), [weak])
+
+
+def _fail(diagnostics: Iterable["Diagnostic"]) -> "typer.Exit":
+    _print_diagnostics(_console(stderr=True), diagnostics)
+    return typer.Exit(1)
+
+
+@app.command()
+def train(
+    spec: Path = typer.Argument(..., help="The spec file."),
+    data: Path = typer.Option(..., "--data", "-d", help="UTF-8 text file, one record per line."),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Run directory (resumed when it holds this run)."
+    ),
+    epochs: Optional[int] = typer.Option(
+        None, "--epochs", min=1, help="Override training.epochs."
+    ),
+    max_steps: Optional[int] = typer.Option(
+        None, "--max-steps", min=1, help="Stop after this many steps in total (across resumes)."
+    ),
+    checkpoint_every: Optional[int] = typer.Option(
+        None, "--checkpoint-every", min=1, help="Also save the latest checkpoint every N steps."
+    ),
+    overrides: Optional[List[str]] = SetOption,
+    fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Report format."),
+) -> None:
+    """Train a spec on a corpus of records into a run directory (resumes an existing run).
+
+    Exits 0 when training ran, 1 on bad input (nothing written), 130 when interrupted
+    (the latest checkpoint is saved; rerun the same command to resume).
+    """
+    from compiler.diagnostics import KeraspecError
+
+    resolved = _load_or_exit(spec, overrides)
+    _print_diagnostics(_console(stderr=True), _warnings_of(resolved))
+    from compiler.training import train as train_spec
+
+    with _TrainProgress(enabled=fmt is TextOrJson.text) as progress:
+        try:
+            report = train_spec(
+                resolved,
+                data,
+                output,
+                epochs=epochs,
+                max_steps=max_steps,
+                checkpoint_every=checkpoint_every,
+                callback=progress.update,
+            )
+        except KeraspecError as e:
+            progress.stop()
+            raise _fail(e.diagnostics)
+    if fmt is TextOrJson.json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_report(report)
+    for warning in report.warnings:
+        _console(stderr=True).print(f"[bold yellow]warning:[/bold yellow] {warning}")
+    if report.stopped_by == "interrupted":
+        _console(stderr=True).print(
+            f"interrupted at step {report.steps}; the latest checkpoint is saved in "
+            f"{report.run_dir}: run the same command again to resume"
+        )
+        raise typer.Exit(130)
+
+
+def _warnings_of(resolved: Any) -> list["Diagnostic"]:
+    from compiler.checks import check
+    from compiler.diagnostics import warnings_of
+    from compiler.parse import source_of
+
+    return warnings_of(check(resolved, source_of(resolved))[2])
+
+
+class _TrainProgress:
+    """A rich progress bar fed by the training loop's callback (on standard error)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> "_TrainProgress":
+        if self.enabled:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("epoch {task.fields[epoch]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[metrics]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=_console(stderr=True),
+                transient=False,
+            )
+            self.bar.start()
+        return self
+
+    def update(self, p: Any) -> None:
+        if self.bar is None:
+            return
+        metrics = "  ".join(
+            f"{k} {v:.4f}" for k, v in p.logs.items() if isinstance(v, float)
+        )
+        if p.epsilon is not None:
+            metrics += f"  ε {p.epsilon:.3g}"
+        fields = {"epoch": f"{p.epoch}/{p.epochs}", "metrics": metrics}
+        if self.task is None:
+            self.task = self.bar.add_task("train", total=p.total_steps, completed=p.step, **fields)
+        else:
+            self.bar.update(self.task, total=p.total_steps, completed=p.step, **fields)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _print_report(report: Any) -> None:
+    from rich.table import Table
+
+    table = Table(
+        title=f"[bold]{report.name}[/bold] → {report.run_dir}",
+        title_justify="left",
+        show_header=False,
+    )
+    table.add_column("", style="cyan")
+    table.add_column("", justify="right")
+
+    def fmt(value: Any) -> str:
+        if value is None:
+            return "-"
+        return f"{value:,.4f}" if isinstance(value, float) else f"{value:,}"
+
+    rows = [
+        ("stopped by", report.stopped_by),
+        ("epochs", fmt(report.epochs)),
+        ("steps", fmt(report.steps)),
+        (f"examples ({report.unit}s per epoch)", fmt(report.examples)),
+        ("training / validation records", f"{report.records:,} / {report.validation_records:,}"),
+        ("loss", fmt(report.loss)),
+        ("best validation loss", fmt(report.best_val_loss)),
+        ("wall time (s)", f"{report.wall_time:,.1f}"),
+        ("tokens per second", f"{report.tokens_per_second:,.0f}"),
+        ("tokenizer", f"{report.tokenizer} ({report.vocabulary} ids)"),
+    ]
+    if report.privacy is not None:
+        p = report.privacy
+        eps = "inf (no noise)" if p["epsilon"] is None else f"{p['epsilon']:.4g}"
+        rows += [
+            ("epsilon", eps),
+            ("delta", f"{p['delta']:.3g}"),
+            ("noise multiplier", f"{p['noise_multiplier']:.4g}"),
+            ("privacy unit", p["privacy_unit"]),
+            ("truncated records", fmt(report.truncated_records)),
+        ]
+    for row in rows:
+        table.add_row(*row)
+    _console().print(table)
+
+
+@app.command()
+def generate(
+    run_dir: Path = typer.Argument(..., help="A run directory written by keraspec train."),
+    count: int = typer.Option(5, "--count", "-n", min=1, help="Records to generate."),
+    prompt: str = typer.Option("", "--prompt", help="Text each record starts with."),
+    max_new_tokens: Optional[int] = typer.Option(
+        None, "--max-new-tokens", min=1, help="Default: twice the training sequence length."
+    ),
+    temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 is greedy."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Same seed, same records."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best or latest."),
+    fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
+) -> None:
+    """Sample records from a trained run, one per line."""
+    from compiler.diagnostics import KeraspecError
+
+    if checkpoint not in ("best", "latest"):
+        raise typer.BadParameter("expected best or latest", param_hint="--checkpoint")
+    from compiler.generation import generate as generate_records
+
+    try:
+        result = generate_records(
+            run_dir,
+            count=count,
+            prompt=prompt,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            seed=seed,
+            checkpoint=checkpoint,
+        )
+    except KeraspecError as e:
+        raise _fail(e.diagnostics)
+    if fmt is TextOrJson.json:
+        typer.echo(
+            json.dumps(
+                {"step": result.step, "records": result.records, "complete": result.complete},
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+        return
+    for record in result.records:
+        typer.echo(record)
+    unfinished = result.complete.count(False)
+    if unfinished:
+        _console(stderr=True).print(
+            f"[yellow]{unfinished} record(s) reached --max-new-tokens before the model ended "
+            "them[/yellow]"
+        )
 
 
 def main() -> None:

@@ -1,0 +1,308 @@
+"""Training: learning, exact resume, DP accounting and isolation, bad input, kill safety."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from training_fixtures import CORPUS_ROWS, load, write_corpus, write_spec
+from typer.testing import CliRunner
+
+import compiler
+from compiler.cli import app
+from compiler.corpus import read_corpus
+from compiler.dataset import prepare
+from compiler.rundir import RunDir
+from compiler.tf import tensorflow
+from compiler.tokenizer import CharTokenizer
+from compiler.training import _compile, train, training_spec
+
+tf = tensorflow()
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return write_corpus(tmp_path / "corpus.txt")
+
+
+def _checkpoint_values(run_dir, which="latest"):
+    prefix = RunDir(str(run_dir)).pointer(which)["prefix"]
+    reader = tf.train.load_checkpoint(prefix)
+    return {
+        name: reader.get_tensor(name)
+        for name, _ in tf.train.list_variables(prefix)
+        if "OBJECT_GRAPH" not in name
+    }
+
+
+def _tree(path):
+    if not path.exists():
+        return None
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+def test_training_lowers_validation_loss_below_the_untrained_model(tmp_path, corpus):
+    spec = load(write_spec(tmp_path / "s.yaml", epochs=3))
+    report = train(spec, corpus, tmp_path / "run")
+    # The untrained model (same seed, same initial weights) on the same validation windows.
+    records = read_corpus(corpus).records
+    tok = CharTokenizer.fit(records)
+    data = prepare([tok.encode(r) for r in records], unit="window", batch_size=8,
+                   sequence_length=12, validation_split=0.1, seed=3, data_name="c")
+    untrained = _compile(tf, spec, 3, weighted=False).model
+    full = len(data.validation) // 8 * 8  # the stateful model takes whole batches only
+    before = untrained.evaluate(data.validation.inputs[:full], data.validation.targets[:full],
+                                batch_size=8, verbose=0)[0]
+    assert report.best_val_loss < 0.8 * before
+    assert report.stopped_by == "epochs" and report.epochs == 3
+    assert report.steps == 3 * report.steps_per_epoch == 3 * (report.examples // 8)
+    assert [h["epoch"] for h in report.history] == [1, 2, 3]
+    assert report.tokens_per_second > 0 and report.privacy is None
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert saved["steps"] == report.steps and saved["best_val_loss"] == report.best_val_loss
+    # Everything export needs is in the run directory, and nothing half-written.
+    names = set(os.listdir(tmp_path / "run"))
+    assert {"run.json", "spec.resolved.yaml", "tokenizer.json", "checkpoints", "logs"} <= names
+    assert compiler.load_spec(tmp_path / "run" / "spec.resolved.yaml") == spec
+    assert not [p for p in (tmp_path / "run").rglob(".tmp-*")]
+    best = RunDir(str(tmp_path / "run")).pointer("best")
+    assert best["step"] == report.best_step
+
+
+def test_tensorboard_logs_hold_the_loss_of_every_step(tmp_path, corpus):
+    spec = load(write_spec(tmp_path / "s.yaml", epochs=1))
+    report = train(spec, corpus, tmp_path / "run")
+    steps = []
+    for path in (tmp_path / "run" / "logs" / "train").iterdir():
+        for raw in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(raw.numpy())
+            steps += [event.step for v in event.summary.value if v.tag == "loss"]
+    assert sorted(steps) == list(range(1, report.steps + 1))
+    assert list((tmp_path / "run" / "logs" / "validation").iterdir())
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path, corpus):
+    spec = load(write_spec(tmp_path / "s.yaml", epochs=2, dropout=0.2))
+    straight = train(spec, corpus, tmp_path / "a", max_steps=4)
+    first = train(spec, corpus, tmp_path / "b", max_steps=2)
+    resumed = train(spec, corpus, tmp_path / "b", max_steps=4)
+    assert (straight.steps, first.steps, resumed.steps) == (4, 2, 4)
+    assert resumed.stopped_by == "max_steps"
+    a, b = _checkpoint_values(tmp_path / "a"), _checkpoint_values(tmp_path / "b")
+    assert a.keys() == b.keys()
+    slots = [k for k in a if "OPTIMIZER_SLOT" in k]
+    rng = [k for k in a if k.startswith("rng/")]
+    states = [k for k in a if k.startswith("states/")]
+    assert slots and rng and states  # optimizer slots, dropout RNG and LSTM states are saved
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    # Training on from there also matches a run that never stopped.
+    assert train(spec, corpus, tmp_path / "b").loss == train(spec, corpus, tmp_path / "a").loss
+
+
+def test_a_different_spec_or_corpus_is_refused_and_nothing_changes(tmp_path, corpus):
+    path = write_spec(tmp_path / "s.yaml", epochs=1)
+    train(load(path), corpus, tmp_path / "run", max_steps=1)
+    before = _tree(tmp_path / "run")
+    other = compiler.load_spec(path, ["model.params.rnn_units=32"])
+    with pytest.raises(compiler.RunError) as e:
+        train(other, corpus, tmp_path / "run")
+    message = e.value.diagnostics[0].message
+    assert "model.layers[2].units: run has 16, this spec has 32" in message
+    other_corpus = write_corpus(tmp_path / "other.txt", seed=5)
+    with pytest.raises(compiler.RunError) as e:
+        train(load(path), other_corpus, tmp_path / "run")
+    assert e.value.diagnostics[0].code == "run_dir_other_data"
+    assert _tree(tmp_path / "run") == before
+    # More epochs is not a different spec: that is what resuming is for.
+    assert train(load(path), corpus, tmp_path / "run", epochs=2).epochs == 2
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, code",
+    [
+        ("missing", "data_missing"),
+        ("empty", "data_empty"),
+        ("binary", "data_binary"),
+        ("latin1", "data_encoding"),
+        ("too_small", "data_too_small"),
+        ("vocab", "vocab_too_small"),
+        ("run_dir_is_file", "run_dir_file"),
+        ("run_dir_under_file", "run_dir_unwritable"),
+        ("run_dir_foreign", "run_dir_foreign"),
+    ],
+)
+def test_bad_input_fails_before_training_and_leaves_run_dir_as_it_was(tmp_path, corpus, case,
+                                                                      code):
+    spec = load(write_spec(tmp_path / "s.yaml", vocab=8 if case == "vocab" else 40))
+    data = {
+        "missing": tmp_path / "nope.txt",
+        "empty": _write(tmp_path / "e.txt", b""),
+        "binary": _write(tmp_path / "b.txt", b"PK\x03\x04\x00\x00"),
+        "latin1": _write(tmp_path / "l.txt", "café\n".encode("latin-1")),
+        "too_small": _write(tmp_path / "t.txt", b"a,b\nc,d\n"),
+    }.get(case, corpus)
+    run_dir = tmp_path / "run"
+    if case == "run_dir_is_file":
+        run_dir.write_text("not a directory")
+    elif case == "run_dir_under_file":
+        (tmp_path / "f").write_text("x")
+        run_dir = tmp_path / "f" / "run"
+    elif case == "run_dir_foreign":
+        run_dir.mkdir()
+        (run_dir / "notes.txt").write_text("mine")
+    before = _tree(run_dir) if run_dir.is_dir() else (run_dir.exists(), run_dir.is_file())
+    result = CliRunner().invoke(
+        app, ["train", str(tmp_path / "s.yaml"), "--data", str(data), "-o", str(run_dir)]
+    )
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert code in {d.code for d in _diagnostics(spec, data, run_dir)}
+    after = _tree(run_dir) if run_dir.is_dir() else (run_dir.exists(), run_dir.is_file())
+    assert after == before
+
+
+def _diagnostics(spec, data, run_dir):
+    try:
+        train(spec, data, run_dir)
+    except compiler.KeraspecError as e:
+        return e.diagnostics
+    raise AssertionError("expected an error")
+
+
+def test_dp_run_reports_the_epsilon_of_its_steps_and_records(tmp_path, corpus):
+    spec = load(write_spec(tmp_path / "s.yaml", dp=True, epochs=1, noise=1.1, length=24))
+    report = train(spec, corpus, tmp_path / "run", max_steps=5)
+    assert report.unit == "record" and report.steps == 5
+    assert report.examples == report.records == 216  # 240 records, 10% held out
+    expected = compiler.privacy.privacy_report(spec, examples=216, steps=5)
+    assert report.privacy["epsilon"] == pytest.approx(expected.epsilon, rel=1e-9)
+    assert report.privacy["delta"] == pytest.approx(1 / 216)
+    assert report.privacy["steps"] == 5 and report.privacy["examples"] == 216
+    assert report.privacy["privacy_unit"] == "one record per example"
+    assert report.truncated_records == 0 and not report.warnings
+    # Fewer steps, smaller epsilon: the report counts what ran, not what was planned.
+    planned = compiler.privacy.privacy_report(spec, examples=216)
+    assert report.privacy["epsilon"] < planned.epsilon
+
+
+def test_dp_run_counts_and_warns_about_truncated_records(tmp_path, corpus):
+    spec = load(write_spec(tmp_path / "s.yaml", dp=True, epochs=1, noise=1.0, length=6))
+    report = train(spec, corpus, tmp_path / "run", max_steps=1)
+    assert report.truncated_records == report.records  # every record is longer than 6 tokens
+    assert any("truncated" in w for w in report.warnings)
+
+
+def _clipped_gradient(compiled, x, y, w):
+    model, optimizer = compiled.model, compiled.optimizer
+    loss_fn = lambda: compiled.loss(y, model(x, training=True), sample_weight=w)  # noqa: E731
+    return [g.numpy() for g, _ in optimizer._compute_gradients(loss_fn, model.trainable_variables)]
+
+
+def test_no_state_crosses_batches_in_dp_training(tmp_path):
+    spec = load(write_spec(tmp_path / "s.yaml", dp=True, dropout=0.0, noise=0.0))
+    assert any(getattr(layer, "stateful", False) for layer in spec.model.layers)
+    rng = np.random.default_rng(0)
+    batch = lambda: (rng.integers(2, 40, (8, 12)).astype(np.int32),  # noqa: E731
+                     rng.integers(2, 40, (8, 12)).astype(np.int32), np.ones((8, 12), np.float32))
+    b, a = batch(), batch()
+
+    def gradients_after(compiled, previous):
+        if previous is not None:
+            compiled.model(previous[0], training=True)  # the batch before
+        return _clipped_gradient(compiled, *b)
+
+    dp = _compile(tf, training_spec(spec, 0.0), 3, weighted=True)
+    alone, after_a = gradients_after(dp, None), gradients_after(dp, a)
+    for g1, g2 in zip(alone, after_a):
+        np.testing.assert_allclose(g1, g2, rtol=1e-6, atol=1e-7)
+    # The same check detects a carried state: the spec's stateful model fails it.
+    stateful = _compile(tf, spec, 3, weighted=True)
+    alone, after_a = gradients_after(stateful, None), gradients_after(stateful, a)
+    assert any(not np.allclose(g1, g2, rtol=1e-4) for g1, g2 in zip(alone, after_a))
+
+
+def test_cli_train_json_report_and_generate(tmp_path, corpus):
+    runner = CliRunner()
+    spec = write_spec(tmp_path / "s.yaml", epochs=1)
+    result = runner.invoke(app, ["train", str(spec), "--data", str(corpus), "-o",
+                                 str(tmp_path / "run"), "--format", "json", "--max-steps", "3"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["steps"] == 3 and report["stopped_by"] == "max_steps"
+    result = runner.invoke(app, ["generate", str(tmp_path / "run"), "-n", "3", "--seed", "1",
+                                 "--max-new-tokens", "10", "--prompt", "pe"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 and all(line.startswith("pe") for line in lines)
+    assert all(len(line) <= 12 for line in lines)
+    again = runner.invoke(app, ["generate", str(tmp_path / "run"), "-n", "3", "--seed", "1",
+                                "--max-new-tokens", "10", "--prompt", "pe"])
+    assert again.stdout == result.stdout  # same seed, same records
+    bad = runner.invoke(app, ["generate", str(tmp_path / "run"), "--prompt", "ZZ"])
+    assert bad.exit_code == 1 and "'Z'" in bad.output and "Traceback" not in bad.output
+
+
+def test_generated_records_learn_the_corpus_shape(tmp_path, corpus):
+    spec = load(write_spec(tmp_path / "s.yaml", epochs=12, dropout=0.0, learning_rate=0.03))
+    train(spec, corpus, tmp_path / "run")
+    result = compiler.generate(tmp_path / "run", count=20, seed=0, temperature=0.5)
+    assert len(result.records) == 20 and result.step > 0
+    # Corpus records are "fruit,colour,digit"; the trained model writes mostly such records,
+    # ended by <eor>, and mostly real fruit-colour pairs.
+    shaped = [r for r, done in zip(result.records, result.complete)
+              if done and re.fullmatch(r"[a-z]+,[a-z]+,[1-9]", r)]
+    pairs = [r for r in shaped if tuple(r.split(",")[1::-1]) in CORPUS_ROWS]
+    assert len(shaped) >= 15 and len(pairs) >= 10, result.records
+
+
+def _run_cli(*args, **kwargs):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "compiler.cli", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def _wait_for_step(run_dir, step, timeout=120):
+    deadline = time.monotonic() + timeout
+    latest = run_dir / "checkpoints" / "latest.json"
+    while time.monotonic() < deadline:
+        if latest.exists() and json.loads(latest.read_text())["step"] >= step:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no checkpoint at step {step} within {timeout} s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_a_killed_run_leaves_a_checkpoint_that_loads_and_resumes(tmp_path, sig):
+    corpus = write_corpus(tmp_path / "corpus.txt", records=4000)
+    spec = write_spec(tmp_path / "s.yaml", epochs=1, validation_split=0.0)
+    run_dir = tmp_path / "run"
+    proc = _run_cli("train", str(spec), "--data", str(corpus), "-o", str(run_dir),
+                    "--checkpoint-every", "2")
+    try:
+        _wait_for_step(run_dir, 4)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, err.decode()
+        assert b"run the same command again to resume" in err and b"Traceback" not in err
+    latest = RunDir(str(run_dir)).pointer("latest")
+    assert latest["step"] >= 4
+    assert latest["epoch"] == 0 and latest["step_in_epoch"] == latest["step"]  # mid-epoch
+    assert _checkpoint_values(run_dir)  # the checkpoint reads
+    resumed = train(load(spec), corpus, run_dir, max_steps=latest["step"] + 2)
+    assert resumed.steps == latest["step"] + 2 and resumed.stopped_by == "max_steps"
+    assert not list(run_dir.rglob(".tmp-*"))  # an interrupted write is cleaned up
