@@ -448,10 +448,11 @@ class _Checker:
             self.warn(
                 ("model", "layers", stateful[0][0], "stateful"),
                 "dp_stateful",
-                f"DP training trains the stateful layer(s) {names} as stateless copies (zero "
-                "state at every batch), so that no record reaches another batch's gradients "
-                "through a carried state, which clipping cannot bound; the trained weights "
-                "load into the stateful layers unchanged",
+                f"expected stateless recurrent layers under DP, received stateful {names}: "
+                "DP training trains them as stateless copies (zero state at every batch), so "
+                "that no record reaches another batch's gradients through a carried state, "
+                "which clipping cannot bound; the trained weights load into the stateful "
+                "layers unchanged",
             )
         if p is not None:
             if (p.noise_multiplier is None) == (p.target_epsilon is None):
