@@ -329,3 +329,76 @@ def _build_loss(tf: Any, spec: s.Spec) -> Any:
     return tf.keras.losses.SparseCategoricalCrossentropy(
         from_logits=spec.training.loss.from_logits, reduction=reduction
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurrentState:
+    """One state tensor of a recurrent layer, as the serving signatures name it."""
+
+    layer: str
+    name: str  # e.g. "lstm_h", "lstm_c", "gru_h"
+    units: int
+
+
+def state_names(spec: s.Spec) -> list[RecurrentState]:
+    """The recurrent states of a spec's model, in layer order (LSTM: h and c; GRU: h)."""
+    out = []
+    for layer in spec.model.layers:
+        if isinstance(layer, s.LSTMLayer):
+            out += [RecurrentState(layer.name, f"{layer.name}_{k}", layer.units) for k in "hc"]
+        elif isinstance(layer, s.GRULayer):
+            out.append(RecurrentState(layer.name, f"{layer.name}_h", layer.units))
+    return out
+
+
+def build_state_model(spec: s.Spec) -> tuple[Any, list[RecurrentState]]:
+    """The spec's model as a stateless functional model that takes and returns RNN states.
+
+    Inputs are the token ids (variable batch and length) and each recurrent layer's initial
+    state; outputs are the logits and each recurrent layer's final state. Every layer has
+    the spec's name and the spec's weights layout, so weights copy over by name. This is
+    the model behind the serving signatures: its answers depend only on its inputs.
+
+    Raises:
+        SpecError: when the spec violates a rule.
+        CompileError: when TensorFlow refuses a layer.
+    """
+    source = source_of(spec)
+    resolved, analysis, diagnostics = check(spec, source)
+    if errors_of(diagnostics) or analysis is None:
+        raise SpecError(diagnostics)
+    tf = tensorflow()
+    classes = _layer_classes(tf)
+    index = {layer.name: i for i, layer in enumerate(resolved.model.layers)}
+    states = state_names(resolved)
+    tokens = tf.keras.Input(shape=(None,), dtype="int32", name=resolved.input.name)
+    state_inputs = {
+        st.name: tf.keras.Input(shape=(st.units,), dtype="float32", name=st.name) for st in states
+    }
+    tensors = {resolved.input.name: tokens}
+    state_outputs = []
+    for info in analysis.layers:
+        i = index[info.name]
+        layer = resolved.model.layers[i]
+        kwargs = _layer_kwargs(layer)
+        inputs = [tensors[n] for n in info.inputs]
+        x = inputs if len(inputs) > 1 else inputs[0]
+        try:
+            if isinstance(layer, s.RecurrentLayer):
+                kwargs.update(stateful=False, return_state=True)
+                mine = [state_inputs[st.name] for st in states if st.layer == layer.name]
+                out, *final = classes[layer.type](**kwargs)(x, initial_state=mine)
+                state_outputs += final
+                tensors[info.name] = out
+            else:
+                tensors[info.name] = classes[layer.type](**kwargs)(x)
+        except (ValueError, TypeError) as e:
+            raise CompileError(
+                [source.diagnostic(("model", "layers", i), "keras_layer", _keras_message(e))]
+            ) from e
+    model = tf.keras.Model(
+        [tokens, *state_inputs.values()],
+        [tensors[analysis.output], *state_outputs],
+        name=_keras_name(resolved.name) + "_serving",
+    )
+    return model, states

@@ -499,6 +499,8 @@ class _Checker:
 
     def export(self, spec: Spec) -> None:
         sigs = spec.export.signatures
+        if sigs is None:
+            return
         if "serving_default" not in sigs:
             self.error(
                 ("export", "signatures"),

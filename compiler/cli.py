@@ -5,6 +5,7 @@ Commands of the spec half (validate, schema, templates, render) never import Ten
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import os
@@ -499,7 +500,9 @@ def _print_report(report: Any) -> None:
 
 @app.command()
 def generate(
-    run_dir: Path = typer.Argument(..., help="A run directory written by keraspec train."),
+    path: Path = typer.Argument(
+        ..., help="An export (BASE/NAME or BASE/NAME/VERSION) or a run directory."
+    ),
     count: int = typer.Option(5, "--count", "-n", min=1, help="Records to generate."),
     prompt: str = typer.Option("", "--prompt", help="Text each record starts with."),
     max_new_tokens: Optional[int] = typer.Option(
@@ -507,10 +510,11 @@ def generate(
     ),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 is greedy."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Same seed, same records."),
-    checkpoint: str = typer.Option("best", "--checkpoint", help="best or latest."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="Run directory: best or latest."),
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
 ) -> None:
-    """Sample records from a trained run, one per line."""
+    """Generate records, one per line: through an export's in-graph generate signature, or
+    with a Keras sampling loop from a run directory."""
     from compiler.diagnostics import KeraspecError
 
     if checkpoint not in ("best", "latest"):
@@ -519,7 +523,7 @@ def generate(
 
     try:
         result = generate_records(
-            run_dir,
+            path,
             count=count,
             prompt=prompt,
             max_new_tokens=max_new_tokens,
@@ -530,22 +534,131 @@ def generate(
     except KeraspecError as e:
         raise _fail(e.diagnostics)
     if fmt is TextOrJson.json:
-        typer.echo(
-            json.dumps(
-                {"step": result.step, "records": result.records, "complete": result.complete},
-                indent=2,
-                ensure_ascii=False,
-            )
-        )
+        payload = {**dataclasses.asdict(result), "valid_share": result.valid_share}
+        typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))
         return
     for record in result.records:
         typer.echo(record)
+    err = _console(stderr=True)
     unfinished = result.complete.count(False)
     if unfinished:
-        _console(stderr=True).print(
+        err.print(
             f"[yellow]{unfinished} record(s) reached --max-new-tokens before the model ended "
             "them[/yellow]"
         )
+    if result.valid is not None:
+        err.print(
+            f"{sum(result.valid)} of {len(result.valid)} records "
+            f"({result.valid_share:.0%}) have the training records' field count"
+        )
+
+
+@app.command()
+def export(
+    source: Path = typer.Argument(..., help="A run directory, or a spec with --weights."),
+    output: Path = typer.Option(..., "--output", "-o", help="The model base directory (BASE)."),
+    version: Optional[int] = typer.Option(
+        None, "--version", min=1, help="Version to write (default: the next free one)."
+    ),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name (default: the spec's)."),
+    weights: Optional[str] = typer.Option(
+        None, "--weights", help="With a spec: a TensorFlow checkpoint prefix or Keras .h5 file."
+    ),
+    tokenizer: Optional[Path] = typer.Option(
+        None, "--tokenizer", help="With --weights: a directory holding tokenizer.json."
+    ),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="Run directory: best or latest."),
+    serving_root: str = typer.Option(
+        "/models", "--serving-root", help="Where BASE is mounted in TF Serving (models.config)."
+    ),
+    fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
+) -> None:
+    """Export a trained model as BASE/NAME/VERSION, a SavedModel TF Serving loads and serves."""
+    from compiler.diagnostics import KeraspecError
+
+    if checkpoint not in ("best", "latest"):
+        raise typer.BadParameter("expected best or latest", param_hint="--checkpoint")
+    if weights is None and not source.is_dir():
+        raise typer.BadParameter(
+            f"expected a run directory (or a spec with --weights), received {source}",
+            param_hint="SOURCE",
+        )
+    spec_source: Any = source
+    if weights is not None:
+        spec_source = _load_or_exit(source, None)
+    from compiler.export import export_saved_model
+
+    try:
+        report = export_saved_model(
+            spec_source,
+            output,
+            version=version,
+            name=name,
+            weights=weights,
+            tokenizer_dir=None if tokenizer is None else str(tokenizer),
+            checkpoint=checkpoint,
+            serving_root=serving_root,
+        )
+    except KeraspecError as e:
+        raise _fail(e.diagnostics)
+    if fmt is TextOrJson.json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    console = _console()
+    console.print(
+        f"exported [bold]{report.name}[/bold] version {report.version} to {report.path} "
+        f"({report.size_bytes / 1e6:.1f} MB; logits verified, max difference "
+        f"{report.max_logit_difference:.2g})"
+    )
+    _print_signatures(console, report.signatures)
+    console.print(f"listed in {report.models_config}")
+
+
+def _print_signatures(console: "Console", signatures: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold")
+    for column in ("signature", "", "name", "dtype", "shape"):
+        table.add_column(column)
+    for signature, info in signatures.items():
+        first = True
+        for side in ("inputs", "outputs"):
+            for tensor, (dtype, shape) in info[side].items():
+                shown = "?" if shape is None else "(" + ", ".join(
+                    "None" if d is None else str(d) for d in shape) + ")"
+                table.add_row(signature if first else "", side[:-1], tensor, dtype, shown)
+                first = False
+    console.print(table)
+
+
+@app.command()
+def inspect(
+    path: Path = typer.Argument(..., help="An export: BASE/NAME or BASE/NAME/VERSION."),
+    fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
+) -> None:
+    """Show an export's signatures (inputs and outputs), version, size and spec."""
+    from compiler.diagnostics import Diagnostic
+    from compiler.export import inspect_export
+
+    info = inspect_export(path)
+    if info is None:
+        raise _fail(
+            [Diagnostic("error", "not_an_export", "expected BASE/NAME or BASE/NAME/VERSION "
+                        "holding saved_model.pb, received neither", "", str(path))]
+        )
+    if fmt is TextOrJson.json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    console = _console()
+    console.print(
+        f"[bold]{info['name']}[/bold] version {info['version']}  {info['path']}  "
+        f"{info['size_bytes'] / 1e6:.1f} MB"
+        + (f"  trained {info['step']} steps" if info.get("step") is not None else "")
+    )
+    _print_signatures(console, info["signatures"])
+    if info.get("spec"):
+        console.print("spec:")
+        typer.echo(info["spec"], nl=False)
 
 
 def main() -> None:

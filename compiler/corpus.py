@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from typing import Union
+from typing import Optional, Union
 
 from compiler.diagnostics import DataError, Diagnostic
+from compiler.source import byte_position
 
 # How many bytes are inspected to tell a binary file from text: a NUL byte in text is
 # almost always a sign of a binary format (or UTF-16), which would decode "successfully".
@@ -75,20 +76,17 @@ def read_corpus(path: Union[str, os.PathLike[str]]) -> Corpus:
             name,
             "data_binary",
             f"expected UTF-8 text, received binary data (a NUL byte at byte offset {nul})",
-            raw.count(b"\n", 0, nul) + 1,
+            *byte_position(raw, nul),
         )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
         raise _error(
             name,
             "data_encoding",
             f"expected UTF-8 text, received the byte 0x{raw[e.start]:02x} at byte offset "
             f"{e.start} that is not valid UTF-8 ({e.reason}); re-encode the file as UTF-8",
-            line,
-            column,
+            *byte_position(raw, e.start),
         ) from None
     if text.startswith("\ufeff"):
         text = text[1:]  # a byte order mark is not part of the first record
@@ -112,3 +110,42 @@ def read_corpus(path: Union[str, os.PathLike[str]]) -> Corpus:
         sha256=hashlib.sha256(raw).hexdigest(),
         size=len(raw),
     )
+
+
+DELIMITERS = (",", "\t", ";", "|")
+# Share of records that must agree on a field count for the corpus to count as delimited.
+_AGREEMENT = 0.9
+
+
+def record_shape(records: list[str], sample: int = 2000) -> Optional[dict[str, object]]:
+    """The delimiter and field count that most records share, if the corpus is delimited.
+
+    Records are parsed as CSV (quotes respected) with each candidate delimiter; the corpus is
+    delimited when at least 90% of the sampled records have the same number (>= 2) of
+    fields. Returns {"delimiter": ",", "fields": 6} or None.
+    """
+    import collections
+    import csv
+
+    head = records[:sample]
+    if not head:
+        return None
+    best: Optional[tuple[float, str, int]] = None
+    for delimiter in DELIMITERS:
+        counts = collections.Counter(len(row) for row in csv.reader(head, delimiter=delimiter))
+        fields, hits = counts.most_common(1)[0]
+        share = hits / len(head)
+        if fields >= 2 and share >= _AGREEMENT and (best is None or share > best[0]):
+            best = (share, delimiter, fields)
+    return None if best is None else {"delimiter": best[1], "fields": best[2]}
+
+
+def fits_shape(record: str, shape: dict[str, object]) -> bool:
+    """Whether a record parses into the shape's number of fields."""
+    import csv
+
+    try:
+        rows = list(csv.reader([record], delimiter=str(shape["delimiter"]), strict=True))
+    except csv.Error:
+        return False
+    return len(rows) == 1 and len(rows[0]) == shape["fields"]

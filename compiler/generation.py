@@ -1,9 +1,15 @@
-"""Generating records from a trained run with a plain Keras sampling loop.
+"""Generating records: from an export's in-graph `generate` signature, or from a run.
 
-The loop is the reference generator's: the spec's model is rebuilt with a batch of `count`
-rows and every recurrent layer stateful, the run's weights are loaded, the prompt (after
-`<eor>`, the state "a record begins here") is fed once, then one sampled token at a time
-until every row has emitted `<eor>` or `max_new_tokens` tokens.
+- From an export (BASE/NAME or BASE/NAME/VERSION), `generate` is a local client of the
+  SavedModel's `generate` signature: the whole sampling loop runs in the graph.
+- From a run directory, it is a plain Keras sampling loop, the reference generator's: the
+  spec's model is rebuilt with a batch of `count` rows and every recurrent layer stateful,
+  the run's weights are loaded, the prompt (after `<eor>`, the state "a record begins
+  here") is fed once, then one sampled token at a time until every row has emitted `<eor>`
+  or `max_new_tokens` tokens.
+
+For a delimited corpus (CSV and the like), each record is checked against the training
+records' field count, as the reference generator's validators do.
 """
 
 from __future__ import annotations
@@ -14,85 +20,58 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from compiler import spec as s
+from compiler.corpus import fits_shape
 from compiler.diagnostics import Diagnostic, RunError
-from compiler.rundir import BEST, LATEST, SPEC_FILE, RunDir
+from compiler.rundir import BEST, SPEC_FILE, RunDir
 from compiler.tokenizer import EOR_ID, PAD_ID, Tokenizer, encode_prompt, load_tokenizer
+from compiler.weights import load_weights, reshaped_spec
 
 
 @dataclasses.dataclass(frozen=True)
 class Generated:
-    """Records sampled from a run.
+    """Records sampled from a run or an export.
 
     Attributes:
         records: The texts, prompt included.
         complete: Per record, whether the model ended it (emitted `<eor>`) before
             `max_new_tokens` ran out.
-        step: The training step of the checkpoint sampled from.
+        valid: Per record, whether it has the training records' field count (None when the
+            corpus was not delimited).
+        source: The run directory or export version directory sampled from.
+        step: The training step of the weights, when known.
     """
 
     records: list[str]
     complete: list[bool]
-    step: int
+    valid: Optional[list[bool]]
+    source: str
+    step: Optional[int]
 
-
-def sampling_spec(spec: s.Spec, rows: int) -> s.Spec:
-    """The spec's model with a batch of `rows`, every recurrent layer stateful, no DP."""
-    layers = [
-        layer.model_copy(update={"stateful": True}) if isinstance(layer, s.RecurrentLayer)
-        else layer
-        for layer in spec.model.layers
-    ]
-    return spec.model_copy(
-        update={
-            "input": spec.input.model_copy(update={"batch_size": rows, "sequence_length": None}),
-            "model": spec.model.model_copy(update={"layers": layers}),
-            "training": spec.training.model_copy(
-                update={"privacy": None, "batch_size": rows, "sequence_length": None}
-            ),
-        }
-    )
+    @property
+    def valid_share(self) -> Optional[float]:
+        return None if self.valid is None else sum(self.valid) / len(self.valid)
 
 
 def load_run_model(run_dir: str, rows: int, which: str = BEST) -> tuple[Any, Tokenizer, int]:
-    """The run's model for sampling `rows` rows, its tokenizer and the checkpoint's step.
+    """The run's model, stateful with a batch of `rows`, its tokenizer and checkpoint step.
 
     Raises:
         RunError: the directory holds no trained run, or its checkpoint does not load.
     """
     from compiler.build import compile_spec
     from compiler.parse import load_spec
-    from compiler.tf import tensorflow
 
     run = RunDir(run_dir)
-    if not run.exists():
-        raise RunError(
-            [Diagnostic("error", "not_a_run", "expected a run directory written by keraspec "
-                        "train, received one without run.json", "", run_dir)]
-        )
-    pointer = run.pointer(which) or run.pointer(LATEST)
-    if pointer is None:
-        raise RunError(
-            [Diagnostic("error", "no_checkpoint", "expected a trained run, received one with "
-                        "no checkpoint yet; train it first", "", run_dir)]
-        )
+    pointer = run.trained_checkpoint(which)
     spec = load_spec(run.file(SPEC_FILE))
     tokenizer = load_tokenizer(run_dir)
-    tf = tensorflow()
-    model = compile_spec(sampling_spec(spec, rows)).model
-    try:
-        tf.train.Checkpoint(model=model).read(pointer["prefix"]).expect_partial()
-    except (ValueError, tf.errors.OpError) as e:
-        raise RunError(
-            [Diagnostic("error", "checkpoint_unreadable", f"expected a checkpoint of the "
-                        f"run's spec, received: {str(e).splitlines()[0][:300]}", "",
-                        pointer["prefix"])]
-        ) from e
+    model = compile_spec(reshaped_spec(spec, batch_size=rows, stateful=True)).model
+    load_weights(model, pointer["prefix"])
     return model, tokenizer, int(pointer["step"])
 
 
 def generate(
-    run_dir: Union[str, os.PathLike[str]],
+    path: Union[str, os.PathLike[str]],
     *,
     count: int = 5,
     prompt: str = "",
@@ -101,34 +80,97 @@ def generate(
     seed: Optional[int] = None,
     checkpoint: str = BEST,
 ) -> Generated:
-    """Sample `count` records from a trained run.
+    """Sample `count` records from an export or a trained run.
 
     Args:
-        run_dir: A run directory written by `train`.
+        path: An export (BASE/NAME, whose highest version is used, or BASE/NAME/VERSION),
+            or a run directory written by `train`.
         count: Records to sample (sampled together, as one batch).
         prompt: Text every record starts with; its characters must be in the vocabulary.
         max_new_tokens: Tokens to sample at most per record (default: twice the training
             sequence length).
-        temperature: Divides the logits; lower is more conservative. 0 picks the most
-            likely token.
-        seed: Seed of the sampler; the same seed gives the same records.
-        checkpoint: "best" or "latest".
+        temperature: Divides the logits; lower is more conservative; 0 is greedy.
+        seed: Seed of the sampler; the same seed gives the same records (default: random).
+        checkpoint: For a run directory, "best" or "latest".
 
     Raises:
-        RunError: no trained run in `run_dir`.
+        RunError: `path` is neither an export nor a trained run.
         DataError: the prompt has a character the tokenizer has never seen.
         ValueError: count < 1, max_new_tokens < 1 or temperature < 0.
     """
+    from compiler.export import resolve_export
+
     if count < 1 or (max_new_tokens is not None and max_new_tokens < 1) or temperature < 0:
         raise ValueError("expected count >= 1, max_new_tokens >= 1 and temperature >= 0")
+    if seed is None:
+        seed = int(np.random.default_rng().integers(2**31))
+    version_dir = resolve_export(path)
+    if version_dir is not None:
+        return _from_export(version_dir, count, prompt, max_new_tokens, temperature, seed)
+    if not RunDir(os.fspath(path)).exists():
+        raise RunError(
+            [
+                Diagnostic(
+                    "error",
+                    "not_generatable",
+                    "expected an export (BASE/NAME or BASE/NAME/VERSION with saved_model.pb) "
+                    "or a run directory written by keraspec train, received neither",
+                    "",
+                    os.fspath(path),
+                )
+            ]
+        )
+    return _from_run(os.fspath(path), count, prompt, max_new_tokens, temperature, seed, checkpoint)
+
+
+def _check(records: list[str], shape: Optional[dict[str, Any]]) -> Optional[list[bool]]:
+    return None if not shape else [fits_shape(r, shape) for r in records]
+
+
+def _from_export(version_dir, count, prompt, max_new_tokens, temperature, seed) -> Generated:
+    from compiler.export import read_metadata
+    from compiler.parse import load_spec
     from compiler.tf import tensorflow
 
     tf = tensorflow()
-    run_dir = os.fspath(run_dir)
+    metadata = read_metadata(version_dir)
+    tokenizer = load_tokenizer(os.path.join(version_dir, "assets"))
+    if max_new_tokens is None:
+        spec_path = os.path.join(version_dir, "assets.extra", "keraspec", SPEC_FILE)
+        max_new_tokens = 2 * load_spec(spec_path).training.sequence_length
+    loaded = tf.saved_model.load(version_dir)
+    if "generate" not in loaded.signatures:
+        raise RunError(
+            [Diagnostic("error", "no_generate_signature", "expected an export with a generate "
+                        f"signature, received one with {sorted(loaded.signatures)}", "",
+                        version_dir)]
+        )
+    ids = encode_prompt(tokenizer, prompt)
+    prompts = np.tile(ids.astype(np.int32), (count, 1))
+    out = loaded.signatures["generate"](
+        prompt=tf.constant(prompts.reshape(count, len(ids))),
+        max_new_tokens=tf.constant(max_new_tokens, tf.int32),
+        temperature=tf.constant(temperature, tf.float32),
+        seed=tf.constant(seed, tf.int64),
+    )
+    tokens, lengths = out["tokens"].numpy(), out["lengths"].numpy()
+    records = [prompt + tokenizer.decode(tokens[i, : lengths[i]]) for i in range(count)]
+    return Generated(
+        records,
+        [bool(c) for c in out["complete"].numpy()],
+        _check(records, metadata.get("record_shape")),
+        version_dir,
+        metadata.get("step"),
+    )
+
+
+def _from_run(run_dir, count, prompt, max_new_tokens, temperature, seed, checkpoint) -> Generated:
+    from compiler.parse import load_spec
+    from compiler.tf import tensorflow
+
+    tf = tensorflow()
     model, tokenizer, step = load_run_model(run_dir, count, checkpoint)
     if max_new_tokens is None:
-        from compiler.parse import load_spec
-
         max_new_tokens = 2 * load_spec(os.path.join(run_dir, SPEC_FILE)).training.sequence_length
     prompt_ids = encode_prompt(tokenizer, prompt)
     context = np.tile(np.concatenate(([EOR_ID], prompt_ids)).astype(np.int32), (count, 1))
@@ -153,7 +195,8 @@ def generate(
             break
         logits = call(tf.constant(ids[:, None]))[:, -1, :].numpy()
     records = [prompt + tokenizer.decode(out[i, : lengths[i]]) for i in range(count)]
-    return Generated(records, [bool(d) for d in done], step)
+    shape = RunDir(run_dir).read_run().get("record_shape")
+    return Generated(records, [bool(d) for d in done], _check(records, shape), run_dir, step)
 
 
 def _sample(logits: np.ndarray, allowed: np.ndarray, temperature: float, rng: Any) -> np.ndarray:

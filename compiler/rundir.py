@@ -208,6 +208,28 @@ class RunDir:
             )
         return {**state, "prefix": os.path.join(directory, CHECKPOINT_PREFIX)}
 
+    def trained_checkpoint(self, which: str = BEST) -> dict[str, Any]:
+        """The `which` checkpoint of a trained run (falling back to the latest one).
+
+        Raises:
+            RunError: the directory holds no run, or no checkpoint yet.
+        """
+        if not self.exists():
+            raise _error(
+                self.path,
+                "not_a_run",
+                f"expected a run directory written by keraspec train, received one without "
+                f"{RUN_FILE}",
+            )
+        pointer = self.pointer(which) or self.pointer(LATEST)
+        if pointer is None:
+            raise _error(
+                self.path,
+                "no_checkpoint",
+                "expected a trained run, received one with no checkpoint yet; train it first",
+            )
+        return pointer
+
     @contextlib.contextmanager
     def new_checkpoint(self, step: int, state: dict[str, Any]) -> Iterator[str]:
         """A temporary directory to write checkpoint `step` into; renamed when complete.

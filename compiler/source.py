@@ -86,18 +86,21 @@ def _fail(name: str, code: str, message: str, line: int = 1, column: int = 1) ->
     return SpecError([Diagnostic("error", code, message, "", name, line, column)])
 
 
+def byte_position(raw: bytes, offset: int) -> tuple[int, int]:
+    """The 1-based line and column (in bytes) of a byte offset."""
+    return raw.count(b"\n", 0, offset) + 1, offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
+
+
 def _decode(raw: bytes, name: str) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
         raise _fail(
             name,
             "not_utf8",
-            f"expected UTF-8 text, received byte 0x{raw[e.start]:02x} that is not valid UTF-8",
-            line,
-            column,
+            f"expected UTF-8 text, received byte 0x{raw[e.start]:02x} at byte offset "
+            f"{e.start} that is not valid UTF-8",
+            *byte_position(raw, e.start),
         ) from e
 
 

@@ -437,16 +437,26 @@ class TrainingSpec(StrictModel):
 # -------------------------------------------------------------------------------- export
 
 
+SignatureName = Literal["serving_default", "step", "generate", "generate_text"]
+
+
 class ExportSpec(StrictModel):
-    """What `keraspec export` writes (signatures are defined by the exporter)."""
+    """What `keraspec export` writes: a SavedModel for TF Serving."""
 
     version: PositiveInt = Field(
         1,
-        description="The numeric version directory TF Serving loads (BASE/NAME/VERSION).",
+        description=(
+            "The first numeric version directory TF Serving loads (BASE/NAME/VERSION); later "
+            "exports take the next free number."
+        ),
     )
-    signatures: Annotated[list[Identifier], Field(min_length=1)] = Field(
-        ["serving_default"],
-        description="Serving signatures to write; must include serving_default.",
+    signatures: Optional[Annotated[list[SignatureName], Field(min_length=1)]] = Field(
+        None,
+        description=(
+            "Serving signatures to write; must include serving_default. null: every one that "
+            "applies (serving_default, step, generate, and generate_text when the tokenizer "
+            "can run in the graph, i.e. char)."
+        ),
     )
 
 

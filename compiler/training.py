@@ -32,7 +32,7 @@ import time
 from typing import Any, Callable, Optional, Union
 
 from compiler import spec as s
-from compiler.corpus import Corpus, read_corpus
+from compiler.corpus import Corpus, read_corpus, record_shape
 from compiler.dataset import Examples, TrainingData, epoch_order, prepare
 from compiler.diagnostics import Diagnostic, RunError, SpecError
 from compiler.privacy import PrivacyReport, epsilon_warning, privacy_report
@@ -326,6 +326,7 @@ def train(
             "data": os.path.abspath(corpus.path),
             "data_sha256": corpus.sha256,
             "seed": seed if seed is not None else secrets.randbelow(2**31),
+            "record_shape": record_shape(corpus.records),
         }
     seed = int(identity["seed"])
     tr = spec.training

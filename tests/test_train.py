@@ -18,6 +18,7 @@ import compiler
 from compiler.cli import app
 from compiler.corpus import read_corpus
 from compiler.dataset import prepare
+from compiler.export import export_saved_model
 from compiler.rundir import RunDir
 from compiler.tf import tensorflow
 from compiler.tokenizer import CharTokenizer
@@ -195,6 +196,9 @@ def test_dp_run_reports_the_epsilon_of_its_steps_and_records(tmp_path, corpus):
     # Fewer steps, smaller epsilon: the report counts what ran, not what was planned.
     planned = compiler.privacy.privacy_report(spec, examples=216)
     assert report.privacy["epsilon"] < planned.epsilon
+    # The stateless DP training model's weights load into the spec's model and export.
+    exported = export_saved_model(tmp_path / "run", tmp_path / "models")
+    assert exported.step == 5 and exported.max_logit_difference <= 1e-4
 
 
 def test_dp_run_counts_and_warns_about_truncated_records(tmp_path, corpus):

@@ -1,0 +1,595 @@
+"""Exporting: a trained run to a SavedModel that TF Serving loads and serves correctly.
+
+The training model is stateful with a fixed batch; a naive save of it serves answers that
+depend on earlier requests (its LSTM state lives in variables shared by every caller). The
+exporter rebuilds the spec's model stateless with a variable batch, taking and returning
+each recurrent layer's state as tensors (`compiler.build.build_state_model`), copies the
+trained weights into it, and writes signatures whose answers depend only on their inputs:
+
+- `serving_default`: token ids [batch, time] -> logits [batch, time, vocab] and the
+  next-token probabilities at the last position;
+- `step`: token ids plus every recurrent state -> logits and the new states, for clients
+  that keep the state themselves;
+- `generate`: prompt ids (right-padded with 0), max_new_tokens, temperature and seed ->
+  generated ids, the whole sampling loop in the graph (`tf.while_loop`), each row stopping
+  at `<eor>`, deterministic for a given seed;
+- `generate_text` (char tokenizer only): prompt strings -> generated strings, with the
+  tokenizer in the graph as core string and lookup ops that every TF Serving build has.
+
+Layout: BASE/NAME/VERSION/ (saved_model.pb, variables/, assets/ with the tokenizer,
+assets.extra/tf_serving_warmup_requests, assets.extra/keraspec/ with the spec and export
+metadata) and BASE/models.config. A version is written beside its final place, verified
+(loaded back; logits compared with the Keras model's), fsynced and renamed: TF Serving can
+never see a partial version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import tempfile
+from typing import Any, Optional, Union
+
+from compiler import spec as s
+from compiler.diagnostics import Diagnostic, ExportError
+from compiler.files import fsync_directory, fsync_tree, write_atomic
+from compiler.render import dump_yaml, to_data
+from compiler.tokenizer import EOR_ID, PAD_ID, CharTokenizer, Tokenizer
+
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+METADATA_DIR = os.path.join("assets.extra", "keraspec")
+METADATA_FILE = "export.json"
+MODELS_CONFIG = "models.config"
+ALL_SIGNATURES = ("serving_default", "step", "generate", "generate_text")
+# How close the served logits must be to the Keras model's (float32 arithmetic, same ops).
+TOLERANCE = 1e-4
+
+
+def _error(code: str, message: str, where: str, path: str = "") -> ExportError:
+    return ExportError([Diagnostic("error", code, message, path, where)])
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote.
+
+    Attributes:
+        name: The TF Serving model name.
+        version: The version directory written.
+        path: BASE/NAME/VERSION.
+        signatures: Per signature, its inputs and outputs as {name: [dtype, shape]}.
+        size_bytes: Size of the version directory.
+        max_logit_difference: Largest |served - Keras| logit on the verification input.
+        step: Training step of the exported weights (None for --weights).
+        models_config: Path of the models.config listing the model.
+    """
+
+    name: str
+    version: int
+    path: str
+    signatures: dict[str, dict[str, dict[str, list[Any]]]]
+    size_bytes: int
+    max_logit_difference: float
+    step: Optional[int]
+    models_config: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------- the serving module
+
+
+def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
+                    tokenizer: Optional[Tokenizer], signatures: list[str],
+                    tokenizer_files: list[str]) -> tuple[Any, dict[str, Any]]:
+    """A tf.Module holding the model and the signature functions."""
+    vocab = spec.input.vocab_size
+    used = tokenizer.size if tokenizer is not None else vocab
+    input_name = spec.input.name
+
+    class Serving(tf.Module):
+        pass
+
+    module = Serving()
+    # The variables only, not the Keras model: saving a Keras model also traces and writes
+    # every layer's call functions, which the signatures do not need (and which are slow).
+    module.weights = list(model.weights)
+    module.assets = [tf.saved_model.Asset(path) for path in tokenizer_files]
+    # Ids the sampler may produce: those the tokenizer knows, never padding.
+    allowed = [i < used and i != PAD_ID for i in range(vocab)]
+    module.allowed = tf.constant(allowed)
+
+    def zero_states(batch):
+        return [tf.zeros([batch, st.units], tf.float32) for st in states]
+
+    def run(tokens, state_values):
+        outputs = model([tokens, *state_values], training=False)
+        if not states:
+            outputs = [outputs]
+        return outputs[0], list(outputs[1:])
+
+    token_spec = tf.TensorSpec([None, None], tf.int32, name=input_name)
+
+    @tf.function(input_signature=[token_spec], autograph=False)
+    def serving_default(tokens):
+        logits, _ = run(tokens, zero_states(tf.shape(tokens)[0]))
+        return {"logits": logits, "next_token_probs": tf.nn.softmax(logits[:, -1, :])}
+
+    state_specs = [tf.TensorSpec([None, st.units], tf.float32, name=st.name) for st in states]
+
+    @tf.function(input_signature=[token_spec, state_specs], autograph=False)
+    def step(tokens, state_values):
+        logits, new_states = run(tokens, list(state_values))
+        out = {"logits": logits}
+        out.update({st.name: value for st, value in zip(states, new_states)})
+        return out
+
+    def sample_loop(prompt, max_new_tokens, temperature, seed):
+        """Prompt ids [B, P] right-padded with 0 -> generated ids [B, N], lengths, complete."""
+        batch = tf.shape(prompt)[0]
+        sequence = tf.concat([tf.fill([batch, 1], EOR_ID), prompt], axis=1)
+        lengths = 1 + tf.reduce_sum(tf.cast(prompt != PAD_ID, tf.int32), axis=1)
+        width = tf.shape(sequence)[1]
+        max_new = tf.maximum(max_new_tokens, 0)
+        rows = tf.range(batch)
+        seed_pair = tf.cast(tf.stack([seed, seed]), tf.int64)
+
+        def body(t, token, state_values, out, generated, done):
+            logits, new_states = run(token[:, None], state_values)
+            logits = tf.where(module.allowed, logits[:, -1, :], -1e30)
+            greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            drawn = tf.random.stateless_categorical(
+                logits / tf.maximum(temperature, 1e-6), 1,
+                seed=seed_pair + tf.cast(tf.stack([0, t]), tf.int64), dtype=tf.int32,
+            )[:, 0]
+            sampled = tf.where(temperature > 0, drawn, greedy)
+            generating = (t >= lengths - 1) & ~done
+            writes = generating & (sampled != EOR_ID)
+            index = tf.stack([rows, tf.minimum(generated, tf.maximum(max_new - 1, 0))], axis=1)
+            current = tf.gather_nd(out, index)
+            out = tf.tensor_scatter_nd_update(out, index, tf.where(writes, sampled, current))
+            generated = generated + tf.cast(writes, tf.int32)
+            ended = generating & ((sampled == EOR_ID) | (generated >= max_new))
+            next_prompt = tf.gather(sequence, tf.minimum(t + 1, width - 1), axis=1)
+            token = tf.where(t + 1 < lengths, next_prompt, sampled)
+            return t + 1, token, new_states, out, generated, done | ended
+
+        def more(t, token, state_values, out, generated, done):
+            return (t < tf.reduce_max(lengths) - 1 + max_new) & ~tf.reduce_all(done)
+
+        start = (
+            tf.constant(0),
+            sequence[:, 0],
+            zero_states(batch),
+            tf.zeros([batch, max_new], tf.int32),
+            tf.zeros([batch], tf.int32),
+            tf.fill([batch], max_new <= 0),
+        )
+        shapes = (
+            tf.TensorShape([]),
+            tf.TensorShape([None]),
+            [tf.TensorShape([None, st.units]) for st in states],
+            tf.TensorShape([None, None]),
+            tf.TensorShape([None]),
+            tf.TensorShape([None]),
+        )
+        _, _, _, out, generated, done = tf.while_loop(
+            more, body, start, shape_invariants=shapes, maximum_iterations=None
+        )
+        complete = done & (generated < max_new)  # ended by <eor>, not by the budget
+        return out, generated, complete
+
+    scalar = dict(shape=[])
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None], tf.int32, name="prompt"),
+            tf.TensorSpec(dtype=tf.int32, name="max_new_tokens", **scalar),
+            tf.TensorSpec(dtype=tf.float32, name="temperature", **scalar),
+            tf.TensorSpec(dtype=tf.int64, name="seed", **scalar),
+        ],
+        autograph=False,
+    )
+    def generate(prompt, max_new_tokens, temperature, seed):
+        out, lengths, complete = sample_loop(prompt, max_new_tokens, temperature, seed)
+        return {"tokens": out, "lengths": lengths, "complete": complete}
+
+    functions = {"serving_default": serving_default, "step": step, "generate": generate}
+
+    if "generate_text" in signatures:
+        chars = tokenizer.chars  # type: ignore[union-attr]
+        table = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(chars, tf.string), tf.range(2, len(chars) + 2, dtype=tf.int32)
+            ),
+            default_value=-1,
+        )
+        module.table = table
+        module.vocab = tf.constant(["", "", *chars], tf.string)
+
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.string, name="prompt"),
+                tf.TensorSpec(dtype=tf.int32, name="max_new_tokens", **scalar),
+                tf.TensorSpec(dtype=tf.float32, name="temperature", **scalar),
+                tf.TensorSpec(dtype=tf.int64, name="seed", **scalar),
+            ],
+            autograph=False,
+        )
+        def generate_text(prompt, max_new_tokens, temperature, seed):
+            pieces = tf.strings.unicode_split(prompt, "UTF-8")
+            ids = tf.ragged.map_flat_values(table.lookup, pieces)
+            tf.debugging.assert_non_negative(
+                ids.flat_values,
+                message="prompt holds a character the model's vocabulary does not have",
+            )
+            dense = ids.to_tensor(default_value=PAD_ID)
+            out, lengths, complete = sample_loop(dense, max_new_tokens, temperature, seed)
+            mask = tf.sequence_mask(lengths, tf.shape(out)[1])
+            text = tf.strings.reduce_join(
+                tf.where(mask, tf.gather(module.vocab, out), ""), axis=1
+            )
+            return {"text": prompt + text, "complete": complete}
+
+        functions["generate_text"] = generate_text
+
+    return module, {name: functions[name] for name in signatures}
+
+
+# -------------------------------------------------------------------------------- export
+
+
+def resolve_export(path: Union[str, os.PathLike[str]]) -> Optional[str]:
+    """The version directory `path` names: itself (BASE/NAME/VERSION), or the highest
+    numeric version under it (BASE/NAME), as TF Serving picks; None when it is neither."""
+    path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    if os.path.isdir(path):
+        versions = [n for n in os.listdir(path) if n.isdigit()
+                    and os.path.isfile(os.path.join(path, n, "saved_model.pb"))]
+        if versions:
+            return os.path.join(path, max(versions, key=int))
+    return None
+
+
+def read_metadata(version_dir: str) -> dict[str, Any]:
+    """The export.json keraspec writes beside a SavedModel ({} for other SavedModels)."""
+    try:
+        with open(os.path.join(version_dir, METADATA_DIR, METADATA_FILE), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _signature_list(spec: s.Spec, tokenizer: Optional[Tokenizer], where: str) -> list[str]:
+    wanted = spec.export.signatures
+    text_ok = isinstance(tokenizer, CharTokenizer)
+    if wanted is None:
+        return [n for n in ALL_SIGNATURES if n != "generate_text" or text_ok]
+    if "generate_text" in wanted and not text_ok:
+        kind = "no tokenizer" if tokenizer is None else f"the {tokenizer.kind} tokenizer"
+        raise _error(
+            "generate_text",
+            f"expected the char tokenizer for generate_text (its ops are in every TF Serving "
+            f"build), received {kind}; remove generate_text from export.signatures",
+            where,
+            "export.signatures",
+        )
+    return list(wanted)
+
+
+def _next_version(model_dir: str, first: int) -> int:
+    taken = [int(n) for n in os.listdir(model_dir) if n.isdigit()] if os.path.isdir(
+        model_dir) else []
+    return max([first - 1, *taken]) + 1
+
+
+def signature_info(fn: Any) -> dict[str, dict[str, list[Any]]]:
+    """A loaded signature's inputs and outputs as {name: [dtype, shape]}."""
+
+    def describe(specs: dict[str, Any]) -> dict[str, list[Any]]:
+        return {
+            name: [spec.dtype.name, None if spec.shape.rank is None else spec.shape.as_list()]
+            for name, spec in sorted(specs.items())
+        }
+
+    return {
+        "inputs": describe(fn.structured_input_signature[1]),
+        "outputs": describe(fn.structured_outputs),
+    }
+
+
+def _warmup_inputs(tf: Any, name: str, states: list[Any], spec: s.Spec,
+                   tokenizer: Optional[Tokenizer]) -> dict[str, Any]:
+    tokens = [[EOR_ID, 2, 3], [EOR_ID, 3, 2]]
+    if name == "serving_default":
+        return {spec.input.name: tf.constant(tokens, tf.int32)}
+    if name == "step":
+        return {
+            spec.input.name: tf.constant(tokens, tf.int32),
+            **{st.name: tf.zeros([2, st.units]) for st in states},
+        }
+    common = {
+        "max_new_tokens": tf.constant(4, tf.int32),
+        "temperature": tf.constant(1.0, tf.float32),
+        "seed": tf.constant(0, tf.int64),
+    }
+    if name == "generate":
+        return {"prompt": tf.constant([[2, 3], [3, 0]], tf.int32), **common}
+    first = tokenizer.chars[0] if tokenizer is not None and tokenizer.chars else ""  # type: ignore
+    return {"prompt": tf.constant([first, ""]), **common}
+
+
+def _write_warmup(tf: Any, path: str, model_name: str, requests: dict[str, dict[str, Any]]) -> None:
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for signature, inputs in requests.items():
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
+            )
+            for key, value in inputs.items():
+                request.inputs[key].CopyFrom(tf.make_tensor_proto(value.numpy()))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
+
+
+def update_models_config(base: str, name: str, serving_root: str) -> str:
+    """Create or update BASE/models.config (TF Serving's model_config_list) to list NAME.
+
+    Raises:
+        ExportError: an existing models.config does not parse.
+    """
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    path = os.path.join(base, MODELS_CONFIG)
+    config = model_server_config_pb2.ModelServerConfig()
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                text_format.Parse(f.read(), config)
+        except (OSError, text_format.ParseError) as e:
+            raise _error("models_config", f"expected a ModelServerConfig text proto, "
+                         f"received one that does not parse: {e}", path) from e
+    entries = config.model_config_list.config
+    base_path = f"{serving_root.rstrip('/')}/{name}"
+    for entry in entries:
+        if entry.name == name:
+            entry.base_path = base_path
+            entry.model_platform = "tensorflow"
+            break
+    else:
+        entries.add(name=name, base_path=base_path, model_platform="tensorflow")
+    write_atomic(path, text_format.MessageToString(config))
+    return path
+
+
+def _directory_size(path: str) -> int:
+    return sum(
+        os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files
+    )
+
+
+def export_saved_model(
+    source: Union[str, os.PathLike[str], s.Spec],
+    base: Union[str, os.PathLike[str]],
+    *,
+    version: Optional[int] = None,
+    name: Optional[str] = None,
+    weights: Optional[str] = None,
+    tokenizer_dir: Optional[str] = None,
+    record_shape: Optional[dict[str, Any]] = None,
+    checkpoint: str = "best",
+    serving_root: str = "/models",
+) -> ExportReport:
+    """Export a trained model as BASE/NAME/VERSION for TF Serving.
+
+    Args:
+        source: A run directory written by `train`; or, with `weights`, a spec (path or
+            resolved `Spec`) whose weights were trained elsewhere.
+        base: The model base directory TF Serving is pointed at.
+        version: The version to write (an existing one is an error); default: the next
+            free number, starting at the spec's export.version.
+        name: The model name (default: the spec's name).
+        weights: A TensorFlow checkpoint prefix or Keras weights file, with a spec source.
+        tokenizer_dir: With `weights`: a directory holding a keraspec tokenizer.json (gives
+            generate_text and the assets); optional.
+        record_shape: With `weights`: the training records' delimiter and field count
+            ({"delimiter": ",", "fields": 6}), so generation can check records.
+        checkpoint: With a run directory: "best" or "latest".
+        serving_root: Where BASE is mounted in the server (models.config's base_path).
+
+    Returns:
+        What was written, with the verification result.
+
+    Raises:
+        RunError: the run holds no trained checkpoint, or the weights do not load.
+        ExportError: the version exists, the spec's signatures cannot be written, BASE is
+            not writable, or the exported model does not reproduce the Keras model's logits.
+    """
+    from compiler.build import build_state_model, compile_spec
+    from compiler.parse import load_spec
+    from compiler.rundir import SPEC_FILE, RunDir
+    from compiler.tf import tensorflow
+    from compiler.tokenizer import load_tokenizer
+    from compiler.weights import copy_weights, load_weights, reshaped_spec
+
+    step: Optional[int] = None
+    if weights is None:
+        run_dir = os.fspath(source)  # type: ignore[arg-type]
+        run = RunDir(run_dir)
+        pointer = run.trained_checkpoint(checkpoint)
+        spec = load_spec(run.file(SPEC_FILE))
+        tokenizer: Optional[Tokenizer] = load_tokenizer(run_dir)
+        tokenizer_dir = run_dir
+        weights_path = pointer["prefix"]
+        step = int(pointer["step"])
+        record_shape = run.read_run().get("record_shape")
+    else:
+        spec = source if isinstance(source, s.Spec) else load_spec(source)
+        tokenizer = load_tokenizer(tokenizer_dir) if tokenizer_dir else None
+        weights_path = weights
+    where = os.fspath(base)
+    name = name or spec.name
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name):
+        raise _error("model_name", f"expected a model name of letters, digits, _ and -, "
+                     f"received {name!r}", where)
+    signatures = _signature_list(spec, tokenizer, where)
+    if tokenizer is not None and tokenizer.size > spec.input.vocab_size:
+        raise _error("vocab_size", f"expected a tokenizer of at most input.vocab_size = "
+                     f"{spec.input.vocab_size} ids, received {tokenizer.size}", where)
+
+    model_dir = os.path.join(where, name)
+    if version is None:
+        version = _next_version(model_dir, spec.export.version)
+    final = os.path.join(model_dir, str(version))
+    if os.path.exists(final):
+        raise _error("version_exists", f"expected a new version, received {version}, which "
+                     f"exists already in {model_dir}; versions are never overwritten", final)
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+    except OSError as e:
+        raise _error("base_unwritable", f"expected a writable directory, received: "
+                     f"{e.strerror or e}", where) from e
+
+    tf = tensorflow()
+    serving_spec = reshaped_spec(spec, batch_size=None, stateful=False)
+    trained = compile_spec(serving_spec).model
+    load_weights(trained, weights_path)
+    model, states = build_state_model(serving_spec)
+    copy_weights(trained, model)
+    files = []
+    if tokenizer is not None:
+        files = [os.path.join(tokenizer_dir, n) for n in tokenizer.files()]
+    module, functions = _serving_module(tf, model, states, spec, tokenizer, signatures, files)
+
+    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=model_dir)
+    try:
+        concrete = {n: fn.get_concrete_function() for n, fn in functions.items()}
+        tf.saved_model.save(module, tmp, signatures=concrete)
+        requests = {
+            n: _warmup_inputs(tf, n, states, spec, tokenizer) for n in signatures
+        }
+        _write_warmup(tf, os.path.join(tmp, WARMUP_FILE), name, requests)
+        difference, info = _verify(tf, tmp, trained, spec, requests, where)
+        metadata = {
+            "name": name,
+            "version": version,
+            "step": step,
+            "signatures": info,
+            "tokenizer": None if tokenizer is None else tokenizer.kind,
+            "eor_id": EOR_ID,
+            "pad_id": PAD_ID,
+            "states": [dataclasses.asdict(st) for st in states],
+            "max_logit_difference": difference,
+            "record_shape": record_shape,
+        }
+        meta_dir = os.path.join(tmp, METADATA_DIR)
+        os.makedirs(meta_dir, exist_ok=True)
+        with open(os.path.join(meta_dir, "spec.resolved.yaml"), "w", encoding="utf-8") as f:
+            f.write(dump_yaml(to_data(spec)))
+        with open(os.path.join(meta_dir, METADATA_FILE), "w", encoding="utf-8") as f:
+            f.write(json.dumps(metadata, indent=2) + "\n")
+        fsync_tree(tmp)
+        if os.path.exists(final):  # another export took this version meanwhile
+            raise _error("version_exists", f"expected a new version, received {version}, "
+                         "written meanwhile by another export", final)
+        os.rename(tmp, final)
+        fsync_directory(model_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    config = update_models_config(where, name, serving_root)
+    return ExportReport(
+        name=name,
+        version=version,
+        path=final,
+        signatures=info,
+        size_bytes=_directory_size(final),
+        max_logit_difference=difference,
+        step=step,
+        models_config=config,
+    )
+
+
+def _verify(tf: Any, path: str, keras_model: Any, spec: s.Spec,
+            requests: dict[str, dict[str, Any]], where: str) -> tuple[float, dict[str, Any]]:
+    """Load the SavedModel back, run every signature, compare logits with the Keras model's.
+
+    Returns:
+        The largest logit difference, and each signature's inputs and outputs.
+    """
+    import numpy as np
+
+    loaded = tf.saved_model.load(path)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(2, spec.input.vocab_size, size=(3, 7)).astype(np.int32)
+    served = loaded.signatures["serving_default"](**{spec.input.name: tf.constant(tokens)})
+    expected = keras_model(tokens, training=False).numpy()
+    difference = float(np.max(np.abs(served["logits"].numpy() - expected)))
+    if not difference <= TOLERANCE:
+        raise _error("verification", f"expected the exported logits to equal the Keras "
+                     f"model's within {TOLERANCE}, received a difference of {difference:.3g}",
+                     where)
+    for signature, inputs in requests.items():
+        loaded.signatures[signature](**inputs)
+    return difference, {n: signature_info(loaded.signatures[n]) for n in requests}
+
+
+def inspect_export(path: Union[str, os.PathLike[str]]) -> Optional[dict[str, Any]]:
+    """An export's name, version, size, signatures (from its SignatureDefs) and spec.
+
+    Returns:
+        None when `path` is not an export.
+    """
+    from compiler.tf import tensorflow
+
+    version_dir = resolve_export(path)
+    if version_dir is None:
+        return None
+    tf = tensorflow()
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(version_dir, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+
+    def describe(tensors: Any) -> dict[str, list[Any]]:
+        return {
+            key: [
+                tf.dtypes.as_dtype(info.dtype).name,
+                None if info.tensor_shape.unknown_rank
+                else [None if d.size < 0 else d.size for d in info.tensor_shape.dim],
+            ]
+            for key, info in sorted(tensors.items())
+        }
+
+    signatures = {
+        name: {"inputs": describe(sig.inputs), "outputs": describe(sig.outputs)}
+        for meta in saved.meta_graphs
+        for name, sig in sorted(meta.signature_def.items())
+        if not name.startswith("__")
+    }
+    metadata = read_metadata(version_dir)
+    spec_path = os.path.join(version_dir, METADATA_DIR, "spec.resolved.yaml")
+    spec_text = open(spec_path, encoding="utf-8").read() if os.path.isfile(spec_path) else None
+    return {
+        "name": os.path.basename(os.path.dirname(os.path.abspath(version_dir))),
+        "version": int(os.path.basename(version_dir)),
+        "path": version_dir,
+        "size_bytes": _directory_size(version_dir),
+        "step": metadata.get("step"),
+        "tokenizer": metadata.get("tokenizer"),
+        "record_shape": metadata.get("record_shape"),
+        "signatures": signatures,
+        "spec": spec_text,
+    }

@@ -1,0 +1,351 @@
+"""Export: SavedModels that load, answer statelessly, generate in-graph, and load in C."""
+
+import concurrent.futures
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from training_fixtures import load, write_corpus, write_spec
+from typer.testing import CliRunner
+
+import compiler
+from compiler.build import compile_spec
+from compiler.cli import app
+from compiler.export import _verify, export_saved_model
+from compiler.rundir import RunDir
+from compiler.tf import tensorflow
+from compiler.tokenizer import EOR_ID, load_tokenizer
+from compiler.training import train
+from compiler.weights import load_weights, reshaped_spec
+
+tf = tensorflow()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny char model trained for a few epochs, and its first export."""
+    root = tmp_path_factory.mktemp("export")
+    corpus = write_corpus(root / "corpus.txt")
+    spec = load(write_spec(root / "s.yaml", epochs=6, dropout=0.0, learning_rate=0.03))
+    train(spec, corpus, root / "run")
+    report = export_saved_model(root / "run", root / "models")
+    return root, spec, report
+
+
+def _keras_model(run_dir, spec):
+    model = compile_spec(reshaped_spec(spec, batch_size=None, stateful=False)).model
+    load_weights(model, RunDir(str(run_dir)).trained_checkpoint()["prefix"])
+    return model
+
+
+def _tokens(rows=3, length=9, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(2, 20, size=(rows, length)).astype(np.int32)
+
+
+def test_layout_models_config_and_metadata(trained):
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    root, spec, report = trained
+    assert report.path == str(root / "models" / "tiny" / "1") and report.version == 1
+    names = set(os.listdir(report.path))
+    assert {"saved_model.pb", "variables", "assets", "assets.extra"} <= names
+    assert set(os.listdir(os.path.join(report.path, "assets"))) == {"tokenizer.json"}
+    config = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse((root / "models" / "models.config").read_text(), config)
+    (entry,) = config.model_config_list.config
+    assert (entry.name, entry.base_path, entry.model_platform) == (
+        "tiny", "/models/tiny", "tensorflow")
+    assert set(report.signatures) == {"serving_default", "step", "generate", "generate_text"}
+    assert report.signatures["serving_default"]["inputs"] == {"tokens": ["int32", [None, None]]}
+    assert report.signatures["serving_default"]["outputs"]["logits"] == [
+        "float32", [None, None, 40]]
+    assert report.max_logit_difference <= 1e-4
+    assert not [n for n in os.listdir(root / "models" / "tiny") if n.startswith(".")]
+
+
+def test_served_logits_equal_the_trained_keras_model(trained):
+    root, spec, report = trained
+    loaded = tf.saved_model.load(report.path)
+    tokens = _tokens()
+    served = loaded.signatures["serving_default"](tokens=tf.constant(tokens))
+    expected = _keras_model(root / "run", spec)(tokens, training=False).numpy()
+    np.testing.assert_allclose(served["logits"].numpy(), expected, atol=1e-5)
+    probs = served["next_token_probs"].numpy()
+    np.testing.assert_allclose(probs, tf.nn.softmax(expected[:, -1]).numpy(), atol=1e-6)
+
+
+def test_the_same_request_gives_the_same_answer_whatever_came_before(trained):
+    _, _, report = trained
+    serve = tf.saved_model.load(report.path).signatures["serving_default"]
+    first = serve(tokens=tf.constant(_tokens(seed=1)))["logits"].numpy()
+    serve(tokens=tf.constant(_tokens(rows=5, length=4, seed=2)))  # another client's request
+    again = serve(tokens=tf.constant(_tokens(seed=1)))["logits"].numpy()
+    np.testing.assert_array_equal(first, again)
+
+
+def test_concurrent_requests_answer_as_they_do_one_at_a_time(trained):
+    _, _, report = trained
+    loaded = tf.saved_model.load(report.path)
+    serve, generate = loaded.signatures["serving_default"], loaded.signatures["generate"]
+    inputs = [_tokens(rows=2, length=3 + i, seed=i) for i in range(8)]
+
+    def ask(i):
+        logits = serve(tokens=tf.constant(inputs[i]))["logits"].numpy()
+        tokens = generate(prompt=tf.constant(inputs[i][:, :2]), max_new_tokens=tf.constant(6),
+                          temperature=tf.constant(1.0), seed=tf.constant(i, tf.int64))
+        return logits, tokens["tokens"].numpy()
+
+    alone = [ask(i) for i in range(8)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(ask, range(8)))
+    for (l1, t1), (l2, t2) in zip(alone, together):
+        np.testing.assert_array_equal(l1, l2)
+        np.testing.assert_array_equal(t1, t2)
+
+
+def test_step_carries_state_like_a_whole_sequence(trained):
+    _, _, report = trained
+    loaded = tf.saved_model.load(report.path)
+    tokens = _tokens(rows=2, length=6)
+    whole = loaded.signatures["serving_default"](tokens=tf.constant(tokens))["logits"].numpy()
+    states = {name: tf.zeros([2, shape[1]]) for name, (_, shape)
+              in report.signatures["step"]["inputs"].items() if name != "tokens"}
+    assert sorted(states) == ["lstm_1_c", "lstm_1_h", "lstm_c", "lstm_h"]
+    step = loaded.signatures["step"]
+    for t in range(6):
+        out = step(tokens=tf.constant(tokens[:, t : t + 1]), **states)
+        np.testing.assert_allclose(out["logits"].numpy()[:, 0], whole[:, t], atol=1e-5)
+        states = {name: out[name] for name in states}
+
+
+def test_generate_is_greedy_at_temperature_zero_and_stops_at_end_of_record(trained):
+    _, _, report = trained
+    loaded = tf.saved_model.load(report.path)
+    serve, generate = loaded.signatures["serving_default"], loaded.signatures["generate"]
+    prompt = np.array([[5, 6], [7, 0]], np.int32)  # the second row's prompt is one token
+    out = generate(prompt=tf.constant(prompt), max_new_tokens=tf.constant(12),
+                   temperature=tf.constant(0.0), seed=tf.constant(0, tf.int64))
+    tokens, lengths, complete = (out[k].numpy() for k in ("tokens", "lengths", "complete"))
+    for row, ids in enumerate([[EOR_ID, 5, 6], [EOR_ID, 7]]):
+        expected = []
+        for _ in range(12):  # the same greedy loop, one whole-sequence request per token
+            logits = serve(tokens=tf.constant([ids + expected]))["logits"].numpy()[0, -1]
+            logits[0] = -np.inf  # never padding
+            nxt = int(np.argmax(logits))
+            if nxt == EOR_ID:
+                break
+            expected.append(nxt)
+        assert tokens[row, : lengths[row]].tolist() == expected
+        assert (tokens[row, lengths[row]:] == 0).all()
+        assert complete[row] == (len(expected) < 12)
+
+
+def test_generate_is_deterministic_for_a_seed(trained):
+    _, _, report = trained
+    generate = tf.saved_model.load(report.path).signatures["generate"]
+
+    def run(seed):
+        out = generate(prompt=tf.zeros([6, 0], tf.int32), max_new_tokens=tf.constant(15),
+                       temperature=tf.constant(1.0), seed=tf.constant(seed, tf.int64))
+        return out["tokens"].numpy()
+
+    assert (run(3) == run(3)).all()
+    assert (run(3) != run(4)).any()
+
+
+def test_generate_text_matches_generate_on_token_ids(trained):
+    root, _, report = trained
+    loaded = tf.saved_model.load(report.path)
+    tokenizer = load_tokenizer(str(root / "run"))
+    args = dict(max_new_tokens=tf.constant(20), temperature=tf.constant(0.7),
+                seed=tf.constant(9, tf.int64))
+    text = loaded.signatures["generate_text"](prompt=tf.constant(["pe", "pe"]), **args)
+    ids = loaded.signatures["generate"](
+        prompt=tf.constant(np.tile(tokenizer.encode("pe"), (2, 1))), **args)
+    decoded = ["pe" + tokenizer.decode(row[:n]) for row, n in
+               zip(ids["tokens"].numpy(), ids["lengths"].numpy())]
+    assert [t.decode() for t in text["text"].numpy()] == decoded
+    with pytest.raises(tf.errors.InvalidArgumentError, match="vocabulary"):
+        loaded.signatures["generate_text"](prompt=tf.constant(["Z"]), **args)
+
+
+def test_warmup_requests_parse_and_run(trained):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    _, _, report = trained
+    loaded = tf.saved_model.load(report.path)
+    path = os.path.join(report.path, "assets.extra", "tf_serving_warmup_requests")
+    seen = []
+    for raw in tf.data.TFRecordDataset(path):
+        log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
+        request = log.predict_log.request
+        assert request.model_spec.name == "tiny"
+        inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+        outputs = loaded.signatures[request.model_spec.signature_name](**inputs)
+        assert outputs
+        seen.append(request.model_spec.signature_name)
+    assert sorted(seen) == sorted(report.signatures)
+
+
+def test_versions_increment_and_are_never_overwritten(trained):
+    root, _, first = trained
+    base = root / "models"
+    second = export_saved_model(root / "run", base)
+    assert (first.version, second.version) == (1, 2)
+    before = sorted(os.listdir(base / "tiny"))
+    mtime = os.path.getmtime(base / "tiny" / "1" / "saved_model.pb")
+    result = CliRunner().invoke(app, ["export", str(root / "run"), "-o", str(base),
+                                      "--version", "1"])
+    assert result.exit_code == 1 and "never overwritten" in result.output
+    assert sorted(os.listdir(base / "tiny")) == before
+    assert os.path.getmtime(base / "tiny" / "1" / "saved_model.pb") == mtime
+    # Still one entry in models.config: TF Serving serves the highest version of the model.
+    assert (base / "models.config").read_text().count("name:") == 1
+
+
+def test_export_refuses_weights_that_differ_from_the_saved_model(trained):
+    root, spec, report = trained
+    other = compile_spec(reshaped_spec(spec, batch_size=None, stateful=False)).model  # untrained
+    requests = {}
+    with pytest.raises(compiler.ExportError) as e:
+        _verify(tf, report.path, other, spec, requests, "x")
+    assert e.value.diagnostics[0].code == "verification"
+
+
+def test_a_killed_export_leaves_no_version(trained, tmp_path):
+    root, _, _ = trained
+    base = tmp_path / "models"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "compiler.cli", "export", str(root / "run"),
+                             "-o", str(base)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            model_dir = base / "tiny"
+            if model_dir.is_dir() and any(n.startswith(".tmp-") for n in os.listdir(model_dir)):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the export never started writing")
+        time.sleep(0.5)  # mid-way through writing the SavedModel
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert not [n for n in os.listdir(base / "tiny") if n.isdigit()]
+    assert not (base / "models.config").exists()
+
+
+def _capi_binary(tmp_path):
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the C API client")
+    import importlib.util
+
+    tf_dir = os.path.dirname(importlib.util.find_spec("tensorflow").origin)
+    binary = tmp_path / "run_signature"
+    subprocess.run(
+        ["gcc", str(ROOT / "tests" / "capi" / "run_signature.c"), f"-I{tf_dir}/include",
+         f"-L{tf_dir}", "-l:libtensorflow_cc.so.2", "-l:libtensorflow_framework.so.2",
+         f"-Wl,-rpath,{tf_dir}", "-o", str(binary)],
+        check=True,
+    )
+    return binary
+
+
+def _c_value(value):
+    if isinstance(value, bytes):
+        return "x" + value.hex()
+    return repr(value.item())
+
+
+def test_every_signature_runs_through_the_c_api(trained, tmp_path):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    _, _, report = trained
+    binary = _capi_binary(tmp_path)
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString(open(os.path.join(report.path, "saved_model.pb"), "rb").read())
+    signatures = saved.meta_graphs[0].signature_def
+    loaded = tf.saved_model.load(report.path)
+    rng = np.random.default_rng(0)
+    requests = {
+        "serving_default": {"tokens": _tokens(2, 5)},
+        "step": {"tokens": _tokens(2, 3), **{n: rng.normal(size=(2, 16)).astype(np.float32)
+                                            for n in ("lstm_h", "lstm_c", "lstm_1_h",
+                                                      "lstm_1_c")}},
+        "generate": {"prompt": np.array([[5, 6], [7, 0]], np.int32),
+                     "max_new_tokens": np.int32(8), "temperature": np.float32(0.8),
+                     "seed": np.int64(4)},
+        "generate_text": {"prompt": np.array([b"pe", b""], object),
+                          "max_new_tokens": np.int32(8), "temperature": np.float32(0.8),
+                          "seed": np.int64(4)},
+    }
+    dtypes = {np.dtype(np.int32): "int32", np.dtype(np.int64): "int64",
+              np.dtype(np.float32): "float", np.dtype(object): "string"}
+    for name, inputs in requests.items():
+        sig = signatures[name]
+        lines = []
+        for key, value in inputs.items():
+            value = np.asarray(value)
+            values = " ".join(_c_value(v) for v in value.reshape(-1))
+            dims = " ".join(str(d) for d in value.shape)
+            lines.append(f"in {sig.inputs[key].name} {dtypes[value.dtype]} {value.ndim} "
+                         f"{dims} {values}")
+        keys = sorted(sig.outputs)
+        lines += [f"out {sig.outputs[k].name}" for k in keys]
+        run = subprocess.run([str(binary), report.path], input="\n".join(lines) + "\n",
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        results = [line.split(" ") for line in run.stdout.splitlines() if line.startswith("out")]
+        expected = loaded.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
+        assert len(results) == len(keys)
+        for key, fields in zip(keys, results):
+            dtype, rank = fields[2], int(fields[3])
+            shape = [int(d) for d in fields[4 : 4 + rank]]
+            raw = fields[4 + rank :]
+            want = expected[key].numpy()
+            assert list(want.shape) == shape, (name, key)
+            if dtype == "string":
+                got = [bytes.fromhex(v[1:]) for v in raw]
+                assert got == list(want.reshape(-1)), (name, key)
+            else:
+                got = np.array([float(v) for v in raw]).reshape(shape)
+                np.testing.assert_allclose(got, want.astype(np.float64), rtol=1e-5, atol=1e-6,
+                                           err_msg=f"{name}.{key}")
+
+
+def test_cli_export_inspect_and_generate(trained, tmp_path):
+    root, _, _ = trained
+    runner = CliRunner()
+    base = root / "models"
+    latest = max(int(n) for n in os.listdir(base / "tiny") if n.isdigit())
+    result = runner.invoke(app, ["export", str(root / "run"), "-o", str(base), "--format",
+                                 "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["version"] == latest + 1
+    result = runner.invoke(app, ["inspect", str(base / "tiny"), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["version"] == latest + 1 and info["step"] > 0
+    assert info["signatures"]["generate"]["inputs"]["seed"] == ["int64", []]
+    assert "template: lstm-text" not in info["spec"] and "apiVersion: keraspec/v1" in info["spec"]
+    result = runner.invoke(app, ["generate", str(base / "tiny"), "-n", "4", "--seed", "2",
+                                 "--prompt", "p", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert len(payload["records"]) == 4 and all(r.startswith("p") for r in payload["records"])
+    assert payload["valid"] is not None and 0 <= payload["valid_share"] <= 1
+    assert payload["source"] == str(base / "tiny" / str(latest + 1))
+    bad = runner.invoke(app, ["inspect", str(tmp_path)])
+    assert bad.exit_code == 1 and "Traceback" not in bad.output
+    assert "saved_model.pb" in bad.output
