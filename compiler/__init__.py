@@ -27,6 +27,8 @@ _LAZY = {
     "train": ("compiler.training", "train"),
     "TrainReport": ("compiler.training", "TrainReport"),
     "generate": ("compiler.generation", "generate"),
+    "export_saved_model": ("compiler.export", "export_saved_model"),
+    "ExportReport": ("compiler.export", "ExportReport"),
 }
 
 
@@ -52,6 +54,8 @@ __all__ = [
     "privacy",
     "Diagnostic",
     "ExportError",
+    "export_saved_model",
+    "ExportReport",
     "KeraspecError",
     "Spec",
     "SpecError",

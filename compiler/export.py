@@ -455,12 +455,6 @@ def export_saved_model(
     if os.path.exists(final):
         raise _error("version_exists", f"expected a new version, received {version}, which "
                      f"exists already in {model_dir}; versions are never overwritten", final)
-    try:
-        os.makedirs(model_dir, exist_ok=True)
-    except OSError as e:
-        raise _error("base_unwritable", f"expected a writable directory, received: "
-                     f"{e.strerror or e}", where) from e
-
     tf = tensorflow()
     serving_spec = reshaped_spec(spec, batch_size=None, stateful=False)
     trained = compile_spec(serving_spec).model
@@ -472,7 +466,12 @@ def export_saved_model(
         files = [os.path.join(tokenizer_dir, n) for n in tokenizer.files()]
     module, functions = _serving_module(tf, model, states, spec, tokenizer, signatures, files)
 
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=model_dir)
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=model_dir)
+    except OSError as e:
+        raise _error("base_unwritable", f"expected a writable directory, received: "
+                     f"{e.strerror or e}", where) from e
     try:
         concrete = {n: fn.get_concrete_function() for n, fn in functions.items()}
         tf.saved_model.save(module, tmp, signatures=concrete)

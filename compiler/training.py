@@ -343,17 +343,18 @@ def train(
     noise = identity.get("noise_multiplier")
     if noise is None:
         noise = _noise_for_run(spec, training_data.records)
-    if not resuming:
-        identity["noise_multiplier"] = noise
-        identity["unit"] = unit
-        run.start(spec, identity, tokenizer.files())
     from compiler.tf import tensorflow  # after every check that needs no TensorFlow
 
     tf = tensorflow()
+    # Compiling can still fail (TensorFlow refusing a layer): before anything is written.
     loop = _Loop(
         tf, spec, training_spec(spec, noise), run, corpus, tokenizer, training_data, seed,
         max_steps, checkpoint_every, callback,
     )
+    if not resuming:
+        identity["noise_multiplier"] = noise
+        identity["unit"] = unit
+        run.start(spec, identity, tokenizer.files())
     return loop.run()
 
 

@@ -349,3 +349,26 @@ def test_cli_export_inspect_and_generate(trained, tmp_path):
     bad = runner.invoke(app, ["inspect", str(tmp_path)])
     assert bad.exit_code == 1 and "Traceback" not in bad.output
     assert "saved_model.pb" in bad.output
+
+
+def test_export_weights_trained_elsewhere(trained, tmp_path):
+    root, spec, _ = trained
+    keras = _keras_model(root / "run", spec)
+    keras.save_weights(str(tmp_path / "weights.h5"))
+    result = CliRunner().invoke(app, [
+        "export", str(root / "s.yaml"), "--weights", str(tmp_path / "weights.h5"),
+        "--tokenizer", str(root / "run"), "-o", str(tmp_path / "models"), "--name", "other",
+        "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["path"] == str(tmp_path / "models" / "other" / "1") and report["step"] is None
+    assert "generate_text" in report["signatures"]
+    tokens = _tokens()
+    served = tf.saved_model.load(report["path"]).signatures["serving_default"](
+        tokens=tf.constant(tokens))["logits"].numpy()
+    np.testing.assert_allclose(served, keras(tokens, training=False).numpy(), atol=1e-5)
+    missing = CliRunner().invoke(app, [
+        "export", str(root / "s.yaml"), "--weights", str(tmp_path / "nope.h5"), "-o",
+        str(tmp_path / "models")])
+    assert missing.exit_code == 1 and "nope.h5" in missing.output
+    assert "Traceback" not in missing.output

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import compiler
 from compiler.cli import app
 from compiler.corpus import read_corpus
-from compiler.dataset import prepare
+from compiler.dataset import prepare, split_records
 from compiler.export import export_saved_model
 from compiler.rundir import RunDir
 from compiler.tf import tensorflow
@@ -183,7 +183,7 @@ def _diagnostics(spec, data, run_dir):
 
 
 def test_dp_run_reports_the_epsilon_of_its_steps_and_records(tmp_path, corpus):
-    spec = load(write_spec(tmp_path / "s.yaml", dp=True, epochs=1, noise=1.1, length=24))
+    spec = load(write_spec(tmp_path / "s.yaml", dp=True, epochs=1, noise=1.1, length=12))
     report = train(spec, corpus, tmp_path / "run", max_steps=5)
     assert report.unit == "record" and report.steps == 5
     assert report.examples == report.records == 216  # 240 records, 10% held out
@@ -192,20 +192,19 @@ def test_dp_run_reports_the_epsilon_of_its_steps_and_records(tmp_path, corpus):
     assert report.privacy["delta"] == pytest.approx(1 / 216)
     assert report.privacy["steps"] == 5 and report.privacy["examples"] == 216
     assert report.privacy["privacy_unit"] == "one record per example"
-    assert report.truncated_records == 0 and not report.warnings
     # Fewer steps, smaller epsilon: the report counts what ran, not what was planned.
     planned = compiler.privacy.privacy_report(spec, examples=216)
     assert report.privacy["epsilon"] < planned.epsilon
+    # <eor> + record + <eor> must fit 13 tokens: records longer than 11 characters are cut.
+    records = read_corpus(corpus).records
+    kept, _ = split_records(len(records), 0.1, 3)
+    long = sum(len(records[i]) > 11 for i in kept)
+    assert 0 < long < len(kept)
+    assert report.truncated_records == long
+    assert any(f"{long} of 216 training records" in w for w in report.warnings)
     # The stateless DP training model's weights load into the spec's model and export.
     exported = export_saved_model(tmp_path / "run", tmp_path / "models")
     assert exported.step == 5 and exported.max_logit_difference <= 1e-4
-
-
-def test_dp_run_counts_and_warns_about_truncated_records(tmp_path, corpus):
-    spec = load(write_spec(tmp_path / "s.yaml", dp=True, epochs=1, noise=1.0, length=6))
-    report = train(spec, corpus, tmp_path / "run", max_steps=1)
-    assert report.truncated_records == report.records  # every record is longer than 6 tokens
-    assert any("truncated" in w for w in report.warnings)
 
 
 def _clipped_gradient(compiled, x, y, w):
