@@ -624,8 +624,7 @@ def _print_signatures(console: "Console", signatures: dict[str, Any]) -> None:
         first = True
         for side in ("inputs", "outputs"):
             for tensor, (dtype, shape) in info[side].items():
-                shown = "?" if shape is None else "(" + ", ".join(
-                    "None" if d is None else str(d) for d in shape) + ")"
+                shown = "?" if shape is None else str(tuple(shape))
                 table.add_row(signature if first else "", side[:-1], tensor, dtype, shown)
                 first = False
     console.print(table)
