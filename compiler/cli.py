@@ -25,9 +25,10 @@ SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
 app = typer.Typer(
     name="keraspec",
-    help="Declarative architecture specs for Keras: validate, render, compile, train, generate.",
+    help="Declarative architecture specs for Keras: validate, diff, compile, train, export, "
+    "generate.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
@@ -38,9 +39,65 @@ class TextOrJson(str, enum.Enum):
     json = "json"
 
 
+class ValidateFormat(str, enum.Enum):
+    text = "text"
+    json = "json"
+    github = "github"
+
+
+class DiffFormat(str, enum.Enum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
 class YamlOrJson(str, enum.Enum):
     yaml = "yaml"
     json = "json"
+
+
+_EXTRA_HINT = "the tensorflow extra: pip install 'keraspec[tensorflow]'"
+# What each command that goes beyond the spec half imports (the tensorflow extra).
+_NEEDS = {
+    "compile": ("tensorflow", "tf_keras", "tensorflow_privacy"),
+    "privacy": ("dp_accounting",),
+    "train": ("tensorflow", "tf_keras", "tensorflow_privacy", "sentencepiece", "tensorboard"),
+    "export": ("tensorflow", "tf_keras", "tensorflow_serving"),
+    "inspect": ("tensorflow",),
+    "generate": ("tensorflow", "tf_keras"),
+}
+
+
+def _require(command: str) -> None:
+    """Exit 1 with what to install when a command's packages are missing (core install)."""
+    import importlib.util
+
+    missing = [m for m in _NEEDS[command] if importlib.util.find_spec(m) is None]
+    if missing:
+        from rich.markup import escape
+
+        _console(stderr=True).print(
+            f"[bold red]error:[/bold red] keraspec {command} needs {escape(_EXTRA_HINT)} "
+            f"(missing: {', '.join(missing)})"
+        )
+        raise typer.Exit(1)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from compiler import __version__
+
+        typer.echo(f"keraspec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Declarative architecture specs for Keras: validate, diff, compile, train, export."""
 
 
 SetOption = typer.Option(
@@ -102,7 +159,12 @@ def _failed(result: "Validation", strict: bool) -> bool:
 def validate(
     paths: List[Path] = typer.Argument(..., help="Spec files or directories to search."),
     strict: bool = typer.Option(False, "--strict", help="Fail on warnings too."),
-    fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
+    fmt: ValidateFormat = typer.Option(
+        ValidateFormat.text,
+        "--format",
+        "-f",
+        help="Output format; github prints GitHub Actions annotations (::error file=...).",
+    ),
     overrides: Optional[List[str]] = SetOption,
 ) -> None:
     """Check spec files against the schema and the semantic rules.
@@ -116,7 +178,11 @@ def validate(
         raise typer.BadParameter("no .yaml, .yml or .json files found", param_hint="PATH")
     results = [validate_spec(f, overrides or ()) for f in files]
     failed = [r for r in results if _failed(r, strict)]
-    if fmt is TextOrJson.json:
+    if fmt is ValidateFormat.github:
+        for r in results:
+            for d in r.diagnostics:
+                typer.echo(github_annotation(d))
+    elif fmt is ValidateFormat.json:
         payload = {
             "valid": not failed,
             "files": [
@@ -134,6 +200,24 @@ def validate(
     else:
         _report(results, strict)
     raise typer.Exit(1 if failed else 0)
+
+
+def github_annotation(d: "Diagnostic") -> str:
+    """A diagnostic as a GitHub Actions workflow command (an annotation on the file's line)."""
+
+    def escape(text: str, *, prop: bool = False) -> str:
+        text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+
+    props = [f"file={escape(d.file, prop=True)}"]
+    if d.line is not None:
+        props.append(f"line={d.line}")
+        if d.column is not None:
+            props.append(f"col={d.column}")
+    title = f"keraspec {d.code}" + (f" at {d.path}" if d.path else "")
+    props.append(f"title={escape(title, prop=True)}")
+    message = (f"{d.path}: " if d.path else "") + d.message
+    return f"::{d.severity} {','.join(props)}::{escape(message)}"
 
 
 def _report(results: list["Validation"], strict: bool) -> None:
@@ -229,12 +313,31 @@ def render(
     spec: Path = typer.Argument(..., help="The spec file."),
     overrides: Optional[List[str]] = SetOption,
     fmt: YamlOrJson = typer.Option(YamlOrJson.yaml, "--format", "-f", help="Output format."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Write to this file (atomically) instead of stdout."
+    ),
+    schema_path: Path = typer.Option(
+        Path("schema/keraspec.schema.json"),
+        "--schema",
+        help="With -o and YAML: the schema the file's yaml-language-server line points at.",
+    ),
 ) -> None:
     """Print the fully expanded spec: template applied, defaults filled."""
     from compiler.render import render as render_spec
 
     resolved = _load_or_exit(spec, overrides)
-    typer.echo(render_spec(resolved, fmt.value), nl=False)
+    text = render_spec(resolved, fmt.value)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    from compiler.files import write_atomic
+
+    if fmt is YamlOrJson.yaml:
+        # Editors with the YAML language server validate the file against this schema.
+        relative = os.path.relpath(schema_path.resolve(), output.resolve().parent)
+        text = f"# yaml-language-server: $schema={Path(relative).as_posix()}\n" + text
+    write_atomic(output, text)
+    _console(stderr=True).print(f"wrote {output}")
 
 
 def _load_or_exit(spec: Path, overrides: Optional[List[str]]) -> Any:
@@ -265,6 +368,7 @@ def compile_command(
     ),
 ) -> None:
     """Build and compile the Keras model; print its summary."""
+    _require("compile")
     from compiler.diagnostics import KeraspecError
 
     resolved = _load_or_exit(spec, overrides)
@@ -300,6 +404,7 @@ def privacy(
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
 ) -> None:
     """Compute the (epsilon, delta) guarantee of a DP spec's training run."""
+    _require("privacy")
     from compiler.diagnostics import SpecError
     from compiler.privacy import epsilon_warning, privacy_report, weak_privacy_warning
 
@@ -327,6 +432,46 @@ def privacy(
     weak = weak_privacy_warning(resolved, report)
     if weak is not None:
         _print_diagnostics(_console(stderr=True), [weak])
+
+
+@app.command("diff")
+def diff_command(
+    old: str = typer.Argument(..., help="The old spec: a file, or REV:PATH from git."),
+    new: str = typer.Argument(..., help="The new spec: a file, or REV:PATH from git."),
+    examples: Optional[int] = typer.Option(
+        None, "--examples", min=1, help="Training examples, for the epsilon of DP specs."
+    ),
+    fmt: DiffFormat = typer.Option(DiffFormat.text, "--format", "-f", help="Output format."),
+) -> None:
+    """Compare two specs: fields, layers and parameters, checkpoint and serving compatibility.
+
+    Exits 0 when the specs are equivalent, 1 when they differ, 2 on errors (like diff).
+    """
+    from compiler.diagnostics import SpecError
+    from compiler.diff import diff_specs, load_revision, render_markdown
+
+    try:
+        result = diff_specs(
+            load_revision(old), load_revision(new), old_name=old, new_name=new,
+            examples=examples,
+        )
+    except SpecError as e:
+        _print_diagnostics(_console(stderr=True), e.diagnostics)
+        raise typer.Exit(2)
+    except ImportError as e:
+        from rich.markup import escape
+
+        _console(stderr=True).print(escape(f"keraspec diff --examples needs {_EXTRA_HINT} ({e})"))
+        raise typer.Exit(2)
+    if fmt is DiffFormat.json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    elif fmt is DiffFormat.markdown:
+        typer.echo(render_markdown(result), nl=False)
+    else:
+        from rich.markdown import Markdown
+
+        _console().print(Markdown(render_markdown(result)))
+    raise typer.Exit(0 if result.equivalent else 1)
 
 
 def _fail(diagnostics: Iterable["Diagnostic"]) -> "typer.Exit":
@@ -358,6 +503,7 @@ def train(
     Exits 0 when training ran, 1 on bad input (nothing written), 130 when interrupted
     (the latest checkpoint is saved; rerun the same command to resume).
     """
+    _require("train")
     from compiler.diagnostics import KeraspecError
 
     resolved = _load_or_exit(spec, overrides)
@@ -513,8 +659,8 @@ def generate(
     checkpoint: str = typer.Option("best", "--checkpoint", help="Run directory: best or latest."),
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
 ) -> None:
-    """Generate records, one per line: through an export's in-graph generate signature, or
-    with a Keras sampling loop from a run directory."""
+    """Generate records from an export (in-graph generate signature) or a run directory."""
+    _require("generate")
     from compiler.diagnostics import KeraspecError
 
     if checkpoint not in ("best", "latest"):
@@ -574,6 +720,7 @@ def export(
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
 ) -> None:
     """Export a trained model as BASE/NAME/VERSION, a SavedModel TF Serving loads and serves."""
+    _require("export")
     from compiler.diagnostics import KeraspecError
 
     if checkpoint not in ("best", "latest"):
@@ -636,6 +783,7 @@ def inspect(
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
 ) -> None:
     """Show an export's signatures (inputs and outputs), version, size and spec."""
+    _require("inspect")
     from compiler.diagnostics import Diagnostic
     from compiler.export import inspect_export
 

@@ -43,7 +43,7 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 METADATA_DIR = os.path.join("assets.extra", "keraspec")
 METADATA_FILE = "export.json"
 MODELS_CONFIG = "models.config"
-ALL_SIGNATURES = ("serving_default", "step", "generate", "generate_text")
+ALL_SIGNATURES = s.ALL_SIGNATURES
 # How close the served logits must be to the Keras model's (float32 arithmetic, same ops).
 TOLERANCE = 1e-4
 

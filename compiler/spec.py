@@ -438,6 +438,7 @@ class TrainingSpec(StrictModel):
 
 
 SignatureName = Literal["serving_default", "step", "generate", "generate_text"]
+ALL_SIGNATURES: tuple[str, ...] = typing.get_args(SignatureName)
 
 
 class ExportSpec(StrictModel):
