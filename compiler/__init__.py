@@ -13,8 +13,8 @@ from compiler.diagnostics import (
     RunError,
     SpecError,
 )
-from compiler.parse import Validation, load_spec, validate
-from compiler.spec import Spec
+from compiler.lang.parse import Validation, load_spec, validate
+from compiler.lang.spec import Spec
 
 __version__ = "0.1.0"
 

@@ -9,7 +9,7 @@ from typing import Union
 from compiler.build import CompiledModel
 from compiler.diagnostics import Diagnostic, ExportError
 from compiler.files import atomic_directory
-from compiler.render import dump_yaml, to_data
+from compiler.lang.render import dump_yaml, to_data
 
 COMPILE_FILES = ("model.json", "optimizer.json", "spec.resolved.yaml", "summary.txt")
 

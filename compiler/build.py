@@ -11,12 +11,12 @@ import dataclasses
 import json
 from typing import Any, Optional
 
-from compiler import spec as s
-from compiler.checks import Analysis, check, fmt_shape
+from compiler.lang import spec as s
+from compiler.lang.checks import Analysis, check, fmt_shape
 from compiler.diagnostics import CompileError, Diagnostic, SpecError, errors_of, warnings_of
-from compiler.parse import source_of
+from compiler.lang.parse import source_of
 from compiler.privacy import PrivacyReport, privacy_report, weak_privacy_warning
-from compiler.source import Source
+from compiler.lang.source import Source
 from compiler.tf import tensorflow, tf_privacy_optimizers
 
 

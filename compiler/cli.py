@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from compiler.diagnostics import Diagnostic
-    from compiler.parse import Validation
+    from compiler.lang.parse import Validation
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -171,7 +171,7 @@ def validate(
 
     Exits 0 when every file is valid, 1 when any is not, 2 on usage errors.
     """
-    from compiler.parse import validate as validate_spec
+    from compiler.lang.parse import validate as validate_spec
 
     files = _spec_files(paths)
     if not files:
@@ -254,7 +254,7 @@ def schema(
 ) -> None:
     """Print the JSON Schema of spec files."""
     from compiler.files import write_atomic
-    from compiler.schema import schema_text
+    from compiler.lang.schema import schema_text
 
     text = schema_text()
     if output is None:
@@ -269,7 +269,7 @@ def templates(
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
 ) -> None:
     """List the templates with their parameters and defaults."""
-    from compiler.templates import TEMPLATES
+    from compiler.lang.templates import TEMPLATES
 
     rows = {
         name: {
@@ -323,7 +323,7 @@ def render(
     ),
 ) -> None:
     """Print the fully expanded spec: template applied, defaults filled."""
-    from compiler.render import render as render_spec
+    from compiler.lang.render import render as render_spec
 
     resolved = _load_or_exit(spec, overrides)
     text = render_spec(resolved, fmt.value)
@@ -342,7 +342,7 @@ def render(
 
 def _load_or_exit(spec: Path, overrides: Optional[List[str]]) -> Any:
     from compiler.diagnostics import SpecError
-    from compiler.parse import load_spec
+    from compiler.lang.parse import load_spec
 
     if not spec.is_file():
         raise typer.BadParameter(f"no such file: {spec}", param_hint="SPEC")
@@ -539,9 +539,9 @@ def train(
 
 
 def _warnings_of(resolved: Any) -> list["Diagnostic"]:
-    from compiler.checks import check
+    from compiler.lang.checks import check
     from compiler.diagnostics import warnings_of
-    from compiler.parse import source_of
+    from compiler.lang.parse import source_of
 
     return warnings_of(check(resolved, source_of(resolved))[2])
 

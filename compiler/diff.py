@@ -21,11 +21,11 @@ import os
 import subprocess
 from typing import Any, Optional
 
-from compiler import spec as s
-from compiler.checks import Analysis, check
+from compiler.lang import spec as s
+from compiler.lang.checks import Analysis, check
 from compiler.diagnostics import Diagnostic, SpecError
-from compiler.parse import load_spec, source_of
-from compiler.render import to_data
+from compiler.lang.parse import load_spec, source_of
+from compiler.lang.render import to_data
 
 _MISSING = "<absent>"
 

@@ -33,11 +33,11 @@ import shutil
 import tempfile
 from typing import Any, Optional, Union
 
-from compiler import spec as s
+from compiler.lang import spec as s
 from compiler.diagnostics import Diagnostic, ExportError
 from compiler.files import fsync_directory, fsync_tree, write_atomic
-from compiler.render import dump_yaml, to_data
-from compiler.tokenizer import EOR_ID, PAD_ID, CharTokenizer, Tokenizer
+from compiler.lang.render import dump_yaml, to_data
+from compiler.data.tokenizer import EOR_ID, PAD_ID, CharTokenizer, Tokenizer
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 METADATA_DIR = os.path.join("assets.extra", "keraspec")
@@ -223,11 +223,12 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
         def generate_text(prompt, max_new_tokens, temperature, seed):
             pieces = tf.strings.unicode_split(prompt, "UTF-8")
             ids = tf.ragged.map_flat_values(table.lookup, pieces)
-            tf.debugging.assert_non_negative(
+            known = tf.debugging.assert_non_negative(
                 ids.flat_values,
                 message="prompt holds a character the model's vocabulary does not have",
             )
-            dense = ids.to_tensor(default_value=PAD_ID)
+            with tf.control_dependencies([known]):  # check before any lookup uses the ids
+                dense = tf.identity(ids.to_tensor(default_value=PAD_ID))
             out, lengths, complete = sample_loop(dense, max_new_tokens, temperature, seed)
             mask = tf.sequence_mask(lengths, tf.shape(out)[1])
             text = tf.strings.reduce_join(
@@ -417,10 +418,10 @@ def export_saved_model(
             not writable, or the exported model does not reproduce the Keras model's logits.
     """
     from compiler.build import build_state_model, compile_spec
-    from compiler.parse import load_spec
+    from compiler.lang.parse import load_spec
     from compiler.rundir import SPEC_FILE, RunDir
     from compiler.tf import tensorflow
-    from compiler.tokenizer import load_tokenizer
+    from compiler.data.tokenizer import load_tokenizer
     from compiler.weights import copy_weights, load_weights, reshaped_spec
 
     step: Optional[int] = None

@@ -20,10 +20,10 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from compiler.corpus import fits_shape
+from compiler.data.corpus import fits_shape
 from compiler.diagnostics import Diagnostic, RunError
 from compiler.rundir import BEST, SPEC_FILE, RunDir
-from compiler.tokenizer import EOR_ID, PAD_ID, Tokenizer, encode_prompt, load_tokenizer
+from compiler.data.tokenizer import EOR_ID, PAD_ID, Tokenizer, encode_prompt, load_tokenizer
 from compiler.weights import load_weights, reshaped_spec
 
 
@@ -59,7 +59,7 @@ def load_run_model(run_dir: str, rows: int, which: str = BEST) -> tuple[Any, Tok
         RunError: the directory holds no trained run, or its checkpoint does not load.
     """
     from compiler.build import compile_spec
-    from compiler.parse import load_spec
+    from compiler.lang.parse import load_spec
 
     run = RunDir(run_dir)
     pointer = run.trained_checkpoint(which)
@@ -129,7 +129,7 @@ def _check(records: list[str], shape: Optional[dict[str, Any]]) -> Optional[list
 
 def _from_export(version_dir, count, prompt, max_new_tokens, temperature, seed) -> Generated:
     from compiler.export import read_metadata
-    from compiler.parse import load_spec
+    from compiler.lang.parse import load_spec
     from compiler.tf import tensorflow
 
     tf = tensorflow()
@@ -165,7 +165,7 @@ def _from_export(version_dir, count, prompt, max_new_tokens, temperature, seed) 
 
 
 def _from_run(run_dir, count, prompt, max_new_tokens, temperature, seed, checkpoint) -> Generated:
-    from compiler.parse import load_spec
+    from compiler.lang.parse import load_spec
     from compiler.tf import tensorflow
 
     tf = tensorflow()

@@ -17,7 +17,7 @@ import math
 from typing import Any, Optional
 
 from compiler.diagnostics import Diagnostic, SpecError
-from compiler.spec import Spec
+from compiler.lang.spec import Spec
 
 EPSILON_WARNING_BOUND = 10.0
 
@@ -232,7 +232,7 @@ def weak_privacy_warning(spec: Spec, report: PrivacyReport) -> Optional[Diagnost
     message = epsilon_warning(report)
     if message is None:
         return None
-    from compiler.parse import source_of
+    from compiler.lang.parse import source_of
 
     return source_of(spec).diagnostic(
         ("training", "privacy"), "weak_privacy", message, severity="warning"

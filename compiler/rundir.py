@@ -32,8 +32,8 @@ from typing import Any, Iterator, Optional
 
 from compiler.diagnostics import Diagnostic, RunError
 from compiler.files import fsync_directory, fsync_tree, write_atomic
-from compiler.render import dump_yaml, to_data
-from compiler.spec import Spec
+from compiler.lang.render import dump_yaml, to_data
+from compiler.lang.spec import Spec
 
 RUN_FILE = "run.json"
 SPEC_FILE = "spec.resolved.yaml"

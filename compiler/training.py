@@ -1,7 +1,7 @@
 """Training: a spec and a corpus of records to a run directory, standard or DP.
 
 `train(spec, data, run_dir)` reads the corpus, fits (or, resuming, loads) the tokenizer,
-cuts examples (`compiler.dataset`), compiles the spec (`compiler.build`) and runs the
+cuts examples (`compiler.data.dataset`), compiles the spec (`compiler.build`) and runs the
 training loop with Keras' own train step, checkpointing into the run directory
 (`compiler.rundir`). It prints nothing: progress goes to an optional callback, the outcome
 comes back as a `TrainReport`.
@@ -31,13 +31,13 @@ import threading
 import time
 from typing import Any, Callable, Optional, Union
 
-from compiler import spec as s
-from compiler.corpus import Corpus, read_corpus, record_shape
-from compiler.dataset import Examples, TrainingData, epoch_order, prepare
+from compiler.lang import spec as s
+from compiler.data.corpus import Corpus, read_corpus, record_shape
+from compiler.data.dataset import Examples, TrainingData, epoch_order, prepare
 from compiler.diagnostics import Diagnostic, RunError, SpecError
 from compiler.privacy import PrivacyReport, epsilon_warning, privacy_report
 from compiler.rundir import BEST, LATEST, RunDir
-from compiler.tokenizer import Tokenizer, fit_tokenizer, load_tokenizer
+from compiler.data.tokenizer import Tokenizer, fit_tokenizer, load_tokenizer
 
 PRIVACY_UNIT = "one record per example"
 EPSILON_EVERY_SECONDS = 2.0

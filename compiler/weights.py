@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from compiler import spec as s
+from compiler.lang import spec as s
 from compiler.diagnostics import Diagnostic, RunError
 
 

@@ -1,7 +1,7 @@
 """Scale any spec down to test size while keeping its structure and its rules satisfied."""
 
 import compiler
-from compiler.render import dump_json, to_data
+from compiler.lang.render import dump_json, to_data
 
 VOCAB, WIDTH, BATCH, STEPS = 12, 8, 4, 6
 

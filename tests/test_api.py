@@ -6,7 +6,7 @@ import pytest
 from conftest import ROOT
 
 import compiler
-from compiler.templates import merge
+from compiler.lang.templates import merge
 
 SMALL = """\
 apiVersion: keraspec/v1

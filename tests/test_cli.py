@@ -8,7 +8,7 @@ from conftest import ROOT, spec_files
 from typer.testing import CliRunner
 
 from compiler.cli import app
-from compiler.schema import schema_text
+from compiler.lang.schema import schema_text
 
 runner = CliRunner()
 

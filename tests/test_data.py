@@ -5,9 +5,9 @@ import pytest
 from training_fixtures import load, write_corpus, write_spec
 
 import compiler
-from compiler.corpus import read_corpus
-from compiler.dataset import epoch_order, prepare, record_examples, windows
-from compiler.tokenizer import (
+from compiler.data.corpus import read_corpus
+from compiler.data.dataset import epoch_order, prepare, record_examples, windows
+from compiler.data.tokenizer import (
     EOR_ID,
     PAD_ID,
     CharTokenizer,

@@ -21,7 +21,7 @@ from compiler.cli import app
 from compiler.export import _verify, export_saved_model
 from compiler.rundir import RunDir
 from compiler.tf import tensorflow
-from compiler.tokenizer import EOR_ID, load_tokenizer
+from compiler.data.tokenizer import EOR_ID, load_tokenizer
 from compiler.training import train
 from compiler.weights import load_weights, reshaped_spec
 

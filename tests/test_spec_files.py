@@ -9,8 +9,8 @@ from conftest import ROOT, spec_files
 from ruamel.yaml import YAML
 
 import compiler
-from compiler.render import render, to_data
-from compiler.schema import SCHEMA_PATH, schema_text
+from compiler.lang.render import render, to_data
+from compiler.lang.schema import SCHEMA_PATH, schema_text
 
 SPECS = spec_files()
 SCHEMA = json.loads((ROOT / SCHEMA_PATH).read_text())

@@ -16,12 +16,12 @@ from typer.testing import CliRunner
 
 import compiler
 from compiler.cli import app
-from compiler.corpus import read_corpus
-from compiler.dataset import prepare, split_records
+from compiler.data.corpus import read_corpus
+from compiler.data.dataset import prepare, split_records
 from compiler.export import export_saved_model
 from compiler.rundir import RunDir
 from compiler.tf import tensorflow
-from compiler.tokenizer import CharTokenizer
+from compiler.data.tokenizer import CharTokenizer
 from compiler.training import _compile, train, training_spec
 
 tf = tensorflow()

@@ -6,7 +6,7 @@ import io
 import json
 from typing import Any
 
-from compiler.spec import Spec
+from compiler.lang.spec import Spec
 
 _FIRST = ("type", "name", "inputs")
 

@@ -13,7 +13,7 @@ import os
 from typing import Optional, Union
 
 from compiler.diagnostics import DataError, Diagnostic
-from compiler.source import byte_position
+from compiler.lang.source import byte_position
 
 # How many bytes are inspected to tell a binary file from text: a NUL byte in text is
 # almost always a sign of a binary format (or UTF-16), which would decode "successfully".

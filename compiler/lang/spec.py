@@ -2,7 +2,7 @@
 
 These models are the single source of truth: the published JSON Schema is generated from
 them (`keraspec schema`), and the parser validates documents with them. Cross-field rules
-(shapes, vocab sizes, DP constraints) live in `compiler.checks`.
+(shapes, vocab sizes, DP constraints) live in `compiler.lang.checks`.
 
 Field docstrings become the schema's descriptions, so editors show them on hover.
 """
@@ -475,7 +475,7 @@ class SpecBase(StrictModel):
 class Spec(SpecBase):
     """A resolved spec: template applied, defaults filled, ready to compile."""
 
-    # Where the spec was written (a compiler.source.Source), so that errors found later,
+    # Where the spec was written (a compiler.lang.source.Source), so that errors found later,
     # by TensorFlow, still point at a file, line and field. Not part of the data.
     _source: Any = PrivateAttr(default=None)
 

@@ -24,7 +24,7 @@ from typing import Literal, Optional, Sequence
 import numpy as np
 
 from compiler.diagnostics import DataError, Diagnostic
-from compiler.tokenizer import EOR_ID, PAD_ID
+from compiler.data.tokenizer import EOR_ID, PAD_ID
 
 Unit = Literal["window", "record"]
 

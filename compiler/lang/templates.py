@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from compiler.spec import LstmTextDpParams, LstmTextParams, StrictModel
+from compiler.lang.spec import LstmTextDpParams, LstmTextParams, StrictModel
 
 
 @dataclasses.dataclass(frozen=True)

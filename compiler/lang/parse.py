@@ -1,8 +1,8 @@
 """Parsing: raw data to a typed, resolved `Spec`, with every problem as a `Diagnostic`.
 
-The pipeline is load (compiler.source) -> apply `--set` overrides -> validate the
-document's structure (compiler.spec) -> expand a template (compiler.templates) ->
-semantic checks (compiler.checks). Errors of one stage are all reported at once; a later
+The pipeline is load (compiler.lang.source) -> apply `--set` overrides -> validate the
+document's structure (compiler.lang.spec) -> expand a template (compiler.lang.templates) ->
+semantic checks (compiler.lang.checks). Errors of one stage are all reported at once; a later
 stage runs only when the earlier ones passed.
 """
 
@@ -14,11 +14,11 @@ import os
 import typing
 from typing import Any, Optional, Sequence, Union
 
-from compiler.checks import Analysis, check
+from compiler.lang.checks import Analysis, check
 from compiler.diagnostics import Diagnostic, SpecError, errors_of
-from compiler.source import Location, Path, Source, format_path, load_file, load_text
-from compiler.spec import DOCUMENT, Spec, SpecDocument, TemplateDocument
-from compiler.templates import TEMPLATES, merge
+from compiler.lang.source import Location, Path, Source, format_path, load_file, load_text
+from compiler.lang.spec import DOCUMENT, Spec, SpecDocument, TemplateDocument
+from compiler.lang.templates import TEMPLATES, merge
 
 OVERRIDE_FILE = "--set"
 
@@ -406,7 +406,7 @@ def source_of(spec: Spec) -> Source:
     """Where a resolved spec was written; a spec built in Python gets a positionless one."""
     source = getattr(spec, "_source", None)
     if source is None:
-        from compiler.render import to_data
+        from compiler.lang.render import to_data
 
         source = Source("<spec>", to_data(spec))
     return source

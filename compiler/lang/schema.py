@@ -1,4 +1,4 @@
-"""The published JSON Schema, generated from the typed models in `compiler.spec`."""
+"""The published JSON Schema, generated from the typed models in `compiler.lang.spec`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of a spec file (template or explicit layer form)."""
-    from compiler.spec import API_VERSION, DOCUMENT
+    from compiler.lang.spec import API_VERSION, DOCUMENT
 
     schema = DOCUMENT.json_schema(mode="validation")
     return {

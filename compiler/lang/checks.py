@@ -12,8 +12,8 @@ import dataclasses
 from typing import Optional
 
 from compiler.diagnostics import Diagnostic
-from compiler.source import Path, Source
-from compiler.spec import (
+from compiler.lang.source import Path, Source
+from compiler.lang.spec import (
     RECURRENT_TYPES,
     DenseLayer,
     EmbeddingLayer,

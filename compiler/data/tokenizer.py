@@ -24,7 +24,7 @@ import numpy as np
 
 from compiler.diagnostics import DataError, Diagnostic, SpecError
 from compiler.files import write_atomic
-from compiler.spec import Spec
+from compiler.lang.spec import Spec
 
 PAD, EOR = "<pad>", "<eor>"
 PAD_ID, EOR_ID = 0, 1
@@ -177,7 +177,7 @@ def fit_tokenizer(spec: Spec, records: Sequence[str]) -> Tokenizer:
         SpecError: the corpus needs more token ids than the spec's input.vocab_size (named
             at the spec's line), or SentencePiece cannot meet the spec's settings.
     """
-    from compiler.parse import source_of
+    from compiler.lang.parse import source_of
 
     source = source_of(spec)
     settings = spec.training.tokenizer

@@ -1,0 +1,1 @@
+"""Training data: records from a corpus, tokenizers, examples (NumPy; no TensorFlow)."""
