@@ -125,7 +125,9 @@ class RunDir:
                 f"expected a writable directory, received {existing!r}, which is not writable",
             )
         if os.path.isdir(path) and not self.exists():
-            stray = [n for n in os.listdir(path) if not n.startswith(".")]
+            # What a start interrupted before run.json was written may have left is ours.
+            ours = {SPEC_FILE, CHECKPOINTS, "logs", "tokenizer.json", "tokenizer.model"}
+            stray = [n for n in os.listdir(path) if not n.startswith(".") and n not in ours]
             if stray:
                 shown = ", ".join(sorted(stray)[:5]) + (", ..." if len(stray) > 5 else "")
                 raise _error(

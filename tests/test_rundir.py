@@ -1,0 +1,61 @@
+"""Run directories without TensorFlow: usability checks, checkpoint pointers, clean-up."""
+
+import json
+import os
+
+import pytest
+
+import compiler
+from compiler.rundir import RunDir
+
+
+def test_an_interrupted_start_is_not_foreign_but_other_files_are(tmp_path):
+    run = RunDir(str(tmp_path / "run"))
+    os.makedirs(run.path)
+    for name in ("tokenizer.json", "spec.resolved.yaml"):
+        (tmp_path / "run" / name).write_text("{}")
+    run.check_usable()  # what train writes before run.json is its own
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(compiler.RunError) as e:
+        run.check_usable()
+    assert e.value.diagnostics[0].code == "run_dir_foreign"
+    assert "notes.txt" in e.value.diagnostics[0].message
+
+
+def test_a_checkpoint_appears_only_when_complete_and_pointers_name_it(tmp_path):
+    run = RunDir(str(tmp_path))
+    with pytest.raises(RuntimeError):
+        with run.new_checkpoint(5, {"step": 5}) as prefix:
+            open(prefix + ".index", "w").write("partial")
+            raise RuntimeError("killed while writing")
+    assert os.listdir(run.checkpoints) == []  # nothing half-written is left
+    with run.new_checkpoint(7, {"step": 7, "epoch": 1}) as prefix:
+        open(prefix + ".index", "w").write("whole")
+    run.point("latest", 7)
+    latest = run.pointer("latest")
+    assert latest["step"] == 7 and latest["epoch"] == 1
+    assert open(latest["prefix"] + ".index").read() == "whole"
+    assert run.pointer("best") is None
+
+
+def test_garbage_collection_keeps_what_pointers_name(tmp_path):
+    run = RunDir(str(tmp_path))
+    for step in (1, 2, 3):
+        with run.new_checkpoint(step, {"step": step}) as prefix:
+            open(prefix + ".index", "w").write(str(step))
+    run.point("best", 1)
+    run.point("latest", 3)
+    os.makedirs(os.path.join(run.checkpoints, ".tmp-left-by-a-kill"))
+    run.collect_garbage()
+    kept = sorted(n for n in os.listdir(run.checkpoints) if not n.endswith(".json"))
+    assert kept == ["step-00000001", "step-00000003"]
+    assert json.load(open(os.path.join(run.checkpoints, "best.json")))["step"] == 1
+
+
+def test_a_pointer_to_a_missing_checkpoint_is_a_clear_error(tmp_path):
+    run = RunDir(str(tmp_path))
+    os.makedirs(run.checkpoints)
+    run.point("latest", 9)
+    with pytest.raises(compiler.RunError) as e:
+        run.pointer("latest")
+    assert e.value.diagnostics[0].code == "checkpoint_missing"
