@@ -557,6 +557,61 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def memory_limit() -> int:
+    """Bytes a training run may plan to use: KERASPEC_MEMORY_LIMIT, else 80% of the RAM."""
+    import os
+
+    configured = os.environ.get("KERASPEC_MEMORY_LIMIT")
+    if configured:
+        units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+        text = configured.strip().lower().removesuffix("ib").removesuffix("b")
+        scale = units.get(text[-1:], 1)
+        return int(float(text[:-1] if text[-1:] in units else text) * scale)
+    try:
+        return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 16 << 30
+
+
+def training_memory(spec: Spec, analysis: Analysis) -> dict[str, int]:
+    """A static estimate, in bytes, of what training the spec holds in memory at once.
+
+    Weights and their gradients, optimizer slots, activations kept for the backward pass
+    (layer outputs, and the gates of recurrent layers, for batch x sequence steps), and for
+    DP with several microbatches the per-microbatch gradients tensorflow-privacy builds.
+    """
+    tr = spec.training
+    params = analysis.total_params
+    opt = tr.optimizer
+    slots = {
+        "rmsprop": 1 + int(getattr(opt, "momentum", 0) > 0) + int(getattr(opt, "centered", 0)),
+        "adam": 2 + int(getattr(opt, "amsgrad", False)),
+        "sgd": int(getattr(opt, "momentum", 0) > 0),
+        "adagrad": 1,
+    }[opt.type]
+    steps = tr.batch_size * tr.sequence_length
+    layers = {layer.name: layer for layer in spec.model.layers}
+    widths = 0
+    for info in analysis.layers:
+        if info.output_shape:
+            widths += info.output_shape[-1] or 0
+        layer = layers[info.name]
+        if isinstance(layer, RecurrentLayer):
+            widths += (4 if isinstance(layer, LSTMLayer) else 3) * layer.units
+    privacy = tr.privacy
+    microbatches = (privacy.num_microbatches or tr.batch_size) if privacy else 0
+    return {
+        "weights": 4 * params * 2,
+        "optimizer": 4 * params * slots,
+        "activations": 4 * steps * widths * 2,
+        "per_example_gradients": 4 * params * microbatches if microbatches > 1 else 0,
+    }
+
+
+def _gib(n: float) -> str:
+    return f"{n / (1 << 30):.3g} GiB"
+
+
 def check(spec: Spec, source: Source) -> tuple[Spec, Optional[Analysis], list[Diagnostic]]:
     """Resolve defaults and check the semantic rules.
 
@@ -569,6 +624,18 @@ def check(spec: Spec, source: Source) -> tuple[Spec, Optional[Analysis], list[Di
     analysis = checker.graph(resolved)
     checker.training(resolved)
     checker.export(resolved)
+    if analysis is not None:
+        parts = training_memory(resolved, analysis)
+        total, limit = sum(parts.values()), memory_limit()
+        if total > limit:
+            detail = ", ".join(f"{k.replace('_', ' ')} {_gib(v)}" for k, v in parts.items() if v)
+            checker.error(
+                ("model",),
+                "memory_budget",
+                f"expected a model that trains within the memory limit of {_gib(limit)}, "
+                f"received an estimated {_gib(total)} ({detail}); make the model, batch or "
+                "sequence smaller, or set KERASPEC_MEMORY_LIMIT (e.g. 64GiB) to allow more",
+            )
     diagnostics = sorted(
         checker.diagnostics, key=lambda d: (d.file, d.line or 0, d.column or 0, d.path)
     )

@@ -16,7 +16,16 @@ from typing import Any, Optional, Sequence, Union
 
 from compiler.lang.checks import Analysis, check
 from compiler.diagnostics import Diagnostic, SpecError, errors_of
-from compiler.lang.source import Location, Path, Source, format_path, load_file, load_text
+from compiler.lang.source import (
+    MAX_SPEC_BYTES,
+    Location,
+    Path,
+    Source,
+    format_path,
+    load_file,
+    load_text,
+    prescan,
+)
 from compiler.lang.spec import DOCUMENT, Spec, SpecDocument, TemplateDocument
 from compiler.lang.templates import TEMPLATES, merge
 
@@ -91,6 +100,16 @@ def apply_overrides(source: Source, overrides: Sequence[str]) -> list[Diagnostic
         path = _parse_dotted(dotted.strip()) if eq else None
         if path is None:
             fail(f"expected dotted.path=value (e.g. model.params.rnn_units=64), received {text!r}")
+            continue
+        try:
+            # The same limits as files, and no aliases: a value has no use for them.
+            prescan(raw_value, OVERRIDE_FILE, max_aliases=0)
+            if len(raw_value) > MAX_SPEC_BYTES:
+                raise SpecError([Diagnostic("error", "too_large", f"expected at most "
+                                            f"{MAX_SPEC_BYTES:,} characters")])
+        except SpecError as e:
+            fail(f"expected a plain YAML value after '=', received one that is not: "
+                 f"{e.diagnostics[0].message}", at.column)
             continue
         try:
             value = YAML(typ="safe", pure=True).load(raw_value) if raw_value.strip() else None

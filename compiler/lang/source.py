@@ -104,6 +104,72 @@ def _decode(raw: bytes, name: str) -> str:
         ) from e
 
 
+# Limits that keep loading bounded in time and memory whatever a file holds. Spec files are
+# a few kilobytes; these leave room for generous ones.
+MAX_SPEC_BYTES = int(os.environ.get("KERASPEC_MAX_SPEC_BYTES", 1 << 20))
+MAX_DEPTH = 64
+MAX_ALIASES = 100
+MAX_VALUES = 100_000
+_PLAIN_TAGS = {"str", "int", "float", "bool", "null", "seq", "map"}
+
+
+def _check_size(size: int, name: str) -> None:
+    if size > MAX_SPEC_BYTES:
+        raise _fail(
+            name,
+            "too_large",
+            f"expected a spec file of at most {MAX_SPEC_BYTES:,} bytes, received {size:,} "
+            "bytes (set KERASPEC_MAX_SPEC_BYTES to allow more)",
+        )
+
+
+def prescan(text: str, name: str, *, max_aliases: int = MAX_ALIASES) -> None:
+    """Reject what would make loading slow or unsafe, from the token stream (no recursion).
+
+    Nesting deeper than MAX_DEPTH, more than `max_aliases` aliases, and tags other than
+    YAML's plain-data ones (`!!python/...` and the like) are errors at their position.
+
+    Raises:
+        SpecError: naming the line and column of the offending token.
+    """
+    from ruamel.yaml import YAML, tokens
+    from ruamel.yaml.error import YAMLError
+
+    opening = (
+        tokens.FlowSequenceStartToken,
+        tokens.FlowMappingStartToken,
+        tokens.BlockMappingStartToken,
+        tokens.BlockSequenceStartToken,
+    )
+    closing = (tokens.FlowSequenceEndToken, tokens.FlowMappingEndToken, tokens.BlockEndToken)
+    depth = aliases = 0
+    try:
+        for token in YAML(typ="rt", pure=True).scan(text):
+            mark = token.start_mark
+            at = (mark.line + 1, mark.column + 1)
+            if isinstance(token, opening):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _fail(name, "too_deep", f"expected collections nested at most "
+                                f"{MAX_DEPTH} deep, received deeper nesting", *at)
+            elif isinstance(token, closing):
+                depth -= 1
+            elif isinstance(token, tokens.AliasToken):
+                aliases += 1
+                if aliases > max_aliases:
+                    allowed = f"at most {max_aliases}" if max_aliases else "no"
+                    raise _fail(name, "too_many_aliases", f"expected {allowed} YAML aliases "
+                                f"(*{token.value}), received more", *at)
+            elif isinstance(token, tokens.TagToken):
+                handle, suffix = token.value
+                if handle != "!!" or suffix not in _PLAIN_TAGS:
+                    raise _fail(name, "tag", f"expected plain data (strings, numbers, "
+                                f"booleans, lists, mappings), received a value tagged "
+                                f"{handle or ''}{suffix}; remove the tag", *at)
+    except YAMLError as e:
+        raise _yaml_error(e, name) from e
+
+
 def _yaml_error(e: Exception, name: str) -> SpecError:
     from ruamel.yaml.constructor import DuplicateKeyError
 
@@ -129,9 +195,19 @@ def _yaml_error(e: Exception, name: str) -> SpecError:
     return _fail(name, "syntax_error", f"invalid YAML/JSON: {text}", line, column)
 
 
-def _plain(node: Any, path: Path, source: Source, name: str) -> Any:
-    """Copy a ruamel node into plain types, recording positions as it goes."""
+def _plain(node: Any, path: Path, source: Source, name: str, budget: list[int]) -> Any:
+    """Copy a ruamel node into plain types, recording positions as it goes.
+
+    `budget` holds the number of values still allowed: aliases share nodes, so a small
+    file can describe an exponentially large document ("billion laughs").
+    """
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    budget[0] -= 1
+    if budget[0] < 0:
+        where = source.values.get(path) or Location(name, 1, 1)
+        raise _fail(name, "too_many_values", f"expected at most {MAX_VALUES:,} values once "
+                    "YAML aliases are expanded, received more", where.line, where.column)
 
     if isinstance(node, CommentedMap):
         out: dict[str, Any] = {}
@@ -150,14 +226,14 @@ def _plain(node: Any, path: Path, source: Source, name: str) -> Any:
             source.keys[child] = Location(name, kl + 1, kc + 1)
             vl, vc = node.lc.value(k)
             source.values[child] = Location(name, vl + 1, vc + 1)
-            out[str(k)] = _plain(v, child, source, name)
+            out[str(k)] = _plain(v, child, source, name, budget)
         return out
     if isinstance(node, CommentedSeq):
         items = []
         for i, v in enumerate(node):
             il, ic = node.lc.item(i)
             source.values[path + (i,)] = Location(name, il + 1, ic + 1)
-            items.append(_plain(v, path + (i,), source, name))
+            items.append(_plain(v, path + (i,), source, name, budget))
         return items
     if isinstance(node, bool) or node is None:
         return node
@@ -185,8 +261,10 @@ def load_text(text: str | bytes, name: str = "<string>") -> Source:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
+    _check_size(len(text), name)
     if isinstance(text, bytes):
         text = _decode(text, name)
+    prescan(text, name)
     yaml = YAML(typ="rt", pure=True)
     try:
         documents = list(yaml.load_all(text))
@@ -214,7 +292,7 @@ def load_text(text: str | bytes, name: str = "<string>") -> Source:
             "not_a_mapping",
             f"expected a spec mapping (apiVersion, name, input, model, ...), received {kind}",
         )
-    source.data = _plain(document, (), source, name)
+    source.data = _plain(document, (), source, name, [MAX_VALUES])
     return source
 
 
@@ -223,7 +301,8 @@ def load_file(path: str | os.PathLike[str]) -> Source:
     name = os.fspath(path)
     try:
         with open(name, "rb") as f:
-            raw = f.read()
+            _check_size(os.fstat(f.fileno()).st_size, name)  # before reading it all
+            raw = f.read(MAX_SPEC_BYTES + 1)
     except OSError as e:
         raise _fail(name, "unreadable", f"cannot read the file: {e.strerror}") from e
     return load_text(raw, name)

@@ -25,7 +25,9 @@ from pydantic import (
 
 API_VERSION = "keraspec/v1"
 
-PositiveInt = Annotated[int, Field(gt=0)]
+# Sizes TensorFlow indexes with int32; larger ones are never meant (and would overflow).
+MAX_SIZE = 2**31 - 1
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_SIZE)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 Rate = Annotated[float, Field(ge=0, lt=1)]

@@ -1,0 +1,100 @@
+"""Hostile spec files: each gives its diagnostic, exit 1, in bounded time and memory."""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT
+from typer.testing import CliRunner
+
+from compiler.cli import app
+
+HEADER = "apiVersion: keraspec/v1\nname: hostile\n"
+
+
+def _alias_bomb() -> str:
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, 10):
+        prev, cur = chr(ord("a") + i - 1), chr(ord("a") + i)
+        lines.append(f"{cur}: &{cur} [" + ", ".join(["*" + prev] * 9) + "]")
+    return HEADER + "\n".join(lines) + "\n"
+
+
+def _huge_units() -> str:
+    return HEADER + (
+        "input: {vocab_size: 10}\nmodel:\n  layers:\n"
+        "    - {type: embedding, output_dim: 4}\n"
+        "    - {type: lstm, units: 1000000000000000000000000000000, return_sequences: true}\n"
+        "    - {type: dense, units: 10}\n"
+    )
+
+
+# name: (content, expected code, expected line)
+CASES = {
+    "alias_bomb": (_alias_bomb, "too_many_values", None),
+    "many_aliases": (lambda: HEADER + "a: &a 1\nb: [" + ", ".join(["*a"] * 500) + "]\n",
+                     "too_many_aliases", 4),
+    "deep_flow": (lambda: HEADER + "model: " + "[" * 5000 + "]" * 5000 + "\n", "too_deep", 3),
+    "deep_block": (lambda: HEADER + "".join("  " * i + f"k{i}:\n" for i in range(200)),
+                   "too_deep", None),
+    "python_tag": (lambda: HEADER.replace("name: hostile", "name: !!python/object/apply:"
+                                          "os.system ['echo pwned']"), "tag", 2),
+    "custom_tag": (lambda: HEADER + "input: !Ref other\n", "tag", 3),
+    "comments_20mb": (lambda: HEADER + (
+        "# padding padding padding padding padding padding padding padding padding pad\n"
+        * 260_000), "too_large", 1),
+    "huge_units": (_huge_units, "out_of_range", 7),
+    "memory_budget": (lambda: HEADER + (
+        "input: {vocab_size: 2000000, batch_size: 4096, sequence_length: 4096}\n"
+        "model:\n  layers:\n    - {type: embedding, output_dim: 1024}\n"
+        "    - {type: dense, units: 2000000}\n"), "memory_budget", 5),
+}
+
+
+def _limits():
+    # 1 GiB of address space and 20 s of CPU: loading must stay far below both.
+    resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+    resource.setrlimit(resource.RLIMIT_CPU, (20, 20))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_hostile_spec_is_an_ordinary_diagnostic(tmp_path, name):
+    make, code, line = CASES[name]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(make())
+    start = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "compiler.cli", "validate", "--format", "json", str(path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=30, preexec_fn=_limits,
+        env={**os.environ, "KERASPEC_MEMORY_LIMIT": "8GiB"},
+    )
+    elapsed = time.monotonic() - start
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and "internal error" not in run.stderr
+    (entry,) = json.loads(run.stdout)["files"]
+    codes = {d["code"]: d for d in entry["diagnostics"]}
+    assert code in codes, entry["diagnostics"]
+    if line is not None:
+        assert codes[code]["line"] == line
+    assert codes[code]["file"] == str(path)
+    assert elapsed < 10, f"took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        ("!!python/name:os.system", "tagged !!python/name:os.system"),
+        ("&a [*a]", "YAML aliases"),
+        ("[" * 100 + "]" * 100, "nested at most 64 deep"),
+    ],
+)
+def test_hostile_set_values_are_refused_at_the_argument(value, fragment):
+    result = CliRunner().invoke(app, ["validate", "specs/char-small.yaml", "--set",
+                                      f"model.params.rnn_units={value}"])
+    assert result.exit_code == 1
+    assert "--set:1:" in result.output and fragment in result.output
+    assert "Traceback" not in result.output
