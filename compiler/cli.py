@@ -96,8 +96,31 @@ def _options(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show a traceback for internal errors (for bug reports)."
+    ),
+    memory_limit: Optional[str] = typer.Option(
+        None,
+        "--memory-limit",
+        metavar="SIZE",
+        help="Training memory a spec may plan to use, e.g. 64GiB (default: 80% of RAM; "
+        "also KERASPEC_MEMORY_LIMIT).",
+    ),
 ) -> None:
     """Declarative architecture specs for Keras: validate, diff, compile, train, export."""
+    if debug:
+        os.environ["KERASPEC_DEBUG"] = "1"
+    if memory_limit is not None:
+        from compiler.lang.checks import parse_size
+
+        try:
+            parse_size(memory_limit)
+        except ValueError:
+            raise typer.BadParameter(
+                f"expected a size such as 512MiB or 64GiB, received {memory_limit!r}",
+                param_hint="--memory-limit",
+            )
+        os.environ["KERASPEC_MEMORY_LIMIT"] = memory_limit
 
 
 SetOption = typer.Option(
@@ -817,7 +840,8 @@ def main() -> None:
             raise
         print(
             f"keraspec: internal error: {type(e).__name__}: {e}\n"
-            "(set KERASPEC_DEBUG=1 for a traceback, and please report it)",
+            "(rerun with --debug, e.g. keraspec --debug validate ..., for a traceback, and "
+            "please report it)",
             file=sys.stderr,
         )
         sys.exit(3)

@@ -98,3 +98,16 @@ def test_hostile_set_values_are_refused_at_the_argument(value, fragment):
     assert result.exit_code == 1
     assert "--set:1:" in result.output and fragment in result.output
     assert "Traceback" not in result.output
+
+
+def test_memory_limit_option_sets_the_budget(monkeypatch):
+    monkeypatch.delenv("KERASPEC_MEMORY_LIMIT", raising=False)
+    ok = CliRunner().invoke(app, ["validate", "specs/lstm-text.yaml"])
+    assert ok.exit_code == 0
+    tight = CliRunner().invoke(app, ["--memory-limit", "1GiB", "validate",
+                                     "specs/lstm-text.yaml"])
+    assert tight.exit_code == 1
+    assert "memory limit of 1 GiB, received an estimated 1.25 GiB" in tight.output
+    bad = CliRunner().invoke(app, ["--memory-limit", "lots", "validate", "specs/"])
+    assert bad.exit_code == 2
+    monkeypatch.delenv("KERASPEC_MEMORY_LIMIT", raising=False)

@@ -557,16 +557,31 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+def parse_size(text: str) -> int:
+    """Bytes in a size such as 64GiB, 512MB, 2g or 1048576.
+
+    Raises:
+        ValueError: the text is not a positive size.
+    """
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    core = text.strip().lower().removesuffix("ib").removesuffix("b")
+    scale = units.get(core[-1:], 1)
+    value = float(core[:-1] if core[-1:] in units else core) * scale
+    if not value > 0:
+        raise ValueError(text)
+    return int(value)
+
+
 def memory_limit() -> int:
     """Bytes a training run may plan to use: KERASPEC_MEMORY_LIMIT, else 80% of the RAM."""
     import os
 
     configured = os.environ.get("KERASPEC_MEMORY_LIMIT")
     if configured:
-        units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-        text = configured.strip().lower().removesuffix("ib").removesuffix("b")
-        scale = units.get(text[-1:], 1)
-        return int(float(text[:-1] if text[-1:] in units else text) * scale)
+        try:
+            return parse_size(configured)
+        except ValueError:
+            pass  # an unreadable setting: fall back to the machine's size
     try:
         return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
