@@ -450,6 +450,10 @@ def export_saved_model(
                      f"{spec.input.vocab_size} ids, received {tokenizer.size}", where)
 
     model_dir = os.path.join(where, name)
+    for path in (model_dir, os.path.join(where, MODELS_CONFIG)):
+        if os.path.islink(path):
+            raise _error("base_link", f"expected a plain file or directory, received a "
+                         "symbolic link: keraspec never writes through a link out of -o", path)
     if version is None:
         version = _next_version(model_dir, spec.export.version)
     final = os.path.join(model_dir, str(version))

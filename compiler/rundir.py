@@ -124,6 +124,20 @@ class RunDir:
                 "run_dir_unwritable",
                 f"expected a writable directory, received {existing!r}, which is not writable",
             )
+        if os.path.isdir(path):
+            linked = [
+                n for n in (RUN_FILE, SPEC_FILE, REPORT_FILE, CHECKPOINTS, "logs",
+                            "tokenizer.json", "tokenizer.model")
+                if os.path.islink(os.path.join(path, n))
+            ]
+            if linked:
+                raise _error(
+                    path,
+                    "run_dir_link",
+                    f"expected plain files and directories in the run directory, received "
+                    f"symbolic link(s) {', '.join(linked)}: keraspec never writes through a "
+                    "link out of its output directory",
+                )
         if os.path.isdir(path) and not self.exists():
             # What a start interrupted before run.json was written may have left is ours.
             ours = {SPEC_FILE, CHECKPOINTS, "logs", "tokenizer.json", "tokenizer.model"}

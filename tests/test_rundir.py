@@ -59,3 +59,31 @@ def test_a_pointer_to_a_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(compiler.RunError) as e:
         run.pointer("latest")
     assert e.value.diagnostics[0].code == "checkpoint_missing"
+
+
+def test_links_out_of_the_run_directory_are_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoints").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(compiler.RunError) as e:
+        RunDir(str(run_dir)).check_usable()
+    assert e.value.diagnostics[0].code == "run_dir_link"
+    assert "checkpoints" in e.value.diagnostics[0].message
+    assert list(outside.iterdir()) == []
+
+
+def test_export_refuses_a_model_directory_that_links_out(tmp_path):
+    from compiler.export import export_saved_model
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    base = tmp_path / "models"
+    base.mkdir()
+    (base / "char-small").symlink_to(outside, target_is_directory=True)
+    spec = compiler.load_spec("specs/char-small.yaml")
+    with pytest.raises(compiler.ExportError) as e:
+        export_saved_model(spec, base, weights=str(tmp_path / "weights.h5"))
+    assert e.value.diagnostics[0].code == "base_link"
+    assert list(outside.iterdir()) == []
