@@ -111,3 +111,13 @@ def test_memory_limit_option_sets_the_budget(monkeypatch):
     bad = CliRunner().invoke(app, ["--memory-limit", "lots", "validate", "specs/"])
     assert bad.exit_code == 2
     monkeypatch.delenv("KERASPEC_MEMORY_LIMIT", raising=False)
+
+
+def test_a_thousand_and_one_layers_is_over_the_bound(tmp_path):
+    path = tmp_path / "long.yaml"
+    path.write_text(HEADER + "input: {vocab_size: 4}\nmodel:\n  layers:\n" + (
+        "    - {type: dropout, rate: 0.1}\n" * 1001))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}:6:5: error: model.layers: expected at most 1000 item(s), received 1001" in (
+        result.output)

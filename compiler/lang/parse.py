@@ -346,6 +346,11 @@ def _message(error: dict[str, Any], loc: tuple, tp_root: Any) -> tuple[str, str]
             f"expected at least {ctx.get('min_length')} item(s), received {ctx.get('actual_length')}"
         )
     if kind == "too_long":
+        if isinstance(error.get("input"), list):
+            return "too_long", (
+                f"expected at most {ctx.get('max_length')} item(s), received "
+                f"{ctx.get('actual_length', len(error['input']))}"
+            )
         return (
             "too_long",
             f"expected at most {ctx.get('max_length')} characters, received {received}",

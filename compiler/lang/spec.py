@@ -256,7 +256,7 @@ RECURRENT_TYPES = ("lstm", "gru")
 class GraphModel(StrictModel):
     """An explicit graph of layers. Without `inputs` anywhere it is a plain chain."""
 
-    layers: Annotated[list[Layer], Field(min_length=1)]
+    layers: Annotated[list[Layer], Field(min_length=1, max_length=1000)]
     output: Optional[Identifier] = Field(
         None,
         description=(
