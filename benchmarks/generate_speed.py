@@ -35,7 +35,6 @@ from compiler.tf import tensorflow  # noqa: E402
 from compiler.weights import reshaped_spec  # noqa: E402
 
 tf = tensorflow()
-import numpy as np  # noqa: E402
 
 SPEC = os.path.join(ROOT, "specs", "lstm-text.yaml")
 

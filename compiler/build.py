@@ -182,13 +182,17 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: getattr(v, "tolist", lambda: str(v))()))
 
 
-def compile_spec(spec: s.Spec, *, examples: Optional[int] = None) -> CompiledModel:
+def compile_spec(
+    spec: s.Spec, *, examples: Optional[int] = None, weighted_metrics: bool = False
+) -> CompiledModel:
     """Build and compile the Keras model a resolved spec describes.
 
     Args:
         spec: A spec from `load_spec`.
         examples: Number of training examples; with a DP spec it lets the privacy
             guarantee be computed (and is required when the spec gives target_epsilon).
+        weighted_metrics: Compile the metrics as weighted metrics, for data that carries
+            per-token sample weights (training's record examples mask their padding).
 
     Returns:
         The compiled model with its optimizer, loss, metrics and summary.
@@ -228,7 +232,10 @@ def compile_spec(spec: s.Spec, *, examples: Optional[int] = None) -> CompiledMod
     loss = _build_loss(tf, resolved)
     metrics = list(resolved.training.metrics)
     try:
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+        if weighted_metrics:
+            model.compile(optimizer=optimizer, loss=loss, weighted_metrics=metrics)
+        else:
+            model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     except (ValueError, TypeError) as e:
         raise CompileError(
             [source.diagnostic(("training",), "keras_compile", _keras_message(e))]

@@ -25,7 +25,7 @@ from compiler.lang import spec as s
 from compiler.lang.checks import Analysis, check
 from compiler.diagnostics import Diagnostic, SpecError
 from compiler.lang.parse import load_spec, source_of
-from compiler.lang.render import to_data
+from compiler.lang.render import flatten, to_data
 
 _MISSING = "<absent>"
 
@@ -59,20 +59,6 @@ def _analysis(spec: s.Spec) -> Analysis:
     if analysis is None:
         raise SpecError(diagnostics)
     return analysis
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested data as {dotted.path: value}, lists indexed as in the spec's paths."""
-    out: dict[str, Any] = {}
-    if isinstance(data, dict) and data:
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    elif isinstance(data, list) and data:
-        for i, value in enumerate(data):
-            out.update(flatten(value, f"{prefix}[{i}]"))
-    else:
-        out[prefix] = data
-    return out
 
 
 def weights_of(spec: s.Spec, analysis: Analysis) -> list[tuple[str, str, list[str], list[tuple]]]:
@@ -139,10 +125,8 @@ def serving_interface(spec: s.Spec, analysis: Analysis) -> dict[str, Any]:
             "outputs": {"text": ["string", [None]], "complete": ["bool", [None]]},
         },
     }
-    wanted = spec.export.signatures
-    if wanted is None:
-        char = spec.training.tokenizer.type == "char"
-        wanted = [n for n in s.ALL_SIGNATURES if n != "generate_text" or char]
+    char = spec.training.tokenizer.type == "char"
+    wanted = s.signatures_to_export(spec.export, text_in_graph=char)
     return {name: interface[name] for name in wanted}
 
 

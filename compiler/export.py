@@ -43,7 +43,6 @@ WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 METADATA_DIR = os.path.join("assets.extra", "keraspec")
 METADATA_FILE = "export.json"
 MODELS_CONFIG = "models.config"
-ALL_SIGNATURES = s.ALL_SIGNATURES
 # How close the served logits must be to the Keras model's (float32 arithmetic, same ops).
 TOLERANCE = 1e-4
 
@@ -268,10 +267,8 @@ def read_metadata(version_dir: str) -> dict[str, Any]:
 
 
 def _signature_list(spec: s.Spec, tokenizer: Optional[Tokenizer], where: str) -> list[str]:
-    wanted = spec.export.signatures
     text_ok = isinstance(tokenizer, CharTokenizer)
-    if wanted is None:
-        return [n for n in ALL_SIGNATURES if n != "generate_text" or text_ok]
+    wanted = s.signatures_to_export(spec.export, text_in_graph=text_ok)
     if "generate_text" in wanted and not text_ok:
         kind = "no tokenizer" if tokenizer is None else f"the {tokenizer.kind} tokenizer"
         raise _error(
@@ -281,7 +278,7 @@ def _signature_list(spec: s.Spec, tokenizer: Optional[Tokenizer], where: str) ->
             where,
             "export.signatures",
         )
-    return list(wanted)
+    return wanted
 
 
 def _next_version(model_dir: str, first: int) -> int:
@@ -452,7 +449,7 @@ def export_saved_model(
     model_dir = os.path.join(where, name)
     for path in (model_dir, os.path.join(where, MODELS_CONFIG)):
         if os.path.islink(path):
-            raise _error("base_link", f"expected a plain file or directory, received a "
+            raise _error("base_link", "expected a plain file or directory, received a "
                          "symbolic link: keraspec never writes through a link out of -o", path)
     if version is None:
         version = _next_version(model_dir, spec.export.version)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -32,7 +31,7 @@ from typing import Any, Iterator, Optional
 
 from compiler.diagnostics import Diagnostic, RunError
 from compiler.files import fsync_directory, fsync_tree, write_atomic
-from compiler.lang.render import dump_yaml, to_data
+from compiler.lang.render import dump_yaml, flatten, to_data
 from compiler.lang.spec import Spec
 
 RUN_FILE = "run.json"
@@ -58,22 +57,6 @@ def spec_fingerprint(spec: Spec) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if k not in RESUMABLE_CHANGES}
 
 
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested data as {dotted.path: scalar}, lists indexed as in the spec's paths."""
-    out: dict[str, Any] = {}
-    if isinstance(data, dict):
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    elif isinstance(data, list):
-        if not data:
-            out[prefix] = []
-        for i, value in enumerate(data):
-            out.update(flatten(value, f"{prefix}[{i}]"))
-    else:
-        out[prefix] = data
-    return out
-
-
 def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable differences between two fingerprints, one per field."""
     missing = object()
@@ -84,10 +67,6 @@ def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             show = lambda v: "nothing" if v is missing else json.dumps(v)  # noqa: E731
             lines.append(f"{key}: run has {show(a)}, this spec has {show(b)}")
     return lines
-
-
-def digest(data: Any) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 @dataclasses.dataclass

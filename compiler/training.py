@@ -37,6 +37,7 @@ from compiler.data.dataset import Examples, TrainingData, epoch_order, prepare
 from compiler.diagnostics import Diagnostic, RunError, SpecError
 from compiler.privacy import PrivacyReport, epsilon_warning, privacy_report
 from compiler.rundir import BEST, LATEST, RunDir
+from compiler.weights import with_stateful
 from compiler.data.tokenizer import Tokenizer, fit_tokenizer, load_tokenizer
 
 PRIVACY_UNIT = "one record per example"
@@ -155,20 +156,12 @@ def training_spec(spec: s.Spec, noise_multiplier: Optional[float]) -> s.Spec:
     privacy = spec.training.privacy
     if privacy is None:
         return spec
-    layers = [
-        layer.model_copy(update={"stateful": False})
-        if isinstance(layer, s.RecurrentLayer) and layer.stateful
-        else layer
-        for layer in spec.model.layers
-    ]
     privacy = privacy.model_copy(
         update={"noise_multiplier": noise_multiplier, "target_epsilon": None}
     )
-    return spec.model_copy(
-        update={
-            "model": spec.model.model_copy(update={"layers": layers}),
-            "training": spec.training.model_copy(update={"privacy": privacy}),
-        }
+    stateless = with_stateful(spec, False)
+    return stateless.model_copy(
+        update={"training": stateless.training.model_copy(update={"privacy": privacy})}
     )
 
 
@@ -229,16 +222,11 @@ def _compile(tf: Any, spec: s.Spec, seed: int, weighted: bool) -> Any:
     # Dropout's random state must live in variables the checkpoint can hold.
     experimental.enable_tf_random_generator()
     try:
-        compiled = compile_spec(spec)
+        # Record examples carry per-token weights that mask the padding: metrics use them too.
+        return compile_spec(spec, weighted_metrics=weighted)
     finally:
         if not was_enabled:
             experimental.disable_tf_random_generator()
-    if weighted:
-        # Record examples carry per-token weights that mask the padding: metrics use them too.
-        compiled.model.compile(
-            optimizer=compiled.optimizer, loss=compiled.loss, weighted_metrics=compiled.metrics
-        )
-    return compiled
 
 
 def _dataset(tf: Any, examples: Examples, order: Any, batch_size: int) -> Any:

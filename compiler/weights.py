@@ -15,16 +15,23 @@ from compiler.lang import spec as s
 from compiler.diagnostics import Diagnostic, RunError
 
 
+def with_stateful(spec: s.Spec, stateful: bool) -> s.Spec:
+    """The spec with every recurrent layer's `stateful` set (same layers, same weights)."""
+    layers = [
+        layer.model_copy(update={"stateful": stateful})
+        if isinstance(layer, s.RecurrentLayer)
+        else layer
+        for layer in spec.model.layers
+    ]
+    return spec.model_copy(update={"model": spec.model.model_copy(update={"layers": layers})})
+
+
 def reshaped_spec(
     spec: s.Spec, *, batch_size: int | None, stateful: bool | None, sequence_length=None
 ) -> s.Spec:
     """The spec's model with another batch size, stateful setting and no DP optimizer."""
-    layers = [
-        layer.model_copy(update={"stateful": stateful})
-        if stateful is not None and isinstance(layer, s.RecurrentLayer)
-        else layer
-        for layer in spec.model.layers
-    ]
+    if stateful is not None:
+        spec = with_stateful(spec, stateful)
     training = {"privacy": None, "sequence_length": None}
     if batch_size is not None:
         training["batch_size"] = batch_size
@@ -33,7 +40,6 @@ def reshaped_spec(
             "input": spec.input.model_copy(
                 update={"batch_size": batch_size, "sequence_length": sequence_length}
             ),
-            "model": spec.model.model_copy(update={"layers": layers}),
             "training": spec.training.model_copy(update=training),
         }
     )

@@ -16,6 +16,20 @@ def to_data(spec: Spec) -> dict[str, Any]:
     return _order(spec.model_dump(mode="json", exclude_none=True))
 
 
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested data as {dotted.path: value}, lists indexed as in the spec's paths."""
+    out: dict[str, Any] = {}
+    if isinstance(data, dict) and data:
+        for key, value in data.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(data, list) and data:
+        for i, value in enumerate(data):
+            out.update(flatten(value, f"{prefix}[{i}]"))
+    else:
+        out[prefix] = data
+    return out
+
+
 def _order(node: Any) -> Any:
     if isinstance(node, dict) and "type" in node:
         first = [k for k in _FIRST if k in node]

@@ -443,6 +443,14 @@ SignatureName = Literal["serving_default", "step", "generate", "generate_text"]
 ALL_SIGNATURES: tuple[str, ...] = typing.get_args(SignatureName)
 
 
+def signatures_to_export(export: "ExportSpec", *, text_in_graph: bool) -> list[str]:
+    """The signatures an export writes: the spec's list, or every one that applies
+    (generate_text only when the tokenizer can run in the graph)."""
+    if export.signatures is not None:
+        return list(export.signatures)
+    return [n for n in ALL_SIGNATURES if n != "generate_text" or text_in_graph]
+
+
 class ExportSpec(StrictModel):
     """What `keraspec export` writes: a SavedModel for TF Serving."""
 
