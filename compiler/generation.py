@@ -52,8 +52,10 @@ class Generated:
         return None if self.valid is None else sum(self.valid) / len(self.valid)
 
 
-def load_run_model(run_dir: str, rows: int, which: str = BEST) -> tuple[Any, Tokenizer, int]:
-    """The run's model, stateful with a batch of `rows`, its tokenizer and checkpoint step.
+def load_run_model(
+    run_dir: str, rows: int, which: str = BEST
+) -> tuple[Any, Any, Tokenizer, int]:
+    """The run's spec, its model (stateful, a batch of `rows`), tokenizer and checkpoint step.
 
     Raises:
         RunError: the directory holds no trained run, or its checkpoint does not load.
@@ -67,7 +69,7 @@ def load_run_model(run_dir: str, rows: int, which: str = BEST) -> tuple[Any, Tok
     tokenizer = load_tokenizer(run_dir)
     model = compile_spec(reshaped_spec(spec, batch_size=rows, stateful=True)).model
     load_weights(model, pointer["prefix"])
-    return model, tokenizer, int(pointer["step"])
+    return spec, model, tokenizer, int(pointer["step"])
 
 
 def generate(
@@ -165,13 +167,12 @@ def _from_export(version_dir, count, prompt, max_new_tokens, temperature, seed) 
 
 
 def _from_run(run_dir, count, prompt, max_new_tokens, temperature, seed, checkpoint) -> Generated:
-    from compiler.lang.parse import load_spec
     from compiler.tf import tensorflow
 
     tf = tensorflow()
-    model, tokenizer, step = load_run_model(run_dir, count, checkpoint)
+    spec, model, tokenizer, step = load_run_model(run_dir, count, checkpoint)
     if max_new_tokens is None:
-        max_new_tokens = 2 * load_spec(os.path.join(run_dir, SPEC_FILE)).training.sequence_length
+        max_new_tokens = 2 * spec.training.sequence_length
     prompt_ids = encode_prompt(tokenizer, prompt)
     context = np.tile(np.concatenate(([EOR_ID], prompt_ids)).astype(np.int32), (count, 1))
     call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
