@@ -17,6 +17,7 @@ from compiler.diagnostics import CompileError, Diagnostic, SpecError, errors_of,
 from compiler.lang.parse import source_of
 from compiler.privacy import PrivacyReport, privacy_report, weak_privacy_warning
 from compiler.lang.source import Source
+from compiler import fast_dp
 from compiler.tf import tensorflow, tf_privacy_optimizers
 
 
@@ -228,6 +229,8 @@ def compile_spec(
             if weak is not None:
                 warnings.append(weak)
     model = _build_model(tf, resolved, analysis, source)
+    if _fast(resolved):
+        _attach_fast_dp(model, resolved, analysis, report)
     optimizer = _build_optimizer(tf, resolved, report)
     loss = _build_loss(tf, resolved)
     metrics = list(resolved.training.metrics)
@@ -273,10 +276,13 @@ def _build_model(tf: Any, spec: s.Spec, analysis: Analysis, source: Source) -> A
         except errors as e:
             raise refused(i, e) from e
 
+    sequential_class, functional_class = tf.keras.Sequential, tf.keras.Model
+    if _fast(spec):
+        sequential_class, functional_class = fast_dp.model_classes()
     if analysis.sequential:
         # The reference form: the first layer carries batch_input_shape. Layers are added
         # one by one so that a layer TensorFlow refuses is named in the error.
-        model = tf.keras.Sequential(name=_keras_name(spec.name))
+        model = sequential_class(name=_keras_name(spec.name))
         for i in range(len(spec.model.layers)):
             keras_layer = build(i, batch_input_shape=list(batch_shape)) if i == 0 else build(i)
             try:
@@ -297,9 +303,27 @@ def _build_model(tf: Any, spec: s.Spec, analysis: Analysis, source: Source) -> A
             tensors[info.name] = keras_layer(inputs if len(inputs) > 1 else inputs[0])
         except errors as e:
             raise refused(i, e) from e
-    return tf.keras.Model(
+    return functional_class(
         tensors[spec.input.name], tensors[analysis.output], name=_keras_name(spec.name)
     )
+
+
+def _fast(spec: s.Spec) -> bool:
+    privacy = spec.training.privacy
+    return privacy is not None and privacy.implementation == "fast"
+
+
+def _attach_fast_dp(
+    model: Any, spec: s.Spec, analysis: Analysis, report: Optional[PrivacyReport]
+) -> None:
+    privacy = spec.training.privacy
+    noise = report.noise_multiplier if report is not None else privacy.noise_multiplier
+    graph = fast_dp.Graph(
+        tuple((info.name, tuple(info.inputs)) for info in analysis.layers),
+        spec.input.name,
+        analysis.output,
+    )
+    fast_dp.attach(model, graph, fast_dp.FastDP(privacy.l2_norm_clip, noise))
 
 
 def _keras_name(name: str) -> str:
@@ -311,8 +335,8 @@ def _build_optimizer(tf: Any, spec: s.Spec, report: Optional[PrivacyReport]) -> 
     base = _optimizer_classes(tf)[opt.type]
     kwargs = _optimizer_kwargs(opt)
     privacy = spec.training.privacy
-    if privacy is None:
-        return base(**kwargs)
+    if privacy is None or privacy.implementation == "fast":
+        return base(**kwargs)  # the fast step clips and noises before the optimizer
     standard, vectorized = tf_privacy_optimizers()
     if privacy.implementation == "vectorized":
         dp_class = vectorized.make_vectorized_keras_optimizer_class(base)
@@ -331,7 +355,9 @@ def _build_loss(tf: Any, spec: s.Spec) -> Any:
     privacy = spec.training.privacy
     # tensorflow-privacy splits the loss into microbatches, so with more than one it needs
     # the per-example losses; a batch mean would make every microbatch share one gradient.
-    per_example = privacy is not None and (privacy.num_microbatches or 0) > 1
+    per_example = privacy is not None and (
+        (privacy.num_microbatches or 0) > 1 or privacy.implementation == "fast"
+    )
     reduction = tf.keras.losses.Reduction.NONE if per_example else tf.keras.losses.Reduction.AUTO
     return tf.keras.losses.SparseCategoricalCrossentropy(
         from_logits=spec.training.loss.from_logits, reduction=reduction

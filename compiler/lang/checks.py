@@ -9,6 +9,7 @@ are counted, and cross-field rules are checked. Every problem is reported at onc
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Optional
 
 from compiler.diagnostics import Diagnostic
@@ -470,6 +471,8 @@ class _Checker:
                     f"expected a divisor of training.batch_size = {tr.batch_size}, received "
                     f"{p.num_microbatches}",
                 )
+        if p is not None and p.implementation == "fast":
+            self.fast_dp(spec)
         tok = tr.tokenizer
         if tok.type == "sentencepiece" and tok.vocab_size != inp.vocab_size:
             self.error(
@@ -496,6 +499,39 @@ class _Checker:
                 f"expected a metric in training.metrics to monitor {es.monitor!r}, received "
                 f"metrics {tr.metrics}",
             )
+
+    def fast_dp(self, spec: Spec) -> None:
+        """What the fast per-example implementation needs: one microbatch per example and
+        layers whose per-example gradient norms it computes."""
+        tr = spec.training
+        p = tr.privacy
+        if p.num_microbatches is not None and p.num_microbatches != tr.batch_size:
+            self.error(
+                ("training", "privacy", "num_microbatches"),
+                "fast_microbatches",
+                f"expected null or training.batch_size = {tr.batch_size} with implementation "
+                f"fast (it clips each example), received {p.num_microbatches}; use "
+                "implementation standard or vectorized to clip microbatches",
+            )
+        for i, layer in enumerate(spec.model.layers):
+            unsupported = []
+            if isinstance(layer, EmbeddingLayer) and layer.mask_zero:
+                unsupported.append(("mask_zero", True))
+            if isinstance(layer, RecurrentLayer):
+                unsupported += [
+                    (field, getattr(layer, field))
+                    for field in ("dropout", "recurrent_dropout")
+                    if getattr(layer, field)
+                ]
+            for field, value in unsupported:
+                expected = "false" if value is True else "0"
+                self.error(
+                    ("model", "layers", i, field),
+                    "fast_unsupported",
+                    f"expected {field}: {expected} in layer {layer.name!r} with privacy "
+                    f"implementation fast, received {json.dumps(value)}; use a dropout layer "
+                    "between layers, or implementation standard or vectorized",
+                )
 
     def export(self, spec: Spec) -> None:
         sigs = spec.export.signatures
@@ -615,6 +651,8 @@ def training_memory(spec: Spec, analysis: Analysis) -> dict[str, int]:
             widths += (4 if isinstance(layer, LSTMLayer) else 3) * layer.units
     privacy = tr.privacy
     microbatches = (privacy.num_microbatches or tr.batch_size) if privacy else 0
+    if privacy is not None and privacy.implementation == "fast":
+        microbatches = 0  # gradients of the whole batch, never one per example
     return {
         "weights": 4 * params * 2,
         "optimizer": 4 * params * slots,

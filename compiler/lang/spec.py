@@ -288,7 +288,7 @@ class LstmTextDpParams(LstmTextParams):
     l2_norm_clip: PositiveFloat = 3.0
     noise_multiplier: NonNegativeFloat = 0.1
     num_microbatches: PositiveInt = 1
-    implementation: Literal["standard", "vectorized"] = "standard"
+    implementation: Literal["standard", "vectorized", "fast"] = "standard"
 
 
 class LstmTextTemplate(StrictModel):
@@ -387,9 +387,13 @@ class PrivacySpec(StrictModel):
         None,
         description="Microbatches per batch; null means one per example (= batch size).",
     )
-    implementation: Literal["standard", "vectorized"] = Field(
+    implementation: Literal["standard", "vectorized", "fast"] = Field(
         "standard",
-        description="tensorflow-privacy's make_keras_optimizer_class or its vectorized variant.",
+        description=(
+            "standard and vectorized: tensorflow-privacy's make_keras_optimizer_class and its "
+            "vectorized variant; fast: keraspec's per-example clipping from one backward pass "
+            "(one microbatch per example)."
+        ),
     )
 
 

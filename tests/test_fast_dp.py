@@ -1,0 +1,239 @@
+"""The fast per-example DP-SGD step against brute force and tensorflow-privacy.
+
+Small models (vocab 12, widths 5-7, batch 4, 6 steps) so every case runs in a second or two.
+"""
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from shrink import shrink
+
+import compiler
+from compiler import fast_dp
+from compiler.build import compile_spec
+from compiler.lang.render import dump_json, to_data
+from compiler.tf import tensorflow
+
+tf = tensorflow()
+VOCAB, BATCH, STEPS, CLIP = 12, 4, 6, 0.05
+
+SPEC = """
+apiVersion: keraspec/v1
+name: t
+input: {vocab_size: 12, batch_size: 4, sequence_length: 6}
+model:
+  layers:
+    - {type: embedding, name: emb, output_dim: 5}
+    - {type: %(rnn)s, name: rnn, units: 7, return_sequences: %(sequences)s %(extra)s}
+    - {type: layer_normalization, name: norm}
+    - {type: dense, name: out, units: %(out)d}
+training:
+  batch_size: 4
+  sequence_length: 6
+  optimizer: {type: %(optimizer)s, learning_rate: 1.0}
+  privacy:
+    l2_norm_clip: %(clip)s
+    noise_multiplier: %(noise)s
+    num_microbatches: 4
+    implementation: %(impl)s
+"""
+
+# (recurrent layer, extra fields, return_sequences)
+MODELS = {
+    "lstm": ("lstm", "", True),
+    "gru": ("gru", "", True),
+    "gru-reset-before": ("gru", ", reset_after: false", True),
+    "lstm-backwards-no-bias": ("lstm", ", go_backwards: true, use_bias: false", True),
+    "gru-relu-backwards": ("gru", ", go_backwards: true, activation: relu", True),
+    "lstm-hard-sigmoid": ("lstm", ", recurrent_activation: hard_sigmoid", True),
+}
+
+
+def _spec(model="lstm", impl="fast", noise=0.0, optimizer="sgd", clip=CLIP):
+    rnn, extra, sequences = MODELS[model]
+    text = SPEC % dict(
+        rnn=rnn, extra=extra, sequences=str(sequences).lower(), out=VOCAB, impl=impl,
+        noise=noise, optimizer=optimizer, clip=clip,
+    )
+    return compiler.load_spec(text)
+
+
+def _residual_spec(impl, noise=0.0):
+    """specs/residual-lstm.yaml shrunk, dropout off, DP added, SGD at learning rate 1."""
+    data = to_data(shrink(compiler.load_spec(ROOT / "specs" / "residual-lstm.yaml")))
+    for layer in data["model"]["layers"]:
+        if layer["type"] == "dropout":
+            layer["rate"] = 0.0
+    data["training"]["optimizer"] = {"type": "sgd", "learning_rate": 1.0}
+    data["training"]["privacy"] = {
+        "l2_norm_clip": CLIP, "noise_multiplier": noise, "num_microbatches": BATCH,
+        "implementation": impl,
+    }
+    return compiler.load_spec(dump_json(data))
+
+
+def _batch(spec, seed=0, sequences=True):
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, spec.input.vocab_size, (BATCH, STEPS)).astype(np.int32)
+    shape = (BATCH, STEPS) if sequences else (BATCH,)
+    y = rng.integers(0, spec.input.vocab_size, shape).astype(np.int32)
+    # Record examples: each row keeps a prefix and masks the padding after it.
+    lengths = rng.integers(2, STEPS + 1, BATCH)
+    w = (np.arange(STEPS)[None, :] < lengths[:, None]).astype(np.float32)
+    return x, y, (w if sequences else np.ones(BATCH, np.float32))
+
+
+def _brute_force(model, x, y, w):
+    """Each example's gradient, one example at a time, as tensorflow-privacy defines its loss."""
+    sce = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+    out = []
+    for b in range(len(x)):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(sce(y[b : b + 1], model(x[b : b + 1], training=False)) * w[b])
+        out.append([tf.convert_to_tensor(g).numpy() for g in tape.gradient(
+            loss, model.trainable_variables)])
+    return out
+
+
+def _norm(grads):
+    return float(np.sqrt(sum(np.sum(g * g) for g in grads)))
+
+
+CASES = list(MODELS) + ["residual"]
+
+
+def _case(case, **kw):
+    return _residual_spec(**kw) if case == "residual" else _spec(case, **kw)
+
+
+def _sequences(case):
+    return case == "residual" or MODELS[case][2]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_forward_is_the_keras_model(case):
+    spec = _case(case, impl="fast")
+    model = compile_spec(spec).model
+    x, _, _ = _batch(spec, sequences=_sequences(case))
+    with tf.GradientTape() as tape:
+        ours, terms = fast_dp.forward(model, tf.constant(x), tape, training=False)
+    np.testing.assert_allclose(ours.numpy(), model(x, training=False).numpy(), atol=2e-6)
+    covered = {id(v) for term in terms for v in term.variables}
+    assert covered == {id(v) for v in model.trainable_variables}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_per_example_norms_and_clipped_sum_equal_brute_force(case):
+    spec = _case(case, impl="fast")
+    model = compile_spec(spec).model
+    x, y, w = _batch(spec, seed=1, sequences=_sequences(case))
+    grads, norms, _, _ = fast_dp.clipped_gradients(
+        model, tf.constant(x), tf.constant(y), tf.constant(w), l2_norm_clip=CLIP,
+        training=False,
+    )
+    each = _brute_force(model, x, y, w)
+    expected_norms = [_norm(g) for g in each]
+    np.testing.assert_allclose(norms.numpy(), expected_norms, rtol=2e-5)
+    assert min(expected_norms) > CLIP  # so clipping really happens
+    expected = [
+        sum(g[i] * min(1.0, CLIP / n) for g, n in zip(each, expected_norms))
+        for i in range(len(each[0]))
+    ]
+    for got, want in zip(grads, expected):
+        np.testing.assert_allclose(np.asarray(got), want, rtol=2e-4, atol=1e-8)
+
+
+def _update(compiled, x, y, w):
+    model = compiled.model
+    before = [v.numpy() for v in model.trainable_variables]
+    model.train_on_batch(x, y, sample_weight=w)
+    return [b - v.numpy() for b, v in zip(before, model.trainable_variables)]
+
+
+@pytest.mark.parametrize(
+    "case, optimizer",
+    # tensorflow-privacy takes seconds per case to trace: the brute-force test above covers
+    # every layer form; these cover each layer type, the residual graph and the optimizers.
+    [("lstm", "sgd"), ("gru-reset-before", "sgd"), ("residual", "sgd"), ("gru", "rmsprop"),
+     ("lstm", "adam")],
+)
+def test_update_equals_tensorflow_privacy_microbatched(case, optimizer):
+    kw = {} if case == "residual" else {"optimizer": optimizer}
+    ours = compile_spec(_case(case, impl="fast", **kw))
+    theirs = compile_spec(_case(case, impl="standard", **kw))
+    theirs.model.set_weights(ours.model.get_weights())
+    x, y, w = _batch(ours.spec, seed=2, sequences=_sequences(case))
+    got, want = _update(ours, x, y, w), _update(theirs, x, y, w)
+    assert theirs.optimizer._was_dp_gradients_called
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=5e-4, atol=1e-7)
+    assert max(float(np.max(np.abs(a))) for a in got) > 1e-4  # a real step was taken
+
+
+def test_padding_contributes_nothing():
+    spec = _spec("lstm", impl="fast")
+    model = compile_spec(spec).model
+    x, y, w = _batch(spec, seed=4)
+    other_x, other_y = x.copy(), y.copy()
+    masked = w == 0
+    assert masked.any()
+    other_x[masked] = (x[masked] + 5) % VOCAB  # other tokens where the weights are zero
+    other_y[masked] = (y[masked] + 3) % VOCAB
+    results = [
+        fast_dp.clipped_gradients(model, tf.constant(a), tf.constant(b), tf.constant(w),
+                                  l2_norm_clip=CLIP, training=False)
+        for a, b in ((x, y), (other_x, other_y))
+    ]
+    np.testing.assert_allclose(results[0][1].numpy(), results[1][1].numpy(), rtol=1e-6)
+    for a, b in zip(results[0][0], results[1][0]):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-9)
+
+
+def test_noise_has_the_dp_sgd_standard_deviation():
+    noise, clip = 2.0, 0.5
+    quiet = compile_spec(_spec("gru", noise=0.0, clip=clip))
+    noisy = compile_spec(_spec("gru", noise=noise, clip=clip))
+    x, y, w = _batch(quiet.spec, seed=5)
+    start = quiet.model.get_weights()
+    diffs = []
+    for _ in range(25):
+        quiet.model.set_weights(start)
+        noisy.model.set_weights(start)
+        a, b = _update(quiet, x, y, w), _update(noisy, x, y, w)
+        diffs.append(np.concatenate([(q - n).ravel() for q, n in zip(a, b)]))
+    draws = np.concatenate(diffs)  # learning rate 1: each is noise / batch size
+    expected = clip * noise / BATCH
+    assert draws.size > 10000
+    assert abs(float(np.std(draws)) / expected - 1) < 0.03
+    assert abs(float(np.mean(draws))) < 4 * expected / np.sqrt(draws.size)
+    # Each draw is fresh: the two steps from the same weights got different noise.
+    assert not np.allclose(diffs[0], diffs[1])
+
+
+def test_dropout_layers_drop_in_the_training_step():
+    spec = shrink(compiler.load_spec(ROOT / "specs" / "lstm-text-dp.yaml", [
+        "model.params.implementation=fast", "model.params.num_microbatches=64",
+        "model.params.dropout_rate=0.5"]))
+    model = compile_spec(spec).model
+    x = np.random.default_rng(0).integers(0, VOCAB, (BATCH, STEPS)).astype(np.int32)
+    with tf.GradientTape() as tape:
+        off, _ = fast_dp.forward(model, tf.constant(x), tape, training=False)
+        on, _ = fast_dp.forward(model, tf.constant(x), tape, training=True)
+        again, _ = fast_dp.forward(model, tf.constant(x), tape, training=True)
+    assert not np.allclose(off.numpy(), on.numpy())
+    assert not np.allclose(on.numpy(), again.numpy())
+
+
+def test_stateful_layers_train_from_zero_state():
+    spec = shrink(compiler.load_spec(ROOT / "specs" / "lstm-text-dp.yaml", [
+        "model.params.implementation=fast", "model.params.num_microbatches=64",
+        "model.params.dropout_rate=0"]))
+    model = compile_spec(spec).model
+    assert any(getattr(layer, "stateful", False) for layer in model.layers)
+    x = np.random.default_rng(1).integers(0, VOCAB, (BATCH, STEPS)).astype(np.int32)
+    with tf.GradientTape() as tape:
+        first, _ = fast_dp.forward(model, tf.constant(x), tape, training=False)
+        second, _ = fast_dp.forward(model, tf.constant(x), tape, training=False)
+    np.testing.assert_array_equal(first.numpy(), second.numpy())
+    model.reset_states()
+    np.testing.assert_allclose(first.numpy(), model(x, training=False).numpy(), atol=2e-6)
