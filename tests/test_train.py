@@ -107,6 +107,23 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, corpus):
     assert train(spec, corpus, tmp_path / "b").loss == train(spec, corpus, tmp_path / "a").loss
 
 
+def test_fast_dp_resume_goes_on_with_the_saved_noise_stream(tmp_path, corpus):
+    spec = load(write_spec(tmp_path / "s.yaml", dp=True, noise=1.0, dropout=0.2,
+                           implementation="fast"))
+    train(spec, corpus, tmp_path / "run", max_steps=2)
+    first = _checkpoint_values(tmp_path / "run")
+    train(spec, corpus, tmp_path / "run", max_steps=4)
+    resumed = _checkpoint_values(tmp_path / "run")
+    (key,) = [k for k in first if k.startswith("model/dp_noise/")]
+    # Philox state: [counter, counter, key]. The resumed run kept the key (no reseeding)
+    # and advanced the counter past the first run's draws.
+    assert resumed[key][2] == first[key][2]
+    assert resumed[key][0] > first[key][0]
+    other = tmp_path / "other"
+    train(spec, corpus, other, max_steps=2)
+    assert _checkpoint_values(other)[key][2] != first[key][2]  # fresh runs draw fresh noise
+
+
 def test_a_different_spec_or_corpus_is_refused_and_nothing_changes(tmp_path, corpus):
     path = write_spec(tmp_path / "s.yaml", epochs=1)
     train(load(path), corpus, tmp_path / "run", max_steps=1)
@@ -182,8 +199,10 @@ def _diagnostics(spec, data, run_dir):
     raise AssertionError("expected an error")
 
 
-def test_dp_run_reports_the_epsilon_of_its_steps_and_records(tmp_path, corpus):
-    spec = load(write_spec(tmp_path / "s.yaml", dp=True, epochs=1, noise=1.1, length=12))
+@pytest.mark.parametrize("implementation", ["standard", "fast"])
+def test_dp_run_reports_the_epsilon_of_its_steps_and_records(tmp_path, corpus, implementation):
+    spec = load(write_spec(tmp_path / "s.yaml", dp=True, epochs=1, noise=1.1, length=12,
+                           implementation=implementation))
     report = train(spec, corpus, tmp_path / "run", max_steps=5)
     assert report.unit == "record" and report.steps == 5
     assert report.examples == report.records == 216  # 240 records, 10% held out

@@ -38,11 +38,15 @@ def spec_text(
     length: int = 12,
     noise: float = 0.0,
     learning_rate: float = 0.01,
+    implementation: str = "standard",
     extra: str = "",
 ) -> str:
     template = "lstm-text-dp" if dp else "lstm-text"
     privacy = (
-        f", l2_norm_clip: 1.0, noise_multiplier: {noise}, num_microbatches: {batch}" if dp else ""
+        f", l2_norm_clip: 1.0, noise_multiplier: {noise}, num_microbatches: {batch}, "
+        f"implementation: {implementation}"
+        if dp
+        else ""
     )
     return (
         "apiVersion: keraspec/v1\n"

@@ -357,9 +357,8 @@ class _Checker:
             self.warn(
                 path,
                 "cudnn_incompatible",
-                f"this {layer.type} forfeits the fused cuDNN kernel on GPU ("
-                + ", ".join(reasons)
-                + "); it will train several times slower there",
+                f"expected a {layer.type} that can use the fused cuDNN kernel on GPU, "
+                f"received {', '.join(reasons)}: it will train several times slower there",
             )
         if len(shape) != 3:
             self.error(
@@ -516,21 +515,22 @@ class _Checker:
         for i, layer in enumerate(spec.model.layers):
             unsupported = []
             if isinstance(layer, EmbeddingLayer) and layer.mask_zero:
-                unsupported.append(("mask_zero", True))
+                hint = "keraspec train masks padding with per-token loss weights instead"
+                unsupported.append(("mask_zero", True, "false", hint))
             if isinstance(layer, RecurrentLayer):
+                hint = "put a dropout layer before or after the recurrent layer instead"
                 unsupported += [
-                    (field, getattr(layer, field))
+                    (field, getattr(layer, field), "0", hint)
                     for field in ("dropout", "recurrent_dropout")
                     if getattr(layer, field)
                 ]
-            for field, value in unsupported:
-                expected = "false" if value is True else "0"
+            for field, value, expected, hint in unsupported:
                 self.error(
                     ("model", "layers", i, field),
                     "fast_unsupported",
                     f"expected {field}: {expected} in layer {layer.name!r} with privacy "
-                    f"implementation fast, received {json.dumps(value)}; use a dropout layer "
-                    "between layers, or implementation standard or vectorized",
+                    f"implementation fast, received {json.dumps(value)}; {hint}, or use "
+                    "implementation standard or vectorized",
                 )
 
     def export(self, spec: Spec) -> None:

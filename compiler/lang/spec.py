@@ -287,8 +287,12 @@ class LstmTextDpParams(LstmTextParams):
 
     l2_norm_clip: PositiveFloat = 3.0
     noise_multiplier: NonNegativeFloat = 0.1
-    num_microbatches: PositiveInt = 1
-    implementation: Literal["standard", "vectorized", "fast"] = "standard"
+    num_microbatches: Optional[PositiveInt] = Field(
+        None,
+        description="null: one per example (per-example DP). The reference uses 1 (it clips "
+        "the batch's mean gradient) with implementation standard.",
+    )
+    implementation: Literal["standard", "vectorized", "fast"] = "fast"
 
 
 class LstmTextTemplate(StrictModel):

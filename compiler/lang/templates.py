@@ -105,8 +105,9 @@ TEMPLATES: dict[str, Template] = {
         ),
         Template(
             "lstm-text-dp",
-            "lstm-text trained with DP-SGD: tensorflow-privacy's RMSprop with per-microbatch "
-            "clipping and Gaussian noise.",
+            "lstm-text trained with DP-SGD: each example's gradient clipped (keraspec's fast "
+            "implementation), Gaussian noise, RMSprop. num_microbatches: 1 with "
+            "implementation: standard is the reference's tensorflow-privacy optimizer.",
             LstmTextDpParams,
             _lstm_text_dp,
             _LSTM_TEXT_DP_ORIGINS,
