@@ -131,6 +131,7 @@ class CompiledModel:
                     **({"guarantee": self.privacy.to_dict()} if self.privacy else {}),
                 }
             ),
+            "distribution": distribution_summary(self.spec),
         }
 
     def summary_text(self) -> str:
@@ -175,7 +176,35 @@ class CompiledModel:
                     f"{guarantee['delta']:.3g} ({guarantee['examples']} examples, "
                     f"{guarantee['epochs']:g} epochs)"
                 )
+        if data["distribution"]:
+            d = data["distribution"]
+            lines.append(
+                f"distribution: {d['strategy']}, {d['replicas']} replica(s) "
+                f"({d['workers']} worker(s) x {d['devices_per_worker']} device(s)), "
+                f"global batch {d['global_batch']}, per-replica batch {d['replica_batch']}"
+                + ("; stateful layers are built for the per-replica batch" if d["stateful"] else "")
+            )
         return "\n".join(lines) + "\n"
+
+
+def replica_batch(spec: s.Spec) -> Optional[int]:
+    """The model's fixed batch dimension: input.batch_size, shared among the replicas."""
+    batch = spec.input.batch_size
+    d = spec.training.distribution
+    return batch // d.replicas if batch is not None and d is not None else batch
+
+
+def distribution_summary(spec: s.Spec) -> Optional[dict[str, Any]]:
+    d = spec.training.distribution
+    if d is None:
+        return None
+    return {
+        **d.model_dump(),
+        "replicas": d.replicas,
+        "global_batch": spec.training.batch_size,
+        "replica_batch": spec.training.batch_size // d.replicas,
+        "stateful": any(getattr(layer, "stateful", False) for layer in spec.model.layers),
+    }
 
 
 def _plain(value: Any) -> Any:
@@ -243,6 +272,10 @@ def compile_spec(
         raise CompileError(
             [source.diagnostic(("training",), "keras_compile", _keras_message(e))]
         ) from e
+    if _fast(resolved):
+        # The DP step reads the step counter before the first update: create it now, in
+        # the current (maybe distributed) scope, not inside a replica's first step.
+        _ = optimizer.iterations
     return CompiledModel(resolved, model, optimizer, loss, metrics, analysis, report, warnings)
 
 
@@ -260,7 +293,7 @@ def _keras_message(e: Exception) -> str:
 def _build_model(tf: Any, spec: s.Spec, analysis: Analysis, source: Source) -> Any:
     classes = _layer_classes(tf)
     index = {layer.name: i for i, layer in enumerate(spec.model.layers)}
-    batch_shape = (spec.input.batch_size, spec.input.sequence_length)
+    batch_shape = (replica_batch(spec), spec.input.sequence_length)
 
     errors = (ValueError, TypeError, tf.errors.OpError)
 

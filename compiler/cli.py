@@ -520,14 +520,35 @@ def train(
     ),
     overrides: Optional[List[str]] = SetOption,
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Report format."),
+    cluster: Optional[str] = typer.Option(
+        None, "--cluster", help="multi_worker: the workers' host:port addresses, comma-separated "
+        "(written to TF_CONFIG; the chief first).",
+    ),
+    task: Optional[int] = typer.Option(
+        None, "--task", min=0, help="multi_worker: this worker's index in --cluster.",
+    ),
 ) -> None:
     """Train a spec on a corpus of records into a run directory (resumes an existing run).
 
     Exits 0 when training ran, 1 on bad input (nothing written), 130 when interrupted
-    (the latest checkpoint is saved; rerun the same command to resume).
+    (the latest checkpoint is saved; rerun the same command to resume). Under
+    multi_worker, run it once per worker, with the same spec, data and run directory.
     """
     _require("train")
-    from compiler.diagnostics import KeraspecError
+    from compiler.diagnostics import Diagnostic, KeraspecError
+
+    if (cluster is None) != (task is None):
+        given = "--task" if cluster is None else "--cluster"
+        raise _fail([Diagnostic("error", "cluster_task", f"expected --cluster and --task "
+                                f"together, received only {given}", "", "<arguments>")])
+    if cluster is not None:
+        from compiler.distribution import TF_CONFIG, cluster_config
+
+        try:
+            config = cluster_config([a.strip() for a in cluster.split(",") if a.strip()], task)
+        except KeraspecError as e:
+            raise _fail(e.diagnostics)
+        os.environ[TF_CONFIG] = json.dumps(config)
 
     resolved = _load_or_exit(spec, overrides)
     _print_diagnostics(_console(stderr=True), _warnings_of(resolved))

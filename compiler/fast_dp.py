@@ -31,7 +31,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from typing import Any, Callable, Optional
+
+import numpy as np
 
 from compiler.tf import tensorflow
 
@@ -421,10 +424,15 @@ def attach(model: Any, graph: Graph, dp: FastDP) -> None:
     tf = tensorflow()
     model._fast_dp_graph = graph
     model.fast_dp = dp
-    # Noise must be unpredictable: the generator starts from the operating system's entropy
-    # (not the run's seed); its state is a variable of the model, so a resumed run goes on
-    # with the same stream rather than repeating one.
-    model.dp_noise = tf.random.Generator.from_non_deterministic_state()
+    # Noise must be unpredictable: its key comes from the operating system's entropy, not
+    # from the run's seed. Each step's noise is drawn from (key, step), so every replica
+    # of a distributed run draws the same noise (the key is a variable: a distribution
+    # strategy gives every worker the chief's), and a resumed run, whose checkpoint holds
+    # the key and the step, goes on with the stream instead of repeating it.
+    key = np.frombuffer(os.urandom(16), dtype=np.int64)
+    model.dp_noise = tf.train.Checkpoint(
+        key=tf.Variable(key, trainable=False, name="dp_noise_key")
+    )
 
 
 @functools.cache
@@ -521,16 +529,34 @@ def clipped_gradients(
 
 
 def noised_mean(
-    gradients: list[Any], batch_size: Any, dp: FastDP, generator: Any
+    gradients: list[Any], batch_size: Any, dp: FastDP, key: Any, step: Any
 ) -> list[Any]:
-    """DP-SGD's gradient: (clipped sum + N(0, (clip * noise)^2)) / batch size."""
+    """DP-SGD's gradient: (clipped sum + N(0, (clip * noise)^2)) / batch size.
+
+    Args:
+        gradients: This replica's clipped sums.
+        batch_size: This replica's batch size.
+        dp: The clipping norm and noise multiplier.
+        key: The secret noise key, an int64 [2] tensor.
+        step: The step number: with the key it picks the noise.
+
+    Under a distribution strategy each replica returns its share and the optimizer sums
+    the shares: every replica draws the same noise (same key and step) and adds 1/replicas
+    of it, so the sum holds the noise once, and divides by the global batch size.
+    """
     tf = tensorflow()
+    replicas = tf.distribute.get_replica_context().num_replicas_in_sync
     stddev = dp.l2_norm_clip * dp.noise_multiplier
-    size = tf.cast(batch_size, gradients[0].dtype)
+    size = tf.cast(batch_size * replicas, gradients[0].dtype)
+    seed = tf.random.experimental.stateless_fold_in(key, tf.cast(step, tf.int64))
     out = []
-    for g in gradients:
+    for i, g in enumerate(gradients):
         if stddev > 0:
-            g = g + generator.normal(tf.shape(g), stddev=stddev, dtype=g.dtype)
+            draw = tf.random.stateless_normal(
+                tf.shape(g), tf.random.experimental.stateless_fold_in(seed, i),
+                stddev=stddev, dtype=g.dtype,
+            )
+            g = g + draw / replicas
         out.append(g / size)
     return out
 
@@ -543,6 +569,8 @@ def train_step(model: Any, data: Any) -> dict[str, Any]:
     gradients, _, _, y_pred = clipped_gradients(
         model, x, y, sample_weight, l2_norm_clip=dp.l2_norm_clip
     )
-    gradients = noised_mean(gradients, tf.shape(y_pred)[0], dp, model.dp_noise)
+    gradients = noised_mean(
+        gradients, tf.shape(y_pred)[0], dp, model.dp_noise.key, model.optimizer.iterations
+    )
     model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
     return model.compute_metrics(x, y, y_pred, sample_weight)

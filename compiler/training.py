@@ -18,19 +18,30 @@ Randomness. Weights are initialised from the run's seed; dropout draws from
 `tf.random.Generator`s whose states are saved in every checkpoint; each epoch visits the
 examples in an order drawn from (seed, epoch). A resumed run therefore continues exactly as
 an uninterrupted one would.
+
+Distribution. Under `training.distribution` the model is built and compiled in the
+strategy's scope (`compiler.distribution`), every worker cuts the same examples (checked)
+from the chief's seed, and each replica trains on its share of the same global batches a
+single process would see. Only the chief writes the run directory; the other workers write
+their part of each checkpoint to a temporary place, as Keras does, and every worker saves
+at the same steps. A worker that loses the others stops with an error naming the step;
+restarting every worker resumes from the last checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import secrets
 import signal
+import tempfile
 import threading
 import time
 from typing import Any, Callable, Optional, Union
 
+from compiler import distribution
 from compiler.lang import spec as s
 from compiler.data.corpus import Corpus, read_corpus, record_shape
 from compiler.data.dataset import Examples, TrainingData, epoch_order, prepare
@@ -100,6 +111,8 @@ class TrainReport:
     history: list[dict[str, float]]
     privacy: Optional[dict[str, Any]] = None
     warnings: list[str] = dataclasses.field(default_factory=list)
+    distribution: Optional[dict[str, Any]] = None
+    weights_sha256: str = ""
 
     @property
     def epsilon(self) -> Optional[float]:
@@ -148,20 +161,23 @@ def _with_epochs(spec: s.Spec, epochs: Optional[int]) -> s.Spec:
 
 
 def training_spec(spec: s.Spec, noise_multiplier: Optional[float]) -> s.Spec:
-    """The spec the loop compiles: for DP, stateless and with the noise fixed.
+    """The spec the loop compiles: stateless for DP and under distribution, noise fixed.
 
-    The layers and their weights are the spec's own, so checkpoints of the training model
-    load into the spec's model (stateful or not) unchanged.
+    DP runs must not carry state across batches; Keras cannot run stateful RNNs under a
+    tf.distribute strategy. The layers and their weights are the spec's own, so
+    checkpoints of the training model load into the spec's model (stateful or not).
     """
     privacy = spec.training.privacy
+    d = spec.training.distribution
+    if privacy is not None or (d is not None and d.strategy != "one_device"):
+        spec = with_stateful(spec, False)
     if privacy is None:
         return spec
     privacy = privacy.model_copy(
         update={"noise_multiplier": noise_multiplier, "target_epsilon": None}
     )
-    stateless = with_stateful(spec, False)
-    return stateless.model_copy(
-        update={"training": stateless.training.model_copy(update={"privacy": privacy})}
+    return spec.model_copy(
+        update={"training": spec.training.model_copy(update={"privacy": privacy})}
     )
 
 
@@ -205,6 +221,14 @@ def _random_generators(model: Any) -> list[Any]:
 
 def _recurrent_states(model: Any) -> list[Any]:
     return [v for layer in model.layers if getattr(layer, "stateful", False) for v in layer.states]
+
+
+def _weights_digest(model: Any) -> str:
+    """sha256 of the trainable weights: equal on every worker of a distributed run."""
+    digest = hashlib.sha256()
+    for weight in model.trainable_weights:
+        digest.update(weight.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _reset_states(model: Any) -> None:
@@ -334,12 +358,18 @@ def train(
     from compiler.tf import tensorflow  # after every check that needs no TensorFlow
 
     tf = tensorflow()
+    placement = distribution.place(tf, spec)  # before TensorFlow runs anything else
+    if placement.workers > 1:
+        # Every worker must draw the same weights and example order: the chief's seed.
+        seed = distribution.agree(placement, seed, source="chief")
+        identity["seed"] = seed
+        distribution.check_same_data(placement, training_data, tokenizer)
     # Compiling can still fail (TensorFlow refusing a layer): before anything is written.
     loop = _Loop(
         tf, spec, training_spec(spec, noise), run, corpus, tokenizer, training_data, seed,
-        max_steps, checkpoint_every, callback,
+        max_steps, checkpoint_every, callback if placement.chief else None, placement,
     )
-    if not resuming:
+    if not resuming and placement.chief:
         identity["noise_multiplier"] = noise
         identity["unit"] = unit
         run.start(spec, identity, tokenizer.files())
@@ -349,7 +379,7 @@ def train(
 class _Loop:
     def __init__(
         self, tf, spec, train_spec, run, corpus, tokenizer, data: TrainingData, seed,
-        max_steps, checkpoint_every, callback,
+        max_steps, checkpoint_every, callback, placement: distribution.Placement,
     ):
         self.tf = tf
         self.spec = spec
@@ -367,7 +397,9 @@ class _Loop:
         self.length = tr.sequence_length
         self.epochs = tr.epochs
         self.steps_per_epoch = len(data.train) // self.batch
-        self.compiled = _compile(tf, train_spec, seed, weighted=data.unit == "record")
+        self.placement = placement
+        with placement.strategy.scope():
+            self.compiled = _compile(tf, train_spec, seed, weighted=data.unit == "record")
         self.model = self.compiled.model
         self.optimizer = self.compiled.optimizer
         self.checkpoint = tf.train.Checkpoint(
@@ -387,11 +419,13 @@ class _Loop:
 
     def restore(self) -> None:
         latest = self.run_dir.pointer(LATEST)
-        self.run_dir.collect_garbage()
+        if self.placement.chief:
+            self.run_dir.collect_garbage()
         if latest is None:
             return
         # Create the optimizer's slots first so they are restored now, not on first use.
-        self.optimizer._create_all_weights(self.model.trainable_variables)
+        with self.placement.strategy.scope():
+            self.optimizer._create_all_weights(self.model.trainable_variables)
         try:
             self.checkpoint.read(latest["prefix"]).assert_existing_objects_matched()
         except (AssertionError, ValueError, self.tf.errors.OpError) as e:
@@ -404,6 +438,12 @@ class _Loop:
         self.state = _State.from_dict(latest)
 
     def save(self, *, best: bool = False) -> None:
+        if not self.placement.chief:
+            # Every worker takes part in writing a checkpoint; only the chief's is kept.
+            with tempfile.TemporaryDirectory(prefix="keraspec-worker-") as scratch:
+                self.checkpoint.write(os.path.join(scratch, "ckpt"))
+            self._saved_step = self.state.step
+            return
         state = dataclasses.asdict(self.state)
         with self.run_dir.new_checkpoint(self.state.step, state) as prefix:
             self.checkpoint.write(prefix)
@@ -451,24 +491,34 @@ class _Loop:
         self.restore()
         self._saved_step = self.state.step
         self._saved_at = time.monotonic()
-        logs_dir = self.run_dir.file("logs")
-        self.train_writer = tf.summary.create_file_writer(os.path.join(logs_dir, "train"))
-        self.val_writer = tf.summary.create_file_writer(os.path.join(logs_dir, "validation"))
+        if self.placement.chief:
+            logs_dir = self.run_dir.file("logs")
+            self.train_writer = tf.summary.create_file_writer(os.path.join(logs_dir, "train"))
+            self.val_writer = tf.summary.create_file_writer(os.path.join(logs_dir, "validation"))
+        else:
+            self.train_writer = self.val_writer = tf.summary.create_noop_writer()
         started = time.monotonic()
         wall_before = self.state.wall_time
         stopped_by = "epochs"
         self.progress("start", {})
+        peer_lost = False
         with _StopRequest() as stop:
             try:
                 stopped_by = self._epochs(stop)
+            except distribution.peer_errors(tf) as e:
+                if self.placement.workers == 1:
+                    raise
+                peer_lost = True
+                raise distribution.lost_peer(self.placement, self.state.step, e) from None
             finally:
                 self.state.wall_time = wall_before + time.monotonic() - started
-                if self.state.step != self._saved_step:
+                if self.state.step != self._saved_step and not peer_lost:
                     self.save()
                 self.train_writer.flush()
                 self.val_writer.flush()
         report = self.report(stopped_by)
-        self.run_dir.write_report(report.to_dict())
+        if self.placement.chief:
+            self.run_dir.write_report(report.to_dict())
         self.progress("end", {"loss": report.loss} if report.loss is not None else {})
         return report
 
@@ -484,7 +534,7 @@ class _Loop:
             self.model.reset_metrics()
             order = epoch_order(len(self.data.train), self.seed, state.epoch)
             order = order[state.step_in_epoch * self.batch : self.steps_per_epoch * self.batch]
-            iterator = iter(_dataset(tf, self.data.train, order, self.batch))
+            iterator = iter(self._dataset(self.data.train, order))
             logs: dict[str, float] = {}
             while state.step_in_epoch < self.steps_per_epoch:
                 if self.max_steps is not None and state.step >= self.max_steps:
@@ -510,9 +560,23 @@ class _Loop:
                 return "early_stopping"
         return "epochs"
 
+    def _dataset(self, examples: Examples, order: Any) -> Any:
+        """Batches of `examples` in `order`; under distribution, each replica's share."""
+        placement = self.placement
+        if placement.replicas == 1:
+            return _dataset(self.tf, examples, order, self.batch)
+        order = order[: len(order) // self.batch * self.batch]
+        mine = distribution.worker_order(order, self.batch, placement)
+        share = self.batch // placement.replicas
+        return placement.strategy.distribute_datasets_from_function(
+            lambda context: _dataset(self.tf, examples, mine, share)
+        )
+
     def _checkpoint_due(self) -> bool:
         if self.checkpoint_every and self.state.step - self._saved_step >= self.checkpoint_every:
             return True
+        if self.placement.workers > 1:
+            return False  # every worker must save at the same steps: no clock-based saves
         return time.monotonic() - self._saved_at > CHECKPOINT_EVERY_SECONDS
 
     def _end_epoch(self, logs: dict[str, float]) -> bool:
@@ -525,7 +589,7 @@ class _Loop:
 
             order = np.arange(len(self.data.validation))
             val = self.model.evaluate(
-                _dataset(self.tf, self.data.validation, order, self.batch),
+                self._dataset(self.data.validation, order),
                 verbose=0,
                 return_dict=True,
             )
@@ -627,4 +691,14 @@ class _Loop:
             history=state.history,
             privacy=privacy,
             warnings=warnings,
+            distribution=self._distribution_report(),
+            weights_sha256=_weights_digest(self.model),
         )
+
+    def _distribution_report(self) -> Optional[dict[str, Any]]:
+        d = self.spec.training.distribution
+        if d is None:
+            return None
+        p = self.placement
+        return {"strategy": d.strategy, "workers": p.workers, "worker": p.worker,
+                "replicas": p.replicas, "replica_batch": self.batch // p.replicas}

@@ -32,7 +32,7 @@ def reshaped_spec(
     """The spec's model with another batch size, stateful setting and no DP optimizer."""
     if stateful is not None:
         spec = with_stateful(spec, stateful)
-    training = {"privacy": None, "sequence_length": None}
+    training = {"privacy": None, "sequence_length": None, "distribution": None}
     if batch_size is not None:
         training["batch_size"] = batch_size
     return spec.model_copy(

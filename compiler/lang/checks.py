@@ -443,6 +443,17 @@ class _Checker:
             for i, layer in enumerate(spec.model.layers)
             if isinstance(layer, RecurrentLayer) and layer.stateful
         ]
+        d = tr.distribution
+        if p is None and stateful and d is not None and d.strategy != "one_device":
+            names = ", ".join(repr(name) for _, name in stateful)
+            self.warn(
+                ("model", "layers", stateful[0][0], "stateful"),
+                "distribution_stateful",
+                f"expected stateless recurrent layers under strategy {d.strategy}, received "
+                f"stateful {names}: Keras cannot run stateful RNNs under tf.distribute, so "
+                "training uses stateless copies (zero state at every batch); the trained "
+                "weights load into the stateful layers unchanged",
+            )
         if p is not None and stateful:
             names = ", ".join(repr(name) for _, name in stateful)
             self.warn(
@@ -472,6 +483,8 @@ class _Checker:
                 )
         if p is not None and p.implementation == "fast":
             self.fast_dp(spec)
+        if tr.distribution is not None:
+            self.distribution(spec)
         tok = tr.tokenizer
         if tok.type == "sentencepiece" and tok.vocab_size != inp.vocab_size:
             self.error(
@@ -497,6 +510,44 @@ class _Checker:
                 "unknown_metric",
                 f"expected a metric in training.metrics to monitor {es.monitor!r}, received "
                 f"metrics {tr.metrics}",
+            )
+
+    def distribution(self, spec: Spec) -> None:
+        tr = spec.training
+        d = tr.distribution
+        path = ("training", "distribution")
+        if d.strategy == "one_device" and d.replicas != 1:
+            field = "workers" if d.workers != 1 else "devices_per_worker"
+            self.error(
+                path + (field,),
+                "distribution_replicas",
+                f"expected {field}: 1 with strategy one_device, received {getattr(d, field)}; "
+                "use mirrored for several devices, multi_worker for several workers",
+            )
+        if d.strategy == "mirrored" and d.workers != 1:
+            self.error(
+                path + ("workers",),
+                "distribution_replicas",
+                f"expected workers: 1 with strategy mirrored (the devices of one machine), "
+                f"received {d.workers}; use strategy multi_worker for several workers",
+            )
+        if tr.batch_size % d.replicas:
+            self.error(
+                ("training", "batch_size"),
+                "distribution_batch",
+                f"expected a multiple of the {d.replicas} replicas (workers "
+                f"{d.workers} x devices_per_worker {d.devices_per_worker}), received "
+                f"{tr.batch_size}: each replica takes an equal share of the global batch",
+            )
+        p = tr.privacy
+        if p is not None and d.replicas > 1 and p.implementation != "fast":
+            self.error(
+                ("training", "privacy", "implementation"),
+                "distribution_dp",
+                f"expected implementation fast under distribution ({d.replicas} replicas), "
+                f"received {p.implementation}: tensorflow-privacy's optimizers noise each "
+                "replica's gradient, adding the noise once per replica instead of once per "
+                "global step",
             )
 
     def fast_dp(self, spec: Spec) -> None:

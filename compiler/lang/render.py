@@ -62,4 +62,18 @@ def dump_json(data: Any) -> str:
 def render(spec: Spec, fmt: str = "yaml") -> str:
     """Render a resolved spec as `yaml` or `json` text that validates to the same spec."""
     data = to_data(spec)
-    return dump_json(data) if fmt == "json" else dump_yaml(data)
+    return dump_json(data) if fmt == "json" else dump_yaml(data, _distribution_note(spec))
+
+
+def _distribution_note(spec: Spec) -> str:
+    d = spec.training.distribution
+    if d is None or d.replicas == 1:
+        return ""
+    share = spec.training.batch_size // d.replicas
+    note = (
+        f"# distribution: {d.replicas} replicas, each training on {share} examples of the "
+        f"global batch of {spec.training.batch_size}"
+    )
+    if any(getattr(layer, "stateful", False) for layer in spec.model.layers):
+        note += f";\n# stateful layers are built for the per-replica batch of {share}"
+    return note

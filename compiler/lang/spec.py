@@ -424,6 +424,41 @@ class SentencePieceTokenizer(StrictModel):
 Tokenizer = Annotated[Union[CharTokenizer, SentencePieceTokenizer], Field(discriminator="type")]
 
 
+class DistributionSpec(StrictModel):
+    """Training under a tf.distribute strategy: the same spec on more devices or machines."""
+
+    strategy: Literal["one_device", "mirrored", "multi_worker"] = Field(
+        description=(
+            "one_device: one device, as without this block; mirrored: the devices of one "
+            "machine (MirroredStrategy); multi_worker: several processes or machines "
+            "(MultiWorkerMirroredStrategy), the cluster from TF_CONFIG or `keraspec train "
+            "--cluster --task`."
+        ),
+    )
+    workers: Annotated[int, Field(ge=1, le=1024)] = Field(
+        1,
+        description="multi_worker: the number of worker processes the cluster lists.",
+    )
+    devices_per_worker: Annotated[int, Field(ge=1, le=64)] = Field(
+        1,
+        description=(
+            "Replicas in each worker: its first N GPUs or, on a machine without GPUs, N "
+            "logical CPU devices."
+        ),
+    )
+    peer_timeout_seconds: Annotated[int, Field(ge=1, le=86400)] = Field(
+        300,
+        description=(
+            "multi_worker: how long a worker waits for the others in one exchange before it "
+            "stops with an error (a lost worker)."
+        ),
+    )
+
+    @property
+    def replicas(self) -> int:
+        return self.workers * self.devices_per_worker
+
+
 class TrainingSpec(StrictModel):
     batch_size: Optional[PositiveInt] = Field(
         None,
@@ -438,6 +473,9 @@ class TrainingSpec(StrictModel):
     metrics: list[Metric] = ["accuracy"]
     optimizer: Optimizer = RMSprop(type="rmsprop")
     privacy: Optional[PrivacySpec] = Field(None, description="Train with DP-SGD when present.")
+    distribution: Optional[DistributionSpec] = Field(
+        None, description="Train under tf.distribute; batch_size is the global batch."
+    )
     early_stopping: Optional[EarlyStopping] = None
     validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.0
     tokenizer: Tokenizer = CharTokenizer(type="char")

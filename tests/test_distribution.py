@@ -1,0 +1,176 @@
+"""Training under tf.distribute: two worker processes on 127.0.0.1, and DP on two replicas.
+
+Every distributed run is a subprocess (a strategy must be made before TensorFlow starts),
+bounded by a timeout; the tiny spec trains in seconds.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from training_fixtures import spec_text, write_corpus
+
+import compiler
+from compiler.rundir import RunDir
+from compiler.tf import tensorflow
+from compiler.training import train
+from compiler.weights import with_stateful
+
+tf = tensorflow()
+TIMEOUT = 240
+
+DISTRIBUTED = """training:
+  distribution: {strategy: multi_worker, workers: 2, peer_timeout_seconds: 20}
+"""
+
+
+def _ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _spec(tmp_path, **kw):
+    text = spec_text(dropout=0.0, validation_split=0.0, epochs=3, **kw)
+    path = tmp_path / "s.yaml"
+    path.write_text(text.replace("training:\n", DISTRIBUTED, 1), encoding="utf-8")
+    return path
+
+
+def _workers(spec, corpus, run_dir, *args):
+    cluster = ",".join(f"127.0.0.1:{p}" for p in _ports(2))
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("TF_CONFIG", None)
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "compiler.cli", "train", str(spec), "--data", str(corpus),
+             "-o", str(run_dir), "--format", "json", "--cluster", cluster, "--task", str(i),
+             *args],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(2)
+    ]
+
+
+def _finish(procs):
+    outs = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        outs.append((p.returncode, out, err))
+    return outs
+
+
+def _weights(run_dir):
+    prefix = RunDir(str(run_dir)).pointer("latest")["prefix"]
+    reader = tf.train.load_checkpoint(prefix)
+    return {
+        name: reader.get_tensor(name)
+        for name, _ in tf.train.list_variables(prefix)
+        if name.startswith("model/") and "dp_noise" not in name
+    }
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return write_corpus(tmp_path / "corpus.csv", records=160)
+
+
+@pytest.mark.parametrize("dp", [False, True], ids=["standard", "dp-fast"])
+def test_two_workers_train_like_one_process(tmp_path, corpus, dp):
+    spec = _spec(tmp_path, **({"dp": True, "noise": 0.0, "implementation": "fast"} if dp else {}))
+    (rc0, out0, err0), (rc1, out1, err1) = _finish(
+        _workers(spec, corpus, tmp_path / "run", "--max-steps", "6")
+    )
+    assert rc0 == 0 and rc1 == 0, err0[-2000:] + err1[-2000:]
+    chief, other = json.loads(out0), json.loads(out1)
+    assert chief["steps"] == other["steps"] == 6
+    assert chief["distribution"]["replicas"] == 2 and chief["distribution"]["replica_batch"] == 4
+    assert (chief["distribution"]["worker"], other["distribution"]["worker"]) == (0, 1)
+    # Both workers hold the same weights, bit for bit.
+    assert chief["weights_sha256"] == other["weights_sha256"]
+    # Only the chief wrote the run directory.
+    assert (tmp_path / "run" / "report.json").is_file()
+    # One process over the same global batches in the same order: the same weights.
+    # (Keras cannot run stateful RNNs under tf.distribute: both train stateless copies.)
+    single = with_stateful(compiler.load_spec(spec, ["training.distribution=null"]), False)
+    report = train(single, corpus, tmp_path / "single", max_steps=6)
+    assert report.seed == chief["seed"]
+    ours, theirs = _weights(tmp_path / "run"), _weights(tmp_path / "single")
+    assert ours.keys() == theirs.keys() and ours
+    for name in ours:
+        np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_a_lost_worker_stops_the_other_and_both_resume(tmp_path, corpus):
+    spec = _spec(tmp_path)
+    run_dir = tmp_path / "run"
+    procs = _workers(spec, corpus, run_dir, "--checkpoint-every", "2", "--epochs", "200")
+    latest = run_dir / "checkpoints" / "latest.json"
+    deadline = time.monotonic() + TIMEOUT
+    while not latest.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert latest.exists(), "the chief wrote no checkpoint"
+    procs[1].send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    out, err = procs[0].communicate(timeout=TIMEOUT)
+    waited = time.monotonic() - killed_at
+    procs[1].wait()
+    assert procs[0].returncode == 1, err[-2000:]
+    assert "training.distribution: expected all 2 workers to keep training" in err
+    assert "restart every worker" in err and "Traceback" not in err
+    assert waited < 120
+    saved = json.loads(latest.read_text())["step"]
+    assert saved >= 2
+    # Restart both: they resume from the last checkpoint.
+    (rc0, out0, err0), (rc1, _, err1) = _finish(
+        _workers(spec, corpus, run_dir, "--max-steps", str(saved + 2))
+    )
+    assert rc0 == 0 and rc1 == 0, err0[-2000:] + err1[-2000:]
+    assert json.loads(out0)["steps"] == saved + 2
+
+
+def test_dp_on_two_replicas_noises_once_per_global_step():
+    def run(noise, draws):
+        out = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "tests", "distributed_dp.py"), str(noise),
+             str(draws)],
+            cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    quiet = run(0.0, 1)
+    assert quiet["replicas"] == 2
+    assert quiet["update_size"] > 1e-3
+    assert quiet["max_difference"] < 1e-5 * max(1.0, quiet["update_size"])
+    noisy = run(2.0, 12)
+    expected = noisy["clip"] * 2.0 / noisy["batch"]  # once per global step, global batch
+    assert noisy["noise_count"] > 5000
+    assert abs(noisy["noise_std"] / expected - 1) < 0.05
+
+
+def test_distribution_is_checked_without_tensorflow(tmp_path):
+    bad = spec_text(batch=9).replace(
+        "training:\n", "training:\n  distribution: {strategy: mirrored, workers: 2}\n", 1
+    )
+    result = compiler.validate(bad)
+    codes = {(d.code, d.path) for d in result.diagnostics if d.severity == "error"}
+    assert ("distribution_replicas", "training.distribution.workers") in codes
+    assert ("distribution_batch", "training.batch_size") in codes
