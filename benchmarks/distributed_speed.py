@@ -5,7 +5,8 @@
 as two worker processes on 127.0.0.1 (the global batch of 64 split 32 + 32). Each worker is
 pinned to its own CPU core, so the two-worker run has twice the hardware of the one-worker
 run: scaling efficiency = two-worker throughput / (2 x one-worker throughput). A one-worker
-run on every core is shown for reference. Throughput is the report's tokens per second
+run on every core is shown for reference, and so is one worker training on a share (32) of
+the batch alone: the compute each of the two workers does, without the exchange. Throughput is the report's tokens per second
 (time spent in training steps, after the first step, which includes tracing).
 
 Usage: python benchmarks/distributed_speed.py [--steps N] [--quick]
@@ -25,15 +26,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(ROOT, "examples", "transactions.csv")
 
 
-def _spec(directory: str, workers: int, quick: bool) -> str:
+def _spec(directory: str, workers: int, quick: bool, batch: int) -> str:
     sizes = (
-        "{vocab_size: 500, embedding_dim: 64, rnn_units: 64, batch_size: 64, "
+        f"{{vocab_size: 500, embedding_dim: 64, rnn_units: 64, batch_size: {batch}, "
         "sequence_length: 32}"
         if quick
-        else "{vocab_size: 2000, embedding_dim: 256, rnn_units: 256, batch_size: 64, "
+        else f"{{vocab_size: 2000, embedding_dim: 256, rnn_units: 256, batch_size: {batch}, "
         "sequence_length: 100}"
     )
-    path = os.path.join(directory, f"spec-{workers}.yaml")
+    path = os.path.join(directory, f"spec-{workers}-{batch}.yaml")
     with open(path, "w", encoding="utf-8") as f:
         f.write(
             "apiVersion: keraspec/v1\nname: bench\nmodel:\n  template: lstm-text\n"
@@ -53,10 +54,12 @@ def _ports(n: int) -> list[int]:
     return ports
 
 
-def run(workers: int, steps: int, cores: list[list[int]] | None, quick: bool) -> dict:
+def run(
+    workers: int, steps: int, cores: list[list[int]] | None, quick: bool, batch: int = 64
+) -> dict:
     """Train `steps` steps with `workers` processes; the chief's report."""
     with tempfile.TemporaryDirectory(prefix="keraspec-dist-") as tmp:
-        spec = _spec(tmp, workers, quick)
+        spec = _spec(tmp, workers, quick, batch)
         cluster = ",".join(f"127.0.0.1:{p}" for p in _ports(workers))
         procs = []
         for i in range(workers):
@@ -88,16 +91,18 @@ def main() -> None:
         ("1 worker, 1 core", run(1, steps, [[cpus[0]]], args.quick)),
         ("2 workers, 1 core each", run(2, steps, [[cpus[0]], [cpus[1]]], args.quick)),
         (f"1 worker, {len(cpus)} cores", run(1, steps, None, args.quick)),
+        ("1 worker, 1 core, batch 32 (one worker's share, no exchange)",
+         run(1, steps, [[cpus[0]]], args.quick, batch=32)),
     ]
     base = rows[0][1]["tokens_per_second"]
-    tokens_per_step = rows[0][1]["batch_size"] * rows[0][1]["sequence_length"]
     print(f"lstm-text, global batch {rows[0][1]['batch_size']}, sequence "
           f"{rows[0][1]['sequence_length']}, {steps} steps; cpus {len(cpus)}")
     print("| run | steps/s | tokens/s | vs 1 worker, 1 core |")
     print("| --- | ---: | ---: | ---: |")
     for name, report in rows:
         tps = report["tokens_per_second"]
-        print(f"| {name} | {tps / tokens_per_step:.2f} | {tps:,.0f} | {tps / base:.2f}x |")
+        per_step = report["batch_size"] * report["sequence_length"]
+        print(f"| {name} | {tps / per_step:.2f} | {tps:,.0f} | {tps / base:.2f}x |")
     two = rows[1][1]["tokens_per_second"]
     print(f"\nscaling efficiency of the second worker: {two / (2 * base):.0%} "
           f"(2 workers deliver {two / base:.2f}x one worker's throughput)")

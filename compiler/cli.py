@@ -541,6 +541,14 @@ def train(
         given = "--task" if cluster is None else "--cluster"
         raise _fail([Diagnostic("error", "cluster_task", f"expected --cluster and --task "
                                 f"together, received only {given}", "", "<arguments>")])
+
+    resolved = _load_or_exit(spec, overrides)
+    distribution = resolved.training.distribution
+    if cluster is not None and (distribution is None or distribution.strategy != "multi_worker"):
+        strategy = "none" if distribution is None else distribution.strategy
+        raise _fail([Diagnostic("error", "cluster_task", "expected training.distribution."
+                                f"strategy multi_worker with --cluster, received {strategy}",
+                                "training.distribution", str(spec))])
     if cluster is not None:
         from compiler.distribution import TF_CONFIG, cluster_config
 
@@ -549,8 +557,6 @@ def train(
         except KeraspecError as e:
             raise _fail(e.diagnostics)
         os.environ[TF_CONFIG] = json.dumps(config)
-
-    resolved = _load_or_exit(spec, overrides)
     _print_diagnostics(_console(stderr=True), _warnings_of(resolved))
     from compiler.training import train as train_spec
 

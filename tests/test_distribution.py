@@ -174,3 +174,35 @@ def test_distribution_is_checked_without_tensorflow(tmp_path):
     codes = {(d.code, d.path) for d in result.diagnostics if d.severity == "error"}
     assert ("distribution_replicas", "training.distribution.workers") in codes
     assert ("distribution_batch", "training.batch_size") in codes
+
+
+def test_cluster_options_and_tf_config_errors_are_clear(tmp_path, corpus, monkeypatch):
+    from typer.testing import CliRunner
+
+    from compiler import distribution
+    from compiler.cli import app
+
+    assert distribution.cluster_config(["a:1", "b:2"], 1) == {
+        "cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
+    for cluster, task, code in [(["a:1", "b"], 0, "cluster_address"),
+                                (["a:1", "b:99999"], 0, "cluster_address"),
+                                (["a:1", "b:2"], 2, "cluster_task")]:
+        with pytest.raises(compiler.RunError) as e:
+            distribution.cluster_config(cluster, task)
+        assert e.value.diagnostics[0].code == code
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(compiler.RunError) as e:
+        distribution.read_tf_config()
+    assert "expected TF_CONFIG as" in e.value.diagnostics[0].message
+    monkeypatch.delenv("TF_CONFIG")
+    runner = CliRunner()
+    spec = _spec(tmp_path)
+    args = ["train", str(spec), "--data", str(corpus), "-o", str(tmp_path / "run")]
+    result = runner.invoke(app, args + ["--task", "0"])
+    assert result.exit_code == 1 and "expected --cluster and --task together" in result.output
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(spec_text(), encoding="utf-8")
+    result = runner.invoke(app, ["train", str(plain), "--data", str(corpus), "-o",
+                                 str(tmp_path / "run"), "--cluster", "a:1,b:2", "--task", "0"])
+    assert result.exit_code == 1 and "strategy multi_worker with --cluster" in result.output
+    assert not (tmp_path / "run").exists() and "TF_CONFIG" not in os.environ
