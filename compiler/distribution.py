@@ -208,10 +208,16 @@ def _sum_over_replicas(placement: Placement, values: list[float], *, chief_only:
     return np.asarray(total)
 
 
-def agree(placement: Placement, value: int, *, source: str = "chief") -> int:
+def agree(placement: Placement, value: int) -> int:
     """The chief's `value` (an int below 2^31), on every worker."""
-    assert source == "chief"
     return int(round(float(_sum_over_replicas(placement, [float(value)], chief_only=True)[0])))
+
+
+def agree_bytes(placement: Placement, data: bytes) -> bytes:
+    """The chief's `data` (of even length), on every worker."""
+    chunks = [float(int.from_bytes(data[i : i + 2], "big")) for i in range(0, len(data), 2)]
+    total = _sum_over_replicas(placement, chunks, chief_only=True)
+    return b"".join(int(round(float(v))).to_bytes(2, "big") for v in total)
 
 
 def check_same_data(placement: Placement, data: Any, tokenizer: Any) -> None:

@@ -41,6 +41,8 @@ import threading
 import time
 from typing import Any, Callable, Optional, Union
 
+import numpy as np
+
 from compiler import distribution
 from compiler.lang import spec as s
 from compiler.data.corpus import Corpus, read_corpus, record_shape
@@ -361,7 +363,7 @@ def train(
     placement = distribution.place(tf, spec)  # before TensorFlow runs anything else
     if placement.workers > 1:
         # Every worker must draw the same weights and example order: the chief's seed.
-        seed = distribution.agree(placement, seed, source="chief")
+        seed = distribution.agree(placement, seed)
         identity["seed"] = seed
         distribution.check_same_data(placement, training_data, tokenizer)
     # Compiling can still fail (TensorFlow refusing a layer): before anything is written.
@@ -400,6 +402,11 @@ class _Loop:
         self.placement = placement
         with placement.strategy.scope():
             self.compiled = _compile(tf, train_spec, seed, weighted=data.unit == "record")
+        noise = getattr(self.compiled.model, "dp_noise", None)
+        if noise is not None and placement.workers > 1:
+            # Every replica must draw the same DP noise: all take the chief's secret key.
+            key = distribution.agree_bytes(placement, noise.key.numpy().tobytes())
+            noise.key.assign(np.frombuffer(key, dtype=np.int64))
         self.model = self.compiled.model
         self.optimizer = self.compiled.optimizer
         self.checkpoint = tf.train.Checkpoint(
@@ -585,8 +592,6 @@ class _Loop:
         entry = {"epoch": state.epoch + 1, "step": state.step, **logs}
         if self.data.validation is not None:
             _reset_states(self.model)
-            import numpy as np
-
             order = np.arange(len(self.data.validation))
             val = self.model.evaluate(
                 self._dataset(self.data.validation, order),

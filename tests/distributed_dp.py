@@ -65,7 +65,9 @@ def main() -> None:
 
     reference = update(one)
     results = [update(two) for _ in range(draws)]
+    key = two.dp_noise.key.numpy().tobytes()
     out = {
+        "key_agreed": distribution.agree_bytes(mirrored, key) == key,
         "replicas": mirrored.replicas,
         "update_size": float(np.max(np.abs(reference))),
         "max_difference": float(np.max(np.abs(results[0] - reference))),

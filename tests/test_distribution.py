@@ -41,8 +41,10 @@ def _ports(n):
     return ports
 
 
-def _spec(tmp_path, **kw):
+def _spec(tmp_path, seed=True, **kw):
     text = spec_text(dropout=0.0, validation_split=0.0, epochs=3, **kw)
+    if not seed:
+        text = text.replace("  seed: 3\n", "")
     path = tmp_path / "s.yaml"
     path.write_text(text.replace("training:\n", DISTRIBUTED, 1), encoding="utf-8")
     return path
@@ -93,7 +95,9 @@ def corpus(tmp_path):
 
 @pytest.mark.parametrize("dp", [False, True], ids=["standard", "dp-fast"])
 def test_two_workers_train_like_one_process(tmp_path, corpus, dp):
-    spec = _spec(tmp_path, **({"dp": True, "noise": 0.0, "implementation": "fast"} if dp else {}))
+    # Without a seed in the spec each worker draws one: they must agree on the chief's.
+    spec = _spec(tmp_path, seed=dp,
+                 **({"dp": True, "noise": 0.0, "implementation": "fast"} if dp else {}))
     (rc0, out0, err0), (rc1, out1, err1) = _finish(
         _workers(spec, corpus, tmp_path / "run", "--max-steps", "6")
     )
@@ -102,13 +106,15 @@ def test_two_workers_train_like_one_process(tmp_path, corpus, dp):
     assert chief["steps"] == other["steps"] == 6
     assert chief["distribution"]["replicas"] == 2 and chief["distribution"]["replica_batch"] == 4
     assert (chief["distribution"]["worker"], other["distribution"]["worker"]) == (0, 1)
+    assert other["seed"] == chief["seed"]
     # Both workers hold the same weights, bit for bit.
     assert chief["weights_sha256"] == other["weights_sha256"]
     # Only the chief wrote the run directory.
     assert (tmp_path / "run" / "report.json").is_file()
     # One process over the same global batches in the same order: the same weights.
     # (Keras cannot run stateful RNNs under tf.distribute: both train stateless copies.)
-    single = with_stateful(compiler.load_spec(spec, ["training.distribution=null"]), False)
+    single = with_stateful(compiler.load_spec(
+        spec, ["training.distribution=null", f"training.seed={chief['seed']}"]), False)
     report = train(single, corpus, tmp_path / "single", max_steps=6)
     assert report.seed == chief["seed"]
     ours, theirs = _weights(tmp_path / "run"), _weights(tmp_path / "single")
@@ -157,7 +163,7 @@ def test_dp_on_two_replicas_noises_once_per_global_step():
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     quiet = run(0.0, 1)
-    assert quiet["replicas"] == 2
+    assert quiet["replicas"] == 2 and quiet["key_agreed"]
     assert quiet["update_size"] > 1e-3
     assert quiet["max_difference"] < 1e-5 * max(1.0, quiet["update_size"])
     noisy = run(2.0, 12)
