@@ -212,3 +212,20 @@ def test_cluster_options_and_tf_config_errors_are_clear(tmp_path, corpus, monkey
                                  str(tmp_path / "run"), "--cluster", "a:1,b:2", "--task", "0"])
     assert result.exit_code == 1 and "strategy multi_worker with --cluster" in result.output
     assert not (tmp_path / "run").exists() and "TF_CONFIG" not in os.environ
+
+
+def test_render_and_compile_state_the_per_replica_batch(tmp_path):
+    from compiler.build import compile_spec
+    from compiler.lang.render import render
+
+    spec = compiler.load_spec(_spec(tmp_path))
+    text = render(spec)
+    assert text.startswith("# distribution: 2 replicas, each training on 4 examples of the "
+                           "global batch of 8;\n# stateful layers are built for the "
+                           "per-replica batch of 4\n")
+    assert compiler.load_spec(text) == spec  # the note is a comment: same spec
+    compiled = compile_spec(spec)
+    assert compiled.model.input_shape[0] == 4
+    summary = compiled.summary()["distribution"]
+    assert (summary["replicas"], summary["global_batch"], summary["replica_batch"]) == (2, 8, 4)
+    assert "per-replica batch 4; stateful layers" in compiled.summary_text()
