@@ -43,8 +43,14 @@ STATE_FILE = "state.json"
 LATEST, BEST = "latest", "best"
 _TMP = ".tmp-"
 
-# Fields a resumed run may change: training longer is what resuming is for.
-RESUMABLE_CHANGES = ("training.epochs",)
+# Fields (and field groups) a resumed run may change: training longer is what resuming is
+# for; moving a run to other devices or machines changes where its steps run, not its model,
+# data or optimizer.
+RESUMABLE_CHANGES = ("training.epochs", "training.distribution")
+
+
+def _resumable(key: str) -> bool:
+    return any(key == field or key.startswith(field + ".") for field in RESUMABLE_CHANGES)
 
 
 def _error(run_dir: str, code: str, message: str, path: str = "") -> RunError:
@@ -54,7 +60,7 @@ def _error(run_dir: str, code: str, message: str, path: str = "") -> RunError:
 def spec_fingerprint(spec: Spec) -> dict[str, Any]:
     """The spec data a resumed run must match (everything but RESUMABLE_CHANGES)."""
     flat = flatten(to_data(spec))
-    return {k: v for k, v in flat.items() if k not in RESUMABLE_CHANGES}
+    return {k: v for k, v in flat.items() if not _resumable(k)}
 
 
 def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -345,15 +345,20 @@ def train(
     seed = int(identity["seed"])
     tr = spec.training
     unit = "record" if tr.privacy is not None else "window"
-    training_data = prepare(
-        _encode_records(tokenizer, corpus),
-        unit=unit,
-        batch_size=tr.batch_size,
-        sequence_length=tr.sequence_length,
-        validation_split=tr.validation_split,
-        seed=seed,
-        data_name=corpus.path,
-    )
+    encoded = _encode_records(tokenizer, corpus)
+
+    def examples(seed: int) -> TrainingData:
+        return prepare(
+            encoded,
+            unit=unit,
+            batch_size=tr.batch_size,
+            sequence_length=tr.sequence_length,
+            validation_split=tr.validation_split,
+            seed=seed,
+            data_name=corpus.path,
+        )
+
+    training_data = examples(seed)
     noise = identity.get("noise_multiplier")
     if noise is None:
         noise = _noise_for_run(spec, training_data.records)
@@ -362,9 +367,12 @@ def train(
     tf = tensorflow()
     placement = distribution.place(tf, spec)  # before TensorFlow runs anything else
     if placement.workers > 1:
-        # Every worker must draw the same weights and example order: the chief's seed.
-        seed = distribution.agree(placement, seed)
-        identity["seed"] = seed
+        # Every worker must draw the same weights, validation split and example order: the
+        # chief's seed.
+        agreed = distribution.agree(placement, seed)
+        if agreed != seed:
+            seed = identity["seed"] = agreed
+            training_data = examples(seed)
         distribution.check_same_data(placement, training_data, tokenizer)
     # Compiling can still fail (TensorFlow refusing a layer): before anything is written.
     loop = _Loop(
@@ -434,7 +442,16 @@ class _Loop:
         with self.placement.strategy.scope():
             self.optimizer._create_all_weights(self.model.trainable_variables)
         try:
-            self.checkpoint.read(latest["prefix"]).assert_existing_objects_matched()
+            checkpoint = self.checkpoint
+            saved = self.tf.train.list_variables(latest["prefix"])
+            if not any(name.startswith("states/") for name, _ in saved):
+                # Saved by a stateless training model (DP, or a distributed run): recurrent
+                # states start from zero, as they do at every epoch's start.
+                checkpoint = self.tf.train.Checkpoint(
+                    model=self.model, optimizer=self.optimizer,
+                    rng=_random_generators(self.model),
+                )
+            checkpoint.read(latest["prefix"]).assert_existing_objects_matched()
         except (AssertionError, ValueError, self.tf.errors.OpError) as e:
             raise RunError(
                 [Diagnostic("error", "checkpoint_unreadable",
@@ -595,6 +612,7 @@ class _Loop:
             order = np.arange(len(self.data.validation))
             val = self.model.evaluate(
                 self._dataset(self.data.validation, order),
+                steps=len(order) // self.batch,  # a distributed dataset needs the count
                 verbose=0,
                 return_dict=True,
             )
