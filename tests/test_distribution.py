@@ -96,17 +96,18 @@ def corpus(tmp_path):
 @pytest.mark.parametrize("dp", [False, True], ids=["standard", "dp-fast"])
 def test_two_workers_train_like_one_process(tmp_path, corpus, dp):
     # Without a seed in the spec each worker draws one: they must agree on the chief's.
-    # 22 steps cross the end of the first epoch: validation runs distributed too.
-    spec = _spec(tmp_path, seed=dp, validation_split=0.1,
+    # Without DP, 22 steps cross the end of the first epoch: validation runs distributed.
+    steps = 6 if dp else 22
+    spec = _spec(tmp_path, seed=dp, validation_split=0.0 if dp else 0.1,
                  **({"dp": True, "noise": 0.0, "implementation": "fast"} if dp else {}))
     (rc0, out0, err0), (rc1, out1, err1) = _finish(
-        _workers(spec, corpus, tmp_path / "run", "--max-steps", "22")
+        _workers(spec, corpus, tmp_path / "run", "--max-steps", str(steps))
     )
     assert rc0 == 0 and rc1 == 0, err0[-2000:] + err1[-2000:]
     chief, other = json.loads(out0), json.loads(out1)
-    assert chief["steps"] == other["steps"] == 22
-    assert chief["history"] and "val_loss" in chief["history"][0]
+    assert chief["steps"] == other["steps"] == steps
     assert chief["history"] == other["history"]
+    assert dp or "val_loss" in chief["history"][0]
     assert chief["distribution"]["replicas"] == 2 and chief["distribution"]["replica_batch"] == 4
     assert (chief["distribution"]["worker"], other["distribution"]["worker"]) == (0, 1)
     assert other["seed"] == chief["seed"]
@@ -118,13 +119,14 @@ def test_two_workers_train_like_one_process(tmp_path, corpus, dp):
     # (Keras cannot run stateful RNNs under tf.distribute: both train stateless copies.)
     single = with_stateful(compiler.load_spec(
         spec, ["training.distribution=null", f"training.seed={chief['seed']}"]), False)
-    report = train(single, corpus, tmp_path / "single", max_steps=22)
+    report = train(single, corpus, tmp_path / "single", max_steps=steps)
     assert report.seed == chief["seed"]
-    assert report.history[0]["val_loss"] == pytest.approx(chief["history"][0]["val_loss"],
-                                                          rel=1e-4)
+    if not dp:
+        assert report.history[0]["val_loss"] == pytest.approx(
+            chief["history"][0]["val_loss"], rel=1e-4)
     ours, theirs = _weights(tmp_path / "run"), _weights(tmp_path / "single")
     assert ours.keys() == theirs.keys() and ours
-    for name in ours:  # 22 RMSprop steps of float sums taken in another order
+    for name in ours:  # RMSprop steps of float sums taken in another order
         np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-3, atol=5e-5, err_msg=name)
     if not dp:
         # The run moves back to one process (stateful again): it resumes where it stopped.

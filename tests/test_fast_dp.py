@@ -154,8 +154,9 @@ def _update(compiled, x, y, w):
     "case, optimizer",
     # tensorflow-privacy takes seconds per case to trace: the brute-force test above covers
     # every layer form; these cover each layer type, the residual graph, and an optimizer
-    # with slots (SGD at learning rate 1 shows the gradient itself).
-    [("lstm", "sgd"), ("gru-reset-before", "sgd"), ("residual", "sgd"), ("gru", "adam")],
+    # with slots (SGD at learning rate 1 shows the gradient itself; Adam's first step mostly
+    # its signs).
+    [("lstm", "adam"), ("gru-reset-before", "sgd"), ("residual", "sgd")],
 )
 def test_update_equals_tensorflow_privacy_microbatched(case, optimizer):
     kw = {} if case == "residual" else {"optimizer": optimizer}
