@@ -6,8 +6,9 @@ as two worker processes on 127.0.0.1 (the global batch of 64 split 32 + 32). Eac
 pinned to its own CPU core, so the two-worker run has twice the hardware of the one-worker
 run: scaling efficiency = two-worker throughput / (2 x one-worker throughput). A one-worker
 run on every core is shown for reference, and so is one worker training on a share (32) of
-the batch alone: the compute each of the two workers does, without the exchange. Throughput is the report's tokens per second
-(time spent in training steps, after the first step, which includes tracing).
+the batch alone: the compute each of the two workers does, without the exchange.
+Throughput is the report's tokens per second (time spent in training steps, after the
+first step, which includes tracing).
 
 Usage: python benchmarks/distributed_speed.py [--steps N] [--quick]
 """

@@ -46,7 +46,8 @@ def main() -> None:
     for name, ts in times.items():
         print(f"| `{name}` | {statistics.median(ts):.3f} | {min(ts):.3f} |")
     print(
-        f"\nvalidate is {tf_import / validate:.1f}x faster than importing TensorFlow (target: >= 20x)"
+        f"\nvalidate is {tf_import / validate:.1f}x faster than importing TensorFlow "
+        "(target: >= 20x)"
     )
 
 
