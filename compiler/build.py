@@ -131,7 +131,7 @@ class CompiledModel:
                     **({"guarantee": self.privacy.to_dict()} if self.privacy else {}),
                 }
             ),
-            "distribution": distribution_summary(self.spec),
+            "distribution": s.distribution_summary(self.spec),
         }
 
     def summary_text(self) -> str:
@@ -192,19 +192,6 @@ def replica_batch(spec: s.Spec) -> Optional[int]:
     batch = spec.input.batch_size
     d = spec.training.distribution
     return batch // d.replicas if batch is not None and d is not None else batch
-
-
-def distribution_summary(spec: s.Spec) -> Optional[dict[str, Any]]:
-    d = spec.training.distribution
-    if d is None:
-        return None
-    return {
-        **d.model_dump(),
-        "replicas": d.replicas,
-        "global_batch": spec.training.batch_size,
-        "replica_batch": spec.training.batch_size // d.replicas,
-        "stateful": any(getattr(layer, "stateful", False) for layer in spec.model.layers),
-    }
 
 
 def _plain(value: Any) -> Any:

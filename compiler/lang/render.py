@@ -6,7 +6,7 @@ import io
 import json
 from typing import Any
 
-from compiler.lang.spec import Spec
+from compiler.lang.spec import Spec, distribution_summary
 
 _FIRST = ("type", "name", "inputs")
 
@@ -66,14 +66,13 @@ def render(spec: Spec, fmt: str = "yaml") -> str:
 
 
 def _distribution_note(spec: Spec) -> str:
-    d = spec.training.distribution
-    if d is None or d.replicas == 1:
+    d = distribution_summary(spec)
+    if d is None or d["replicas"] == 1:
         return ""
-    share = spec.training.batch_size // d.replicas
     note = (
-        f"# distribution: {d.replicas} replicas, each training on {share} examples of the "
-        f"global batch of {spec.training.batch_size}"
+        f"# distribution: {d['replicas']} replicas, each training on {d['replica_batch']} "
+        f"examples of the global batch of {d['global_batch']}"
     )
-    if any(getattr(layer, "stateful", False) for layer in spec.model.layers):
-        note += f";\n# stateful layers are built for the per-replica batch of {share}"
+    if d["stateful"]:
+        note += f";\n# stateful layers are built for the per-replica batch of {d['replica_batch']}"
     return note

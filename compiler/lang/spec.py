@@ -607,6 +607,20 @@ def _patch_union(members: list[type[BaseModel]]) -> type[BaseModel]:
     )
 
 
+def distribution_summary(spec: "Spec") -> Optional[dict[str, Any]]:
+    """A resolved spec's distribution: its settings, replicas and per-replica batch."""
+    d = spec.training.distribution
+    if d is None:
+        return None
+    return {
+        **d.model_dump(),
+        "replicas": d.replicas,
+        "global_batch": spec.training.batch_size,
+        "replica_batch": spec.training.batch_size // d.replicas,
+        "stateful": any(getattr(layer, "stateful", False) for layer in spec.model.layers),
+    }
+
+
 class TemplateDocument(SpecBase):
     """A spec built from a template, with optional partial input and training sections."""
 
