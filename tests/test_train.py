@@ -60,7 +60,7 @@ def test_training_lowers_validation_loss_below_the_untrained_model(tmp_path, cor
     full = len(data.validation) // 8 * 8  # the stateful model takes whole batches only
     before = untrained.evaluate(data.validation.inputs[:full], data.validation.targets[:full],
                                 batch_size=8, verbose=0)[0]
-    assert report.best_val_loss < 0.8 * before
+    assert report.best_val_loss < 0.8 * before  # measured 0.60 x
     assert report.stopped_by == "epochs" and report.epochs == 3
     assert report.steps == 3 * report.steps_per_epoch == 3 * (report.examples // 8)
     assert [h["epoch"] for h in report.history] == [1, 2, 3]
@@ -279,16 +279,23 @@ def test_cli_train_json_report_and_generate(tmp_path, corpus):
 
 
 def test_generated_records_learn_the_corpus_shape(tmp_path, corpus):
-    spec = load(write_spec(tmp_path / "s.yaml", epochs=12, dropout=0.0, learning_rate=0.03))
-    train(spec, corpus, tmp_path / "run")
-    result = compiler.generate(tmp_path / "run", count=20, seed=0, temperature=0.5)
-    assert len(result.records) == 20 and result.step > 0
-    # Corpus records are "fruit,colour,digit"; the trained model writes mostly such records,
-    # ended by <eor>, and mostly real fruit-colour pairs.
+    # What a trained model samples depends on the CPU's rounding (oneDNN picks kernels per
+    # instruction set, and training amplifies the differences), so the bounds are far from
+    # what any model reaching this loss samples. Measured over six training seeds, a larger
+    # perturbation than rounding: 168-192 of 200 records shaped, 157-191 real pairs.
+    spec = load(write_spec(tmp_path / "s.yaml", epochs=24, dropout=0.0, learning_rate=0.03))
+    report = train(spec, corpus, tmp_path / "run")
+    first, last = report.history[0]["loss"], report.history[-1]["loss"]
+    assert last < 1.0 < first  # measured 0.45-0.51 after 24 epochs, 2.7 after the first
+    result = compiler.generate(tmp_path / "run", count=200, seed=0, temperature=0.5)
+    assert len(result.records) == 200 and result.step > 0
+    # Corpus records are "fruit,colour,digit". Most sampled records are such records, ended
+    # by <eor>, and most of those pair a corpus fruit with its own colour.
     shaped = [r for r, done in zip(result.records, result.complete)
               if done and re.fullmatch(r"[a-z]+,[a-z]+,[1-9]", r)]
     pairs = [r for r in shaped if tuple(r.split(",")[1::-1]) in CORPUS_ROWS]
-    assert len(shaped) >= 15 and len(pairs) >= 10, result.records
+    assert len(shaped) >= 100 and len(pairs) >= 100, result.records[:20]
+    assert result.valid is not None and sum(result.valid) >= len(shaped)
 
 
 def _run_cli(*args, **kwargs):
