@@ -5,15 +5,18 @@
    (tests/reference.py), `model.fit` on a `tf.data` pipeline of shuffled windows of the same
    corpus. Several rounds, alternating which side goes first.
 2. Tokens per second of per-example DP training (num_microbatches = batch size, one record
-   per example) with keraspec's fast implementation and tensorflow-privacy's standard and
-   vectorized optimizers, against non-private training of the same model, all through
-   `compiler.train`.
+   per example) with keraspec's fast implementation (Poisson-sampled batches, its default,
+   and shuffled full batches) and tensorflow-privacy's standard and vectorized optimizers
+   (shuffled), against non-private training of the same model, all through
+   `compiler.train`. Under Poisson sampling a step's batch has a random size; tokens count
+   the expected batch.
 
 Both sides are timed the same way: wall time from the end of the first step (which includes
 tracing) to the end of the last, so the figures are steady-state loop throughput, data
 pipeline and loop overhead included. Tokens = batch x sequence length per step.
 
 Usage: python benchmarks/train_speed.py [--quick] [--steps N] [--dp-steps N] [--rounds N]
+       [--implementations fast,fast-shuffle,standard,vectorized]
 Default sizes are the reference's (batch 64, sequence 100, 256 units, vocab 2000);
 --quick uses vocab 500, 64 units, sequence 32 for a run of a minute or two.
 """
@@ -119,6 +122,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="steps per non-DP run")
     parser.add_argument("--dp-steps", type=int, default=None, help="steps per DP run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--implementations", default="fast,fast-shuffle,standard,vectorized",
+                        help="DP rows to measure, comma-separated")
     args = parser.parse_args()
     sizes = dict(
         vocab_size=2000, embedding_dim=256, rnn_units=256, batch_size=64, sequence_length=100
@@ -144,7 +149,9 @@ def main() -> None:
                "keraspec", "hand-written"), flush=True)
 
     plain = [keraspec_tokens_per_second(spec, max(dp_steps, 3)) for _ in range(args.rounds)]
-    for implementation in ("fast", "standard", "vectorized"):
+    for row in args.implementations.split(","):
+        implementation, _, shuffled = row.partition("-")
+        fast = implementation == "fast"
         dp_spec = compiler.load_spec(
             DP_SPEC,
             _overrides(sizes)
@@ -152,13 +159,15 @@ def main() -> None:
                 f"model.params.num_microbatches={sizes['batch_size']}",
                 f"model.params.implementation={implementation}",
                 "model.params.noise_multiplier=1.0",
-            ],
+            ]
+            + (["training.privacy.sampling=shuffle"] if shuffled else []),
         )
-        rounds = args.rounds if implementation == "fast" else max(1, args.rounds // 2)
-        dp_run_steps = max(dp_steps, steps // 2) if implementation == "fast" else dp_steps
+        sampling = dp_spec.training.privacy.sampling
+        rounds = args.rounds if fast else max(1, args.rounds // 2)
+        dp_run_steps = max(dp_steps, steps // 2) if fast else dp_steps
         dp = [keraspec_tokens_per_second(dp_spec, dp_run_steps) for _ in range(rounds)]
-        print(_row(f"per-example DP ({implementation}) vs non-DP ({dp_run_steps} steps)", dp, plain,
-                   "DP", "non-DP"), flush=True)
+        print(_row(f"per-example DP ({implementation}, {sampling}) vs non-DP ({dp_run_steps} "
+                   "steps)", dp, plain, "DP", "non-DP"), flush=True)
 
 
 if __name__ == "__main__":

@@ -343,7 +343,8 @@ def _attach_fast_dp(
         spec.input.name,
         analysis.output,
     )
-    fast_dp.attach(model, graph, fast_dp.FastDP(privacy.l2_norm_clip, noise))
+    dp = fast_dp.FastDP(privacy.l2_norm_clip, noise, spec.training.batch_size)
+    fast_dp.attach(model, graph, dp)
 
 
 def _keras_name(name: str) -> str:

@@ -123,6 +123,8 @@ def _options(
         os.environ["KERASPEC_MEMORY_LIMIT"] = memory_limit
 
 
+EpochsOption = typer.Option(None, "--epochs", min=1, help="Override training.epochs.")
+DataOption = typer.Option(..., "--data", "-d", help="UTF-8 text file, one record per line.")
 SetOption = typer.Option(
     None,
     "--set",
@@ -189,6 +191,10 @@ def validate(
         help="Output format; github prints GitHub Actions annotations (::error file=...).",
     ),
     overrides: Optional[List[str]] = SetOption,
+    examples: Optional[int] = typer.Option(
+        None, "--examples", min=1,
+        help="Training records, to check a DP spec's delta against 1 / records.",
+    ),
 ) -> None:
     """Check spec files against the schema and the semantic rules.
 
@@ -200,6 +206,13 @@ def validate(
     if not files:
         raise typer.BadParameter("no .yaml, .yml or .json files found", param_hint="PATH")
     results = [validate_spec(f, overrides or ()) for f in files]
+    if examples is not None:
+        from compiler.privacy import delta_diagnostic
+
+        for r in results:
+            found = delta_diagnostic(r.spec, examples) if r.spec is not None else None
+            if found is not None:
+                r.diagnostics.append(found)
     failed = [r for r in results if _failed(r, strict)]
     if fmt is ValidateFormat.github:
         for r in results:
@@ -418,7 +431,7 @@ def privacy(
     examples: int = typer.Option(..., "--examples", min=1, help="Number of training examples."),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Default: training.epochs."),
     delta: Optional[float] = typer.Option(
-        None, "--delta", help="Default: privacy.delta, else 1/examples."
+        None, "--delta", help="Default: privacy.delta, else examples^-1.1."
     ),
     target_epsilon: Optional[float] = typer.Option(
         None, "--target-epsilon", help="Solve for the noise multiplier reaching this epsilon."
@@ -429,32 +442,57 @@ def privacy(
     """Compute the (epsilon, delta) guarantee of a DP spec's training run."""
     _require("privacy")
     from compiler.diagnostics import SpecError
-    from compiler.privacy import epsilon_warning, privacy_report, weak_privacy_warning
+    from compiler.privacy import (
+        ACCOUNTANT_NAMES,
+        delta_warning,
+        epsilon_warning,
+        privacy_report,
+        weak_privacy_warning,
+    )
 
     resolved = _load_or_exit(spec, overrides)
     try:
         report = privacy_report(
-            resolved, examples, epochs=epochs, delta=delta, target_epsilon=target_epsilon
+            resolved, examples, epochs=epochs, delta=delta, target_epsilon=target_epsilon,
+            compare=True,
         )
     except SpecError as e:
         _print_diagnostics(_console(stderr=True), e.diagnostics)
         raise typer.Exit(1)
     warning = epsilon_warning(report)
+    delta_problem = delta_warning(report.delta, examples)
     if fmt is TextOrJson.json:
-        typer.echo(json.dumps({**report.to_dict(), "warning": warning}, indent=2))
+        payload = {**report.to_dict(), "warning": warning, "delta_warning": delta_problem}
+        typer.echo(json.dumps(payload, indent=2))
         return
+    from rich.markup import escape
+
     console = _console()
-    eps = "inf (no noise)" if report.epsilon == float("inf") else f"{report.epsilon:.4f}"
+
+    def shown(value: Optional[float]) -> str:
+        return "inf (no noise)" if value is None or value == float("inf") else f"{value:.4f}"
+
     if target_epsilon is not None or (resolved.training.privacy.noise_multiplier is None):
         console.print(f"noise_multiplier: {report.noise_multiplier:.4f}")
-    console.print(f"epsilon: {eps} at delta {report.delta:.3g}")
-    console.print(f"accountant: {report.accountant}")
+    console.print(f"epsilon: {shown(report.epsilon)} at delta {report.delta:.3g} "
+                  f"({report.accountant}, the spec's accountant)")
+    for name, value in report.epsilons.items():
+        console.print(f"  {ACCOUNTANT_NAMES[name]}: {shown(value)}")
+    console.print(f"sampling: {report.sampling}, {report.steps} steps")
     console.print("assumptions:")
     for a in report.assumptions:
-        console.print(f"  - {a}")
-    weak = weak_privacy_warning(resolved, report)
-    if weak is not None:
-        _print_diagnostics(_console(stderr=True), [weak])
+        console.print(escape(f"  - {a}"))
+    problems = [d for d in (weak_privacy_warning(resolved, report),) if d is not None]
+    if delta_problem is not None:
+        from compiler.lang.parse import source_of
+
+        where = ("training", "privacy", "delta")
+        if resolved.training.privacy.delta is None or delta is not None:
+            where = ("training", "privacy")
+        problems.append(source_of(resolved).diagnostic(where, "privacy_delta", delta_problem,
+                                                       severity="warning"))
+    if problems:
+        _print_diagnostics(_console(stderr=True), problems)
 
 
 @app.command("diff")
@@ -505,13 +543,11 @@ def _fail(diagnostics: Iterable["Diagnostic"]) -> "typer.Exit":
 @app.command()
 def train(
     spec: Path = typer.Argument(..., help="The spec file."),
-    data: Path = typer.Option(..., "--data", "-d", help="UTF-8 text file, one record per line."),
+    data: Path = DataOption,
     output: Path = typer.Option(
         ..., "--output", "-o", help="Run directory (resumed when it holds this run)."
     ),
-    epochs: Optional[int] = typer.Option(
-        None, "--epochs", min=1, help="Override training.epochs."
-    ),
+    epochs: Optional[int] = EpochsOption,
     max_steps: Optional[int] = typer.Option(
         None, "--max-steps", min=1, help="Stop after this many steps in total (across resumes)."
     ),
@@ -586,6 +622,73 @@ def train(
             f"{report.run_dir}: run the same command again to resume"
         )
         raise typer.Exit(130)
+
+
+@app.command()
+def audit(
+    spec: Path = typer.Argument(..., help="The spec file (DP or not)."),
+    data: Path = DataOption,
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Audit directory: audit corpus, run/ and audit.json."
+    ),
+    canaries: int = typer.Option(
+        1000, "--canaries", min=2, help="Canaries to make (each trained on with probability 1/2)."
+    ),
+    epochs: Optional[int] = EpochsOption,
+    max_steps: Optional[int] = typer.Option(
+        None, "--max-steps", min=1, help="Stop training after this many steps."
+    ),
+    confidence: float = typer.Option(
+        0.95, "--confidence", min=0.5, max=0.9999, help="Confidence of the lower bound."
+    ),
+    overrides: Optional[List[str]] = SetOption,
+    fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Report format."),
+) -> None:
+    """Audit a spec's privacy empirically: canaries, one training run, an epsilon lower bound.
+
+    Exits 0 when the lower bound is within the claimed epsilon (or the spec claims none),
+    1 on bad input or when the lower bound exceeds the claimed epsilon (the guarantee is
+    broken).
+    """
+    _require("train")
+    from compiler.audit import audit as audit_spec
+    from compiler.diagnostics import KeraspecError
+
+    resolved = _load_or_exit(spec, overrides)
+    with _TrainProgress(enabled=fmt is TextOrJson.text) as progress:
+        try:
+            report = audit_spec(resolved, data, output, canaries=canaries, epochs=epochs,
+                                max_steps=max_steps, confidence=confidence,
+                                callback=progress.update)
+        except KeraspecError as e:
+            progress.stop()
+            raise _fail(e.diagnostics)
+    if fmt is TextOrJson.json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        console = _console()
+        claimed = "none (no DP)" if report.claimed_epsilon is None else (
+            f"{report.claimed_epsilon:.4g}")
+        exposure = report.exposure
+        for label, value in [
+            ("claimed epsilon", claimed),
+            (f"epsilon lower bound ({report.confidence:.0%} confidence, delta "
+             f"{report.delta:.3g})", f"{report.epsilon_lower_bound:.4g}"),
+            ("canaries (trained on)", f"{report.canaries} ({report.included})"),
+            ("guesses (correct)", f"{report.guesses} ({report.correct})"),
+            ("exposure, bits: mean / max of possible",
+             f"{exposure['mean']:.2f} / {exposure['max']:.2f} of {exposure['possible']:.2f}"),
+            ("audit", f"{output}/audit.json"),
+        ]:
+            console.print(f"{label}: {value}")
+    if report.broken:
+        _console(stderr=True).print(
+            f"[bold red]error:[/bold red] the privacy guarantee is broken: the audit's lower "
+            f"bound {report.epsilon_lower_bound:.4g} exceeds the claimed epsilon "
+            f"{report.claimed_epsilon:.4g} at {report.confidence:.0%} confidence; clipping, "
+            "noise, sampling or accounting does not do what the report says"
+        )
+        raise typer.Exit(1)
 
 
 def _warnings_of(resolved: Any) -> list["Diagnostic"]:

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from typing import Any, Callable, Optional
 
 import numpy as np
 
+from compiler.data.sampling import secret_key
 from compiler.tf import tensorflow
 
 # A layer's contribution: the probes it watched, and what to do with their gradients.
@@ -62,10 +62,18 @@ class Term:
 
 @dataclasses.dataclass(frozen=True)
 class FastDP:
-    """The DP-SGD settings a model trains with."""
+    """The DP-SGD settings a model trains with.
+
+    Attributes:
+        l2_norm_clip: Each example's gradient is clipped to this L2 norm.
+        noise_multiplier: The noise's standard deviation, as a multiple of l2_norm_clip.
+        batch_size: The global batch the noisy sum is divided by. Under Poisson sampling
+            it is the expected batch, never the realised one (which dividing would leak).
+    """
 
     l2_norm_clip: float
     noise_multiplier: float
+    batch_size: int
 
 
 # ------------------------------------------------------------------------ norm helpers
@@ -429,7 +437,7 @@ def attach(model: Any, graph: Graph, dp: FastDP) -> None:
     # of a distributed run draws the same noise (the key is a variable: a distribution
     # strategy gives every worker the chief's), and a resumed run, whose checkpoint holds
     # the key and the step, goes on with the stream instead of repeating it.
-    key = np.frombuffer(os.urandom(16), dtype=np.int64)
+    key = secret_key()
     model.dp_noise = tf.train.Checkpoint(
         key=tf.Variable(key, trainable=False, name="dp_noise_key")
     )
@@ -528,15 +536,12 @@ def clipped_gradients(
     return ordered, norms, losses, y_pred
 
 
-def noised_mean(
-    gradients: list[Any], batch_size: Any, dp: FastDP, key: Any, step: Any
-) -> list[Any]:
-    """DP-SGD's gradient: (clipped sum + N(0, (clip * noise)^2)) / batch size.
+def noised_mean(gradients: list[Any], dp: FastDP, key: Any, step: Any) -> list[Any]:
+    """DP-SGD's gradient: (clipped sum + N(0, (clip * noise)^2)) / dp.batch_size.
 
     Args:
         gradients: This replica's clipped sums.
-        batch_size: This replica's batch size.
-        dp: The clipping norm and noise multiplier.
+        dp: The clipping norm, noise multiplier and (expected) global batch size.
         key: The secret noise key, an int64 [2] tensor.
         step: The step number: with the key it picks the noise.
 
@@ -547,7 +552,7 @@ def noised_mean(
     tf = tensorflow()
     replicas = tf.distribute.get_replica_context().num_replicas_in_sync
     stddev = dp.l2_norm_clip * dp.noise_multiplier
-    size = tf.cast(batch_size * replicas, gradients[0].dtype)
+    size = tf.constant(dp.batch_size, gradients[0].dtype)
     seed = tf.random.experimental.stateless_fold_in(key, tf.cast(step, tf.int64))
     out = []
     for i, g in enumerate(gradients):
@@ -569,8 +574,6 @@ def train_step(model: Any, data: Any) -> dict[str, Any]:
     gradients, _, _, y_pred = clipped_gradients(
         model, x, y, sample_weight, l2_norm_clip=dp.l2_norm_clip
     )
-    gradients = noised_mean(
-        gradients, tf.shape(y_pred)[0], dp, model.dp_noise.key, model.optimizer.iterations
-    )
+    gradients = noised_mean(gradients, dp, model.dp_noise.key, model.optimizer.iterations)
     model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
     return model.compute_metrics(x, y, y_pred, sample_weight)

@@ -47,11 +47,18 @@ from compiler import distribution
 from compiler.lang import spec as s
 from compiler.data.corpus import Corpus, read_corpus, record_shape
 from compiler.data.dataset import Examples, TrainingData, epoch_order, prepare
+from compiler.data.sampling import (
+    BatchSizes,
+    padded_shares,
+    poisson_indices,
+    secret_key,
+    shuffled_order,
+)
 from compiler.diagnostics import Diagnostic, RunError, SpecError
-from compiler.privacy import PrivacyReport, epsilon_warning, privacy_report
+from compiler.privacy import PrivacyReport, privacy_report, privacy_warnings
 from compiler.rundir import BEST, LATEST, RunDir
 from compiler.weights import with_stateful
-from compiler.data.tokenizer import Tokenizer, fit_tokenizer, load_tokenizer
+from compiler.data.tokenizer import PAD_ID, Tokenizer, fit_tokenizer, load_tokenizer
 
 PRIVACY_UNIT = "one record per example"
 EPSILON_EVERY_SECONDS = 2.0
@@ -139,6 +146,8 @@ class _State:
     stopped_early: bool = False
     wall_time: float = 0.0
     train_time: float = 0.0
+    # Poisson-sampled DP runs: the batch sizes drawn so far (steps, total, min, max).
+    batch_sizes: Optional[dict[str, int]] = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "_State":
@@ -168,6 +177,8 @@ def training_spec(spec: s.Spec, noise_multiplier: Optional[float]) -> s.Spec:
     DP runs must not carry state across batches; Keras cannot run stateful RNNs under a
     tf.distribute strategy. The layers and their weights are the spec's own, so
     checkpoints of the training model load into the spec's model (stateful or not).
+    Poisson-sampled DP runs draw a batch of random size at every step: their model takes
+    any batch size (the expected size only scales the update).
     """
     privacy = spec.training.privacy
     d = spec.training.distribution
@@ -178,9 +189,10 @@ def training_spec(spec: s.Spec, noise_multiplier: Optional[float]) -> s.Spec:
     privacy = privacy.model_copy(
         update={"noise_multiplier": noise_multiplier, "target_epsilon": None}
     )
-    return spec.model_copy(
-        update={"training": spec.training.model_copy(update={"privacy": privacy})}
-    )
+    update: dict[str, Any] = {"training": spec.training.model_copy(update={"privacy": privacy})}
+    if privacy.sampling == "poisson":
+        update["input"] = spec.input.model_copy(update={"batch_size": None})
+    return spec.model_copy(update=update)
 
 
 def _encode_records(tokenizer: Tokenizer, corpus: Corpus) -> list[Any]:
@@ -410,23 +422,43 @@ class _Loop:
         self.placement = placement
         with placement.strategy.scope():
             self.compiled = _compile(tf, train_spec, seed, weighted=data.unit == "record")
-        noise = getattr(self.compiled.model, "dp_noise", None)
-        if noise is not None and placement.workers > 1:
-            # Every replica must draw the same DP noise: all take the chief's secret key.
-            key = distribution.agree_bytes(placement, noise.key.numpy().tobytes())
-            noise.key.assign(np.frombuffer(key, dtype=np.int64))
         self.model = self.compiled.model
         self.optimizer = self.compiled.optimizer
-        self.checkpoint = tf.train.Checkpoint(
+        privacy = train_spec.training.privacy
+        self.sampling = privacy.sampling if privacy is not None else None
+        # DP runs draw their batches (and the fast implementation its noise) from secret
+        # keys: operating-system entropy, kept only in the checkpoints, the chief's on
+        # every worker (each worker must cut the same batches and draw the same noise).
+        self.secrets = None
+        keys = []
+        if privacy is not None:
+            self.secrets = tf.train.Checkpoint(
+                sampling_key=tf.Variable(secret_key(), trainable=False, name="sampling_key")
+            )
+            keys.append(self.secrets.sampling_key)
+        noise = getattr(self.model, "dp_noise", None)
+        if noise is not None:
+            keys.append(noise.key)
+        if placement.workers > 1:
+            for variable in keys:
+                agreed = distribution.agree_bytes(placement, variable.numpy().tobytes())
+                variable.assign(np.frombuffer(agreed, dtype=np.int64))
+        if privacy is not None and noise is None:
+            # tensorflow-privacy's optimizers draw their noise from TensorFlow's global
+            # seed, which set_random_seed(seed) made public: re-seed it from the operating
+            # system's entropy (afresh in every process, so no noise stream ever repeats)
+            # before the train step is traced.
+            tf.random.set_seed(int.from_bytes(os.urandom(7), "little"))
+        parts = dict(
             model=self.model,
             optimizer=self.optimizer,
             rng=_random_generators(self.model),
             states=_recurrent_states(self.model),
         )
+        if self.secrets is not None:
+            parts["secrets"] = self.secrets
+        self.checkpoint = tf.train.Checkpoint(**parts)
         self.state = _State()
-        self.privacy_delta = None
-        if tr.privacy is not None:
-            self.privacy_delta = tr.privacy.delta or 1.0 / data.records
         self._epsilon_at = (0.0, None)
         self.last_logs: dict[str, float] = {}
 
@@ -444,13 +476,21 @@ class _Loop:
         try:
             checkpoint = self.checkpoint
             saved = self.tf.train.list_variables(latest["prefix"])
+            if self.secrets is not None and not any(
+                name.startswith("secrets/") for name, _ in saved
+            ):
+                raise ValueError(
+                    "it holds no secret sampling key (written before batches were drawn "
+                    "from one): train into a new run directory"
+                )
             if not any(name.startswith("states/") for name, _ in saved):
                 # Saved by a stateless training model (DP, or a distributed run): recurrent
                 # states start from zero, as they do at every epoch's start.
-                checkpoint = self.tf.train.Checkpoint(
-                    model=self.model, optimizer=self.optimizer,
-                    rng=_random_generators(self.model),
-                )
+                parts = dict(model=self.model, optimizer=self.optimizer,
+                             rng=_random_generators(self.model))
+                if self.secrets is not None:
+                    parts["secrets"] = self.secrets
+                checkpoint = self.tf.train.Checkpoint(**parts)
             checkpoint.read(latest["prefix"]).assert_existing_objects_matched()
         except (AssertionError, ValueError, self.tf.errors.OpError) as e:
             raise RunError(
@@ -480,11 +520,11 @@ class _Loop:
 
     # ------------------------------------------------------------------ privacy
 
-    def privacy(self) -> Optional[PrivacyReport]:
+    def privacy(self, compare: bool = False) -> Optional[PrivacyReport]:
         if self.train_spec.training.privacy is None:
             return None
         return privacy_report(
-            self.train_spec, self.data.records, delta=self.privacy_delta, steps=self.state.step
+            self.train_spec, self.data.records, steps=self.state.step, compare=compare
         )
 
     def epsilon(self, force: bool = False) -> Optional[float]:
@@ -556,9 +596,7 @@ class _Loop:
             if state.step_in_epoch == 0:
                 _reset_states(self.model)
             self.model.reset_metrics()
-            order = epoch_order(len(self.data.train), self.seed, state.epoch)
-            order = order[state.step_in_epoch * self.batch : self.steps_per_epoch * self.batch]
-            iterator = iter(self._dataset(self.data.train, order))
+            iterator = iter(self._epoch_batches())
             logs: dict[str, float] = {}
             while state.step_in_epoch < self.steps_per_epoch:
                 if self.max_steps is not None and state.step >= self.max_steps:
@@ -569,6 +607,8 @@ class _Loop:
                 logs = {k: float(v) for k, v in train_fn(iterator).items()}
                 self.last_logs = logs
                 state.train_time += time.perf_counter() - t0
+                if self.sampling == "poisson":
+                    self._count_batch(state.step)
                 state.step += 1
                 state.step_in_epoch += 1
                 with self.train_writer.as_default(step=state.step):
@@ -583,6 +623,68 @@ class _Loop:
             if self._end_epoch(logs):
                 return "early_stopping"
         return "epochs"
+
+    def _epoch_batches(self) -> Any:
+        """The rest of the current epoch's training batches."""
+        state = self.state
+        if self.sampling == "poisson":
+            first = state.step - state.step_in_epoch
+            return self._poisson_dataset(first + state.step_in_epoch, first + self.steps_per_epoch)
+        if self.sampling == "shuffle":
+            order = shuffled_order(self._sampling_key(), len(self.data.train), state.epoch)
+        else:
+            order = epoch_order(len(self.data.train), self.seed, state.epoch)
+        order = order[state.step_in_epoch * self.batch : self.steps_per_epoch * self.batch]
+        return self._dataset(self.data.train, order)
+
+    def _sampling_key(self) -> np.ndarray:
+        return self.secrets.sampling_key.numpy()
+
+    def _poisson_indices(self, step: int) -> np.ndarray:
+        return poisson_indices(self._sampling_key(), step, len(self.data.train),
+                               self.batch / len(self.data.train))
+
+    def _count_batch(self, step: int) -> None:
+        sizes = BatchSizes(**(self.state.batch_sizes or {}))
+        sizes.add(len(self._poisson_indices(step)))
+        self.state.batch_sizes = dataclasses.asdict(sizes)
+
+    def _poisson_dataset(self, start: int, stop: int) -> Any:
+        """Poisson-sampled batches of steps [start, stop), this worker's replicas' shares.
+
+        Each step's batch is split into equal shares, one per replica, padded with masked
+        slots (no tokens, loss weight 0: no loss, no gradient, no norm), so the replicas
+        together train on exactly the sampled records.
+        """
+        tf = self.tf
+        examples, placement = self.data.train, self.placement
+        first = placement.worker * placement.replicas_per_worker
+        mine = range(first, first + placement.replicas_per_worker)
+
+        def batches() -> Any:
+            for step in range(start, stop):
+                shares = padded_shares(self._poisson_indices(step), placement.replicas)
+                for replica, (part, _) in enumerate(shares):
+                    if replica not in mine:
+                        continue
+                    real = part >= 0
+                    rows = np.where(real, part, 0)
+                    inputs = np.where(real[:, None], examples.inputs[rows], PAD_ID)
+                    targets = np.where(real[:, None], examples.targets[rows], PAD_ID)
+                    weights = np.where(real[:, None], examples.weights[rows], 0.0)
+                    yield inputs, targets, weights.astype(np.float32)
+
+        length = examples.inputs.shape[1]
+        signature = (
+            tf.TensorSpec([None, length], tf.int32),
+            tf.TensorSpec([None, length], tf.int32),
+            tf.TensorSpec([None, length], tf.float32),
+        )
+        if placement.replicas == 1:
+            return tf.data.Dataset.from_generator(batches, output_signature=signature)
+        return placement.strategy.distribute_datasets_from_function(
+            lambda context: tf.data.Dataset.from_generator(batches, output_signature=signature)
+        )
 
     def _dataset(self, examples: Examples, order: Any) -> Any:
         """Batches of `examples` in `order`; under distribution, each replica's share."""
@@ -670,12 +772,22 @@ class _Loop:
                 f"sequence_length = {self.length} tokens (with <eor> at both ends) and were "
                 "truncated; raise sequence_length to train on whole records"
             )
-        report = self.privacy()
+        report = self.privacy(compare=True)
         if report is not None:
             privacy = {
                 **report.to_dict(),
                 "privacy_unit": PRIVACY_UNIT,
                 "validation_records_protected": False,
+                "sampling": self._sampling_report(),
+                "randomness": {
+                    "secret": ["batch sampling"] + (
+                        ["noise (per step from a key in the checkpoint)"]
+                        if getattr(self.model, "dp_noise", None) is not None
+                        else ["noise (TensorFlow's global generator, re-seeded from the "
+                              "operating system in every process)"]
+                    ),
+                    "seeded": ["weight initialisation", "dropout", "validation split"],
+                },
             }
             privacy["assumptions"] = privacy["assumptions"] + [
                 f"each training example holds exactly one record ({PRIVACY_UNIT}); no "
@@ -683,9 +795,7 @@ class _Loop:
                 f"the {data.validation_records} validation records only choose the best "
                 "checkpoint and are not covered by the guarantee",
             ]
-            warning = epsilon_warning(report)
-            if warning:
-                warnings.append(warning)
+            warnings.extend(privacy_warnings(report))
         return TrainReport(
             name=self.spec.name,
             run_dir=self.run_dir.path,
@@ -717,6 +827,24 @@ class _Loop:
             distribution=self._distribution_report(),
             weights_sha256=_weights_digest(self.model),
         )
+
+    def _sampling_report(self) -> dict[str, Any]:
+        if self.sampling != "poisson":
+            return {"method": "shuffle", "batch": self.batch, "truncation": "none"}
+        sizes = BatchSizes(**(self.state.batch_sizes or {}))
+        return {
+            "method": "poisson",
+            "expected_batch": self.batch,
+            "probability": self.batch / len(self.data.train),
+            # The model takes any batch size: a sampled batch is never truncated, and it
+            # is padded only to split it equally among the replicas.
+            "capacity": None,
+            "truncation": "never",
+            "overflow": 0,
+            "mean_batch": round(sizes.mean, 3),
+            "min_batch": sizes.smallest if sizes.steps else None,
+            "max_batch": sizes.largest if sizes.steps else None,
+        }
 
     def _distribution_report(self) -> Optional[dict[str, Any]]:
         d = self.spec.training.distribution

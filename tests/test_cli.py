@@ -105,7 +105,7 @@ def test_templates_lists_params_and_defaults():
     data = json.loads(result.output)
     assert set(data) == {"lstm-text", "lstm-text-dp"}
     assert data["lstm-text"]["params"]["rnn_units"]["default"] == 256
-    assert data["lstm-text-dp"]["params"]["noise_multiplier"]["default"] == 0.1
+    assert data["lstm-text-dp"]["params"]["noise_multiplier"]["default"] == 1.1
     text = runner.invoke(app, ["templates"])
     assert "lstm-text-dp" in text.output and "l2_norm_clip" in text.output
 

@@ -92,7 +92,8 @@ def test_lstm_text_is_the_reference_model():
 
 
 def test_lstm_text_dp_is_the_reference_dp_model():
-    reference = ["model.params.num_microbatches=1", "model.params.implementation=standard"]
+    reference = ["model.params.num_microbatches=1", "model.params.implementation=standard",
+                 "model.params.noise_multiplier=0.1"]
     compiled = compile_spec(compiler.load_spec(ROOT / "specs" / "lstm-text-dp.yaml", reference))
     ref = build_reference(dp=True)
     assert type(compiled.optimizer).__mro__[1] is tf.keras.optimizers.legacy.RMSprop

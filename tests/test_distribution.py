@@ -18,6 +18,7 @@ from conftest import ROOT
 from training_fixtures import spec_text, write_corpus
 
 import compiler
+from compiler import fast_dp, training
 from compiler.rundir import RunDir
 from compiler.tf import tensorflow
 from compiler.training import train
@@ -94,7 +95,7 @@ def corpus(tmp_path):
 
 
 @pytest.mark.parametrize("dp", [False, True], ids=["standard", "dp-fast"])
-def test_two_workers_train_like_one_process(tmp_path, corpus, dp):
+def test_two_workers_train_like_one_process(tmp_path, corpus, dp, monkeypatch):
     # Without a seed in the spec each worker draws one: they must agree on the chief's.
     # Without DP, 22 steps cross the end of the first epoch: validation runs distributed.
     steps = 6 if dp else 22
@@ -119,6 +120,16 @@ def test_two_workers_train_like_one_process(tmp_path, corpus, dp):
     # (Keras cannot run stateful RNNs under tf.distribute: both train stateless copies.)
     single = with_stateful(compiler.load_spec(
         spec, ["training.distribution=null", f"training.seed={chief['seed']}"]), False)
+    if dp:
+        # DP batches come from the chief's secret sampling key: the one process takes it.
+        prefix = RunDir(str(tmp_path / "run")).pointer("latest")["prefix"]
+        reader = tf.train.load_checkpoint(prefix)
+        keys = {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(prefix)
+                if name.endswith("key/.ATTRIBUTES/VARIABLE_VALUE")}
+        sampling = keys.pop("secrets/sampling_key/.ATTRIBUTES/VARIABLE_VALUE")
+        (noise,) = keys.values()
+        monkeypatch.setattr(training, "secret_key", lambda: sampling.copy())
+        monkeypatch.setattr(fast_dp, "secret_key", lambda: noise.copy())
     report = train(single, corpus, tmp_path / "single", max_steps=steps)
     assert report.seed == chief["seed"]
     if not dp:

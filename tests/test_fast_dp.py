@@ -238,3 +238,46 @@ def test_stateful_layers_train_from_zero_state():
     np.testing.assert_array_equal(first.numpy(), second.numpy())
     model.reset_states()
     np.testing.assert_allclose(first.numpy(), model(x, training=False).numpy(), atol=2e-6)
+
+
+def _poisson_model(noise=0.0, clip=CLIP):
+    """The model a Poisson-sampled run trains: any batch size, divided by the expected 4."""
+    from compiler.training import training_spec
+
+    spec = _spec("gru", noise=noise, clip=clip)
+    assert spec.training.privacy.sampling == "poisson"
+    model = compile_spec(training_spec(spec, noise)).model
+    assert model.input_shape[0] is None
+    return model
+
+
+def test_masked_slots_contribute_nothing():
+    model = _poisson_model()
+    x, y, w = _batch(_spec("gru"), seed=6)
+    rng = np.random.default_rng(1)
+    # Three more rows of other tokens with loss weight 0: Poisson sampling's masked slots.
+    extra_x = np.concatenate([x, rng.integers(0, VOCAB, (3, STEPS)).astype(np.int32)])
+    extra_y = np.concatenate([y, rng.integers(0, VOCAB, (3, STEPS)).astype(np.int32)])
+    extra_w = np.concatenate([w, np.zeros((3, STEPS), np.float32)])
+    plain = fast_dp.clipped_gradients(model, *map(tf.constant, (x, y, w)), l2_norm_clip=CLIP,
+                                      training=False)
+    padded = fast_dp.clipped_gradients(model, *map(tf.constant, (extra_x, extra_y, extra_w)),
+                                       l2_norm_clip=CLIP, training=False)
+    np.testing.assert_allclose(padded[1].numpy()[:BATCH], plain[1].numpy(), rtol=1e-6)
+    assert (padded[1].numpy()[BATCH:] == 0).all()  # no norm
+    for a, b in zip(plain[0], padded[0]):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-9)
+
+
+def test_noise_is_divided_by_the_expected_batch_not_the_sampled_one():
+    noise, clip = 2.0, 0.5
+    model = _poisson_model(noise=noise, clip=clip)
+    zeros = np.zeros((2, STEPS), np.int32)
+    before = [v.numpy() for v in model.trainable_variables]
+    # Two slots, both masked: the update is the noise alone, divided by the expected batch 4.
+    model.train_on_batch(zeros, zeros, sample_weight=np.zeros((2, STEPS), np.float32))
+    draws = np.concatenate([(b - v.numpy()).ravel()
+                            for b, v in zip(before, model.trainable_variables)])
+    assert draws.size > 400
+    ratio = float(np.std(draws)) / (clip * noise / BATCH)
+    assert 0.8 < ratio < 1.2  # dividing by the 2 slots would give 2

@@ -1,17 +1,27 @@
-"""Privacy accounting agrees with tensorflow-privacy and inverts correctly."""
+"""Privacy accounting: the events a run really is, independent dp_accounting computations,
+tensorflow-privacy's statement, calibration, delta, and the commands that print them."""
 
 import json
 import math
 import re
 import sys
 
+import dp_accounting
 import pytest
 from conftest import ROOT
+from dp_accounting.pld import PLDAccountant
+from dp_accounting.rdp import RdpAccountant
 from typer.testing import CliRunner
 
 import compiler
 from compiler.cli import app
-from compiler.privacy import compute_epsilon, noise_for_epsilon, privacy_report
+from compiler.privacy import (
+    compute_epsilon,
+    default_delta,
+    epsilon_for_steps,
+    noise_for_epsilon,
+    privacy_report,
+)
 from compiler.tf import tensorflow
 
 tensorflow()
@@ -19,6 +29,8 @@ sys.skip_tf_privacy_import = True
 from tensorflow_privacy.privacy.analysis.compute_dp_sgd_privacy_lib import (  # noqa: E402
     compute_dp_sgd_privacy_statement,
 )
+
+PER_EXAMPLE = ROOT / "specs" / "lstm-text-dp-per-example.yaml"
 
 
 def _tfp_poisson_epsilon(**kw) -> float:
@@ -32,91 +44,122 @@ def _tfp_poisson_epsilon(**kw) -> float:
         (60000, 256, 15, 1.1, 1e-5, False),
         (60000, 256, 15, 1.1, 1e-5, True),
         (10000, 64, 3, 0.8, 1e-4, True),
-        (50000, 32, 20, 1.1, 1e-6, False),
     ],
 )
-def test_epsilon_agrees_with_tensorflow_privacy(
+def test_rdp_epsilon_agrees_with_tensorflow_privacy(
     examples, batch, epochs, noise, delta, microbatching
 ):
-    ours = compute_epsilon(
-        noise_multiplier=noise,
-        batch_size=batch,
-        examples=examples,
-        epochs=epochs,
-        delta=delta,
-        microbatching=microbatching,
-    )
-    theirs = _tfp_poisson_epsilon(
-        number_of_examples=examples,
-        batch_size=batch,
-        num_epochs=epochs,
-        noise_multiplier=noise,
-        delta=delta,
-        used_microbatching=microbatching,
-    )
+    ours = compute_epsilon(noise_multiplier=noise, batch_size=batch, examples=examples,
+                           epochs=epochs, delta=delta, microbatching=microbatching)
+    theirs = _tfp_poisson_epsilon(number_of_examples=examples, batch_size=batch,
+                                  num_epochs=epochs, noise_multiplier=noise, delta=delta,
+                                  used_microbatching=microbatching)
     assert ours == pytest.approx(theirs, abs=6e-4)  # the statement prints 3 decimals
 
 
-def test_spec_report_doubles_sensitivity_only_with_microbatches_of_several():
-    per_example = compiler.load_spec(ROOT / "specs" / "lstm-text-dp-per-example.yaml")
-    grouped = compiler.load_spec(
-        ROOT / "specs" / "lstm-text-dp-per-example.yaml",
-        ["model.params.num_microbatches=8", "model.params.implementation=standard"],
+def _independent(accountant, event, delta):
+    accountant.compose(event)
+    return accountant.get_epsilon(delta)
+
+
+def test_poisson_report_equals_independent_pld_and_rdp_computations():
+    spec = compiler.load_spec(PER_EXAMPLE)
+    report = privacy_report(spec, 20000, steps=1500, compare=True)
+    assert report.sampling == "poisson" and report.accountant == "pld"
+    assert report.delta == 1e-6 and report.steps == 1500
+    event = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(32 / 20000, dp_accounting.GaussianDpEvent(1.1)), 1500
     )
-    a, b = privacy_report(per_example, 50000), privacy_report(grouped, 50000)
-    assert not a.microbatching and b.microbatching
-    assert b.epsilon > a.epsilon
-    assert a.delta == 1e-6 and a.steps == math.ceil(20 / (32 / 50000))
+    pld = _independent(PLDAccountant(), event, 1e-6)
+    rdp = _independent(RdpAccountant(), event, 1e-6)
+    assert report.epsilon == pytest.approx(pld, rel=1e-9)
+    assert report.epsilons == pytest.approx({"pld": pld, "rdp": rdp}, rel=1e-9)
+    assert pld < 0.9 * rdp  # PLD is the tighter bound
+    # The spec's accountant is the one reported.
+    as_rdp = compiler.load_spec(PER_EXAMPLE, ["training.privacy.accountant=rdp"])
+    assert privacy_report(as_rdp, 20000, steps=1500).epsilon == pytest.approx(rdp, rel=1e-9)
 
 
-def test_noise_for_target_epsilon_inverts():
-    kw = dict(batch_size=64, examples=20000, epochs=5, delta=1e-5, microbatching=False)
+def test_shuffled_batches_report_the_epsilon_without_amplification():
+    spec = compiler.load_spec(PER_EXAMPLE, ["model.params.implementation=standard"])
+    assert spec.training.privacy.sampling == "shuffle"
+    per_epoch = 20000 // 32
+    report = privacy_report(spec, 20000, steps=2 * per_epoch + 1)  # into a third epoch
+    # Replace-one adjacency: sensitivity 2 C, one Gaussian mechanism per epoch touched.
+    event = dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(1.1 / 2), 3)
+    assert report.epsilon == pytest.approx(_independent(PLDAccountant(), event, 1e-6), rel=1e-9)
+    assert any("no amplification" in a for a in report.assumptions)
+    poisson = privacy_report(compiler.load_spec(PER_EXAMPLE), 20000, steps=2 * per_epoch + 1)
+    assert report.epsilon > 10 * poisson.epsilon
+
+
+def test_microbatches_of_several_examples_halve_the_noise_in_the_accounting():
+    q, steps, delta = 64 / 10000, 200, 1e-5
+    grouped = epsilon_for_steps(1.2, q, steps, delta, True, accountant="rdp")
+    halved = epsilon_for_steps(0.6, q, steps, delta, False, accountant="rdp")
+    assert grouped == pytest.approx(halved, rel=1e-12)
+    assert grouped > epsilon_for_steps(1.2, q, steps, delta, False, accountant="rdp")
+
+
+@pytest.mark.parametrize("accountant", ["pld", "rdp"])
+def test_noise_for_target_epsilon_inverts(accountant):
+    kw = dict(q=64 / 20000, steps=1560, delta=1e-5, microbatching=False, accountant=accountant)
     noise = noise_for_epsilon(target_epsilon=2.0, **kw)
-    assert compute_epsilon(noise_multiplier=noise, **kw) == pytest.approx(2.0, rel=1e-3)
-    assert compute_epsilon(noise_multiplier=noise * 0.9, **kw) > 2.0
+    assert 0.98 * 2.0 <= epsilon_for_steps(noise, **kw) <= 2.0
+    assert epsilon_for_steps(noise * 0.97, **kw) > 2.0
 
 
 def test_no_noise_means_no_guarantee():
-    assert math.isinf(
-        compute_epsilon(
-            noise_multiplier=0.0,
-            batch_size=8,
-            examples=100,
-            epochs=1,
-            delta=1e-3,
-            microbatching=False,
-        )
-    )
+    assert math.isinf(epsilon_for_steps(0.0, 0.08, 12, 1e-3, False))
 
 
-def test_privacy_cli_json_and_weak_guarantee_warning():
+def test_default_delta_is_below_one_over_records():
+    spec = compiler.load_spec(PER_EXAMPLE, ["training.privacy.delta=null"])
+    report = privacy_report(spec, 3600)
+    assert report.delta == pytest.approx(3600 ** -1.1) == default_delta(3600)
+    assert report.delta < 1 / 3600 / 2
+    assert "examples^-1.1" in report.delta_rule
+
+
+def test_privacy_cli_prints_both_accountants_and_warns():
     runner = CliRunner()
-    weak = runner.invoke(app, ["privacy", "specs/lstm-text-dp.yaml", "--examples", "10000"])
+    weak = runner.invoke(app, ["privacy", "specs/lstm-text-dp.yaml", "--examples", "10000",
+                               "--set", "model.params.noise_multiplier=0.1"])
     assert weak.exit_code == 0
     assert "warning: training.privacy: epsilon is" in weak.output
     assert "no meaningful privacy guarantee" in weak.output
-    strong = runner.invoke(
-        app,
-        ["privacy", "specs/lstm-text-dp-per-example.yaml", "--examples", "50000", "-f", "json"],
-    )
-    report = json.loads(strong.output)
-    assert report["warning"] is None
-    assert report["epsilon"] == pytest.approx(0.775, abs=1e-3)
-    assert report["accountant"].startswith("RDP")
-    solved = runner.invoke(
-        app,
-        [
-            "privacy",
-            "specs/lstm-text-dp-per-example.yaml",
-            "--examples",
-            "50000",
-            "--target-epsilon",
-            "3",
-            "-f",
-            "json",
-        ],
-    )
-    assert json.loads(solved.output)["epsilon"] == pytest.approx(3.0, rel=1e-3)
+    text = runner.invoke(app, ["privacy", str(PER_EXAMPLE), "--examples", "50000"]).output
+    pld, rdp = (float(re.search(rf"{name} \(dp_accounting[^)]*\): ([0-9.]+)", text)[1])
+                for name in ("PLD", "RDP"))
+    assert pld < rdp and "sampling: poisson" in text
+    report = json.loads(runner.invoke(
+        app, ["privacy", str(PER_EXAMPLE), "--examples", "50000", "-f", "json"]).output)
+    assert report["epsilon"] == pytest.approx(pld, abs=1e-4) and report["warning"] is None
+    assert report["accountant"] == "pld" and report["sampling"] == "poisson"
+    # The spec's delta, 1e-6, is 1 / records at a million records: a warning says why.
+    loose = runner.invoke(app, ["privacy", str(PER_EXAMPLE), "--examples", "1000000",
+                                "--epochs", "0.01"])
+    assert "lstm-text-dp-per-example.yaml:18:12: warning: training.privacy.delta" in loose.output
+    assert "publishes one whole record" in loose.output
+    solved = runner.invoke(app, ["privacy", str(PER_EXAMPLE), "--examples", "50000",
+                                 "--target-epsilon", "3", "-f", "json"])
+    assert 0.98 * 3.0 <= json.loads(solved.output)["epsilon"] <= 3.0
     missing = runner.invoke(app, ["privacy", "specs/lstm-text.yaml", "--examples", "100"])
     assert missing.exit_code == 1
     assert "specs/lstm-text.yaml:7:13: error: training:" in missing.output
+
+
+def test_validate_with_examples_warns_on_a_delta_of_one_over_records_or_more():
+    runner = CliRunner()
+    ok = runner.invoke(app, ["validate", str(PER_EXAMPLE), "--examples", "999999", "-f", "json"])
+    codes = {d["code"] for d in json.loads(ok.stdout)["files"][0]["diagnostics"]}
+    assert "privacy_delta" not in codes
+    loose = runner.invoke(app, ["validate", str(PER_EXAMPLE), "--examples", "1000000",
+                                "-f", "json"])
+    (found,) = [d for d in json.loads(loose.stdout)["files"][0]["diagnostics"]
+                if d["code"] == "privacy_delta"]
+    assert found["severity"] == "warning" and found["line"] == 18
+    assert found["path"] == "training.privacy.delta"
+    strict = runner.invoke(app, ["validate", "--strict", str(PER_EXAMPLE), "--examples",
+                                 "1000000"])
+    assert strict.exit_code == 1

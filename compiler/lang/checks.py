@@ -109,9 +109,15 @@ class _Checker:
         if training.sequence_length is None:
             t_update["sequence_length"] = spec.input.sequence_length or DEFAULT_SEQUENCE_LENGTH
         training = training.model_copy(update=t_update)
-        if training.privacy is not None and training.privacy.num_microbatches is None:
-            privacy = training.privacy.model_copy(update={"num_microbatches": training.batch_size})
-            training = training.model_copy(update={"privacy": privacy})
+        privacy = training.privacy
+        if privacy is not None:
+            p_update: dict[str, object] = {}
+            if privacy.num_microbatches is None:
+                p_update["num_microbatches"] = training.batch_size
+            if privacy.sampling is None:
+                fast = privacy.implementation == "fast"
+                p_update["sampling"] = "poisson" if fast else "shuffle"
+            training = training.model_copy(update={"privacy": privacy.model_copy(update=p_update)})
         return spec.model_copy(
             update={
                 "model": spec.model.model_copy(update={"layers": layers, "output": output}),
@@ -481,6 +487,14 @@ class _Checker:
                     f"expected a divisor of training.batch_size = {tr.batch_size}, received "
                     f"{p.num_microbatches}",
                 )
+        if p is not None and p.sampling == "poisson" and p.implementation != "fast":
+            self.error(
+                ("training", "privacy", "sampling"),
+                "poisson_sampling",
+                f"expected sampling shuffle with implementation {p.implementation}, received "
+                "poisson: tensorflow-privacy's optimizers need full batches of "
+                "num_microbatches equal parts; use implementation fast for Poisson sampling",
+            )
         if p is not None and p.implementation == "fast":
             self.fast_dp(spec)
         if tr.distribution is not None:
