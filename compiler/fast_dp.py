@@ -33,8 +33,6 @@ import dataclasses
 import functools
 from typing import Any, Callable, Optional
 
-import numpy as np
-
 from compiler.data.sampling import secret_key
 from compiler.tf import tensorflow
 

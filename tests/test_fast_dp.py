@@ -265,8 +265,9 @@ def test_masked_slots_contribute_nothing():
                                        l2_norm_clip=CLIP, training=False)
     np.testing.assert_allclose(padded[1].numpy()[:BATCH], plain[1].numpy(), rtol=1e-6)
     assert (padded[1].numpy()[BATCH:] == 0).all()  # no norm
-    for a, b in zip(plain[0], padded[0]):
-        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-9)
+    for a, b in zip(plain[0], padded[0]):  # equal up to the order of float sums
+        a, b = np.asarray(a), np.asarray(b)
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * np.abs(a).max())
 
 
 def test_noise_is_divided_by_the_expected_batch_not_the_sampled_one():

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from training_fixtures import load, write_corpus, write_spec
 
-import compiler
 from compiler import fast_dp, training
 from compiler.data.sampling import padded_shares, poisson_indices, secret_key, shuffled_order
 from compiler.export import export_saved_model
@@ -56,15 +55,9 @@ def test_a_batch_is_split_equally_among_replicas_with_masked_slots():
     assert list(empty) == [-1] and real == 0  # an empty sample still takes a (noise) step
 
 
-@pytest.fixture
-def fixed_keys(monkeypatch):
-    """Every secret key drawn is KEY: two runs become comparable."""
-    monkeypatch.setattr(training, "secret_key", lambda: KEY.copy())
-    monkeypatch.setattr(fast_dp, "secret_key", lambda: KEY.copy())
-
-
-def _spec(tmp_path, noise=1.0):
-    return load(write_spec(tmp_path / "s.yaml", dp=True, epochs=1, noise=noise, length=12,
+def _spec(tmp_path):
+    # Without noise, runs of one spec and seed can differ only by their batches.
+    return load(write_spec(tmp_path / "s.yaml", dp=True, epochs=1, noise=0.0, length=12,
                            implementation="fast"))
 
 
@@ -76,11 +69,13 @@ def _keys(run_dir):
     return {n: reader.get_tensor(n) for n in names}
 
 
-def test_resumed_run_draws_the_batches_and_noise_of_an_uninterrupted_one(
-    tmp_path, fixed_keys
-):
+def test_runs_resume_their_batches_draw_new_keys_and_keep_them_secret(tmp_path, monkeypatch):
     corpus = write_corpus(tmp_path / "corpus.txt")
     spec = _spec(tmp_path)
+    fresh = train(spec, corpus, tmp_path / "fresh", max_steps=4)
+    # With every secret key fixed, a resumed run draws the batches of an uninterrupted one.
+    monkeypatch.setattr(training, "secret_key", lambda: KEY.copy())
+    monkeypatch.setattr(fast_dp, "secret_key", lambda: KEY.copy())
     straight = train(spec, corpus, tmp_path / "straight", max_steps=4)
     train(spec, corpus, tmp_path / "resumed", max_steps=2)
     resumed = train(spec, corpus, tmp_path / "resumed", max_steps=4)
@@ -93,34 +88,28 @@ def test_resumed_run_draws_the_batches_and_noise_of_an_uninterrupted_one(
     assert sampling["mean_batch"] == pytest.approx(np.mean(expected), abs=1e-3)
     assert resumed.privacy["randomness"]["seeded"] == [
         "weight initialisation", "dropout", "validation split"]
-
-
-def test_new_runs_of_one_spec_and_seed_sample_different_batches_and_keep_keys_secret(tmp_path):
-    corpus = write_corpus(tmp_path / "corpus.txt")
-    spec = _spec(tmp_path, noise=0.0)  # without noise, only the batches can differ
-    a = train(spec, corpus, tmp_path / "a", max_steps=2)
-    b = train(spec, corpus, tmp_path / "b", max_steps=2)
-    assert a.seed == b.seed
-    keys_a, keys_b = _keys(tmp_path / "a"), _keys(tmp_path / "b")
-    assert len(keys_a) == 2  # the sampling key and the noise key
-    assert all(not np.array_equal(keys_a[n], keys_b[n]) for n in keys_a)
-    assert a.weights_sha256 != b.weights_sha256
+    # A new run of the same spec and seed draws new keys, hence other batches.
+    assert fresh.seed == straight.seed
+    keys = _keys(tmp_path / "fresh")
+    assert len(keys) == 2  # the sampling key and the noise key
+    assert all(not np.array_equal(key, KEY) for key in keys.values())
+    assert fresh.weights_sha256 != straight.weights_sha256
     # The keys are in the checkpoints and nowhere else: not in run.json, the report, the
     # spec, TensorBoard's logs, nor in the export.
-    exported = export_saved_model(tmp_path / "a", tmp_path / "models")
+    export_saved_model(tmp_path / "fresh", tmp_path / "models")
     forms = []
-    for key in keys_a.values():
+    for key in keys.values():
         forms += [key.tobytes(), key.tobytes().hex().encode(),
                   json.dumps([int(v) for v in key]).encode()]
         forms += [str(int(v)).encode() for v in key]
-    checkpoints = tmp_path / "a" / "checkpoints"
-    files = [p for p in (tmp_path / "a").rglob("*") if p.is_file()
+    checkpoints = tmp_path / "fresh" / "checkpoints"
+    files = [p for p in (tmp_path / "fresh").rglob("*") if p.is_file()
              and checkpoints not in p.parents] + [
         p for p in (tmp_path / "models").rglob("*") if p.is_file()]
-    assert any(p.name == "run.json" for p in files) and exported.path
+    assert {"run.json", "report.json", "saved_model.pb"} <= {p.name for p in files}
     for path in files:
         data = path.read_bytes()
         assert not any(form in data for form in forms), path
     # ... while the checkpoint does hold them (the search would find them).
     held = b"".join(p.read_bytes() for p in checkpoints.rglob("*") if p.is_file())
-    assert all(key.tobytes() in held for key in keys_a.values())
+    assert all(key.tobytes() in held for key in keys.values())
