@@ -153,10 +153,9 @@ def p_value(m: int, r: int, v: int, epsilon: float, delta: float) -> float:
 
     q = 1.0 / (1.0 + math.exp(-epsilon))
     beta = float(binom.sf(v - 1, r, q))  # P[Binomial(r, q) >= v]
-    alpha, mass = 0.0, 0.0
-    for i in range(1, v + 1):
-        mass += float(binom.pmf(v - i, r, q))
-        alpha = max(alpha, mass / i)
+    # alpha = max over i of P[v - i <= Binomial(r, q) < v] / i
+    shifts = np.arange(1, v + 1)
+    alpha = float(np.max(np.cumsum(binom.pmf(v - shifts, r, q)) / shifts)) if v else 0.0
     return min(1.0, beta + alpha * delta * 2 * m)
 
 
@@ -309,7 +308,8 @@ def audit(
         records = list(corpus.records)
         for canary, keep in zip(made, included):
             if keep:
-                records.insert(rng.randrange(len(records) + 1), canary)
+                # Never before the first record, which may be a header.
+                records.insert(rng.randrange(1, len(records) + 1), canary)
         write_atomic(data_path, "\n".join(records) + "\n")
         write_atomic(state_path, json.dumps(
             {"canaries": made, "included": included.tolist(), "candidates": pool}))
