@@ -66,8 +66,9 @@ def main() -> None:
 
         def in_graph():
             out = generate(prompt=tf.zeros([batch, 0], tf.int32),
-                           max_new_tokens=tf.constant(tokens),
-                           temperature=tf.constant(1.0), seed=tf.constant(1, tf.int64))
+                           max_new_tokens=tf.fill([batch], tokens),
+                           temperature=tf.fill([batch], 1.0),
+                           seed=tf.range(batch, dtype=tf.int64))
             return out["tokens"].numpy()
 
         reference = compile_spec(reshaped_spec(spec, batch_size=batch, stateful=True)).model

@@ -29,6 +29,8 @@ _LAZY = {
     "generate": ("compiler.generation", "generate"),
     "export_saved_model": ("compiler.export", "export_saved_model"),
     "ExportReport": ("compiler.export", "ExportReport"),
+    "audit": ("compiler.audit", "audit"),
+    "AuditReport": ("compiler.audit", "AuditReport"),
 }
 
 
@@ -43,6 +45,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "audit",
+    "AuditReport",
     "CompileError",
     "CompiledModel",
     "compile_spec",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -818,6 +819,12 @@ def generate(
 
     if checkpoint not in ("best", "latest"):
         raise typer.BadParameter("expected best or latest", param_hint="--checkpoint")
+    if not math.isfinite(temperature):
+        raise typer.BadParameter(f"expected a finite number >= 0, received {temperature}",
+                                 param_hint="--temperature")
+    if seed is not None and not -(2**63) <= seed < 2**63:
+        raise typer.BadParameter(f"expected a 64-bit integer, received {seed}",
+                                 param_hint="--seed")
     from compiler.generation import generate as generate_records
 
     try:
@@ -912,6 +919,8 @@ def export(
     )
     _print_signatures(console, report.signatures)
     console.print(f"listed in {report.models_config}")
+    console.print(f"server-side batching: --enable_batching --batching_parameters_file="
+                  f"{report.batching_parameters}")
 
 
 def _print_signatures(console: "Console", signatures: dict[str, Any]) -> None:

@@ -33,6 +33,9 @@ import shutil
 import tempfile
 from typing import Any, Optional, Union
 
+import numpy as np
+
+from compiler.batching import write_batching_parameters
 from compiler.lang import spec as s
 from compiler.diagnostics import Diagnostic, ExportError
 from compiler.files import fsync_directory, fsync_tree, write_atomic
@@ -64,6 +67,8 @@ class ExportReport:
         max_logit_difference: Largest |served - Keras| logit on the verification input.
         step: Training step of the exported weights (None for --weights).
         models_config: Path of the models.config listing the model.
+        batching_parameters: Path of BASE's batching parameters file (for the server's
+            --enable_batching --batching_parameters_file).
     """
 
     name: str
@@ -74,6 +79,7 @@ class ExportReport:
     max_logit_difference: float
     step: Optional[int]
     models_config: str
+    batching_parameters: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -82,13 +88,99 @@ class ExportReport:
 # --------------------------------------------------------------------- the serving module
 
 
+_MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB)
+
+
+def _mix(tf: Any, x: Any) -> Any:
+    """SplitMix64's finaliser on uint64 tensors: a counter-based hash, one row at a time."""
+    x = x + tf.constant(_MIX[0], tf.uint64)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(30, tf.uint64)))
+    x = x * tf.constant(_MIX[1], tf.uint64)
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(27, tf.uint64)))
+    x = x * tf.constant(_MIX[2], tf.uint64)
+    return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(31, tf.uint64)))
+
+
+def row_gumbel(tf: Any, seed: Any, t: Any, vocab: int) -> Any:
+    """Gumbel noise [batch, vocab] drawn from each row's own (seed, step): a row's draw
+    never depends on the other rows of its batch, so a server-side batcher merging
+    requests changes no answer."""
+    row = _mix(tf, tf.bitcast(seed, tf.uint64))
+    step = _mix(tf, row + tf.cast(t, tf.uint64))
+    ids = tf.range(vocab, dtype=tf.int64)
+    bits = _mix(tf, step[:, None] + tf.bitcast(ids, tf.uint64)[None, :])
+    # 53 random bits -> a uniform in (0, 1), then Gumbel(0, 1).
+    uniform = (tf.cast(tf.bitwise.right_shift(bits, tf.constant(11, tf.uint64)), tf.float64)
+               + 0.5) / 2.0**53
+    return tf.cast(-tf.math.log(-tf.math.log(uniform)), tf.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class _LayerGraph:
+    """The spec's layers in call order (each with its inputs), its input and its output."""
+
+    layers: list[Any]
+    input: str
+    output: str
+
+
+def _layer_graph(spec: s.Spec) -> _LayerGraph:
+    from compiler.lang.checks import check
+    from compiler.lang.parse import source_of
+
+    _, analysis, _ = check(spec, source_of(spec))
+    return _LayerGraph(list(analysis.layers), spec.input.name, analysis.output)
+
+
+def _one_token_step(tf: Any, model: Any, graph: Any, states: list[Any]) -> Optional[Any]:
+    """The model's one-token form: [B] ids and states -> [B, V] logits and new states.
+
+    Recurrent layers are called through their cells (one step, no time loop); every other
+    layer acts on each position alone, so it is called on [B, features]. Returns None when
+    the graph holds a layer whose one step is not its cell or a per-position call
+    (a backwards RNN, a concatenation along time): generation then runs the full layers on
+    one-token sequences.
+    """
+    layers = {layer.name: layer for layer in model.layers}
+    for info in graph.layers:
+        layer = layers[info.name]
+        if getattr(layer, "go_backwards", False):
+            return None
+        if info.type == "concatenate" and layer.axis not in (-1, 2):
+            return None
+    by_layer: dict[str, list[int]] = {}
+    for i, st in enumerate(states):
+        by_layer.setdefault(st.layer, []).append(i)
+
+    def step(token, state_values):
+        values = {graph.input: token}
+        new_states = list(state_values)
+        for info in graph.layers:
+            layer = layers[info.name]
+            args = [values[n] for n in info.inputs]
+            x = args if len(args) > 1 else args[0]
+            if info.name in by_layer:
+                mine = [state_values[i] for i in by_layer[info.name]]
+                out, updated = layer.cell(x, mine, training=False)
+                updated = tf.nest.flatten(updated)
+                for i, value in zip(by_layer[info.name], updated):
+                    new_states[i] = value
+                values[info.name] = out
+            else:
+                values[info.name] = layer(x, training=False)
+        return values[graph.output], new_states
+
+    return step
+
+
 def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
                     tokenizer: Optional[Tokenizer], signatures: list[str],
-                    tokenizer_files: list[str]) -> tuple[Any, dict[str, Any]]:
+                    tokenizer_files: list[str], graph: Any = None) -> tuple[Any, dict[str, Any]]:
     """A tf.Module holding the model and the signature functions."""
     vocab = spec.input.vocab_size
     used = tokenizer.size if tokenizer is not None else vocab
     input_name = spec.input.name
+    limits = spec.export.limits
 
     class Serving(tf.Module):
         pass
@@ -102,6 +194,19 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
     allowed = [i < used and i != PAD_ID for i in range(vocab)]
     module.allowed = tf.constant(allowed)
 
+    def within(value: Any, limit: int, what: str, field: str) -> Any:
+        """An assertion that `value` (a scalar) is at most `limit`, naming the limit."""
+        return tf.debugging.Assert(
+            value <= limit,
+            [f"{what}: expected at most export.limits.{field} = {limit}, received", value],
+        )
+
+    def checked_tokens(tokens: Any, what: str) -> list[Any]:
+        shape = tf.shape(tokens)
+        return [within(shape[0], limits.max_batch, f"{what} rows", "max_batch"),
+                within(shape[1], limits.max_prompt_length, f"{what} length",
+                       "max_prompt_length")]
+
     def zero_states(batch):
         return [tf.zeros([batch, st.units], tf.float32) for st in states]
 
@@ -111,10 +216,21 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
             outputs = [outputs]
         return outputs[0], list(outputs[1:])
 
+    one_token = _one_token_step(tf, model, graph, states) if graph is not None else None
+
+    def advance(token, state_values):
+        """Logits [B, V] and states after one more token per row."""
+        if one_token is not None:
+            return one_token(token, state_values)
+        logits, new_states = run(token[:, None], state_values)
+        return logits[:, -1, :], new_states
+
     token_spec = tf.TensorSpec([None, None], tf.int32, name=input_name)
 
     @tf.function(input_signature=[token_spec], autograph=False)
     def serving_default(tokens):
+        with tf.control_dependencies(checked_tokens(tokens, input_name)):
+            tokens = tf.identity(tokens)
         logits, _ = run(tokens, zero_states(tf.shape(tokens)[0]))
         return {"logits": logits, "next_token_probs": tf.nn.softmax(logits[:, -1, :])}
 
@@ -122,78 +238,135 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
 
     @tf.function(input_signature=[token_spec, state_specs], autograph=False)
     def step(tokens, state_values):
+        checks = checked_tokens(tokens, input_name)
+        rows = tf.shape(tokens)[0]
+        for st, value in zip(states, state_values):
+            checks.append(tf.debugging.Assert(
+                tf.shape(value)[0] == rows,
+                [f"{st.name}: expected as many rows as {input_name}, received", tf.shape(value)[0],
+                 f"rows for {input_name}'s", rows],
+            ))
+        with tf.control_dependencies(checks):
+            tokens = tf.identity(tokens)
         logits, new_states = run(tokens, list(state_values))
         out = {"logits": logits}
         out.update({st.name: value for st, value in zip(states, new_states)})
         return out
 
+    def checked_rows(prompt_rows, max_new_tokens, temperature, seed) -> list[Any]:
+        """Per-row inputs: one value per prompt row, in range, before anything is built."""
+        checks = [within(prompt_rows, limits.max_batch, "prompt rows", "max_batch")]
+        for name, value in (("max_new_tokens", max_new_tokens), ("temperature", temperature),
+                            ("seed", seed)):
+            checks.append(tf.debugging.Assert(
+                tf.shape(value)[0] == prompt_rows,
+                [f"{name}: expected one value per prompt row (", prompt_rows, "), received",
+                 tf.shape(value)[0]],
+            ))
+        checks.append(within(tf.reduce_max(tf.concat([max_new_tokens, [0]], 0)),
+                             limits.max_new_tokens, "max_new_tokens", "max_new_tokens"))
+        checks.append(tf.debugging.Assert(
+            tf.reduce_all(max_new_tokens >= 0),
+            ["max_new_tokens: expected values >= 0, received", max_new_tokens]))
+        checks.append(tf.debugging.Assert(
+            tf.reduce_all(tf.math.is_finite(temperature) & (temperature >= 0)),
+            ["temperature: expected finite values >= 0 (0 is greedy), received", temperature]))
+        return checks
+
     def sample_loop(prompt, max_new_tokens, temperature, seed):
-        """Prompt ids [B, P] right-padded with 0 -> generated ids [B, N], lengths, complete."""
+        """Prompt ids [B, P] right-padded with 0, per-row budgets, temperatures and seeds
+        -> generated ids [B, N], lengths, complete. Each row depends on its own inputs only.
+
+        The prompt positions every row has are consumed in one pass of the full layers;
+        then each iteration samples one token per row from the current logits and feeds
+        one token per row (the rest of a longer prompt, or the token just sampled) through
+        the layers' one-step form. Sampled tokens go to a TensorArray, one [B] entry per
+        iteration; each row's tokens are gathered from it at the end.
+        """
         batch = tf.shape(prompt)[0]
         sequence = tf.concat([tf.fill([batch, 1], EOR_ID), prompt], axis=1)
         lengths = 1 + tf.reduce_sum(tf.cast(prompt != PAD_ID, tf.int32), axis=1)
         width = tf.shape(sequence)[1]
-        max_new = tf.maximum(max_new_tokens, 0)
-        rows = tf.range(batch)
-        seed_pair = tf.cast(tf.stack([seed, seed]), tf.int64)
+        max_new = max_new_tokens
+        longest = tf.reduce_max(tf.concat([max_new, [0]], 0))
+        greedy_rows = temperature <= 0
+        # Dividing by the temperature first, masking after: no temperature reaches a
+        # masked id (an infinite one only makes the allowed ids equally likely).
+        scale = tf.where(greedy_rows, 1.0, temperature)[:, None]
+        common = tf.reduce_min(tf.concat([lengths, [width]], 0))  # prompt every row has
+        logits, first_states = run(sequence[:, :common], zero_states(batch))
+        first = common - 1  # the position the first logits are for
 
-        def body(t, token, state_values, out, generated, done):
-            logits, new_states = run(token[:, None], state_values)
-            logits = tf.where(module.allowed, logits[:, -1, :], -1e30)
-            greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
-            drawn = tf.random.stateless_categorical(
-                logits / tf.maximum(temperature, 1e-6), 1,
-                seed=seed_pair + tf.cast(tf.stack([0, t]), tf.int64), dtype=tf.int32,
-            )[:, 0]
-            sampled = tf.where(temperature > 0, drawn, greedy)
+        def body(t, logits, state_values, drawn_ta, generated, done):
+            greedy = tf.argmax(tf.where(module.allowed, logits, -np.inf), axis=-1,
+                               output_type=tf.int32)
+            scaled = tf.where(module.allowed, logits / scale, -np.inf)
+            drawn = tf.argmax(scaled + row_gumbel(tf, seed, t, vocab), axis=-1,
+                              output_type=tf.int32)
+            sampled = tf.where(greedy_rows, greedy, drawn)
             generating = (t >= lengths - 1) & ~done
             writes = generating & (sampled != EOR_ID)
-            index = tf.stack([rows, tf.minimum(generated, tf.maximum(max_new - 1, 0))], axis=1)
-            current = tf.gather_nd(out, index)
-            out = tf.tensor_scatter_nd_update(out, index, tf.where(writes, sampled, current))
+            drawn_ta = drawn_ta.write(t - first, sampled)
             generated = generated + tf.cast(writes, tf.int32)
             ended = generating & ((sampled == EOR_ID) | (generated >= max_new))
             next_prompt = tf.gather(sequence, tf.minimum(t + 1, width - 1), axis=1)
             token = tf.where(t + 1 < lengths, next_prompt, sampled)
-            return t + 1, token, new_states, out, generated, done | ended
+            done = done | ended
+            logits, state_values = tf.cond(
+                tf.reduce_all(done),
+                lambda: (logits, state_values),  # nothing left to feed
+                lambda: advance(token, state_values),
+            )
+            return t + 1, logits, state_values, drawn_ta, generated, done
 
-        def more(t, token, state_values, out, generated, done):
-            return (t < tf.reduce_max(lengths) - 1 + max_new) & ~tf.reduce_all(done)
+        def more(t, logits, state_values, drawn_ta, generated, done):
+            return (t < tf.reduce_max(lengths) - 1 + longest) & ~tf.reduce_all(done)
 
         start = (
-            tf.constant(0),
-            sequence[:, 0],
-            zero_states(batch),
-            tf.zeros([batch, max_new], tf.int32),
+            first,
+            logits[:, -1, :],
+            first_states,
+            tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None]),
             tf.zeros([batch], tf.int32),
-            tf.fill([batch], max_new <= 0),
+            max_new <= 0,
         )
         shapes = (
             tf.TensorShape([]),
-            tf.TensorShape([None]),
+            tf.TensorShape([None, vocab]),
             [tf.TensorShape([None, st.units]) for st in states],
-            tf.TensorShape([None, None]),
+            tf.TensorShape(None),
             tf.TensorShape([None]),
             tf.TensorShape([None]),
         )
-        _, _, _, out, generated, done = tf.while_loop(
+        _, _, _, drawn_ta, generated, done = tf.while_loop(
             more, body, start, shape_invariants=shapes, maximum_iterations=None
         )
+        # Row b's k-th token was drawn at step lengths[b] - 1 + k: entry lengths[b] - common + k.
+        steps = tf.transpose(drawn_ta.stack())  # [B, iterations]
+        steps = tf.concat([steps, tf.zeros([batch, longest], tf.int32)], axis=1)
+        offsets = (lengths - common)[:, None] + tf.range(longest)[None, :]
+        out = tf.gather(steps, offsets, batch_dims=1)
+        out = tf.where(tf.range(longest)[None, :] < generated[:, None], out, 0)
         complete = done & (generated < max_new)  # ended by <eor>, not by the budget
         return out, generated, complete
 
-    scalar = dict(shape=[])
+    per_row = [
+        tf.TensorSpec([None], tf.int32, name="max_new_tokens"),
+        tf.TensorSpec([None], tf.float32, name="temperature"),
+        tf.TensorSpec([None], tf.int64, name="seed"),
+    ]
 
     @tf.function(
-        input_signature=[
-            tf.TensorSpec([None, None], tf.int32, name="prompt"),
-            tf.TensorSpec(dtype=tf.int32, name="max_new_tokens", **scalar),
-            tf.TensorSpec(dtype=tf.float32, name="temperature", **scalar),
-            tf.TensorSpec(dtype=tf.int64, name="seed", **scalar),
-        ],
+        input_signature=[tf.TensorSpec([None, None], tf.int32, name="prompt"), *per_row],
         autograph=False,
     )
     def generate(prompt, max_new_tokens, temperature, seed):
+        checks = checked_rows(tf.shape(prompt)[0], max_new_tokens, temperature, seed)
+        checks.append(within(tf.shape(prompt)[1], limits.max_prompt_length, "prompt length",
+                             "max_prompt_length"))
+        with tf.control_dependencies(checks):
+            prompt, max_new_tokens, temperature, seed = (
+                tf.identity(x) for x in (prompt, max_new_tokens, temperature, seed))
         out, lengths, complete = sample_loop(prompt, max_new_tokens, temperature, seed)
         return {"tokens": out, "lengths": lengths, "complete": complete}
 
@@ -211,15 +384,20 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
         module.vocab = tf.constant(["", "", *chars], tf.string)
 
         @tf.function(
-            input_signature=[
-                tf.TensorSpec([None], tf.string, name="prompt"),
-                tf.TensorSpec(dtype=tf.int32, name="max_new_tokens", **scalar),
-                tf.TensorSpec(dtype=tf.float32, name="temperature", **scalar),
-                tf.TensorSpec(dtype=tf.int64, name="seed", **scalar),
-            ],
+            input_signature=[tf.TensorSpec([None], tf.string, name="prompt"), *per_row],
             autograph=False,
         )
         def generate_text(prompt, max_new_tokens, temperature, seed):
+            # Bounds first: the padded prompt (rows x longest row) is at most
+            # max_batch x max_prompt_chars before it is built.
+            checks = checked_rows(tf.shape(prompt)[0], max_new_tokens, temperature, seed)
+            longest = tf.reduce_max(tf.concat(
+                [tf.strings.length(prompt, unit="UTF8_CHAR"), [0]], 0))
+            checks.append(within(longest, limits.max_prompt_chars, "prompt characters",
+                                 "max_prompt_chars"))
+            with tf.control_dependencies(checks):
+                prompt, max_new_tokens, temperature, seed = (
+                    tf.identity(x) for x in (prompt, max_new_tokens, temperature, seed))
             pieces = tf.strings.unicode_split(prompt, "UTF-8")
             ids = tf.ragged.map_flat_values(table.lookup, pieces)
             known = tf.debugging.assert_non_negative(
@@ -312,10 +490,10 @@ def _warmup_inputs(tf: Any, name: str, states: list[Any], spec: s.Spec,
             spec.input.name: tf.constant(tokens, tf.int32),
             **{st.name: tf.zeros([2, st.units]) for st in states},
         }
-    common = {
-        "max_new_tokens": tf.constant(4, tf.int32),
-        "temperature": tf.constant(1.0, tf.float32),
-        "seed": tf.constant(0, tf.int64),
+    common = {  # per row: a server-side batcher merges requests along the first dimension
+        "max_new_tokens": tf.constant([4, 2], tf.int32),
+        "temperature": tf.constant([1.0, 0.0], tf.float32),
+        "seed": tf.constant([0, 1], tf.int64),
     }
     if name == "generate":
         return {"prompt": tf.constant([[2, 3], [3, 0]], tf.int32), **common}
@@ -466,7 +644,8 @@ def export_saved_model(
     files = []
     if tokenizer is not None:
         files = [os.path.join(tokenizer_dir, n) for n in tokenizer.files()]
-    module, functions = _serving_module(tf, model, states, spec, tokenizer, signatures, files)
+    module, functions = _serving_module(tf, model, states, spec, tokenizer, signatures, files,
+                                        _layer_graph(serving_spec))
 
     try:
         os.makedirs(model_dir, exist_ok=True)
@@ -510,6 +689,7 @@ def export_saved_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     config = update_models_config(where, name, serving_root)
+    batching = write_batching_parameters(where, spec.export.limits)
     return ExportReport(
         name=name,
         version=version,
@@ -519,6 +699,7 @@ def export_saved_model(
         max_logit_difference=difference,
         step=step,
         models_config=config,
+        batching_parameters=batching,
     )
 
 

@@ -98,12 +98,16 @@ def generate(
     Raises:
         RunError: `path` is neither an export nor a trained run.
         DataError: the prompt has a character the tokenizer has never seen.
-        ValueError: count < 1, max_new_tokens < 1 or temperature < 0.
+        RunError: the request exceeds the export's limits (export.limits).
+        ValueError: count < 1, max_new_tokens < 1, or a temperature that is negative or
+            not finite.
     """
     from compiler.export import resolve_export
 
-    if count < 1 or (max_new_tokens is not None and max_new_tokens < 1) or temperature < 0:
-        raise ValueError("expected count >= 1, max_new_tokens >= 1 and temperature >= 0")
+    if (count < 1 or (max_new_tokens is not None and max_new_tokens < 1)
+            or not 0 <= temperature < float("inf")):
+        raise ValueError("expected count >= 1, max_new_tokens >= 1 and a finite "
+                         "temperature >= 0")
     if seed is None:
         seed = int(np.random.default_rng().integers(2**31))
     version_dir = resolve_export(path)
@@ -148,12 +152,15 @@ def _from_export(version_dir, count, prompt, max_new_tokens, temperature, seed) 
                         version_dir)]
         )
     ids = encode_prompt(tokenizer, prompt)
+    _check_limits(version_dir, count, len(ids), max_new_tokens)
     prompts = np.tile(ids.astype(np.int32), (count, 1))
+    # One value per row (the signature is batchable); each row its own seed, derived from
+    # the request's, so that the rows differ.
     out = loaded.signatures["generate"](
         prompt=tf.constant(prompts.reshape(count, len(ids))),
-        max_new_tokens=tf.constant(max_new_tokens, tf.int32),
-        temperature=tf.constant(temperature, tf.float32),
-        seed=tf.constant(seed, tf.int64),
+        max_new_tokens=tf.fill([count], tf.constant(max_new_tokens, tf.int32)),
+        temperature=tf.fill([count], tf.constant(temperature, tf.float32)),
+        seed=tf.constant(np.arange(count, dtype=np.int64) + np.int64(seed) * 1_000_003),
     )
     tokens, lengths = out["tokens"].numpy(), out["lengths"].numpy()
     records = [prompt + tokenizer.decode(tokens[i, : lengths[i]]) for i in range(count)]
@@ -164,6 +171,29 @@ def _from_export(version_dir, count, prompt, max_new_tokens, temperature, seed) 
         version_dir,
         metadata.get("step"),
     )
+
+
+def _check_limits(version_dir: str, count: int, prompt_tokens: int, max_new: int) -> None:
+    """The export's request limits, checked before a request is sent, as located errors."""
+    from compiler.lang.parse import load_spec
+
+    spec_path = os.path.join(version_dir, "assets.extra", "keraspec", SPEC_FILE)
+    if not os.path.exists(spec_path):
+        return
+    limits = load_spec(spec_path).export.limits
+    problems = [
+        ("--count", count, limits.max_batch, "max_batch"),
+        ("--max-new-tokens", max_new, limits.max_new_tokens, "max_new_tokens"),
+        ("--prompt", prompt_tokens, limits.max_prompt_length, "max_prompt_length"),
+    ]
+    found = [
+        Diagnostic("error", "export_limit",
+                   f"expected at most export.limits.{field} = {limit} (the export's request "
+                   f"limit), received {value}", flag, version_dir)
+        for flag, value, limit, field in problems if value > limit
+    ]
+    if found:
+        raise RunError(found)
 
 
 def _from_run(run_dir, count, prompt, max_new_tokens, temperature, seed, checkpoint) -> Generated:

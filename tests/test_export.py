@@ -45,6 +45,13 @@ def _keras_model(run_dir, spec):
     return model
 
 
+def _rows(rows, max_new_tokens, temperature, seed):
+    """Per-row generation inputs: each row its budget, temperature and seed."""
+    return dict(max_new_tokens=tf.fill([rows], max_new_tokens),
+                temperature=tf.fill([rows], float(temperature)),
+                seed=tf.range(rows, dtype=tf.int64) + seed)
+
+
 def _tokens(rows=3, length=9, seed=0):
     rng = np.random.default_rng(seed)
     return rng.integers(2, 20, size=(rows, length)).astype(np.int32)
@@ -100,8 +107,7 @@ def test_concurrent_requests_answer_as_they_do_one_at_a_time(trained):
 
     def ask(i):
         logits = serve(tokens=tf.constant(inputs[i]))["logits"].numpy()
-        tokens = generate(prompt=tf.constant(inputs[i][:, :2]), max_new_tokens=tf.constant(6),
-                          temperature=tf.constant(1.0), seed=tf.constant(i, tf.int64))
+        tokens = generate(prompt=tf.constant(inputs[i][:, :2]), **_rows(2, 6, 1.0, i))
         return logits, tokens["tokens"].numpy()
 
     alone = [ask(i) for i in range(8)]
@@ -132,8 +138,7 @@ def test_generate_is_greedy_at_temperature_zero_and_stops_at_end_of_record(train
     loaded = tf.saved_model.load(report.path)
     serve, generate = loaded.signatures["serving_default"], loaded.signatures["generate"]
     prompt = np.array([[5, 6], [7, 0]], np.int32)  # the second row's prompt is one token
-    out = generate(prompt=tf.constant(prompt), max_new_tokens=tf.constant(12),
-                   temperature=tf.constant(0.0), seed=tf.constant(0, tf.int64))
+    out = generate(prompt=tf.constant(prompt), **_rows(2, 12, 0.0, 0))
     tokens, lengths, complete = (out[k].numpy() for k in ("tokens", "lengths", "complete"))
     for row, ids in enumerate([[EOR_ID, 5, 6], [EOR_ID, 7]]):
         expected = []
@@ -154,8 +159,7 @@ def test_generate_is_deterministic_for_a_seed(trained):
     generate = tf.saved_model.load(report.path).signatures["generate"]
 
     def run(seed):
-        out = generate(prompt=tf.zeros([6, 0], tf.int32), max_new_tokens=tf.constant(15),
-                       temperature=tf.constant(1.0), seed=tf.constant(seed, tf.int64))
+        out = generate(prompt=tf.zeros([6, 0], tf.int32), **_rows(6, 15, 1.0, seed))
         return out["tokens"].numpy()
 
     assert (run(3) == run(3)).all()
@@ -166,8 +170,7 @@ def test_generate_text_matches_generate_on_token_ids(trained):
     root, _, report = trained
     loaded = tf.saved_model.load(report.path)
     tokenizer = load_tokenizer(str(root / "run"))
-    args = dict(max_new_tokens=tf.constant(20), temperature=tf.constant(0.7),
-                seed=tf.constant(9, tf.int64))
+    args = _rows(2, 20, 0.7, 9)
     text = loaded.signatures["generate_text"](prompt=tf.constant(["pe", "pe"]), **args)
     ids = loaded.signatures["generate"](
         prompt=tf.constant(np.tile(tokenizer.encode("pe"), (2, 1))), **args)
@@ -175,7 +178,7 @@ def test_generate_text_matches_generate_on_token_ids(trained):
                zip(ids["tokens"].numpy(), ids["lengths"].numpy())]
     assert [t.decode() for t in text["text"].numpy()] == decoded
     with pytest.raises(tf.errors.InvalidArgumentError, match="vocabulary"):
-        loaded.signatures["generate_text"](prompt=tf.constant(["Z"]), **args)
+        loaded.signatures["generate_text"](prompt=tf.constant(["Z"]), **_rows(1, 20, 0.7, 9))
 
 
 def test_warmup_requests_parse_and_run(trained):
@@ -284,11 +287,13 @@ def test_every_signature_runs_through_the_c_api(trained, tmp_path):
                                             for n in ("lstm_h", "lstm_c", "lstm_1_h",
                                                       "lstm_1_c")}},
         "generate": {"prompt": np.array([[5, 6], [7, 0]], np.int32),
-                     "max_new_tokens": np.int32(8), "temperature": np.float32(0.8),
-                     "seed": np.int64(4)},
+                     "max_new_tokens": np.array([8, 5], np.int32),
+                     "temperature": np.array([0.8, 0.0], np.float32),
+                     "seed": np.array([4, 5], np.int64)},
         "generate_text": {"prompt": np.array([b"pe", b""], object),
-                          "max_new_tokens": np.int32(8), "temperature": np.float32(0.8),
-                          "seed": np.int64(4)},
+                          "max_new_tokens": np.array([8, 5], np.int32),
+                          "temperature": np.array([0.8, 0.0], np.float32),
+                          "seed": np.array([4, 5], np.int64)},
     }
     dtypes = {np.dtype(np.int32): "int32", np.dtype(np.int64): "int64",
               np.dtype(np.float32): "float", np.dtype(object): "string"}
@@ -337,7 +342,7 @@ def test_cli_export_inspect_and_generate(trained, tmp_path):
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["version"] == latest + 1 and info["step"] > 0
-    assert info["signatures"]["generate"]["inputs"]["seed"] == ["int64", []]
+    assert info["signatures"]["generate"]["inputs"]["seed"] == ["int64", [None]]
     assert "template: lstm-text" not in info["spec"] and "apiVersion: keraspec/v1" in info["spec"]
     result = runner.invoke(app, ["generate", str(base / "tiny"), "-n", "4", "--seed", "2",
                                  "--prompt", "p", "--format", "json"])
@@ -372,3 +377,107 @@ def test_export_weights_trained_elsewhere(trained, tmp_path):
         str(tmp_path / "models")])
     assert missing.exit_code == 1 and "nope.h5" in missing.output
     assert "Traceback" not in missing.output
+
+
+def test_abusive_requests_fail_at_once_naming_the_limit(trained):
+    _, _, report = trained
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", "abusive_requests.py"), report.path,
+         str(6 << 30)],  # 6 GiB of address space: TensorFlow itself needs about 4
+        capture_output=True, text=True, timeout=240, cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(run.stdout.strip().splitlines()[-1])
+    expected = {
+        "max_new_tokens_2^31-1": "export.limits.max_new_tokens = 1024, received",
+        "max_new_tokens_2^27_greedy": "export.limits.max_new_tokens = 1024",
+        "temperature_inf": "temperature: expected finite values >= 0",
+        "temperature_nan": "temperature: expected finite values >= 0",
+        "temperature_negative": "temperature: expected finite values >= 0",
+        "negative_budget": "max_new_tokens: expected values >= 0",
+        "rows_over_max_batch": "export.limits.max_batch = 256, received",
+        "per_row_mismatch": "max_new_tokens: expected one value per prompt row",
+        "prompt_too_long": "export.limits.max_prompt_length = 1024, received",
+        "text_many_rows": "export.limits.max_batch = 256, received",
+        "text_long_prompt": "export.limits.max_prompt_chars = 4096, received",
+        "step_batch_mismatch": "expected as many rows as tokens",
+        "serving_too_long": "export.limits.max_prompt_length = 1024",
+    }
+    assert set(results) == set(expected)
+    for name, fragment in expected.items():
+        seconds, message = results[name]
+        assert message.startswith("InvalidArgument") and fragment in message, (name, message)
+        assert seconds < 1.0, (name, seconds)
+
+
+def test_no_temperature_samples_a_masked_id(trained):
+    root, _, report = trained
+    generate = tf.saved_model.load(report.path).signatures["generate"]
+    used = load_tokenizer(str(root / "run")).size  # ids the tokenizer knows (model has 40)
+    for temperature in (1e30, 3.4e38, 1e4):
+        out = generate(prompt=tf.zeros([64, 0], tf.int32), **_rows(64, 30, temperature, 7))
+        tokens, lengths = out["tokens"].numpy(), out["lengths"].numpy()
+        produced = np.concatenate([row[:n] for row, n in zip(tokens, lengths)])
+        assert produced.size > 500
+        assert produced.min() >= 2 and produced.max() < used, temperature
+        # At such temperatures every allowed id is about equally likely: most appear.
+        assert len(set(produced.tolist())) > 0.8 * (used - 2)
+
+
+def test_a_row_answers_the_same_alone_and_batched_with_others(trained):
+    _, _, report = trained
+    generate = tf.saved_model.load(report.path).signatures["generate"]
+    alone = generate(prompt=tf.constant([[5, 6, 7]], tf.int32),
+                     max_new_tokens=tf.constant([12]), temperature=tf.constant([0.9]),
+                     seed=tf.constant([42], tf.int64))
+    rng = np.random.default_rng(3)
+    prompts = np.zeros((8, 5), np.int32)
+    for i in range(8):  # other prompts, of other lengths, right-padded with 0
+        n = int(rng.integers(0, 6))
+        prompts[i, :n] = rng.integers(2, 20, n)
+    prompts[5] = [5, 6, 7, 0, 0]
+    budgets = rng.integers(1, 30, 8).astype(np.int32)
+    budgets[5] = 12
+    temperatures = rng.uniform(0, 2, 8).astype(np.float32)
+    temperatures[5] = 0.9
+    seeds = rng.integers(0, 1000, 8)
+    seeds[5] = 42
+    batched = generate(prompt=tf.constant(prompts), max_new_tokens=tf.constant(budgets),
+                       temperature=tf.constant(temperatures), seed=tf.constant(seeds))
+    n = int(alone["lengths"][0])
+    assert int(batched["lengths"][5]) == n
+    assert batched["tokens"].numpy()[5, :n].tolist() == alone["tokens"].numpy()[0, :n].tolist()
+    assert bool(batched["complete"][5]) == bool(alone["complete"][0])
+    assert (batched["lengths"].numpy() <= budgets).all()
+
+
+def test_batching_parameters_parse_as_tf_servings_message(trained, tmp_path):
+    from google.protobuf import text_format
+
+    from compiler.batching import batching_parameters_class
+
+    root, spec, report = trained
+    cls = batching_parameters_class()
+    # The message as tensorflow_serving/servables/tensorflow/session_bundle_config.proto
+    # publishes it: field numbers and the wrapper types the server parses.
+    fields = {f.name: (f.number, f.message_type.full_name if f.message_type else f.type)
+              for f in cls.DESCRIPTOR.fields}
+    assert cls.DESCRIPTOR.full_name == "tensorflow.serving.BatchingParameters"
+    assert fields["max_batch_size"] == (1, "google.protobuf.Int64Value")
+    assert fields["batch_timeout_micros"] == (2, "google.protobuf.Int64Value")
+    assert fields["num_batch_threads"] == (4, "google.protobuf.Int64Value")
+    assert fields["pad_variable_length_inputs"][0] == 7
+    parsed = text_format.Parse(open(report.batching_parameters).read(), cls())
+    assert report.batching_parameters == str(root / "models" / "batching_parameters.txt")
+    assert parsed.max_batch_size.value == spec.export.limits.max_batch == 256
+    assert parsed.num_batch_threads.value >= 1 and parsed.pad_variable_length_inputs
+    # A second model with a smaller row limit in the same BASE: the file keeps the smaller.
+    base = tmp_path / "models"
+    shutil.copytree(root / "models", base)
+    small = compiler.load_spec(root / "s.yaml", ["export.limits.max_batch=16"])
+    keras = _keras_model(root / "run", spec)
+    keras.save_weights(str(tmp_path / "w.h5"))
+    export_saved_model(small, base, weights=str(tmp_path / "w.h5"), name="small")
+    again = text_format.Parse((base / "batching_parameters.txt").read_text(), cls())
+    assert again.max_batch_size.value == 16

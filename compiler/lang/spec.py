@@ -522,6 +522,27 @@ def signatures_to_export(export: "ExportSpec", *, text_in_graph: bool) -> list[s
     return [n for n in ALL_SIGNATURES if n != "generate_text" or text_in_graph]
 
 
+class ExportLimits(StrictModel):
+    """Bounds every serving request is checked against before anything is allocated.
+
+    TF Serving runs every model of a deployment in one process: one unbounded request would
+    take all of them down. A request over a limit fails at once with InvalidArgument naming
+    the limit.
+    """
+
+    max_batch: PositiveInt = Field(256, description="Rows per request, in every signature.")
+    max_new_tokens: PositiveInt = Field(
+        1024, description="Tokens generate and generate_text may sample per row."
+    )
+    max_prompt_length: PositiveInt = Field(
+        1024,
+        description="Tokens per row of a token input (serving_default, step, generate).",
+    )
+    max_prompt_chars: PositiveInt = Field(
+        4096, description="Characters per prompt of generate_text."
+    )
+
+
 class ExportSpec(StrictModel):
     """What `keraspec export` writes: a SavedModel for TF Serving."""
 
@@ -539,6 +560,10 @@ class ExportSpec(StrictModel):
             "applies (serving_default, step, generate, and generate_text when the tokenizer "
             "can run in the graph, i.e. char)."
         ),
+    )
+    limits: ExportLimits = Field(
+        ExportLimits(),
+        description="Request bounds baked into the export's signatures.",
     )
 
 
