@@ -11,8 +11,12 @@ rarely stop early) is exported with keraspec, then a batch of rows generates N t
   feeding the states back.
 
 Each is timed after a warm-up call, several rounds alternating the order; tokens/s =
-batch x N / wall time. Usage: python benchmarks/generate_speed.py [--quick] [--batch B]
-[--tokens N] [--rounds R]
+batch x N / wall time. A fourth line, "model ops only", runs just the model's one-token
+step (the same layers `generate` calls, with the export's weights) N times in a
+tf.while_loop, feeding back the argmax: the rest of `generate`'s time is spent outside the
+model's own ops (sampling, bookkeeping, the loop itself).
+
+Usage: python benchmarks/generate_speed.py [--quick] [--batch B] [--tokens N] [--rounds R]
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ sys.path.insert(0, ROOT)
 
 import compiler  # noqa: E402
 from compiler.build import compile_spec  # noqa: E402
-from compiler.export import export_saved_model  # noqa: E402
+from compiler.build import build_state_model  # noqa: E402
+from compiler.export import _layer_graph, _one_token_step, export_saved_model  # noqa: E402
 from compiler.tf import tensorflow  # noqa: E402
-from compiler.weights import reshaped_spec  # noqa: E402
+from compiler.weights import copy_weights, reshaped_spec  # noqa: E402
 
 tf = tensorflow()
 
@@ -62,6 +67,23 @@ def main() -> None:
         loaded = tf.saved_model.load(report.path)
         generate, step = loaded.signatures["generate"], loaded.signatures["step"]
         state_names = [n for n in report.signatures["step"]["inputs"] if n != "tokens"]
+        serving = reshaped_spec(spec, batch_size=None, stateful=False)
+        state_model, states = build_state_model(serving)
+        copy_weights(model, state_model)
+        one_token = _one_token_step(tf, state_model, _layer_graph(serving), states)
+
+        @tf.function
+        def model_only_loop():
+            def body(i, token, values):
+                logits, values = one_token(token, values)
+                return i + 1, tf.argmax(logits, -1, output_type=tf.int32), values
+
+            zeros = [tf.zeros([batch, st.units]) for st in states]
+            return tf.while_loop(lambda i, *_: i < tokens, body,
+                                 (tf.constant(0), tf.fill([batch], 1), zeros))
+
+        def model_only():
+            model_only_loop()[1].numpy()
         units = sizes["rnn_units"]
 
         def in_graph():
@@ -90,7 +112,7 @@ def main() -> None:
                 ids = tf.random.categorical(out["logits"][:, -1, :], 1, dtype=tf.int32)
 
         runners = {"in-graph generate": in_graph, "reference loop": reference_loop,
-                   "step client": step_client}
+                   "step client": step_client, "model ops only": model_only}
         for fn in runners.values():
             fn()  # trace and warm up
         times: dict[str, list[float]] = {name: [] for name in runners}
@@ -112,6 +134,10 @@ def main() -> None:
     for name in names:
         print(f"| {name} | {rate[name]:,.0f} | {rate['in-graph generate'] / rate[name]:.1f}x "
               f"| {best['in-graph generate'] / best[name]:.1f}x |")
+    outside = 1 - rate["in-graph generate"] / rate["model ops only"]
+    print(f"generate spends {outside:.0%} of its time outside the model's own ops "
+          f"({1e3 / rate['in-graph generate'] * batch:.3f} ms per token step, model ops "
+          f"{1e3 / rate['model ops only'] * batch:.3f} ms)")
 
 
 if __name__ == "__main__":

@@ -101,18 +101,22 @@ def _mix(tf: Any, x: Any) -> Any:
     return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, tf.constant(31, tf.uint64)))
 
 
-def row_gumbel(tf: Any, seed: Any, t: Any, vocab: int) -> Any:
-    """Gumbel noise [batch, vocab] drawn from each row's own (seed, step): a row's draw
+def row_keys(tf: Any, seed: Any) -> Any:
+    """Each row's hash key [batch] uint64, from its seed alone."""
+    return _mix(tf, tf.bitcast(seed, tf.uint64))
+
+
+def row_gumbel(tf: Any, keys: Any, t: Any, vocab: int) -> Any:
+    """Gumbel noise [batch, vocab] drawn from each row's own (key, step): a row's draw
     never depends on the other rows of its batch, so a server-side batcher merging
     requests changes no answer."""
-    row = _mix(tf, tf.bitcast(seed, tf.uint64))
-    step = _mix(tf, row + tf.cast(t, tf.uint64))
+    step = _mix(tf, keys + tf.cast(t, tf.uint64))
     ids = tf.range(vocab, dtype=tf.int64)
     bits = _mix(tf, step[:, None] + tf.bitcast(ids, tf.uint64)[None, :])
-    # 53 random bits -> a uniform in (0, 1), then Gumbel(0, 1).
-    uniform = (tf.cast(tf.bitwise.right_shift(bits, tf.constant(11, tf.uint64)), tf.float64)
-               + 0.5) / 2.0**53
-    return tf.cast(-tf.math.log(-tf.math.log(uniform)), tf.float32)
+    # 24 random bits -> a uniform in (0, 1) (float32's precision), then Gumbel(0, 1).
+    uniform = (tf.cast(tf.bitwise.right_shift(bits, tf.constant(40, tf.uint64)), tf.float32)
+               + 0.5) * (1.0 / 2.0**24)
+    return -tf.math.log(-tf.math.log(uniform))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,17 +297,17 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
         # Dividing by the temperature first, masking after: no temperature reaches a
         # masked id (an infinite one only makes the allowed ids equally likely).
         scale = tf.where(greedy_rows, 1.0, temperature)[:, None]
+        keys = row_keys(tf, seed)
         common = tf.reduce_min(tf.concat([lengths, [width]], 0))  # prompt every row has
         logits, first_states = run(sequence[:, :common], zero_states(batch))
         first = common - 1  # the position the first logits are for
 
         def body(t, logits, state_values, drawn_ta, generated, done):
-            greedy = tf.argmax(tf.where(module.allowed, logits, -np.inf), axis=-1,
-                               output_type=tf.int32)
+            # Gumbel-max: argmax(logits / T + Gumbel) samples softmax(logits / T); greedy
+            # rows (T = 0) add no noise and divide by 1.
+            noise = tf.where(greedy_rows[:, None], 0.0, row_gumbel(tf, keys, t, vocab))
             scaled = tf.where(module.allowed, logits / scale, -np.inf)
-            drawn = tf.argmax(scaled + row_gumbel(tf, seed, t, vocab), axis=-1,
-                              output_type=tf.int32)
-            sampled = tf.where(greedy_rows, greedy, drawn)
+            sampled = tf.argmax(scaled + noise, axis=-1, output_type=tf.int32)
             generating = (t >= lengths - 1) & ~done
             writes = generating & (sampled != EOR_ID)
             drawn_ta = drawn_ta.write(t - first, sampled)
@@ -311,13 +315,8 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
             ended = generating & ((sampled == EOR_ID) | (generated >= max_new))
             next_prompt = tf.gather(sequence, tf.minimum(t + 1, width - 1), axis=1)
             token = tf.where(t + 1 < lengths, next_prompt, sampled)
-            done = done | ended
-            logits, state_values = tf.cond(
-                tf.reduce_all(done),
-                lambda: (logits, state_values),  # nothing left to feed
-                lambda: advance(token, state_values),
-            )
-            return t + 1, logits, state_values, drawn_ta, generated, done
+            logits, state_values = advance(token, state_values)
+            return t + 1, logits, state_values, drawn_ta, generated, done | ended
 
         def more(t, logits, state_values, drawn_ta, generated, done):
             return (t < tf.reduce_max(lengths) - 1 + longest) & ~tf.reduce_all(done)
