@@ -106,17 +106,24 @@ def row_keys(tf: Any, seed: Any) -> Any:
     return _mix(tf, tf.bitcast(seed, tf.uint64))
 
 
-def row_gumbel(tf: Any, keys: Any, t: Any, vocab: int) -> Any:
-    """Gumbel noise [batch, vocab] drawn from each row's own (key, step): a row's draw
+def row_uniform(tf: Any, keys: Any, t: Any) -> Any:
+    """One uniform in (0, 1) per row [batch], from the row's own (key, step): a row's draw
     never depends on the other rows of its batch, so a server-side batcher merging
     requests changes no answer."""
-    step = _mix(tf, keys + tf.cast(t, tf.uint64))
-    ids = tf.range(vocab, dtype=tf.int64)
-    bits = _mix(tf, step[:, None] + tf.bitcast(ids, tf.uint64)[None, :])
-    # 24 random bits -> a uniform in (0, 1) (float32's precision), then Gumbel(0, 1).
-    uniform = (tf.cast(tf.bitwise.right_shift(bits, tf.constant(40, tf.uint64)), tf.float32)
-               + 0.5) * (1.0 / 2.0**24)
-    return -tf.math.log(-tf.math.log(uniform))
+    bits = _mix(tf, keys + tf.cast(t, tf.uint64))
+    # 24 random bits (float32's precision) -> (0, 1).
+    return (tf.cast(tf.bitwise.right_shift(bits, tf.constant(40, tf.uint64)), tf.float32)
+            + 0.5) * (1.0 / 2.0**24)
+
+
+def sample_rows(tf: Any, scaled: Any, uniform: Any) -> Any:
+    """Inverse-CDF sampling, one uniform per row: the first id whose cumulative weight
+    exceeds uniform x total. Masked ids (-inf) weigh 0, so they are never the first."""
+    weights = tf.exp(scaled - tf.reduce_max(scaled, axis=1, keepdims=True))
+    cumulative = tf.cumsum(weights, axis=1)
+    # Strictly below the total, so that some id's cumulative weight exceeds it.
+    target = uniform * cumulative[:, -1] * (1.0 - 1e-6)
+    return tf.reduce_sum(tf.cast(cumulative <= target[:, None], tf.int32), axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,11 +310,13 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
         first = common - 1  # the position the first logits are for
 
         def body(t, logits, state_values, drawn_ta, generated, done):
-            # Gumbel-max: argmax(logits / T + Gumbel) samples softmax(logits / T); greedy
-            # rows (T = 0) add no noise and divide by 1.
-            noise = tf.where(greedy_rows[:, None], 0.0, row_gumbel(tf, keys, t, vocab))
+            # Greedy rows (T = 0) take the argmax; the others sample softmax(logits / T).
             scaled = tf.where(module.allowed, logits / scale, -np.inf)
-            sampled = tf.argmax(scaled + noise, axis=-1, output_type=tf.int32)
+            sampled = tf.where(
+                greedy_rows,
+                tf.argmax(scaled, axis=-1, output_type=tf.int32),
+                sample_rows(tf, scaled, row_uniform(tf, keys, t)),
+            )
             generating = (t >= lengths - 1) & ~done
             writes = generating & (sampled != EOR_ID)
             drawn_ta = drawn_ta.write(t - first, sampled)

@@ -481,3 +481,18 @@ def test_batching_parameters_parse_as_tf_servings_message(trained, tmp_path):
     export_saved_model(small, base, weights=str(tmp_path / "w.h5"), name="small")
     again = text_format.Parse((base / "batching_parameters.txt").read_text(), cls())
     assert again.max_batch_size.value == 16
+
+
+def test_generate_cli_checks_the_exports_limits_before_sending(trained):
+    root, _, _ = trained
+    runner = CliRunner()
+    many = runner.invoke(app, ["generate", str(root / "models" / "tiny"), "-n", "300"])
+    assert many.exit_code == 1 and "Traceback" not in many.output
+    assert "--count: expected at most export.limits.max_batch = 256" in many.output
+    assert "received 300" in many.output
+    long = runner.invoke(app, ["generate", str(root / "models" / "tiny"), "--max-new-tokens",
+                               "5000"])
+    assert long.exit_code == 1
+    assert "--max-new-tokens: expected at most export.limits.max_new_tokens = 1024" in long.output
+    hot = runner.invoke(app, ["generate", str(root / "models" / "tiny"), "--temperature", "inf"])
+    assert hot.exit_code == 2 and "finite" in hot.output
