@@ -49,12 +49,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller model and run")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=None)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     sizes = dict(vocab_size=2000, embedding_dim=256, rnn_units=256)
     if args.quick:
         sizes.update(vocab_size=500, embedding_dim=64, rnn_units=64)
-    tokens = args.tokens or (50 if args.quick else 200)
+    tokens = args.tokens or 200
     batch = args.batch
     spec = compiler.load_spec(SPEC, [f"model.params.{k}={v}" for k, v in sizes.items()])
 

@@ -143,6 +143,13 @@ def _layer_graph(spec: s.Spec) -> _LayerGraph:
     return _LayerGraph(list(analysis.layers), spec.input.name, analysis.output)
 
 
+def allowed_ids(spec: s.Spec, tokenizer: Optional[Tokenizer]) -> list[bool]:
+    """Ids the sampler may produce: those the tokenizer knows, never padding."""
+    vocab = spec.input.vocab_size
+    used = tokenizer.size if tokenizer is not None else vocab
+    return [i < used and i != PAD_ID for i in range(vocab)]
+
+
 def _one_token_step(tf: Any, model: Any, graph: Any, states: list[Any]) -> Optional[Any]:
     """The model's one-token form: [B] ids and states -> [B, V] logits and new states.
 
@@ -189,7 +196,6 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
                     tokenizer_files: list[str], graph: Any = None) -> tuple[Any, dict[str, Any]]:
     """A tf.Module holding the model and the signature functions."""
     vocab = spec.input.vocab_size
-    used = tokenizer.size if tokenizer is not None else vocab
     input_name = spec.input.name
     limits = spec.export.limits
 
@@ -201,9 +207,7 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
     # every layer's call functions, which the signatures do not need (and which are slow).
     module.weights = list(model.weights)
     module.assets = [tf.saved_model.Asset(path) for path in tokenizer_files]
-    # Ids the sampler may produce: those the tokenizer knows, never padding.
-    allowed = [i < used and i != PAD_ID for i in range(vocab)]
-    module.allowed = tf.constant(allowed)
+    module.allowed = tf.constant(allowed_ids(spec, tokenizer))
 
     def within(value: Any, limit: int, what: str, field: str) -> Any:
         """An assertion that `value` (a scalar) is at most `limit`, naming the limit."""
@@ -327,8 +331,10 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
             logits, state_values = advance(token, state_values)
             return t + 1, logits, state_values, drawn_ta, generated, done | ended
 
+        last = tf.reduce_max(lengths) - 1 + longest  # no row can need a later step
+
         def more(t, logits, state_values, drawn_ta, generated, done):
-            return (t < tf.reduce_max(lengths) - 1 + longest) & ~tf.reduce_all(done)
+            return (t < last) & ~tf.reduce_all(done)
 
         start = (
             first,
@@ -668,7 +674,8 @@ def export_saved_model(
             n: _warmup_inputs(tf, n, states, spec, tokenizer) for n in signatures
         }
         _write_warmup(tf, os.path.join(tmp, WARMUP_FILE), name, requests)
-        difference, info = _verify(tf, tmp, trained, spec, requests, where)
+        difference, info = _verify(tf, tmp, trained, spec, requests, where,
+                                   allowed_ids(spec, tokenizer))
         metadata = {
             "name": name,
             "version": version,
@@ -712,14 +719,13 @@ def export_saved_model(
 
 
 def _verify(tf: Any, path: str, keras_model: Any, spec: s.Spec,
-            requests: dict[str, dict[str, Any]], where: str) -> tuple[float, dict[str, Any]]:
+            requests: dict[str, dict[str, Any]], where: str,
+            allowed: Optional[list[bool]] = None) -> tuple[float, dict[str, Any]]:
     """Load the SavedModel back, run every signature, compare logits with the Keras model's.
 
     Returns:
         The largest logit difference, and each signature's inputs and outputs.
     """
-    import numpy as np
-
     loaded = tf.saved_model.load(path)
     rng = np.random.default_rng(0)
     tokens = rng.integers(2, spec.input.vocab_size, size=(3, 7)).astype(np.int32)
@@ -732,7 +738,33 @@ def _verify(tf: Any, path: str, keras_model: Any, spec: s.Spec,
                      where)
     for signature, inputs in requests.items():
         loaded.signatures[signature](**inputs)
+    if "generate" in loaded.signatures:
+        _verify_greedy(tf, loaded, spec, where, allowed or allowed_ids(spec, None))
     return difference, {n: signature_info(loaded.signatures[n]) for n in requests}
+
+
+def _verify_greedy(tf: Any, loaded: Any, spec: s.Spec, where: str, allowed: list[bool],
+                   tokens: int = 6) -> None:
+    """At temperature 0, `generate` must equal a greedy loop over `serving_default`."""
+    prompts = [[2, 2], [2, 0]]  # rows of different lengths, right-padded with 0
+    out = loaded.signatures["generate"](
+        prompt=tf.constant(prompts, tf.int32), max_new_tokens=tf.fill([2], tokens),
+        temperature=tf.zeros([2]), seed=tf.zeros([2], tf.int64))
+    mask = np.array(allowed)
+    for row, prompt in enumerate(prompts):
+        ids, expected = [EOR_ID] + [i for i in prompt if i != PAD_ID], []
+        for _ in range(tokens):
+            logits = loaded.signatures["serving_default"](
+                **{spec.input.name: tf.constant([ids + expected], tf.int32)})["logits"]
+            nxt = int(np.argmax(np.where(mask, logits.numpy()[0, -1], -np.inf)))
+            if nxt == EOR_ID:
+                break
+            expected.append(nxt)
+        got = out["tokens"].numpy()[row, : int(out["lengths"][row])].tolist()
+        if got != expected:
+            raise _error("verification", f"expected generate at temperature 0 to equal a "
+                         f"greedy loop over serving_default, received {got} for {expected}",
+                         where)
 
 
 def inspect_export(path: Union[str, os.PathLike[str]]) -> Optional[dict[str, Any]]:

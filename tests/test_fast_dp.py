@@ -166,9 +166,13 @@ def test_update_equals_tensorflow_privacy_microbatched(case, optimizer):
     x, y, w = _batch(ours.spec, seed=2, sequences=_sequences(case))
     got, want = _update(ours, x, y, w), _update(theirs, x, y, w)
     assert theirs.optimizer._was_dp_gradients_called
+    # Float sums in another order (threads, kernels) move the smallest entries most: Adam's
+    # first step divides each gradient by its own size, so an entry near zero (measured
+    # 8.82e-05 against 8.84e-05 once in five runs) is compared on the update's own scale.
+    scale = max(float(np.max(np.abs(b))) for b in want)
     for a, b in zip(got, want):
-        np.testing.assert_allclose(a, b, rtol=5e-4, atol=1e-7)
-    assert max(float(np.max(np.abs(a))) for a in got) > 1e-4  # a real step was taken
+        np.testing.assert_allclose(a, b, rtol=5e-4, atol=1e-5 * scale)
+    assert scale > 1e-4  # a real step was taken
 
 
 def test_padding_contributes_nothing():
