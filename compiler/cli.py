@@ -74,6 +74,18 @@ def _require(command: str) -> None:
     import importlib.util
 
     missing = [m for m in _NEEDS[command] if importlib.util.find_spec(m) is None]
+    if missing and sys.version_info >= (3, 12):
+        from rich.markup import escape
+
+        version = ".".join(map(str, sys.version_info[:3]))
+        _console(stderr=True).print(
+            f"[bold red]error:[/bold red] keraspec {command} needs Python 3.11, received "
+            f"Python {version}: its TensorFlow stack (tensorflow-privacy 0.9.0) supports no "
+            "later Python. The spec commands (validate, render, schema, templates, diff) run "
+            f"on this one; install {escape('keraspec[tensorflow]')} under Python 3.11 for the "
+            "rest."
+        )
+        raise typer.Exit(1)
     if missing:
         from rich.markup import escape
 
