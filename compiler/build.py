@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Optional
 
 from compiler.lang import spec as s
@@ -85,15 +86,25 @@ class CompiledModel:
         return getattr(self.loss, "reduction", None) == "none"
 
     def optimizer_config(self) -> dict[str, Any]:
-        return {
+        """The optimizer's Keras config and, for a DP spec, its privacy settings."""
+        privacy = self.spec.training.privacy
+        wrapped = privacy is not None and privacy.implementation != "fast"
+        out = {
             "class_name": type(self.optimizer).__name__,
-            "base_class": (
-                type(self.optimizer).__mro__[1].__name__
-                if self.spec.training.privacy
-                else type(self.optimizer).__name__
-            ),
+            # tensorflow-privacy's classes wrap a Keras optimizer; the fast step clips and
+            # noises before a plain one.
+            "base_class": type(self.optimizer).__mro__[1 if wrapped else 0].__name__,
             "config": _plain(self.optimizer.get_config()),
         }
+        if privacy is not None:
+            settings = privacy.model_dump()
+            if self.privacy is not None:  # derived from target_epsilon and the examples
+                epsilon = self.privacy.epsilon
+                settings.update(noise_multiplier=self.privacy.noise_multiplier,
+                                delta=self.privacy.delta,
+                                epsilon=None if math.isinf(epsilon) else epsilon)
+            out["privacy"] = _plain(settings)
+        return out
 
     def summary(self) -> dict[str, Any]:
         """Layers, output shapes, parameter counts, optimizer and privacy settings."""

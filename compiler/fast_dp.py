@@ -446,13 +446,21 @@ def model_classes() -> tuple[type, type]:
     """Keras model classes (Sequential, functional) whose `fit` is fast per-example DP-SGD."""
     tf = tensorflow()
 
+    # The architecture is plain Keras; the DP step is training behaviour. `to_json` names
+    # the plain class, so the JSON loads with tf.keras.models.model_from_json.
     class FastDPSequential(tf.keras.Sequential):
         def train_step(self, data: Any) -> dict[str, Any]:
             return train_step(self, data)
 
+        def _updated_config(self) -> dict[str, Any]:
+            return {**super()._updated_config(), "class_name": "Sequential"}
+
     class FastDPModel(tf.keras.Model):
         def train_step(self, data: Any) -> dict[str, Any]:
             return train_step(self, data)
+
+        def _updated_config(self) -> dict[str, Any]:
+            return {**super()._updated_config(), "class_name": "Functional"}
 
     return FastDPSequential, FastDPModel
 

@@ -93,7 +93,7 @@ def test_lstm_text_is_the_reference_model():
 
 def test_lstm_text_dp_is_the_reference_dp_model():
     reference = ["model.params.num_microbatches=1", "model.params.implementation=standard",
-                 "model.params.noise_multiplier=0.1"]
+                 "model.params.noise_multiplier=0.1", "model.params.stateful=true"]
     compiled = compile_spec(compiler.load_spec(ROOT / "specs" / "lstm-text-dp.yaml", reference))
     ref = build_reference(dp=True)
     assert type(compiled.optimizer).__mro__[1] is tf.keras.optimizers.legacy.RMSprop
@@ -280,3 +280,31 @@ def test_compile_cli_keeps_tensorflow_noise_out_of_the_terminal():
     assert run.stderr == ""  # no oneDNN / CUDA / absl start-up lines, no deprecation warnings
     assert run.stdout.startswith("char-small: Sequential\n")
     assert "total params: 229,472" in run.stdout
+
+
+@pytest.mark.parametrize("name", ["lstm-text-dp.yaml", "residual-lstm.yaml"])
+def test_compile_artifacts_load_in_plain_keras_and_record_privacy(tmp_path, name):
+    # Small sizes, the same classes: the DP template compiles to keraspec's fast DP model
+    # class, the residual spec to a functional one.
+    out = tmp_path / "compiled"
+    overrides = (["--set", "model.params.rnn_units=8", "--set", "model.params.vocab_size=40",
+                  "--set", "model.params.embedding_dim=4"] if "dp" in name else [])
+    result = CliRunner().invoke(app, ["compile", f"specs/{name}", *overrides, "-o", str(out),
+                                      "--examples", "3600"])
+    assert result.exit_code == 0, result.output
+    text = (out / "model.json").read_text()
+    assert "FastDP" not in text
+    rebuilt = tf.keras.models.model_from_json(text)
+    spec = compiler.load_spec(out / "spec.resolved.yaml")
+    assert rebuilt.count_params() == compile_spec(spec).model.count_params()
+    optimizer = json.loads((out / "optimizer.json").read_text())
+    assert optimizer["class_name"] == optimizer["base_class"] == (
+        "RMSprop" if "dp" in name else type(compile_spec(spec).optimizer).__name__)
+    if "dp" in name:
+        privacy = optimizer["privacy"]
+        assert privacy["l2_norm_clip"] == 3.0 and privacy["noise_multiplier"] == 1.1
+        assert (privacy["implementation"], privacy["sampling"], privacy["accountant"]) == (
+            "fast", "poisson", "pld")
+        assert privacy["delta"] == pytest.approx(3600 ** -1.1) and 0 < privacy["epsilon"] < 10
+    else:
+        assert "privacy" not in optimizer

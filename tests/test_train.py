@@ -241,7 +241,8 @@ def _clipped_gradient(compiled, x, y, w):
 
 
 def test_no_state_crosses_batches_in_dp_training(tmp_path):
-    spec = load(write_spec(tmp_path / "s.yaml", dp=True, dropout=0.0, noise=0.0))
+    spec = compiler.load_spec(write_spec(tmp_path / "s.yaml", dp=True, dropout=0.0, noise=0.0),
+                              ["model.params.stateful=true"])  # the reference's layers
     assert any(getattr(layer, "stateful", False) for layer in spec.model.layers)
     rng = np.random.default_rng(0)
     batch = lambda: (rng.integers(2, 40, (8, 12)).astype(np.int32),  # noqa: E731

@@ -280,11 +280,22 @@ class LstmTextParams(StrictModel):
     learning_rate: PositiveFloat = 0.01
     batch_size: PositiveInt = 64
     sequence_length: PositiveInt = 100
+    stateful: bool = Field(
+        True,
+        description="The LSTMs carry their state from one batch to the next (the reference's "
+        "training); generation and export handle state either way.",
+    )
 
 
 class LstmTextDpParams(LstmTextParams):
     """lstm-text parameters plus those of the differentially private optimizer."""
 
+    stateful: bool = Field(
+        False,
+        description="DP training runs the LSTMs stateless (no record may reach another "
+        "batch's gradients through a carried state), so the template's are; true gives the "
+        "reference's stateful layers (trained as stateless copies under DP).",
+    )
     l2_norm_clip: PositiveFloat = 3.0
     noise_multiplier: NonNegativeFloat = Field(
         1.1,

@@ -31,7 +31,7 @@ def _lstm_text(p: LstmTextParams) -> dict[str, Any]:
             "type": "lstm",
             "units": p.rnn_units,
             "return_sequences": True,
-            "stateful": True,
+            "stateful": p.stateful,
             "recurrent_initializer": p.rnn_initializer,
         }
 
@@ -79,6 +79,7 @@ _LSTM_TEXT_ORIGINS: dict[tuple[Any, ...], str] = {
     **{("model", "layers", i, "rate"): "dropout_rate" for i in (1, 3, 5)},
     **{("model", "layers", i, "units"): "rnn_units" for i in (2, 4)},
     **{("model", "layers", i, "recurrent_initializer"): "rnn_initializer" for i in (2, 4)},
+    **{("model", "layers", i, "stateful"): "stateful" for i in (2, 4)},
     ("model", "layers", 6, "units"): "vocab_size",
     ("training", "batch_size"): "batch_size",
     ("training", "sequence_length"): "sequence_length",
