@@ -623,6 +623,13 @@ def train(
         except KeraspecError as e:
             progress.stop()
             raise _fail(e.diagnostics)
+        except KeyboardInterrupt:
+            progress.stop()
+            _console(stderr=True).print(
+                f"aborted by a second Ctrl-C without saving; {output} resumes from its latest "
+                "checkpoint: run the same command again"
+            )
+            raise typer.Exit(130)
     if fmt is TextOrJson.json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -745,13 +752,24 @@ class _TrainProgress:
         return self
 
     def update(self, p: Any) -> None:
-        if self.bar is None:
-            return
+        if p.event == "start" and p.step > 0 and self.enabled:
+            console = _console(stderr=True)
+            if p.step >= p.total_steps:
+                console.print(f"already complete at step {p.step} (epoch {p.epoch}/"
+                              f"{p.epochs}); nothing to do")
+            else:
+                console.print(f"resuming from step {p.step} (epoch {p.epoch}/{p.epochs})")
         metrics = "  ".join(
             f"{k} {v:.4f}" for k, v in p.logs.items() if isinstance(v, float)
         )
         if p.epsilon is not None:
             metrics += f"  ε {p.epsilon:.3g}"
+        if self.bar is None:
+            return
+        if not self.bar.console.is_terminal and p.event == "epoch":
+            # A pipe or a log file keeps no redrawn bar: one line per epoch instead.
+            self.bar.console.print(f"epoch {p.epoch}/{p.epochs}  step {p.step}/"
+                                   f"{p.total_steps}  {metrics}")
         fields = {"epoch": f"{p.epoch}/{p.epochs}", "metrics": metrics}
         if self.task is None:
             self.task = self.bar.add_task("train", total=p.total_steps, completed=p.step, **fields)
@@ -783,6 +801,7 @@ def _print_report(report: Any) -> None:
             return "-"
         return f"{value:,.4f}" if isinstance(value, float) else f"{value:,}"
 
+    last = report.history[-1] if report.history else {}
     rows = [
         ("stopped by", report.stopped_by),
         ("epochs", fmt(report.epochs)),
@@ -790,7 +809,9 @@ def _print_report(report: Any) -> None:
         (f"examples ({report.unit}s per epoch)", fmt(report.examples)),
         ("training / validation records", f"{report.records:,} / {report.validation_records:,}"),
         ("loss", fmt(report.loss)),
+        ("accuracy", fmt(last.get("accuracy"))),
         ("best validation loss", fmt(report.best_val_loss)),
+        ("validation accuracy", fmt(last.get("val_accuracy"))),
         ("wall time (s)", f"{report.wall_time:,.1f}"),
         ("tokens per second", f"{report.tokens_per_second:,.0f}"),
         ("tokenizer", f"{report.tokenizer} ({report.vocabulary} ids)"),

@@ -173,6 +173,14 @@ class RunDir:
             )
         return run
 
+    def record_spec(self, spec: Spec) -> None:
+        """Rewrite the run's resolved spec, e.g. when a resume asks for more epochs, so that
+        the run directory (and its exports) say what the run was trained for."""
+        text = dump_yaml(to_data(spec))
+        path = self.file(SPEC_FILE)
+        if not os.path.exists(path) or open(path, encoding="utf-8").read() != text:
+            write_atomic(path, text)
+
     def start(self, spec: Spec, run: dict[str, Any], files: dict[str, bytes]) -> None:
         """Write a new run's identity, resolved spec and tokenizer files."""
         os.makedirs(self.path, exist_ok=True)

@@ -75,7 +75,8 @@ class Progress:
         event: "start", "step", "epoch" (after validation) or "end".
         step: Global steps taken so far.
         total_steps: Steps the run will take if nothing stops it early.
-        epoch: The current epoch, 1-based.
+        epoch: The epoch in progress, 1-based; for "epoch" and "end" events, the epochs
+            completed.
         epochs: Epochs planned.
         logs: Running metrics of the epoch (loss, accuracy, ...), and after an epoch
             the validation metrics (val_loss, ...).
@@ -397,6 +398,8 @@ def train(
         identity["noise_multiplier"] = noise
         identity["unit"] = unit
         run.start(spec, identity, tokenizer.files())
+    elif placement.chief:
+        run.record_spec(spec)  # the epochs (or distribution) this resume asks for
     return loop.run()
 
 
@@ -543,10 +546,14 @@ class _Loop:
 
     def total_steps(self) -> int:
         planned = self.epochs * self.steps_per_epoch
-        return planned if self.max_steps is None else min(planned, self.max_steps)
+        total = planned if self.max_steps is None else min(planned, self.max_steps)
+        return max(total, self.state.step)  # never a step past the total
 
     def progress(self, event: str, logs: dict[str, float]) -> None:
-        epoch = min(self.state.epoch + 1, self.epochs)
+        # The epoch in progress; after an epoch and at the end, the epochs completed (as the
+        # report counts them).
+        done = event in ("epoch", "end")
+        epoch = self.state.epoch if done else min(self.state.epoch + 1, self.epochs)
         self.callback(
             Progress(event, self.state.step, self.total_steps(), epoch, self.epochs, logs,
                      self.epsilon(force=event != "step"))

@@ -232,7 +232,7 @@ def test_dropout_layers_drop_in_the_training_step():
 def test_stateful_layers_train_from_zero_state():
     spec = shrink(compiler.load_spec(ROOT / "specs" / "lstm-text-dp.yaml", [
         "model.params.implementation=fast", "model.params.num_microbatches=64",
-        "model.params.dropout_rate=0"]))
+        "model.params.dropout_rate=0", "model.params.stateful=true"]))
     model = compile_spec(spec).model
     assert any(getattr(layer, "stateful", False) for layer in model.layers)
     x = np.random.default_rng(1).integers(0, VOCAB, (BATCH, STEPS)).astype(np.int32)

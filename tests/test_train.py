@@ -344,3 +344,28 @@ def test_a_killed_run_leaves_a_checkpoint_that_loads_and_resumes(tmp_path, sig):
     resumed = train(load(spec), corpus, run_dir, max_steps=latest["step"] + 2)
     assert resumed.steps == latest["step"] + 2 and resumed.stopped_by == "max_steps"
     assert not list(run_dir.rglob(".tmp-*"))  # an interrupted write is cleaned up
+
+
+def test_cli_progress_says_resuming_or_complete_and_records_the_epochs_asked(tmp_path, corpus):
+    runner = CliRunner()
+    spec = write_spec(tmp_path / "s.yaml", epochs=2)
+    run_dir = tmp_path / "run"
+    args = ["train", str(spec), "--data", str(corpus), "-o", str(run_dir)]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    # Not a terminal: one line per epoch instead of a redrawn bar; the table has accuracy.
+    lines = [line for line in first.output.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines[:2]] == ["1/2", "2/2"]
+    assert "val_loss" in lines[0] and "accuracy" in first.output
+    done = json.loads((run_dir / "report.json").read_text())["steps"]
+    again = runner.invoke(app, args + ["--max-steps", "3"])
+    assert again.exit_code == 0, again.output
+    assert f"already complete at step {done} (epoch 2/2); nothing to do" in again.output
+    assert f"{done}/3" not in again.output  # never a step past the total
+    more = runner.invoke(app, args + ["--epochs", "3"])
+    assert more.exit_code == 0, more.output
+    assert f"resuming from step {done} (epoch 3/3)" in more.output
+    # The run's resolved spec (which exports copy) records the epochs asked for.
+    assert compiler.load_spec(run_dir / "spec.resolved.yaml").training.epochs == 3
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["epochs"] == 3 and report["steps"] == done // 2 * 3
