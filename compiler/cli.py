@@ -950,6 +950,8 @@ def export(
         f"({report.size_bytes / 1e6:.1f} MB; logits verified, max difference "
         f"{report.max_logit_difference:.2g})"
     )
+    if report.checkpoint is not None:
+        console.print(f"from the run's {report.checkpoint} checkpoint, step {report.step}")
     _print_signatures(console, report.signatures)
     console.print(f"listed in {report.models_config}")
     console.print(f"server-side batching: --enable_batching --batching_parameters_file="

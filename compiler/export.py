@@ -69,6 +69,8 @@ class ExportReport:
         models_config: Path of the models.config listing the model.
         batching_parameters: Path of BASE's batching parameters file (for the server's
             --enable_batching --batching_parameters_file).
+        checkpoint: Which of the run's checkpoints was exported ("best" or "latest"; None
+            for weights trained elsewhere).
     """
 
     name: str
@@ -80,6 +82,7 @@ class ExportReport:
     step: Optional[int]
     models_config: str
     batching_parameters: str = ""
+    checkpoint: Optional[str] = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -715,6 +718,7 @@ def export_saved_model(
         step=step,
         models_config=config,
         batching_parameters=batching,
+        checkpoint=checkpoint if weights is None else None,
     )
 
 

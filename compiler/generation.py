@@ -120,13 +120,32 @@ def generate(
                     "error",
                     "not_generatable",
                     "expected an export (BASE/NAME or BASE/NAME/VERSION with saved_model.pb) "
-                    "or a run directory written by keraspec train, received neither",
+                    "or a run directory written by keraspec train, received "
+                    + _what_is_there(os.fspath(path)),
                     "",
                     os.fspath(path),
                 )
             ]
         )
     return _from_run(os.fspath(path), count, prompt, max_new_tokens, temperature, seed, checkpoint)
+
+
+def _what_is_there(path: str) -> str:
+    """What a path that is neither an export nor a run is, with a hint when one is near."""
+    if not os.path.exists(path):
+        return "a path that does not exist"
+    if not os.path.isdir(path):
+        return "a file"
+    from compiler.export import MODELS_CONFIG, resolve_export
+
+    names = sorted(n for n in os.listdir(path)
+                   if resolve_export(os.path.join(path, n)) is not None)
+    if names:
+        hint = ", ".join(os.path.join(path, n) for n in names[:5])
+        where = f" ({MODELS_CONFIG} lists them)" if os.path.exists(
+            os.path.join(path, MODELS_CONFIG)) else ""
+        return f"a base directory of exports: name one of them, e.g. {hint}{where}"
+    return "a directory holding neither"
 
 
 def _check(records: list[str], shape: Optional[dict[str, Any]]) -> Optional[list[bool]]:

@@ -337,7 +337,16 @@ def test_cli_export_inspect_and_generate(trained, tmp_path):
     result = runner.invoke(app, ["export", str(root / "run"), "-o", str(base), "--format",
                                  "json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["version"] == latest + 1
+    exported = json.loads(result.stdout)
+    assert exported["version"] == latest + 1 and exported["checkpoint"] == "best"
+    best = RunDir(str(root / "run")).pointer("best")["step"]
+    assert exported["step"] == best
+    text = runner.invoke(app, ["export", str(root / "run"), "-o", str(base), "--checkpoint",
+                               "latest"])
+    assert text.exit_code == 0, text.output
+    latest_step = RunDir(str(root / "run")).pointer("latest")["step"]
+    assert f"from the run's latest checkpoint, step {latest_step}" in text.output
+    latest += 1
     result = runner.invoke(app, ["inspect", str(base / "tiny"), "--format", "json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
@@ -496,3 +505,14 @@ def test_generate_cli_checks_the_exports_limits_before_sending(trained):
     assert "--max-new-tokens: expected at most export.limits.max_new_tokens = 1024" in long.output
     hot = runner.invoke(app, ["generate", str(root / "models" / "tiny"), "--temperature", "inf"])
     assert hot.exit_code == 2 and "finite" in hot.output
+
+
+def test_generate_says_what_a_wrong_path_is_and_suggests_an_export(trained, tmp_path):
+    root, _, _ = trained
+    runner = CliRunner()
+    missing = runner.invoke(app, ["generate", str(tmp_path / "nope")])
+    assert missing.exit_code == 1 and "a path that does not exist" in missing.output
+    base = runner.invoke(app, ["generate", str(root / "models")])
+    assert base.exit_code == 1 and "Traceback" not in base.output
+    assert f"name one of them, e.g. {root / 'models' / 'tiny'}" in base.output
+    assert "models.config lists them" in base.output
