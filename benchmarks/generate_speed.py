@@ -35,7 +35,7 @@ sys.path.insert(0, ROOT)
 import compiler  # noqa: E402
 from compiler.build import compile_spec  # noqa: E402
 from compiler.build import build_state_model  # noqa: E402
-from compiler.export import _layer_graph, _one_token_step, export_saved_model  # noqa: E402
+from compiler.export import export_saved_model, one_token_step  # noqa: E402
 from compiler.tf import tensorflow  # noqa: E402
 from compiler.weights import copy_weights, reshaped_spec  # noqa: E402
 
@@ -70,7 +70,7 @@ def main() -> None:
         serving = reshaped_spec(spec, batch_size=None, stateful=False)
         state_model, states = build_state_model(serving)
         copy_weights(model, state_model)
-        one_token = _one_token_step(tf, state_model, _layer_graph(serving), states)
+        one_token = one_token_step(tf, state_model, states)
 
         @tf.function
         def model_only_loop():

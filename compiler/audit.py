@@ -217,19 +217,13 @@ def exposure(canary_losses: np.ndarray, candidate_losses: np.ndarray) -> dict[st
 
 def record_losses(run_dir: str, records: list[str], batch: int = 256) -> np.ndarray:
     """Each record's mean next-token loss under the run's latest weights, `<eor>` to `<eor>`."""
-    from compiler.build import compile_spec
-    from compiler.data.tokenizer import EOR_ID, load_tokenizer
-    from compiler.lang.parse import load_spec
-    from compiler.rundir import LATEST, SPEC_FILE, RunDir
+    from compiler.data.tokenizer import EOR_ID
+    from compiler.generation import load_run_model
+    from compiler.rundir import LATEST
     from compiler.tf import tensorflow
-    from compiler.weights import load_weights, reshaped_spec
 
     tf = tensorflow()
-    run = RunDir(run_dir)
-    spec = load_spec(run.file(SPEC_FILE))
-    tokenizer = load_tokenizer(run_dir)
-    model = compile_spec(reshaped_spec(spec, batch_size=None, stateful=False)).model
-    load_weights(model, run.trained_checkpoint(LATEST)["prefix"])
+    _, model, tokenizer, _ = load_run_model(run_dir, None, LATEST, stateful=False)
     encoded = [np.concatenate(([EOR_ID], tokenizer.encode(r), [EOR_ID])) for r in records]
     width = max(len(e) for e in encoded)
     ids = np.zeros((len(encoded), width), np.int32)

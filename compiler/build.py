@@ -344,18 +344,23 @@ def _fast(spec: s.Spec) -> bool:
     return privacy is not None and privacy.implementation == "fast"
 
 
+def call_graph(spec: s.Spec, analysis: Analysis) -> fast_dp.Graph:
+    """The layers in call order with their inputs, the input and the output: what the fast
+    DP forward pass and the serving loop's one-token step walk."""
+    return fast_dp.Graph(
+        tuple((info.name, tuple(info.inputs)) for info in analysis.layers),
+        spec.input.name,
+        analysis.output,
+    )
+
+
 def _attach_fast_dp(
     model: Any, spec: s.Spec, analysis: Analysis, report: Optional[PrivacyReport]
 ) -> None:
     privacy = spec.training.privacy
     noise = report.noise_multiplier if report is not None else privacy.noise_multiplier
-    graph = fast_dp.Graph(
-        tuple((info.name, tuple(info.inputs)) for info in analysis.layers),
-        spec.input.name,
-        analysis.output,
-    )
     dp = fast_dp.FastDP(privacy.l2_norm_clip, noise, spec.training.batch_size)
-    fast_dp.attach(model, graph, dp)
+    fast_dp.attach(model, call_graph(spec, analysis), dp)
 
 
 def _keras_name(name: str) -> str:
@@ -466,4 +471,7 @@ def build_state_model(spec: s.Spec) -> tuple[Any, list[RecurrentState]]:
         [tensors[analysis.output], *state_outputs],
         name=_keras_name(resolved.name) + "_serving",
     )
+    # The call order the one-token step walks, from the analysis already made (names, not
+    # layers: Keras would track them).
+    model._call_graph = call_graph(resolved, analysis)
     return model, states

@@ -457,6 +457,7 @@ def privacy(
     from compiler.diagnostics import SpecError
     from compiler.privacy import (
         ACCOUNTANT_NAMES,
+        delta_diagnostic,
         delta_warning,
         epsilon_warning,
         privacy_report,
@@ -495,15 +496,8 @@ def privacy(
     console.print("assumptions:")
     for a in report.assumptions:
         console.print(escape(f"  - {a}"))
-    problems = [d for d in (weak_privacy_warning(resolved, report),) if d is not None]
-    if delta_problem is not None:
-        from compiler.lang.parse import source_of
-
-        where = ("training", "privacy", "delta")
-        if resolved.training.privacy.delta is None or delta is not None:
-            where = ("training", "privacy")
-        problems.append(source_of(resolved).diagnostic(where, "privacy_delta", delta_problem,
-                                                       severity="warning"))
+    problems = [d for d in (weak_privacy_warning(resolved, report),
+                            delta_diagnostic(resolved, examples, delta)) if d is not None]
     if problems:
         _print_diagnostics(_console(stderr=True), problems)
 

@@ -129,23 +129,6 @@ def sample_rows(tf: Any, scaled: Any, uniform: Any) -> Any:
     return tf.reduce_sum(tf.cast(cumulative <= target[:, None], tf.int32), axis=1)
 
 
-@dataclasses.dataclass(frozen=True)
-class _LayerGraph:
-    """The spec's layers in call order (each with its inputs), its input and its output."""
-
-    layers: list[Any]
-    input: str
-    output: str
-
-
-def _layer_graph(spec: s.Spec) -> _LayerGraph:
-    from compiler.lang.checks import check
-    from compiler.lang.parse import source_of
-
-    _, analysis, _ = check(spec, source_of(spec))
-    return _LayerGraph(list(analysis.layers), spec.input.name, analysis.output)
-
-
 def allowed_ids(spec: s.Spec, tokenizer: Optional[Tokenizer]) -> list[bool]:
     """Ids the sampler may produce: those the tokenizer knows, never padding."""
     vocab = spec.input.vocab_size
@@ -153,8 +136,8 @@ def allowed_ids(spec: s.Spec, tokenizer: Optional[Tokenizer]) -> list[bool]:
     return [i < used and i != PAD_ID for i in range(vocab)]
 
 
-def _one_token_step(tf: Any, model: Any, graph: Any, states: list[Any]) -> Optional[Any]:
-    """The model's one-token form: [B] ids and states -> [B, V] logits and new states.
+def one_token_step(tf: Any, model: Any, states: list[Any]) -> Optional[Any]:
+    """The state model's one-token form: [B] ids and states -> [B, V] logits, new states.
 
     Recurrent layers are called through their cells (one step, no time loop); every other
     layer acts on each position alone, so it is called on [B, features]. Returns None when
@@ -162,12 +145,13 @@ def _one_token_step(tf: Any, model: Any, graph: Any, states: list[Any]) -> Optio
     (a backwards RNN, a concatenation along time): generation then runs the full layers on
     one-token sequences.
     """
+    graph = model._call_graph  # set by build_state_model
     layers = {layer.name: layer for layer in model.layers}
-    for info in graph.layers:
-        layer = layers[info.name]
+    for name, _ in graph.layers:
+        layer = layers[name]
         if getattr(layer, "go_backwards", False):
             return None
-        if info.type == "concatenate" and layer.axis not in (-1, 2):
+        if isinstance(layer, tf.keras.layers.Concatenate) and layer.axis not in (-1, 2):
             return None
     by_layer: dict[str, list[int]] = {}
     for i, st in enumerate(states):
@@ -176,19 +160,19 @@ def _one_token_step(tf: Any, model: Any, graph: Any, states: list[Any]) -> Optio
     def step(token, state_values):
         values = {graph.input: token}
         new_states = list(state_values)
-        for info in graph.layers:
-            layer = layers[info.name]
-            args = [values[n] for n in info.inputs]
+        for name, inputs in graph.layers:
+            layer = layers[name]
+            args = [values[n] for n in inputs]
             x = args if len(args) > 1 else args[0]
-            if info.name in by_layer:
-                mine = [state_values[i] for i in by_layer[info.name]]
+            if name in by_layer:
+                mine = [state_values[i] for i in by_layer[name]]
                 out, updated = layer.cell(x, mine, training=False)
                 updated = tf.nest.flatten(updated)
-                for i, value in zip(by_layer[info.name], updated):
+                for i, value in zip(by_layer[name], updated):
                     new_states[i] = value
-                values[info.name] = out
+                values[name] = out
             else:
-                values[info.name] = layer(x, training=False)
+                values[name] = layer(x, training=False)
         return values[graph.output], new_states
 
     return step
@@ -196,7 +180,7 @@ def _one_token_step(tf: Any, model: Any, graph: Any, states: list[Any]) -> Optio
 
 def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
                     tokenizer: Optional[Tokenizer], signatures: list[str],
-                    tokenizer_files: list[str], graph: Any = None) -> tuple[Any, dict[str, Any]]:
+                    tokenizer_files: list[str]) -> tuple[Any, dict[str, Any]]:
     """A tf.Module holding the model and the signature functions."""
     vocab = spec.input.vocab_size
     input_name = spec.input.name
@@ -234,7 +218,7 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
             outputs = [outputs]
         return outputs[0], list(outputs[1:])
 
-    one_token = _one_token_step(tf, model, graph, states) if graph is not None else None
+    one_token = one_token_step(tf, model, states)
 
     def advance(token, state_values):
         """Logits [B, V] and states after one more token per row."""
@@ -661,8 +645,7 @@ def export_saved_model(
     files = []
     if tokenizer is not None:
         files = [os.path.join(tokenizer_dir, n) for n in tokenizer.files()]
-    module, functions = _serving_module(tf, model, states, spec, tokenizer, signatures, files,
-                                        _layer_graph(serving_spec))
+    module, functions = _serving_module(tf, model, states, spec, tokenizer, signatures, files)
 
     try:
         os.makedirs(model_dir, exist_ok=True)

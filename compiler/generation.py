@@ -53,9 +53,16 @@ class Generated:
 
 
 def load_run_model(
-    run_dir: str, rows: int, which: str = BEST
+    run_dir: str, rows: Optional[int], which: str = BEST, *, stateful: bool = True
 ) -> tuple[Any, Any, Tokenizer, int]:
-    """The run's spec, its model (stateful, a batch of `rows`), tokenizer and checkpoint step.
+    """The run's spec, its model, tokenizer and checkpoint step.
+
+    Args:
+        run_dir: A run directory written by `train`.
+        rows: The model's batch size (None: any, for a stateless model).
+        which: "best" or "latest" checkpoint.
+        stateful: Build the recurrent layers stateful (sampling one token at a time) or
+            stateless (scoring whole sequences).
 
     Raises:
         RunError: the directory holds no trained run, or its checkpoint does not load.
@@ -67,7 +74,7 @@ def load_run_model(
     pointer = run.trained_checkpoint(which)
     spec = load_spec(run.file(SPEC_FILE))
     tokenizer = load_tokenizer(run_dir)
-    model = compile_spec(reshaped_spec(spec, batch_size=rows, stateful=True)).model
+    model = compile_spec(reshaped_spec(spec, batch_size=rows, stateful=stateful)).model
     load_weights(model, pointer["prefix"])
     return spec, model, tokenizer, int(pointer["step"])
 

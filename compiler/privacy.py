@@ -312,7 +312,6 @@ def privacy_report(
     delta: Optional[float] = None,
     target_epsilon: Optional[float] = None,
     steps: Optional[int] = None,
-    noise_multiplier: Optional[float] = None,
     compare: bool = False,
 ) -> PrivacyReport:
     """The guarantee of training `spec` on `examples` examples.
@@ -326,7 +325,6 @@ def privacy_report(
             using the spec's noise (defaults to privacy.target_epsilon when the spec gives
             no noise multiplier).
         steps: The steps a run actually took; the guarantee is then for those steps.
-        noise_multiplier: The noise a run used (overrides the spec's and the target).
         compare: Also compute epsilon with the other accountant (`epsilons`).
 
     Raises:
@@ -373,9 +371,7 @@ def privacy_report(
         if target_epsilon is not None
         else (privacy.target_epsilon if privacy.noise_multiplier is None else None)
     )
-    if noise_multiplier is not None:
-        noise = float(noise_multiplier)
-    elif target is not None:
+    if target is not None:
         noise = noise_for_epsilon(target_epsilon=target, accountant=privacy.accountant,
                                   **accounting)
     else:
@@ -432,16 +428,26 @@ def weak_privacy_warning(spec: Spec, report: PrivacyReport) -> Optional[Diagnost
     )
 
 
-def delta_diagnostic(spec: Spec, examples: int) -> Optional[Diagnostic]:
-    """A warning at privacy.delta when it is at least 1 / examples (no TensorFlow needed)."""
+def delta_diagnostic(
+    spec: Spec, examples: int, delta: Optional[float] = None
+) -> Optional[Diagnostic]:
+    """A warning when the delta in force is at least 1 / examples (no TensorFlow needed).
+
+    Args:
+        spec: A resolved spec.
+        examples: Training records.
+        delta: A delta given as an argument; default: the spec's privacy.delta (the
+            records^-1.1 default is always below 1 / examples).
+
+    The warning points at privacy.delta when the spec's delta is the one in force, else at
+    the privacy block.
+    """
     privacy = spec.training.privacy
-    if privacy is None or privacy.delta is None:
-        return None
-    message = delta_warning(privacy.delta, examples)
+    given = privacy.delta if privacy is not None and delta is None else delta
+    message = None if given is None else delta_warning(given, examples)
     if message is None:
         return None
     from compiler.lang.parse import source_of
 
-    return source_of(spec).diagnostic(
-        ("training", "privacy", "delta"), "privacy_delta", message, severity="warning"
-    )
+    where = ("training", "privacy") + (("delta",) if delta is None else ())
+    return source_of(spec).diagnostic(where, "privacy_delta", message, severity="warning")

@@ -454,20 +454,23 @@ class _Loop:
             # system's entropy (afresh in every process, so no noise stream ever repeats)
             # before the train step is traced.
             tf.random.set_seed(int.from_bytes(os.urandom(7), "little"))
-        parts = dict(
-            model=self.model,
-            optimizer=self.optimizer,
-            rng=_random_generators(self.model),
-            states=_recurrent_states(self.model),
-        )
-        if self.secrets is not None:
-            parts["secrets"] = self.secrets
-        self.checkpoint = tf.train.Checkpoint(**parts)
+        self.checkpoint = self._checkpoint(with_states=True)
         self.state = _State()
         self._epsilon_at: tuple[float, Optional[float], int] = (0.0, None, -1)
         self.last_logs: dict[str, float] = {}
 
     # ------------------------------------------------------------------ checkpoints
+
+    def _checkpoint(self, *, with_states: bool) -> Any:
+        """What a checkpoint holds: weights, optimizer, dropout RNGs, the DP secrets and,
+        with_states, the stateful layers' states."""
+        parts: dict[str, Any] = dict(model=self.model, optimizer=self.optimizer,
+                                     rng=_random_generators(self.model))
+        if with_states:
+            parts["states"] = _recurrent_states(self.model)
+        if self.secrets is not None:
+            parts["secrets"] = self.secrets
+        return self.tf.train.Checkpoint(**parts)
 
     def restore(self) -> None:
         latest = self.run_dir.pointer(LATEST)
@@ -491,11 +494,7 @@ class _Loop:
             if not any(name.startswith("states/") for name, _ in saved):
                 # Saved by a stateless training model (DP, or a distributed run): recurrent
                 # states start from zero, as they do at every epoch's start.
-                parts = dict(model=self.model, optimizer=self.optimizer,
-                             rng=_random_generators(self.model))
-                if self.secrets is not None:
-                    parts["secrets"] = self.secrets
-                checkpoint = self.tf.train.Checkpoint(**parts)
+                checkpoint = self._checkpoint(with_states=False)
             checkpoint.read(latest["prefix"]).assert_existing_objects_matched()
         except (AssertionError, ValueError, self.tf.errors.OpError) as e:
             raise RunError(

@@ -8,8 +8,6 @@ import resource
 import sys
 import time
 
-import numpy as np
-
 from compiler.tf import tensorflow
 
 
