@@ -274,6 +274,7 @@ def audit(
         DataError, SpecError, RunError: as `train`; DataError when the canaries cannot be
         made. Nothing is trained before every check has passed.
     """
+    from compiler.data.columns import declared_header
     from compiler.data.corpus import read_corpus, record_shape
     from compiler.privacy import default_delta
     from compiler.training import train
@@ -283,7 +284,7 @@ def audit(
     if not 0 < confidence < 1:
         raise ValueError("expected a confidence in (0, 1)")
     audit_dir = os.fspath(audit_dir)
-    corpus = read_corpus(data)
+    corpus = read_corpus(data, header=declared_header(spec))
     os.makedirs(audit_dir, exist_ok=True)
     state_path = os.path.join(audit_dir, "canaries.json")
     data_path = os.path.join(audit_dir, DATA_FILE)
@@ -304,7 +305,8 @@ def audit(
             if keep:
                 # Never before the first record, which may be a header.
                 records.insert(rng.randrange(1, len(records) + 1), canary)
-        write_atomic(data_path, "\n".join(records) + "\n")
+        head = [] if corpus.header is None else [corpus.header]  # the declared header
+        write_atomic(data_path, "\n".join(head + records) + "\n")
         write_atomic(state_path, json.dumps(
             {"canaries": made, "included": included.tolist(), "candidates": pool}))
     # Every record of the audit corpus must be a training record: an included canary held

@@ -66,14 +66,32 @@ _NEEDS = {
     "export": ("tensorflow", "tf_keras", "tensorflow_serving"),
     "inspect": ("tensorflow",),
     "generate": ("tensorflow", "tf_keras"),
+    "evaluate": ("sdmetrics", "pandas", "plotly"),
 }
+_EVALUATE_HINT = "pip install 'keraspec[evaluate]'"
+# The extra that provides a module, when it is not the tensorflow extra.
+_EXTRA_OF = {"sdmetrics": "evaluate", "pandas": "evaluate", "plotly": "evaluate"}
 
 
-def _require(command: str) -> None:
-    """Exit 1 with what to install when a command's packages are missing (core install)."""
+def _require(command: str, *, tensorflow: bool = False) -> None:
+    """Exit 1 with what to install when a command's packages are missing (core install).
+
+    `tensorflow` adds what `generate` needs, for a command that generates records too.
+    """
     import importlib.util
 
-    missing = [m for m in _NEEDS[command] if importlib.util.find_spec(m) is None]
+    needed = _NEEDS[command] + (_NEEDS["generate"] if tensorflow else ())
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    extras = {_EXTRA_OF.get(m, "tensorflow") for m in missing}
+    if extras == {"evaluate"}:
+        from rich.markup import escape
+
+        _console(stderr=True).print(
+            f"[bold red]error:[/bold red] keraspec {command} needs the evaluate extra: "
+            f"{escape(_EVALUATE_HINT)} (missing: {', '.join(missing)})"
+        )
+        raise typer.Exit(1)
+    missing = [m for m in missing if m not in _EXTRA_OF]
     if missing and sys.version_info >= (3, 12):
         from rich.markup import escape
 
@@ -137,6 +155,9 @@ def _options(
 
 
 EpochsOption = typer.Option(None, "--epochs", min=1, help="Override training.epochs.")
+# generate --valid-only's default budget (compiler.generation.DEFAULT_MAX_INVALID, which
+# imports numpy: the CLI module imports nothing heavy).
+MAX_INVALID = 1000
 DataOption = typer.Option(..., "--data", "-d", help="UTF-8 text file, one record per line.")
 SetOption = typer.Option(
     None,
@@ -838,6 +859,13 @@ def generate(
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 is greedy."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Same seed, same records."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="Run directory: best or latest."),
+    valid_only: bool = typer.Option(
+        False, "--valid-only", help="Keep sampling until COUNT records pass the validators."
+    ),
+    max_invalid: int = typer.Option(
+        MAX_INVALID, "--max-invalid", min=0, max=10**9,
+        help="With --valid-only: give up after this many invalid records.",
+    ),
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
 ) -> None:
     """Generate records from an export (in-graph generate signature) or a run directory."""
@@ -852,8 +880,9 @@ def generate(
     if seed is not None and not -(2**63) <= seed < 2**63:
         raise typer.BadParameter(f"expected a 64-bit integer, received {seed}",
                                  param_hint="--seed")
-    from compiler.generation import generate as generate_records
+    from compiler.generation import ValidRecordsExhausted, generate as generate_records
 
+    exhausted = None
     try:
         result = generate_records(
             path,
@@ -863,15 +892,26 @@ def generate(
             temperature=temperature,
             seed=seed,
             checkpoint=checkpoint,
+            valid_only=valid_only,
+            max_invalid=max_invalid,
         )
+    except ValidRecordsExhausted as e:
+        result, exhausted = e.generated, e  # print what was found, then the error
     except KeraspecError as e:
         raise _fail(e.diagnostics)
     if fmt is TextOrJson.json:
-        payload = {**dataclasses.asdict(result), "valid_share": result.valid_share}
+        payload = {**dataclasses.asdict(result), "valid_share": result.valid_share,
+                   "acceptance_rate": result.acceptance_rate}
         typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))
-        return
-    for record in result.records:
-        typer.echo(record)
+    else:
+        for record in result.records:
+            typer.echo(record)
+        _print_generation_summary(result, valid_only)
+    if exhausted is not None:
+        raise _fail(exhausted.diagnostics)
+
+
+def _print_generation_summary(result: Any, valid_only: bool) -> None:
     err = _console(stderr=True)
     unfinished = result.complete.count(False)
     if unfinished:
@@ -879,11 +919,136 @@ def generate(
             f"[yellow]{unfinished} record(s) reached --max-new-tokens before the model ended "
             "them[/yellow]"
         )
-    if result.valid is not None:
+    if result.valid is None:
+        return
+    if valid_only:
         err.print(
-            f"{sum(result.valid)} of {len(result.valid)} records "
-            f"({result.valid_share:.0%}) have the training records' field count"
+            f"{len(result.records)} valid records of {result.sampled} sampled (acceptance "
+            f"rate {result.acceptance_rate:.1%}); validators: {result.validators}"
         )
+        return
+    err.print(
+        f"{sum(result.valid)} of {len(result.valid)} records ({result.valid_share:.0%}) pass "
+        f"the validators ({result.validators}); --valid-only keeps only those"
+    )
+
+
+@app.command()
+def evaluate(
+    path: Path = typer.Argument(
+        ..., help="A run directory or an export (BASE/NAME or BASE/NAME/VERSION)."
+    ),
+    data: Path = typer.Option(
+        ..., "--data", "-d", help="The real records: the run's training file for a held-out "
+        "baseline.",
+    ),
+    synthetic: Optional[Path] = typer.Option(
+        None, "--synthetic", help="Evaluate these records (one per line) instead of generating."
+    ),
+    count: int = typer.Option(1000, "--count", "-n", min=1, max=10**6,
+                              help="Records to generate."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**62, help="Seed of generation."),
+    temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 is greedy."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="Run directory: best or latest."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Write a self-contained HTML report here."
+    ),
+    min_quality: Optional[float] = typer.Option(
+        None, "--min-quality", min=0, max=100, help="Exit 1 when quality_score is lower."
+    ),
+    min_valid: Optional[float] = typer.Option(
+        None, "--min-valid", min=0, max=1, help="Exit 1 when valid_share is lower."
+    ),
+    fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
+) -> None:
+    """Score generated records: validity, fidelity (quality_score), memorisation."""
+    _require("evaluate", tensorflow=synthetic is None)
+    from compiler.diagnostics import Diagnostic, KeraspecError
+
+    if checkpoint not in ("best", "latest"):
+        raise typer.BadParameter("expected best or latest", param_hint="--checkpoint")
+    if not math.isfinite(temperature):
+        raise typer.BadParameter(f"expected a finite number >= 0, received {temperature}",
+                                 param_hint="--temperature")
+    if output is not None and not (output.parent if str(output.parent) else Path(".")).is_dir():
+        raise _fail([Diagnostic("error", "report_dir", "expected an existing directory for "
+                                "the report, received one that does not exist", "--output",
+                                str(output))])
+    if output is not None and output.is_dir():
+        raise _fail([Diagnostic("error", "report_path", "expected a file path for the HTML "
+                                "report, received a directory", "--output", str(output))])
+    from compiler.evaluate import evaluate as evaluate_records, write_html
+
+    try:
+        result = evaluate_records(path, data, synthetic=synthetic, count=count, seed=seed,
+                                  temperature=temperature, checkpoint=checkpoint)
+    except KeraspecError as e:
+        raise _fail(e.diagnostics)
+    if output is not None:
+        write_html(result, str(output))
+    if fmt is TextOrJson.json:
+        typer.echo(json.dumps({**result.to_dict(), "report": None if output is None
+                               else str(output)}, indent=2, ensure_ascii=False))
+    else:
+        _print_evaluation(result, output)
+    low = []
+    if min_quality is not None and result.quality_score < min_quality:
+        low.append(("--min-quality", f"quality_score >= {min_quality:g}",
+                    f"{result.quality_score:.1f}"))
+    if min_valid is not None and (result.valid_share or 0.0) < min_valid:
+        low.append(("--min-valid", f"valid_share >= {min_valid:g}",
+                    f"{result.valid_share}"))
+    if low:
+        raise _fail([Diagnostic("error", "below_threshold", f"expected {want}, received {got}",
+                                flag, str(path)) for flag, want, got in low])
+
+
+def _print_evaluation(result: Any, output: Optional[Path]) -> None:
+    from rich.table import Table
+
+    console = _console()
+
+    def pct(value: Optional[float]) -> str:
+        return "-" if value is None else f"{100 * value:.1f}%"
+
+    def num(value: Optional[float]) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    table = Table(title=f"[bold]{result.name}[/bold] ← {result.source}"
+                  + (f" (step {result.step})" if result.step is not None else ""),
+                  title_justify="left")
+    table.add_column("")
+    table.add_column("synthetic", justify="right")
+    if result.baseline is not None:
+        table.add_column("held-out real", justify="right")
+    sets = [result.synthetic_scores] + ([result.baseline] if result.baseline else [])
+    measures = [
+        ("records", lambda s: f"{s.records:,}"),
+        ("with the field count", lambda s: f"{s.well_formed:,}"),
+        ("valid_share", lambda s: pct(s.valid_share)),
+        ("quality_score (0-100)", lambda s: f"{s.quality_score:.1f}"),
+        ("  column shapes", lambda s: num(s.column_shapes)),
+        ("  column pair trends", lambda s: num(s.column_pair_trends)),
+        ("memorized_share", lambda s: pct(s.memorized_share)),
+        ("distance to closest record, median", lambda s: num((s.dcr or {}).get("median"))),
+    ]
+    for label, show in measures:
+        table.add_row(label, *(show(s) for s in sets))
+    console.print(table)
+    columns = Table(show_header=True, header_style="bold")
+    for column in ("column", "rule", "failures", "shape", "held-out"):
+        columns.add_column(column)
+    for c in result.columns:
+        failures = ", ".join(f"{k} {v}" for k, v in sorted(c.failures.items())) or "0"
+        columns.add_row(c.name, c.rule or f"{c.kind} (field count only)", failures,
+                        num(c.score), num(c.baseline_score))
+    console.print(columns)
+    if result.validators:
+        console.print(f"validators: {result.validators}")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    if output is not None:
+        console.print(f"report: {output}")
 
 
 @app.command()

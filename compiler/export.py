@@ -594,8 +594,14 @@ def export_saved_model(
             not writable, or the exported model does not reproduce the Keras model's logits.
     """
     from compiler.build import build_state_model, compile_spec
+    from compiler.data.columns import (
+        VALIDATORS_FILE,
+        Validators,
+        load_validators,
+        validators_json,
+    )
     from compiler.lang.parse import load_spec
-    from compiler.rundir import SPEC_FILE, RunDir
+    from compiler.rundir import SPEC_FILE, RunDir, run_provenance
     from compiler.tf import tensorflow
     from compiler.data.tokenizer import load_tokenizer
     from compiler.weights import copy_weights, load_weights, reshaped_spec
@@ -611,7 +617,11 @@ def export_saved_model(
         weights_path = pointer["prefix"]
         step = int(pointer["step"])
         record_shape = run.read_run().get("record_shape")
+        validators = load_validators(run_dir, record_shape)
+        provenance = run_provenance(run)
     else:
+        provenance = None
+        validators = Validators.from_shape(record_shape) if record_shape else None
         spec = source if isinstance(source, s.Spec) else load_spec(source)
         tokenizer = load_tokenizer(tokenizer_dir) if tokenizer_dir else None
         weights_path = weights
@@ -673,6 +683,7 @@ def export_saved_model(
             "states": [dataclasses.asdict(st) for st in states],
             "max_logit_difference": difference,
             "record_shape": record_shape,
+            "run": provenance,
         }
         meta_dir = os.path.join(tmp, METADATA_DIR)
         os.makedirs(meta_dir, exist_ok=True)
@@ -680,6 +691,9 @@ def export_saved_model(
             f.write(dump_yaml(to_data(spec)))
         with open(os.path.join(meta_dir, METADATA_FILE), "w", encoding="utf-8") as f:
             f.write(json.dumps(metadata, indent=2) + "\n")
+        if validators is not None:
+            with open(os.path.join(meta_dir, VALIDATORS_FILE), "wb") as f:
+                f.write(validators_json(validators))
         fsync_tree(tmp)
         if os.path.exists(final):  # another export took this version meanwhile
             raise _error("version_exists", f"expected a new version, received {version}, "

@@ -8,8 +8,10 @@
   here") is fed once, then one sampled token at a time until every row has emitted `<eor>`
   or `max_new_tokens` tokens.
 
-For a delimited corpus (CSV and the like), each record is checked against the training
-records' field count, as the reference generator's validators do.
+For a delimited corpus (CSV and the like), each record is checked by the run's validators
+(`compiler.data.columns`): its columns' rules, or the field count only for a DP run. With
+`valid_only`, sampling goes on in batches until enough records pass, as the reference
+generator's line validator does.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from compiler.data.corpus import fits_shape
+from compiler.data.columns import Failure, Validators, load_validators
 from compiler.diagnostics import Diagnostic, RunError
 from compiler.rundir import BEST, SPEC_FILE, RunDir
 from compiler.data.tokenizer import EOR_ID, PAD_ID, Tokenizer, encode_prompt, load_tokenizer
@@ -35,10 +37,13 @@ class Generated:
         records: The texts, prompt included.
         complete: Per record, whether the model ended it (emitted `<eor>`) before
             `max_new_tokens` ran out.
-        valid: Per record, whether it has the training records' field count (None when the
-            corpus was not delimited).
+        valid: Per record, whether it passes the run's validators (its columns' rules, or
+            the field count only; None when the corpus was not delimited).
         source: The run directory or export version directory sampled from.
         step: The training step of the weights, when known.
+        problems: Per record, why it is not valid ("" when it is; None without validators).
+        sampled: Records sampled in all: with `valid_only`, the rejected ones too.
+        validators: Where the validators came from (None without validators).
     """
 
     records: list[str]
@@ -46,10 +51,41 @@ class Generated:
     valid: Optional[list[bool]]
     source: str
     step: Optional[int]
+    problems: Optional[list[str]] = None
+    sampled: int = 0
+    validators: Optional[str] = None
 
     @property
     def valid_share(self) -> Optional[float]:
-        return None if self.valid is None else sum(self.valid) / len(self.valid)
+        return None if self.valid is None else sum(self.valid) / max(len(self.valid), 1)
+
+    @property
+    def acceptance_rate(self) -> Optional[float]:
+        """Valid records per record sampled."""
+        if self.valid is None or not self.sampled:
+            return None
+        return sum(self.valid) / self.sampled
+
+
+class ValidRecordsExhausted(RunError):
+    """`valid_only` spent its budget of invalid records before it had `count` valid ones.
+
+    Attributes:
+        generated: The valid records found before the budget ran out.
+    """
+
+    def __init__(self, diagnostics: list[Diagnostic], generated: Generated):
+        super().__init__(diagnostics)
+        self.generated = generated
+
+
+def describe_problem(failures: list[Failure]) -> str:
+    """One line saying why a record failed its validators."""
+    first = failures[0]
+    if first.column is None:
+        return f"expected the field count, received {first.value}"
+    more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
+    return f"{first.column}: {first.reason} {first.value!r}{more}"
 
 
 def load_run_model(
@@ -79,6 +115,11 @@ def load_run_model(
     return spec, model, tokenizer, int(pointer["step"])
 
 
+# Rows sampled together while looking for valid records (at most the export's max_batch).
+VALID_ONLY_BATCH = 64
+DEFAULT_MAX_INVALID = 1000
+
+
 def generate(
     path: Union[str, os.PathLike[str]],
     *,
@@ -88,39 +129,47 @@ def generate(
     temperature: float = 1.0,
     seed: Optional[int] = None,
     checkpoint: str = BEST,
+    valid_only: bool = False,
+    max_invalid: int = DEFAULT_MAX_INVALID,
 ) -> Generated:
     """Sample `count` records from an export or a trained run.
 
     Args:
         path: An export (BASE/NAME, whose highest version is used, or BASE/NAME/VERSION),
             or a run directory written by `train`.
-        count: Records to sample (sampled together, as one batch).
+        count: Records to sample: together, as one batch, unless `valid_only` or more
+            than one batch may hold (the export's max_batch; 1024 from a run directory).
         prompt: Text every record starts with; its characters must be in the vocabulary.
         max_new_tokens: Tokens to sample at most per record (default: twice the training
             sequence length).
         temperature: Divides the logits; lower is more conservative; 0 is greedy.
         seed: Seed of the sampler; the same seed gives the same records (default: random).
         checkpoint: For a run directory, "best" or "latest".
+        valid_only: Keep sampling, in batches, until `count` records pass the run's
+            validators; records that fail are dropped (gretel-synthetics' line validator).
+        max_invalid: With `valid_only`: how many invalid records to sample at most before
+            giving up.
 
     Raises:
-        RunError: `path` is neither an export nor a trained run.
+        RunError: `path` is neither an export nor a trained run; with `valid_only`, the run
+            has no validators (its corpus is not delimited).
+        ValidRecordsExhausted: with `valid_only`, more than `max_invalid` invalid records
+            were sampled; it carries the valid ones found.
         DataError: the prompt has a character the tokenizer has never seen.
         RunError: the request exceeds the export's limits (export.limits).
-        ValueError: count < 1, max_new_tokens < 1, or a temperature that is negative or
-            not finite.
+        ValueError: count < 1, max_new_tokens < 1, max_invalid < 0, or a temperature that is
+            negative or not finite.
     """
     from compiler.export import resolve_export
 
-    if (count < 1 or (max_new_tokens is not None and max_new_tokens < 1)
+    if (count < 1 or (max_new_tokens is not None and max_new_tokens < 1) or max_invalid < 0
             or not 0 <= temperature < float("inf")):
-        raise ValueError("expected count >= 1, max_new_tokens >= 1 and a finite "
-                         "temperature >= 0")
+        raise ValueError("expected count >= 1, max_new_tokens >= 1, max_invalid >= 0 and a "
+                         "finite temperature >= 0")
     if seed is None:
         seed = int(np.random.default_rng().integers(2**31))
     version_dir = resolve_export(path)
-    if version_dir is not None:
-        return _from_export(version_dir, count, prompt, max_new_tokens, temperature, seed)
-    if not RunDir(os.fspath(path)).exists():
+    if version_dir is None and not RunDir(os.fspath(path)).exists():
         raise RunError(
             [
                 Diagnostic(
@@ -134,7 +183,126 @@ def generate(
                 )
             ]
         )
-    return _from_run(os.fspath(path), count, prompt, max_new_tokens, temperature, seed, checkpoint)
+    cap = _batch_cap(version_dir)
+    rows = min(count, cap) if not valid_only else min(max(count, VALID_ONLY_BATCH), cap)
+    if version_dir is not None:
+        sampler: _Sampler = _ExportSampler(version_dir, rows)
+    else:
+        sampler = _RunSampler(os.fspath(path), rows, checkpoint)
+    if max_new_tokens is None:
+        max_new_tokens = 2 * sampler.spec.training.sequence_length
+    ids = encode_prompt(sampler.tokenizer, prompt)
+    if version_dir is not None:
+        _check_limits(version_dir, rows, len(ids), max_new_tokens)
+    if valid_only and sampler.validators is None:
+        raise RunError([Diagnostic(
+            "error", "no_validators", "expected a run with validators for --valid-only (a "
+            "delimited corpus, or columns declared in the spec's data block), received one "
+            "whose records are not delimited", "", sampler.source)])
+
+    def draw(batch: int) -> tuple[list[str], list[bool]]:
+        # The first batch uses the seed itself: without valid_only, the records are those of
+        # one batch of `count` rows, as before.
+        batch_seed = seed if batch == 0 else int(
+            int(np.random.SeedSequence([seed % 2**63, batch]).generate_state(1, np.uint64)[0]) >> 2)
+        texts, complete = sampler.sample(ids, max_new_tokens, temperature, batch_seed)
+        return [prompt + t for t in texts], complete
+
+    if not valid_only:
+        records: list[str] = []
+        complete: list[bool] = []
+        batch = 0
+        while len(records) < count:  # one batch unless count exceeds the batch cap
+            texts, done = draw(batch)
+            batch += 1
+            records += texts[: count - len(records)]
+            complete += done[: count - len(complete)]
+        return _checked(records, complete, sampler, len(records))
+    return _valid_only(draw, sampler, count, max_invalid)
+
+
+def _checked(records: list[str], complete: list[bool], sampler: "_Sampler",
+             sampled: int) -> Generated:
+    validators = sampler.validators
+    if validators is None:
+        return Generated(records, complete, None, sampler.source, sampler.step, None, sampled)
+    failures = [validators.failures(r) for r in records]
+    return Generated(
+        records, complete, [not f for f in failures], sampler.source, sampler.step,
+        [describe_problem(f) if f else "" for f in failures], sampled,
+        validators.describe_source(),
+    )
+
+
+def _valid_only(draw, sampler: "_Sampler", count: int, max_invalid: int) -> Generated:
+    validators = sampler.validators
+    kept: list[str] = []
+    kept_complete: list[bool] = []
+    invalid = sampled = batch = 0
+    reasons: dict[str, int] = {}
+    while len(kept) < count:
+        records, complete = draw(batch)
+        batch += 1
+        for record, done in zip(records, complete):
+            if len(kept) == count:
+                break  # the rest of the batch is not looked at: the rate counts what was
+            sampled += 1
+            failures = validators.failures(record)
+            if failures:
+                invalid += 1
+                key = "field count" if failures[0].column is None else \
+                    f"{failures[0].column}: {failures[0].reason}"
+                reasons[key] = reasons.get(key, 0) + 1
+            else:
+                kept.append(record)
+                kept_complete.append(done)
+            if invalid > max_invalid:
+                break
+        if invalid > max_invalid:
+            break
+    result = Generated(kept, kept_complete, [True] * len(kept), sampler.source, sampler.step,
+                       [""] * len(kept), sampled, validators.describe_source())
+    if len(kept) < count:
+        common = ", ".join(f"{k} ({n})" for k, n in sorted(reasons.items(),
+                                                            key=lambda kv: -kv[1])[:3])
+        raise ValidRecordsExhausted([Diagnostic(
+            "error", "max_invalid",
+            f"expected {count} valid records, received {len(kept)} before more than "
+            f"--max-invalid = {max_invalid} invalid ones (acceptance rate "
+            f"{len(kept) / sampled:.1%} of {sampled} sampled; most common failures: "
+            f"{common}); raise --max-invalid, lower --temperature, or train longer",
+            "", sampler.source)], result)
+    return result
+
+
+# Rows a run directory's sampling loop runs at once, at most.
+RUN_BATCH_CAP = 1024
+
+
+def _batch_cap(version_dir: Optional[str]) -> int:
+    """The most rows one batch may hold: the export's max_batch, or RUN_BATCH_CAP."""
+    if version_dir is None:
+        return RUN_BATCH_CAP
+    from compiler.lang.parse import load_spec
+
+    spec_path = os.path.join(version_dir, "assets.extra", "keraspec", SPEC_FILE)
+    if not os.path.exists(spec_path):
+        return 256
+    return load_spec(spec_path).export.limits.max_batch
+
+
+class _Sampler:
+    """A model to sample batches of `rows` records from, with what checks them."""
+
+    source: str
+    step: Optional[int]
+    spec: Any
+    tokenizer: Tokenizer
+    validators: Optional[Validators]
+
+    def sample(self, ids: np.ndarray, max_new_tokens: int, temperature: float,
+               seed: int) -> tuple[list[str], list[bool]]:
+        raise NotImplementedError
 
 
 def _what_is_there(path: str) -> str:
@@ -155,48 +323,44 @@ def _what_is_there(path: str) -> str:
     return "a directory holding neither"
 
 
-def _check(records: list[str], shape: Optional[dict[str, Any]]) -> Optional[list[bool]]:
-    return None if not shape else [fits_shape(r, shape) for r in records]
+class _ExportSampler(_Sampler):
+    """A local client of an export's in-graph `generate` signature."""
 
+    def __init__(self, version_dir: str, rows: int):
+        from compiler.export import METADATA_DIR, read_metadata
+        from compiler.lang.parse import load_spec
+        from compiler.tf import tensorflow
 
-def _from_export(version_dir, count, prompt, max_new_tokens, temperature, seed) -> Generated:
-    from compiler.export import read_metadata
-    from compiler.lang.parse import load_spec
-    from compiler.tf import tensorflow
+        self.tf = tensorflow()
+        metadata = read_metadata(version_dir)
+        meta_dir = os.path.join(version_dir, METADATA_DIR)
+        self.source, self.step, self.rows = version_dir, metadata.get("step"), rows
+        self.tokenizer = load_tokenizer(os.path.join(version_dir, "assets"))
+        self.spec = load_spec(os.path.join(meta_dir, SPEC_FILE))
+        self.validators = load_validators(meta_dir, metadata.get("record_shape"))
+        loaded = self.tf.saved_model.load(version_dir)
+        if "generate" not in loaded.signatures:
+            raise RunError(
+                [Diagnostic("error", "no_generate_signature", "expected an export with a "
+                            f"generate signature, received one with {sorted(loaded.signatures)}",
+                            "", version_dir)]
+            )
+        self.loaded = loaded  # the signature's function holds no reference to its object
 
-    tf = tensorflow()
-    metadata = read_metadata(version_dir)
-    tokenizer = load_tokenizer(os.path.join(version_dir, "assets"))
-    if max_new_tokens is None:
-        spec_path = os.path.join(version_dir, "assets.extra", "keraspec", SPEC_FILE)
-        max_new_tokens = 2 * load_spec(spec_path).training.sequence_length
-    loaded = tf.saved_model.load(version_dir)
-    if "generate" not in loaded.signatures:
-        raise RunError(
-            [Diagnostic("error", "no_generate_signature", "expected an export with a generate "
-                        f"signature, received one with {sorted(loaded.signatures)}", "",
-                        version_dir)]
+    def sample(self, ids, max_new_tokens, temperature, seed):
+        tf, rows = self.tf, self.rows
+        prompts = np.tile(ids.astype(np.int32), (rows, 1))
+        # One value per row (the signature is batchable); each row its own seed, derived
+        # from the request's, so that the rows differ.
+        out = self.loaded.signatures["generate"](
+            prompt=tf.constant(prompts.reshape(rows, len(ids))),
+            max_new_tokens=tf.fill([rows], tf.constant(max_new_tokens, tf.int32)),
+            temperature=tf.fill([rows], tf.constant(temperature, tf.float32)),
+            seed=tf.constant(np.arange(rows, dtype=np.int64) + np.int64(seed) * 1_000_003),
         )
-    ids = encode_prompt(tokenizer, prompt)
-    _check_limits(version_dir, count, len(ids), max_new_tokens)
-    prompts = np.tile(ids.astype(np.int32), (count, 1))
-    # One value per row (the signature is batchable); each row its own seed, derived from
-    # the request's, so that the rows differ.
-    out = loaded.signatures["generate"](
-        prompt=tf.constant(prompts.reshape(count, len(ids))),
-        max_new_tokens=tf.fill([count], tf.constant(max_new_tokens, tf.int32)),
-        temperature=tf.fill([count], tf.constant(temperature, tf.float32)),
-        seed=tf.constant(np.arange(count, dtype=np.int64) + np.int64(seed) * 1_000_003),
-    )
-    tokens, lengths = out["tokens"].numpy(), out["lengths"].numpy()
-    records = [prompt + tokenizer.decode(tokens[i, : lengths[i]]) for i in range(count)]
-    return Generated(
-        records,
-        [bool(c) for c in out["complete"].numpy()],
-        _check(records, metadata.get("record_shape")),
-        version_dir,
-        metadata.get("step"),
-    )
+        tokens, lengths = out["tokens"].numpy(), out["lengths"].numpy()
+        texts = [self.tokenizer.decode(tokens[i, : lengths[i]]) for i in range(rows)]
+        return texts, [bool(c) for c in out["complete"].numpy()]
 
 
 def _check_limits(version_dir: str, count: int, prompt_tokens: int, max_new: int) -> None:
@@ -222,38 +386,46 @@ def _check_limits(version_dir: str, count: int, prompt_tokens: int, max_new: int
         raise RunError(found)
 
 
-def _from_run(run_dir, count, prompt, max_new_tokens, temperature, seed, checkpoint) -> Generated:
-    from compiler.tf import tensorflow
+class _RunSampler(_Sampler):
+    """The reference generator's Keras loop: the run's model rebuilt stateful, `rows` wide."""
 
-    tf = tensorflow()
-    spec, model, tokenizer, step = load_run_model(run_dir, count, checkpoint)
-    if max_new_tokens is None:
-        max_new_tokens = 2 * spec.training.sequence_length
-    prompt_ids = encode_prompt(tokenizer, prompt)
-    context = np.tile(np.concatenate(([EOR_ID], prompt_ids)).astype(np.int32), (count, 1))
-    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    rng = np.random.default_rng(seed)
-    # Only ids the tokenizer can produce, never padding: the model's vocab may be larger.
-    allowed = np.zeros(model.output_shape[-1], dtype=bool)
-    allowed[: tokenizer.size] = True
-    allowed[PAD_ID] = False
-    out = np.zeros((count, max_new_tokens), dtype=np.int32)
-    done = np.zeros(count, dtype=bool)
-    lengths = np.full(count, max_new_tokens)
-    logits = call(tf.constant(context))[:, -1, :].numpy()
-    for t in range(max_new_tokens):
-        ids = _sample(logits, allowed, temperature, rng)
-        ids[done] = EOR_ID
-        out[:, t] = ids
-        finished = ~done & (ids == EOR_ID)
-        lengths[finished] = t
-        done |= finished
-        if done.all():
-            break
-        logits = call(tf.constant(ids[:, None]))[:, -1, :].numpy()
-    records = [prompt + tokenizer.decode(out[i, : lengths[i]]) for i in range(count)]
-    shape = RunDir(run_dir).read_run().get("record_shape")
-    return Generated(records, [bool(d) for d in done], _check(records, shape), run_dir, step)
+    def __init__(self, run_dir: str, rows: int, checkpoint: str):
+        from compiler.tf import tensorflow
+
+        self.tf = tensorflow()
+        self.spec, self.model, self.tokenizer, self.step = load_run_model(
+            run_dir, rows, checkpoint)
+        self.source, self.rows = run_dir, rows
+        self.validators = load_validators(run_dir, RunDir(run_dir).read_run().get(
+            "record_shape"))
+        model = self.model
+        self.call = self.tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def sample(self, ids, max_new_tokens, temperature, seed):
+        tf, rows = self.tf, self.rows
+        self.model.reset_states()
+        context = np.tile(np.concatenate(([EOR_ID], ids)).astype(np.int32), (rows, 1))
+        rng = np.random.default_rng(seed)
+        # Only ids the tokenizer can produce, never padding: the model's vocab may be larger.
+        allowed = np.zeros(self.model.output_shape[-1], dtype=bool)
+        allowed[: self.tokenizer.size] = True
+        allowed[PAD_ID] = False
+        out = np.zeros((rows, max_new_tokens), dtype=np.int32)
+        done = np.zeros(rows, dtype=bool)
+        lengths = np.full(rows, max_new_tokens)
+        logits = self.call(tf.constant(context))[:, -1, :].numpy()
+        for t in range(max_new_tokens):
+            sampled = _sample(logits, allowed, temperature, rng)
+            sampled[done] = EOR_ID
+            out[:, t] = sampled
+            finished = ~done & (sampled == EOR_ID)
+            lengths[finished] = t
+            done |= finished
+            if done.all():
+                break
+            logits = self.call(tf.constant(sampled[:, None]))[:, -1, :].numpy()
+        texts = [self.tokenizer.decode(out[i, : lengths[i]]) for i in range(rows)]
+        return texts, [bool(d) for d in done]
 
 
 def _sample(logits: np.ndarray, allowed: np.ndarray, temperature: float, rng: Any) -> np.ndarray:

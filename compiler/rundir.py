@@ -112,7 +112,7 @@ class RunDir:
         if os.path.isdir(path):
             linked = [
                 n for n in (RUN_FILE, SPEC_FILE, REPORT_FILE, CHECKPOINTS, "logs",
-                            "tokenizer.json", "tokenizer.model")
+                            "tokenizer.json", "tokenizer.model", "validators.json")
                 if os.path.islink(os.path.join(path, n))
             ]
             if linked:
@@ -125,7 +125,8 @@ class RunDir:
                 )
         if os.path.isdir(path) and not self.exists():
             # What a start interrupted before run.json was written may have left is ours.
-            ours = {SPEC_FILE, CHECKPOINTS, "logs", "tokenizer.json", "tokenizer.model"}
+            ours = {SPEC_FILE, CHECKPOINTS, "logs", "tokenizer.json", "tokenizer.model",
+                    "validators.json"}
             stray = [n for n in os.listdir(path) if not n.startswith(".") and n not in ours]
             if stray:
                 shown = ", ".join(sorted(stray)[:5]) + (", ..." if len(stray) > 5 else "")
@@ -293,3 +294,21 @@ class RunDir:
 
     def write_report(self, report: dict[str, Any]) -> None:
         write_atomic(self.file(REPORT_FILE), json.dumps(report, indent=2) + "\n")
+
+
+def run_provenance(run: RunDir) -> dict[str, Any]:
+    """What an export keeps of its run, for evaluating it later: the corpus digest and seed
+    (which records were held out) and the privacy guarantee of its last report."""
+    identity = run.read_run()
+    report: dict[str, Any] = {}
+    try:
+        with open(run.file(REPORT_FILE), encoding="utf-8") as f:
+            report = json.load(f)
+    except (OSError, ValueError):
+        pass
+    return {
+        "data_sha256": identity.get("data_sha256"),
+        "seed": identity.get("seed"),
+        "privacy": report.get("privacy") if isinstance(report, dict) else None,
+    }
+

@@ -45,6 +45,12 @@ import numpy as np
 
 from compiler import distribution
 from compiler.lang import spec as s
+from compiler.data.columns import (
+    VALIDATORS_FILE,
+    declared_header,
+    learn_validators,
+    validators_json,
+)
 from compiler.data.corpus import Corpus, read_corpus, record_shape
 from compiler.data.dataset import Examples, TrainingData, epoch_order, prepare
 from compiler.data.sampling import (
@@ -342,7 +348,7 @@ def train(
     spec = _with_epochs(spec, epochs)
     run = RunDir(os.fspath(run_dir))
     run.check_usable()
-    corpus = read_corpus(data)
+    corpus = read_corpus(data, header=declared_header(spec))
     resuming = run.exists()
     if resuming:
         identity = run.check_same_run(spec, corpus.sha256)
@@ -397,7 +403,13 @@ def train(
     if not resuming and placement.chief:
         identity["noise_multiplier"] = noise
         identity["unit"] = unit
-        run.start(spec, identity, tokenizer.files())
+        files = dict(tokenizer.files())
+        validators = learn_validators(
+            corpus.records, private=spec.training.privacy is not None, declared=spec.data
+        )
+        if validators is not None:
+            files[VALIDATORS_FILE] = validators_json(validators)
+        run.start(spec, identity, files)
     elif placement.chief:
         run.record_spec(spec)  # the epochs (or distribution) this resume asks for
     return loop.run()

@@ -31,6 +31,7 @@ class Corpus:
         blank_lines: Blank lines skipped.
         sha256: Digest of the file's bytes, so a resumed run can tell it is the same data.
         size: Size of the file in bytes.
+        header: The first line, when it was read as a header (not a record).
     """
 
     path: str
@@ -39,14 +40,20 @@ class Corpus:
     blank_lines: int
     sha256: str
     size: int
+    header: Optional[str] = None
 
 
 def _error(path: str, code: str, message: str, line: int | None = None, column: int | None = None):
     return DataError([Diagnostic("error", code, message, "data", path, line, column)])
 
 
-def read_corpus(path: Union[str, os.PathLike[str]]) -> Corpus:
+def read_corpus(path: Union[str, os.PathLike[str]], *, header: bool = False) -> Corpus:
     """Read a corpus file into records.
+
+    Args:
+        path: The file.
+        header: The first non-blank line is a header (the spec's `data.header: true`): it
+            is kept apart, not returned as a record.
 
     Raises:
         DataError: the file is missing, not a regular file, empty, binary, not UTF-8, or
@@ -102,6 +109,10 @@ def read_corpus(path: Union[str, os.PathLike[str]]) -> Corpus:
             records.append(line)
         else:
             blank += 1
+    first = records.pop(0) if header and records else None
+    if header and not records:
+        raise _error(name, "data_empty", "expected at least one record after the header line "
+                     "(data.header: true), received the header only")
     return Corpus(
         path=name,
         records=records,
@@ -109,6 +120,7 @@ def read_corpus(path: Union[str, os.PathLike[str]]) -> Corpus:
         blank_lines=blank,
         sha256=hashlib.sha256(raw).hexdigest(),
         size=len(raw),
+        header=first,
     )
 
 
@@ -138,14 +150,3 @@ def record_shape(records: list[str], sample: int = 2000) -> Optional[dict[str, o
         if fields >= 2 and share >= _AGREEMENT and (best is None or share > best[0]):
             best = (share, delimiter, fields)
     return None if best is None else {"delimiter": best[1], "fields": best[2]}
-
-
-def fits_shape(record: str, shape: dict[str, object]) -> bool:
-    """Whether a record parses into the shape's number of fields."""
-    import csv
-
-    try:
-        rows = list(csv.reader([record], delimiter=str(shape["delimiter"]), strict=True))
-    except csv.Error:
-        return False
-    return len(rows) == 1 and len(rows[0]) == shape["fields"]

@@ -618,6 +618,68 @@ class _Checker:
                 )
 
 
+    def data(self, spec: Spec) -> None:
+        """The data block's columns: each rule is one a value can pass."""
+        import datetime as dt
+
+        d = spec.data
+        if d is None:
+            return
+        if d.format == "text" and (d.fields or d.delimiter or d.header):
+            self.error(("data", "format"), "data_text_columns",
+                       "expected no delimiter, header or fields with format: text, received "
+                       "some; use format: csv for delimited records")
+        if d.delimiter is not None and d.delimiter in (d.quotechar, "\n", "\r"):
+            self.error(("data", "delimiter"), "data_delimiter",
+                       f"expected a delimiter other than the quote character and line ends, "
+                       f"received {d.delimiter!r}")
+        names: set[str] = set()
+        for i, f in enumerate(d.fields or []):
+            path = ("data", "fields", i)
+            if f.name in names:
+                self.error(path + ("name",), "duplicate_field",
+                           f"expected unique field names, received {f.name!r} twice")
+            names.add(f.name)
+            temporal = f.kind in ("date", "datetime", "time")
+            own = {"values": f.kind == "categorical", "format": temporal,
+                   "decimals": f.kind == "decimal", "max_length": f.kind == "text",
+                   "min": f.kind in ("integer", "decimal") or temporal,
+                   "max": f.kind in ("integer", "decimal") or temporal}
+            for key, applies in own.items():
+                if getattr(f, key) is not None and not applies:
+                    self.error(path + (key,), "field_option",
+                               f"expected no {key} for a {f.kind} field, received "
+                               f"{getattr(f, key)!r}")
+            if f.kind == "categorical" and f.values is None:
+                self.error(path + ("values",), "field_values",
+                           "expected the allowed values of a categorical field, received none")
+            if temporal and f.format is None:
+                self.error(path + ("format",), "field_format",
+                           f"expected the strftime format of a {f.kind} field (e.g. %Y-%m-%d), "
+                           "received none")
+                continue
+            bounds = {}
+            for key in ("min", "max"):
+                value = getattr(f, key)
+                if value is None:
+                    continue
+                if temporal:
+                    try:
+                        bounds[key] = dt.datetime.strptime(str(value), str(f.format))
+                    except ValueError:
+                        self.error(path + (key,), "field_bound",
+                                   f"expected a value in format {f.format!r}, received "
+                                   f"{value!r}")
+                elif isinstance(value, str):
+                    self.error(path + (key,), "field_bound",
+                               f"expected a number for a {f.kind} field, received {value!r}")
+                else:
+                    bounds[key] = value
+            if len(bounds) == 2 and bounds["min"] > bounds["max"]:
+                self.error(path + ("max",), "field_range",
+                           f"expected max >= min = {f.min!r}, received {f.max!r}")
+
+
 def _cudnn_reasons(layer: RecurrentLayer) -> list[str]:
     reasons = []
     if layer.recurrent_dropout > 0:
@@ -742,6 +804,7 @@ def check(spec: Spec, source: Source) -> tuple[Spec, Optional[Analysis], list[Di
     analysis = checker.graph(resolved)
     checker.training(resolved)
     checker.export(resolved)
+    checker.data(resolved)
     if analysis is not None:
         parts = training_memory(resolved, analysis)
         total, limit = sum(parts.values()), memory_limit()

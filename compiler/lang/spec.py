@@ -578,6 +578,70 @@ class ExportSpec(StrictModel):
     )
 
 
+# ---------------------------------------------------------------------------------- data
+
+
+FieldKind = Literal["integer", "decimal", "date", "datetime", "time", "categorical", "text"]
+
+
+class FieldSpec(StrictModel):
+    """One column of delimited records: its name and the rule a generated value must pass."""
+
+    name: Annotated[str, Field(min_length=1, max_length=128)] = Field(
+        description="Column name, used in reports."
+    )
+    kind: FieldKind = Field(
+        "text",
+        description=(
+            "integer, decimal, date, datetime or time (in `format`), categorical (one of "
+            "`values`) or text."
+        ),
+    )
+    values: Optional[Annotated[list[str], Field(min_length=1)]] = Field(
+        None, description="categorical: the allowed values."
+    )
+    min: Optional[Union[float, str]] = Field(
+        None,
+        description="Smallest allowed value: a number (integer, decimal) or a value in "
+        "`format` (date, datetime, time).",
+    )
+    max: Optional[Union[float, str]] = Field(
+        None, description="Largest allowed value, like `min`."
+    )
+    format: Optional[str] = Field(
+        None, description="date, datetime, time: the strftime format, e.g. %Y-%m-%d."
+    )
+    decimals: Optional[Annotated[int, Field(ge=0, le=64)]] = Field(
+        None, description="decimal: the most digits after the decimal point."
+    )
+    max_length: Optional[PositiveInt] = Field(None, description="text: the most characters.")
+    nullable: bool = Field(False, description="Whether the value may be empty.")
+
+
+class DataSpec(StrictModel):
+    """What the training records look like. Optional: without it, a non-DP run learns its
+    columns from the records; a DP run, whose records the guarantee covers, checks generated
+    records' field count only unless the columns are declared here."""
+
+    format: Literal["csv", "text"] = Field(
+        "csv", description="csv: delimited records; text: free text, no columns."
+    )
+    delimiter: Optional[Annotated[str, Field(min_length=1, max_length=1)]] = Field(
+        None, description="Field delimiter; null: detected from the records."
+    )
+    quotechar: Annotated[str, Field(min_length=1, max_length=1)] = Field(
+        '"', description="Quote character of fields holding the delimiter."
+    )
+    header: Optional[bool] = Field(
+        None,
+        description="Whether the file's first line is a header, not a record (it is then not "
+        "trained on). null: detected (non-DP runs), none (DP runs).",
+    )
+    fields: Optional[Annotated[list[FieldSpec], Field(min_length=1)]] = Field(
+        None, description="The columns, in order; null: learned (non-DP) or none (DP)."
+    )
+
+
 # ---------------------------------------------------------------------------------- spec
 
 
@@ -604,6 +668,9 @@ class Spec(SpecBase):
     model: GraphModel
     training: TrainingSpec = TrainingSpec()
     export: ExportSpec = ExportSpec()
+    data: Optional[DataSpec] = Field(
+        None, description="The records' format and columns, for validators and reports."
+    )
 
 
 # ------------------------------------------------------------------- template documents
@@ -689,6 +756,7 @@ class TemplateDocument(SpecBase):
     input: Optional[_patch_model(InputSpec)] = None  # type: ignore[valid-type]
     training: Optional[_patch_model(TrainingSpec)] = None  # type: ignore[valid-type]
     export: Optional[ExportSpec] = None
+    data: Optional[DataSpec] = None
 
 
 def _document_kind(value: Any) -> str:
