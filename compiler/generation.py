@@ -204,7 +204,7 @@ def generate(
         # The first batch uses the seed itself: without valid_only, the records are those of
         # one batch of `count` rows, as before.
         batch_seed = seed if batch == 0 else int(
-            int(np.random.SeedSequence([seed % 2**63, batch]).generate_state(1, np.uint64)[0]) >> 2)
+            int(np.random.SeedSequence([seed % 2**63, batch]).generate_state(1)[0]))
         texts, complete = sampler.sample(ids, max_new_tokens, temperature, batch_seed)
         return [prompt + t for t in texts], complete
 

@@ -405,7 +405,8 @@ def train(
         identity["unit"] = unit
         files = dict(tokenizer.files())
         validators = learn_validators(
-            corpus.records, private=spec.training.privacy is not None, declared=spec.data
+            corpus.records, private=spec.training.privacy is not None, declared=spec.data,
+            header_line=corpus.header,
         )
         if validators is not None:
             files[VALIDATORS_FILE] = validators_json(validators)

@@ -58,8 +58,8 @@ _DECIMAL = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)")
 # A learned numeric or temporal range is the training range widened by this share of its
 # span on each side: a model that generalises a little is not failed for it.
 MARGIN = 0.1
-# A column is categorical when it has at most this many distinct values, and each appears
-# five times on average (min(1000, rows / 5)); fewer repeats make it text.
+# A column is categorical when it has at most this many distinct values, each appearing five
+# times on average (twice, for up to 20 values); fewer repeats make it text.
 MAX_CATEGORIES = 1000
 _REPEATS = 5
 # Text longer than the longest training value by more than this share fails.
@@ -224,6 +224,8 @@ class Validators:
         return {
             "learned": "learned from the training records when the run started",
             "declared": "declared in the spec's data block",
+            "declared+learned": "declared in the spec's data block, the rules of fields "
+                                "without a kind learned from the training records",
             "field_count": "the field count only: a DP run learns no rule from its records "
                            "(declare the columns in the spec's data block for more)",
         }[self.source]
@@ -326,7 +328,9 @@ def infer_column(name: str, values: Sequence[str]) -> Column:
                 layouts=tuple(sorted({_layout(v) for v in present})),
             )
     counts = collections.Counter(present)
-    if len(counts) <= max(2, min(MAX_CATEGORIES, len(present) // _REPEATS)):
+    distinct, n = len(counts), len(present)
+    if distinct <= MAX_CATEGORIES and (distinct * _REPEATS <= n or (distinct <= 20 and
+                                                                   distinct * 2 <= n)):
         return Column(name, "categorical", nullable, values=tuple(sorted(counts)))
     longest = max(len(v) for v in present)
     return Column(
@@ -362,9 +366,10 @@ def _format_bound(value: dt.datetime, fmt: str) -> str:
 
 
 def _widen(low: float, high: float) -> tuple[float, float]:
+    """The range widened by MARGIN of its span; a range of non-negative values stays so."""
     span = high - low
     margin = span * MARGIN if span > 0 else max(abs(low) * MARGIN, 1.0)
-    return low - margin, high + margin
+    return (low - margin if low < 0 else max(low - margin, 0.0)), high + margin
 
 
 def infer_columns(rows: Sequence[Sequence[str]], names: Sequence[str]) -> tuple[Column, ...]:
@@ -402,7 +407,8 @@ def _looks_like_header(first: Sequence[str], rest: Sequence[Sequence[str]]) -> b
 
 
 def learn_validators(
-    records: Sequence[str], *, private: bool, declared: Any = None
+    records: Sequence[str], *, private: bool, declared: Any = None,
+    header_line: Optional[str] = None,
 ) -> Optional[Validators]:
     """The validators of a run's generated records.
 
@@ -410,16 +416,16 @@ def learn_validators(
         records: The training records (every line of the data file but a declared header).
         private: A DP run: learn nothing from the records' values (field count only).
         declared: The spec's `data` block (a DataSpec), or None.
+        header_line: The declared header line (already taken out of `records`), which
+            names the columns of a non-DP run.
 
     Returns:
         None when the records are not delimited and nothing is declared.
     """
-    if declared is not None and declared.format == "csv" and declared.fields:
-        columns = tuple(declared_column(f) for f in declared.fields)
-        return Validators("declared", declared.delimiter or ",", declared.quotechar,
-                          len(columns), bool(declared.header), columns)
     if declared is not None and declared.format == "text":
         return None
+    if declared is not None and declared.fields:
+        return _declared_validators(records, private, declared)
     shape = record_shape(list(records))
     delimiter = (declared.delimiter if declared is not None else None) or (
         shape["delimiter"] if shape else None)
@@ -440,11 +446,37 @@ def learn_validators(
         header = bool(good) and rows[0] is not None and len(rows[0]) == fields and \
             _looks_like_header(rows[0], good[1:])
     names = default_names(fields)
-    if header and good and rows[0] is not None and len(rows[0]) == fields:
-        names = unique_names(rows[0])
+    named = None if header_line is None else split_record(header_line, str(delimiter),
+                                                          quotechar)
+    if named is not None and len(named) == fields:
+        names = unique_names(named)  # the declared header, outside the records
+    elif header_line is None and header and good and rows[0] is not None \
+            and len(rows[0]) == fields:
+        names = unique_names(rows[0])  # a detected header: the first record
         good = good[1:]
     return Validators("learned", str(delimiter), quotechar, fields, header,
                       infer_columns(good, names))
+
+
+def _declared_validators(records: Sequence[str], private: bool, declared: Any) -> Validators:
+    """Declared fields; a field without a kind gets the rule learned from its values (none
+    in a DP run)."""
+    fields = declared.fields
+    shape = record_shape(list(records)) if declared.delimiter is None else None
+    delimiter = declared.delimiter or (str(shape["delimiter"]) if shape else ",")
+    learned: Optional[tuple[Column, ...]] = None
+    if not private and any(f.kind is None for f in fields):
+        rows = [split_record(r, delimiter, declared.quotechar) for r in records]
+        good = [r for r in rows if r is not None and len(r) == len(fields)]
+        learned = infer_columns(good, [f.name for f in fields])
+    columns = tuple(
+        declared_column(f) if f.kind is not None
+        else (learned[i] if learned is not None else Column(f.name, "text"))
+        for i, f in enumerate(fields)
+    )
+    source = "declared+learned" if learned is not None else "declared"
+    return Validators(source, delimiter, declared.quotechar, len(columns),
+                      bool(declared.header), columns)
 
 
 def unique_names(values: Iterable[str]) -> list[str]:
@@ -463,7 +495,7 @@ def declared_column(field: Any) -> Column:
     return Column(
         name=field.name,
         kind=field.kind,
-        nullable=field.nullable,
+        nullable=bool(field.nullable),
         values=None if field.values is None else tuple(field.values),
         minimum=field.min,
         maximum=field.max,

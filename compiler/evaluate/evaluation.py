@@ -253,7 +253,8 @@ def evaluate(
     validators = source.validators
     # The columns fidelity is measured on: declared, else learned from the real records now
     # (an evaluation is local: it may look at values a DP run's validators must not keep).
-    local = learn_validators(corpus.records, private=False, declared=spec.data)
+    local = learn_validators(corpus.records, private=False, declared=spec.data,
+                             header_line=corpus.header)
     structure = local if local is not None else validators
     header = structure is not None and structure.header and not declared_header(spec)
     records = list(corpus.records)

@@ -647,9 +647,9 @@ class _Checker:
                    "max": f.kind in ("integer", "decimal") or temporal}
             for key, applies in own.items():
                 if getattr(f, key) is not None and not applies:
+                    kind = "a field without a kind" if f.kind is None else f"a {f.kind} field"
                     self.error(path + (key,), "field_option",
-                               f"expected no {key} for a {f.kind} field, received "
-                               f"{getattr(f, key)!r}")
+                               f"expected no {key} for {kind}, received {getattr(f, key)!r}")
             if f.kind == "categorical" and f.values is None:
                 self.error(path + ("values",), "field_values",
                            "expected the allowed values of a categorical field, received none")

@@ -590,11 +590,12 @@ class FieldSpec(StrictModel):
     name: Annotated[str, Field(min_length=1, max_length=128)] = Field(
         description="Column name, used in reports."
     )
-    kind: FieldKind = Field(
-        "text",
+    kind: Optional[FieldKind] = Field(
+        None,
         description=(
             "integer, decimal, date, datetime or time (in `format`), categorical (one of "
-            "`values`) or text."
+            "`values`) or text. null: learned from the training records (non-DP runs), or "
+            "no rule (DP runs)."
         ),
     )
     values: Optional[Annotated[list[str], Field(min_length=1)]] = Field(
@@ -615,7 +616,10 @@ class FieldSpec(StrictModel):
         None, description="decimal: the most digits after the decimal point."
     )
     max_length: Optional[PositiveInt] = Field(None, description="text: the most characters.")
-    nullable: bool = Field(False, description="Whether the value may be empty.")
+    nullable: Optional[bool] = Field(
+        None,
+        description="Whether the value may be empty. null: learned with the kind, else false.",
+    )
 
 
 class DataSpec(StrictModel):
