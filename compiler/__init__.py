@@ -27,6 +27,7 @@ _LAZY = {
     "train": ("compiler.training", "train"),
     "TrainReport": ("compiler.training", "TrainReport"),
     "generate": ("compiler.generation", "generate"),
+    "ValidRecordsExhausted": ("compiler.generation", "ValidRecordsExhausted"),
     "export_saved_model": ("compiler.export", "export_saved_model"),
     "ExportReport": ("compiler.export", "ExportReport"),
     "audit": ("compiler.audit", "audit"),
@@ -64,6 +65,7 @@ __all__ = [
     "Spec",
     "SpecError",
     "Validation",
+    "ValidRecordsExhausted",
     "load_spec",
     "validate",
 ]

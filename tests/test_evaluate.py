@@ -324,3 +324,33 @@ def test_the_html_report_draws_its_plots_offline_in_a_real_browser(table, tmp_pa
     assert "&lt;/script&gt;&lt;b&gt;x&lt;/b&gt;" in dom  # the hostile value, shown as text
     for heading in ("Scores", "Privacy", "Columns", "Distributions", "Failing records", "Spec"):
         assert f"<h2>{heading}</h2>" in dom
+
+
+def test_distances_equal_sdmetrics_dcr():
+    import numpy as np
+    from sdmetrics.single_table.privacy.dcr_utils import calculate_dcr
+
+    from compiler.data.columns import Column, split_record
+    from compiler.evaluate import fidelity
+
+    columns = [Column("day", "date", format="%Y-%m-%d"), Column("kind", "categorical"),
+               Column("amount", "decimal"), Column("flag", "integer")]
+    rng = random.Random(0)
+
+    def rows(count):
+        out = []
+        for record in table_records(count, rng.randrange(100)):
+            day, kind, amount, _ = split_record(record, ",")
+            if rng.random() < 0.1:
+                amount = "n/a"  # does not parse: missing
+            if rng.random() < 0.05:
+                day = "2025-02-30"
+            out.append([day, kind, amount, "1"])  # flag: a constant column
+        return out
+
+    reference, synthetic = fidelity.frame(columns, rows(300)), fidelity.frame(columns, rows(120))
+    synthetic.loc[3, "flag"] = 2.0
+    ours = fidelity.distances(columns, synthetic, reference, seed=0)
+    theirs = calculate_dcr(synthetic, reference, fidelity.metadata(columns)).to_numpy()
+    assert ours.shape == (120,) and np.allclose(ours, theirs, atol=1e-12)
+    assert ours.min() >= 0 and ours.max() <= 1 and ours[3] >= 0.25  # the other flag

@@ -74,6 +74,9 @@ class Scores:
 
 @dataclasses.dataclass(frozen=True)
 class ColumnReport:
+    """One column: its validator rule (None: field count only), failures by reason, and its
+    column shape score (metric, synthetic, held-out)."""
+
     name: str
     kind: str
     rule: Optional[str]
@@ -243,128 +246,46 @@ def evaluate(
         RunError: `path` is neither a trained run nor a keraspec export.
         DataError: `data` or `synthetic` is unreadable, or holds no records.
     """
-    from compiler.data.dataset import split_records
-    from compiler.evaluate import fidelity as fid
-
     source = _open_source(os.fspath(path))
     spec = source.spec
     corpus = read_corpus(data, header=declared_header(spec))
     notes: list[str] = []
-    validators = source.validators
     # The columns fidelity is measured on: declared, else learned from the real records now
     # (an evaluation is local: it may look at values a DP run's validators must not keep).
-    local = learn_validators(corpus.records, private=False, declared=spec.data,
-                             header_line=corpus.header)
-    structure = local if local is not None else validators
-    header = structure is not None and structure.header and not declared_header(spec)
-    records = list(corpus.records)
-    train_idx, held_idx = np.arange(len(records)), np.array([], dtype=int)
-    split = spec.training.validation_split
-    if source.data_sha256 == corpus.sha256 and source.seed is not None and split > 0:
-        train_idx, held_idx = split_records(len(records), split, int(source.seed))
-    elif source.data_sha256 is not None and source.data_sha256 != corpus.sha256:
-        notes.append(f"{corpus.path} is not the file the run trained on (its sha256 differs): "
-                     "every record is compared as a training record, and nothing is held out")
-    elif split == 0:
-        notes.append("the run held no records out (validation_split: 0): no held-out baseline")
-    if header:  # a detected header line is not a record
-        train_idx, held_idx = train_idx[train_idx != 0], held_idx[held_idx != 0]
-    training = [records[i] for i in train_idx]
-    held_out = [records[i] for i in held_idx]
-
-    generation = None
+    structure = learn_validators(corpus.records, private=False, declared=spec.data,
+                                 header_line=corpus.header) or source.validators
+    detected_header = bool(structure and structure.header and not declared_header(spec))
+    training, held_out = _split(source, corpus, detected_header, notes)
     if synthetic is None:
         from compiler.generation import generate
 
-        generated = generate(path, count=count, seed=seed, temperature=temperature,
-                             checkpoint=checkpoint)
-        synthetic_records, synthetic_name = generated.records, "generated"
-        generation = {"count": count, "seed": seed, "temperature": temperature}
-    elif isinstance(synthetic, (str, os.PathLike)):
-        synthetic_records = list(read_corpus(synthetic).records)
-        synthetic_name = os.fspath(synthetic)
-        if synthetic_records and synthetic_records[0] in (corpus.header, records[0] if header
-                                                          else None):
-            synthetic_records = synthetic_records[1:]  # the same header line
+        synthetic_records = generate(path, count=count, seed=seed, temperature=temperature,
+                                     checkpoint=checkpoint).records
+        synthetic_name = "generated"
+        generation: Optional[dict[str, Any]] = {
+            "count": count, "seed": seed, "temperature": temperature}
     else:
-        synthetic_records, synthetic_name = list(synthetic), "<records>"
-    if not synthetic_records:
-        raise DataError([Diagnostic("error", "no_synthetic_records", "expected at least one "
-                                    "synthetic record, received none", "", synthetic_name)])
-
+        synthetic_records, synthetic_name = _read_synthetic(
+            synthetic, {corpus.header, corpus.records[0] if detected_header else None})
+        generation = None
     if structure is None:
         # Not delimited: each record is one text column.
         structure = Validators("learned", _WHOLE, '"', 1, False, (Column("record", "text"),))
         notes.append("the records are not delimited: fidelity compares record lengths only")
-    columns = _fidelity_columns(structure)
-    parse = _parser(structure)
-    train_rows = [r for r in map(parse, training) if r is not None]
-    if not train_rows:
-        raise DataError([Diagnostic("error", "no_real_records", "expected real records with "
-                                    f"{structure.fields} fields, received none", "", corpus.path)])
-    train_frame = fid.frame(columns, train_rows)
-    train_keys = {_key(r, parse) for r in training}
-
-    def score(texts: list[str], salt: int) -> tuple[Scores, Any, Any]:
-        rows = [r for r in map(parse, texts) if r is not None]
-        valid = None if validators is None else float(
-            np.mean([validators.is_valid(t) for t in texts]))
-        memorized = float(np.mean([_key(t, parse) in train_keys for t in texts]))
-        if not rows:
-            return Scores(len(texts), 0, valid, 0.0, None, None, memorized, None), None, None
-        frame = fid.frame(columns, rows)
-        quality = fid.fidelity(columns, train_frame, frame)
-        dcr = fid.distances(columns, frame, train_frame, (seed or 0) + salt)
-        return Scores(
-            len(texts), len(rows), valid, 100 * quality.score, quality.column_shapes,
-            quality.column_pair_trends, memorized, _summary(dcr),
-        ), quality, dcr
-
-    synthetic_scores, quality, synthetic_dcr = score(synthetic_records, 1)
+    scorer = _Scorer(structure, source.validators, training, corpus.path, seed or 0)
+    synthetic_scores, quality, synthetic_dcr, synthetic_frame = scorer.score(
+        synthetic_records, 1)
     baseline = baseline_quality = held_dcr = None
     if held_out:
-        baseline, baseline_quality, held_dcr = score(held_out, 2)
+        baseline, baseline_quality, held_dcr, _ = scorer.score(held_out, 2)
     if synthetic_scores.well_formed < FEW_RECORDS:
         notes.append(f"only {synthetic_scores.well_formed} records have the field count: the "
                      "fidelity scores rest on too few records to say much")
     closer = None
     if synthetic_dcr is not None and held_dcr is not None and len(held_dcr):
         closer = float(np.mean(synthetic_dcr < np.quantile(held_dcr, 0.05)))
-
-    failing, failures_by_column = [], {c.name: {} for c in columns}
-    if validators is not None:
-        names = validators.names
-        for record in synthetic_records:
-            found = validators.failures(record)
-            for f in found:
-                key = "fields" if f.column is None else f.column
-                bucket = failures_by_column.setdefault(key, {})
-                bucket[f.reason] = bucket.get(f.reason, 0) + 1
-            if found and len(failing) < MAX_FAILURE_EXAMPLES:
-                from compiler.generation import describe_problem
-
-                failing.append({"record": record, "problem": describe_problem(found)})
-        rules = dict(zip(names, validators.columns or ()))
-    else:
-        rules = {}
-    column_reports = []
-    for column in columns:
-        rule = rules.get(column.name)
-        metric, value = (quality.shapes.get(column.name, (None, None)) if quality
-                         else (None, None))
-        base = baseline_quality.shapes.get(column.name, (None, None))[1] if \
-            baseline_quality else None
-        column_reports.append(ColumnReport(
-            column.name, column.kind,
-            None if rule is None else rule.describe(),
-            failures_by_column.get(column.name, {}), metric, value, base,
-        ))
-    if "fields" in failures_by_column:
-        column_reports.append(ColumnReport("(field count)", "structure",
-                                           f"{structure.fields} fields",
-                                           failures_by_column["fields"], None, None, None))
-    synthetic_frame = fid.frame(columns, [r for r in map(parse, synthetic_records)
-                                          if r is not None])
+    columns, failing = _column_reports(scorer.columns, structure, source.validators,
+                                       synthetic_records, quality, baseline_quality)
     return Evaluation(
         name=source.name,
         source=source.path,
@@ -374,16 +295,123 @@ def evaluate(
         generation=generation,
         synthetic_scores=synthetic_scores,
         baseline=baseline,
-        columns=column_reports,
-        validators=None if validators is None else validators.describe_source(),
+        columns=columns,
+        validators=None if source.validators is None else source.validators.describe_source(),
         failing=failing,
         closer_than_holdout=closer,
         privacy=source.privacy,
         notes=notes,
         spec=source.spec_text,
-        frames={"real": train_frame, "synthetic": synthetic_frame},
-        fidelity_columns=tuple(columns),
+        frames={"real": scorer.train_frame, "synthetic": synthetic_frame},
+        fidelity_columns=tuple(scorer.columns),
     )
+
+
+def _split(source: _Source, corpus: Any, detected_header: bool,
+           notes: list[str]) -> tuple[list[str], list[str]]:
+    """The training records and the held-out ones, as the run split them (its seed and
+    validation_split) when `corpus` is the file it trained on."""
+    from compiler.data.dataset import split_records
+
+    records = corpus.records
+    train_idx, held_idx = np.arange(len(records)), np.array([], dtype=int)
+    split = source.spec.training.validation_split
+    if source.data_sha256 == corpus.sha256 and source.seed is not None and split > 0:
+        train_idx, held_idx = split_records(len(records), split, int(source.seed))
+    elif source.data_sha256 is not None and source.data_sha256 != corpus.sha256:
+        notes.append(f"{corpus.path} is not the file the run trained on (its sha256 differs): "
+                     "every record is compared as a training record, and nothing is held out")
+    elif split == 0:
+        notes.append("the run held no records out (validation_split: 0): no held-out baseline")
+    if detected_header:  # the first line names the columns: it is no record
+        train_idx, held_idx = train_idx[train_idx != 0], held_idx[held_idx != 0]
+    return [records[i] for i in train_idx], [records[i] for i in held_idx]
+
+
+def _read_synthetic(synthetic: Union[str, os.PathLike[str], Sequence[str]],
+                    headers: set[Optional[str]]) -> tuple[list[str], str]:
+    if isinstance(synthetic, (str, os.PathLike)):
+        records, name = list(read_corpus(synthetic).records), os.fspath(synthetic)
+        if records and records[0] in headers:
+            records = records[1:]  # the data file's header line
+    else:
+        records, name = list(synthetic), "<records>"
+    if not records:
+        raise DataError([Diagnostic("error", "no_synthetic_records", "expected at least one "
+                                    "synthetic record, received none", "", name)])
+    return records, name
+
+
+class _Scorer:
+    """Scores sets of records against the training records."""
+
+    def __init__(self, structure: Validators, validators: Optional[Validators],
+                 training: list[str], data_name: str, seed: int):
+        from compiler.evaluate import fidelity
+
+        self.fidelity = fidelity
+        self.columns = _fidelity_columns(structure)
+        self.parse = _parser(structure)
+        self.validators = validators
+        self.seed = seed
+        rows = [r for r in map(self.parse, training) if r is not None]
+        if not rows:
+            raise DataError([Diagnostic("error", "no_real_records", "expected real records "
+                                        f"with {structure.fields} fields, received none", "",
+                                        data_name)])
+        self.train_frame = fidelity.frame(self.columns, rows)
+        self.train_keys = {_key(r, self.parse) for r in training}
+
+    def score(self, texts: list[str], salt: int) -> tuple[Scores, Any, Any, Any]:
+        """The scores of `texts`, with the fidelity detail, the distances and the frame."""
+        fid = self.fidelity
+        rows = [r for r in map(self.parse, texts) if r is not None]
+        valid = None if self.validators is None else float(
+            np.mean([self.validators.is_valid(t) for t in texts]))
+        memorized = float(np.mean([_key(t, self.parse) in self.train_keys for t in texts]))
+        frame = fid.frame(self.columns, rows)
+        if not rows:
+            return Scores(len(texts), 0, valid, 0.0, None, None, memorized, None), None, None, \
+                frame
+        quality = fid.fidelity(self.columns, self.train_frame, frame)
+        dcr = fid.distances(self.columns, frame, self.train_frame, self.seed + salt)
+        return Scores(
+            len(texts), len(rows), valid, 100 * quality.score, quality.column_shapes,
+            quality.column_pair_trends, memorized, _summary(dcr),
+        ), quality, dcr, frame
+
+
+def _column_reports(columns: list[Column], structure: Validators,
+                    validators: Optional[Validators], records: list[str], quality: Any,
+                    baseline: Any) -> tuple[list[ColumnReport], list[dict[str, str]]]:
+    """Per column: its rule, failures and shape scores; and the first failing records."""
+    from compiler.generation import describe_problem
+
+    failing: list[dict[str, str]] = []
+    counts: dict[str, dict[str, int]] = {}
+    rules: dict[str, Column] = {}
+    if validators is not None:
+        rules = dict(zip(validators.names, validators.columns or ()))
+        for record in records:
+            found = validators.failures(record)
+            for f in found:
+                bucket = counts.setdefault("fields" if f.column is None else f.column, {})
+                bucket[f.reason] = bucket.get(f.reason, 0) + 1
+            if found and len(failing) < MAX_FAILURE_EXAMPLES:
+                failing.append({"record": record, "problem": describe_problem(found)})
+    reports = []
+    for column in columns:
+        rule = rules.get(column.name)
+        metric, value = quality.shapes.get(column.name) if quality else (None, None)
+        reports.append(ColumnReport(
+            column.name, column.kind, None if rule is None else rule.describe(),
+            counts.get(column.name, {}), metric, value,
+            baseline.shapes.get(column.name, (None, None))[1] if baseline else None,
+        ))
+    if "fields" in counts:
+        reports.append(ColumnReport("(field count)", "structure", f"{structure.fields} fields",
+                                    counts["fields"], None, None, None))
+    return reports, failing
 
 
 def _fidelity_columns(structure: Validators) -> list[Column]:
