@@ -11,8 +11,8 @@ trained weights into it, and writes signatures whose answers depend only on thei
 - `step`: token ids plus every recurrent state -> logits and the new states, for clients
   that keep the state themselves;
 - `generate`: prompt ids (right-padded with 0), max_new_tokens, temperature and seed ->
-  generated ids, the whole sampling loop in the graph (`tf.while_loop`), each row stopping
-  at `<eor>`, deterministic for a given seed;
+  generated ids, the whole sampling loop in the graph (`tf.while_loop`) after the start
+  tokens (`start_tokens`), each row stopping at `<eor>`, deterministic for a given seed;
 - `generate_text` (char tokenizer only): prompt strings -> generated strings, with the
   tokenizer in the graph as core string and lookup ops that every TF Serving build has.
 
@@ -40,6 +40,7 @@ from compiler.lang import spec as s
 from compiler.diagnostics import Diagnostic, ExportError
 from compiler.files import fsync_directory, fsync_tree, write_atomic
 from compiler.lang.render import dump_yaml, to_data
+from compiler.data.dataset import start_tokens, unit_of
 from compiler.data.tokenizer import EOR_ID, PAD_ID, CharTokenizer, Tokenizer
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -185,6 +186,7 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
     vocab = spec.input.vocab_size
     input_name = spec.input.name
     limits = spec.export.limits
+    record_start = list(start_tokens(unit_of(spec)))  # what a record's first token follows
 
     class Serving(tf.Module):
         pass
@@ -286,8 +288,9 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
         iteration; each row's tokens are gathered from it at the end.
         """
         batch = tf.shape(prompt)[0]
-        sequence = tf.concat([tf.fill([batch, 1], EOR_ID), prompt], axis=1)
-        lengths = 1 + tf.reduce_sum(tf.cast(prompt != PAD_ID, tf.int32), axis=1)
+        sequence = tf.concat(
+            [tf.tile(tf.constant([record_start], tf.int32), [batch, 1]), prompt], axis=1)
+        lengths = len(record_start) + tf.reduce_sum(tf.cast(prompt != PAD_ID, tf.int32), axis=1)
         width = tf.shape(sequence)[1]
         max_new = max_new_tokens
         longest = tf.reduce_max(tf.concat([max_new, [0]], 0))
@@ -679,6 +682,7 @@ def export_saved_model(
             "signatures": info,
             "tokenizer": None if tokenizer is None else tokenizer.kind,
             "eor_id": EOR_ID,
+            "start_tokens": list(start_tokens(unit_of(spec))),
             "pad_id": PAD_ID,
             "states": [dataclasses.asdict(st) for st in states],
             "max_logit_difference": difference,
@@ -753,7 +757,8 @@ def _verify_greedy(tf: Any, loaded: Any, spec: s.Spec, where: str, allowed: list
         temperature=tf.zeros([2]), seed=tf.zeros([2], tf.int64))
     mask = np.array(allowed)
     for row, prompt in enumerate(prompts):
-        ids, expected = [EOR_ID] + [i for i in prompt if i != PAD_ID], []
+        ids = list(start_tokens(unit_of(spec))) + [i for i in prompt if i != PAD_ID]
+        expected: list[int] = []
         for _ in range(tokens):
             logits = loaded.signatures["serving_default"](
                 **{spec.input.name: tf.constant([ids + expected], tf.int32)})["logits"]

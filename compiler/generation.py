@@ -4,9 +4,10 @@
   SavedModel's `generate` signature: the whole sampling loop runs in the graph.
 - From a run directory, it is a plain Keras sampling loop, the reference generator's: the
   spec's model is rebuilt with a batch of `count` rows and every recurrent layer stateful,
-  the run's weights are loaded, the prompt (after `<eor>`, the state "a record begins
-  here") is fed once, then one sampled token at a time until every row has emitted `<eor>`
-  or `max_new_tokens` tokens.
+  the run's weights are loaded, the prompt (after the start tokens, `<eor>` twice or once
+  for DP models: the state "a record begins here", see `start_tokens`) is fed once, then
+  one sampled token at a time until every row has emitted `<eor>` or `max_new_tokens`
+  tokens.
 
 For a delimited corpus (CSV and the like), each record is checked by the run's validators
 (`compiler.data.columns`): its columns' rules, or the field count only for a DP run. With
@@ -23,6 +24,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from compiler.data.columns import Failure, Validators, load_validators
+from compiler.data.dataset import start_tokens, unit_of
 from compiler.diagnostics import Diagnostic, RunError
 from compiler.rundir import BEST, SPEC_FILE, RunDir
 from compiler.data.tokenizer import EOR_ID, PAD_ID, Tokenizer, encode_prompt, load_tokenizer
@@ -404,7 +406,8 @@ class _RunSampler(_Sampler):
     def sample(self, ids, max_new_tokens, temperature, seed):
         tf, rows = self.tf, self.rows
         self.model.reset_states()
-        context = np.tile(np.concatenate(([EOR_ID], ids)).astype(np.int32), (rows, 1))
+        start = start_tokens(unit_of(self.spec))
+        context = np.tile(np.concatenate((start, ids)).astype(np.int32), (rows, 1))
         rng = np.random.default_rng(seed)
         # Only ids the tokenizer can produce, never padding: the model's vocab may be larger.
         allowed = np.zeros(self.model.output_shape[-1], dtype=bool)

@@ -52,7 +52,7 @@ from compiler.data.columns import (
     validators_json,
 )
 from compiler.data.corpus import Corpus, read_corpus, record_shape
-from compiler.data.dataset import Examples, TrainingData, epoch_order, prepare
+from compiler.data.dataset import Examples, TrainingData, epoch_order, prepare, unit_of
 from compiler.data.sampling import (
     BatchSizes,
     padded_shares,
@@ -365,7 +365,7 @@ def train(
         }
     seed = int(identity["seed"])
     tr = spec.training
-    unit = "record" if tr.privacy is not None else "window"
+    unit = unit_of(spec)
     encoded = _encode_records(tokenizer, corpus)
 
     def examples(seed: int) -> TrainingData:

@@ -19,7 +19,7 @@ had.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 
@@ -27,6 +27,26 @@ from compiler.diagnostics import DataError, Diagnostic
 from compiler.data.tokenizer import EOR_ID, PAD_ID
 
 Unit = Literal["window", "record"]
+
+
+def unit_of(spec: Any) -> Unit:
+    """What one training example is: a record under DP (the privacy unit), else a window."""
+    return "record" if spec.training.privacy is not None else "window"
+
+
+def start_tokens(unit: Unit) -> tuple[int, ...]:
+    """What a sampler feeds a model from zero state before a record's first token.
+
+    A record-unit model (DP) trained on exactly that: every example is `<eor>` record
+    `<eor>` from zero state. A window-unit model trained on a stream whose state was never
+    zero at a record's start (stateful windows run on; stateless ones begin anywhere), so
+    one `<eor>` from zero state leaves it unsure it is at a record's start: many records
+    began mid-field. Two `<eor>` settle the state on "a record begins". Measured with 400
+    records at temperature 1, the share that passes the run's validators went from 0.70 to
+    0.79 (char-small, 6 epochs), 0.94 to 0.95 (19 epochs) and 0.38 to 0.61 (a 16-unit test
+    model); three or more gave no more.
+    """
+    return (EOR_ID,) if unit == "record" else (EOR_ID, EOR_ID)
 
 
 @dataclasses.dataclass(frozen=True)
