@@ -154,7 +154,12 @@ def _options(
         os.environ["KERASPEC_MEMORY_LIMIT"] = memory_limit
 
 
-EpochsOption = typer.Option(None, "--epochs", min=1, help="Override training.epochs.")
+# Every integer option has a range (typer reports a value outside it as a usage error, exit 2,
+# naming the option): sizes TensorFlow indexes with int32, counts a machine can hold.
+INT32 = 2**31 - 1
+MAX_EXAMPLES = 10**12
+MAX_RECORDS = 10**6
+EpochsOption = typer.Option(None, "--epochs", min=1, max=INT32, help="Override training.epochs.")
 # generate --valid-only's default budget (compiler.generation.DEFAULT_MAX_INVALID, which
 # imports numpy: the CLI module imports nothing heavy).
 MAX_INVALID = 1000
@@ -226,7 +231,7 @@ def validate(
     ),
     overrides: Optional[List[str]] = SetOption,
     examples: Optional[int] = typer.Option(
-        None, "--examples", min=1,
+        None, "--examples", min=1, max=MAX_EXAMPLES,
         help="Training records, to check a DP spec's delta against 1 / records.",
     ),
 ) -> None:
@@ -434,7 +439,8 @@ def compile_command(
         help="Write model.json, optimizer.json, spec.resolved.yaml and summary.txt here.",
     ),
     examples: Optional[int] = typer.Option(
-        None, "--examples", min=1, help="Training examples, for a DP spec's privacy guarantee."
+        None, "--examples", min=1, max=MAX_EXAMPLES,
+        help="Training examples, for a DP spec's privacy guarantee.",
     ),
 ) -> None:
     """Build and compile the Keras model; print its summary."""
@@ -462,8 +468,10 @@ def compile_command(
 @app.command()
 def privacy(
     spec: Path = typer.Argument(..., help="The spec file (with a training.privacy block)."),
-    examples: int = typer.Option(..., "--examples", min=1, help="Number of training examples."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", help="Default: training.epochs."),
+    examples: int = typer.Option(..., "--examples", min=1, max=MAX_EXAMPLES,
+                                 help="Number of training examples."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", min=0, max=INT32,
+                                           help="Default: training.epochs."),
     delta: Optional[float] = typer.Option(
         None, "--delta", help="Default: privacy.delta, else examples^-1.1."
     ),
@@ -528,7 +536,8 @@ def diff_command(
     old: str = typer.Argument(..., help="The old spec: a file, or REV:PATH from git."),
     new: str = typer.Argument(..., help="The new spec: a file, or REV:PATH from git."),
     examples: Optional[int] = typer.Option(
-        None, "--examples", min=1, help="Training examples, for the epsilon of DP specs."
+        None, "--examples", min=1, max=MAX_EXAMPLES,
+        help="Training examples, for the epsilon of DP specs.",
     ),
     fmt: DiffFormat = typer.Option(DiffFormat.text, "--format", "-f", help="Output format."),
 ) -> None:
@@ -577,10 +586,12 @@ def train(
     ),
     epochs: Optional[int] = EpochsOption,
     max_steps: Optional[int] = typer.Option(
-        None, "--max-steps", min=1, help="Stop after this many steps in total (across resumes)."
+        None, "--max-steps", min=1, max=INT32,
+        help="Stop after this many steps in total (across resumes).",
     ),
     checkpoint_every: Optional[int] = typer.Option(
-        None, "--checkpoint-every", min=1, help="Also save the latest checkpoint every N steps."
+        None, "--checkpoint-every", min=1, max=INT32,
+        help="Also save the latest checkpoint every N steps.",
     ),
     overrides: Optional[List[str]] = SetOption,
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Report format."),
@@ -589,7 +600,7 @@ def train(
         "(written to TF_CONFIG; the chief first).",
     ),
     task: Optional[int] = typer.Option(
-        None, "--task", min=0, help="multi_worker: this worker's index in --cluster.",
+        None, "--task", min=0, max=4096, help="multi_worker: this worker's index in --cluster.",
     ),
 ) -> None:
     """Train a spec on a corpus of records into a run directory (resumes an existing run).
@@ -667,11 +678,12 @@ def audit(
         ..., "--output", "-o", help="Audit directory: audit corpus, run/ and audit.json."
     ),
     canaries: int = typer.Option(
-        1000, "--canaries", min=2, help="Canaries to make (each trained on with probability 1/2)."
+        1000, "--canaries", min=2, max=10**6,
+        help="Canaries to make (each trained on with probability 1/2).",
     ),
     epochs: Optional[int] = EpochsOption,
     max_steps: Optional[int] = typer.Option(
-        None, "--max-steps", min=1, help="Stop training after this many steps."
+        None, "--max-steps", min=1, max=INT32, help="Stop training after this many steps."
     ),
     confidence: float = typer.Option(
         0.95, "--confidence", min=0.5, max=0.9999, help="Confidence of the lower bound."
@@ -851,10 +863,12 @@ def generate(
     path: Path = typer.Argument(
         ..., help="An export (BASE/NAME or BASE/NAME/VERSION) or a run directory."
     ),
-    count: int = typer.Option(5, "--count", "-n", min=1, help="Records to generate."),
+    count: int = typer.Option(5, "--count", "-n", min=1, max=MAX_RECORDS,
+                              help="Records to generate."),
     prompt: str = typer.Option("", "--prompt", help="Text each record starts with."),
     max_new_tokens: Optional[int] = typer.Option(
-        None, "--max-new-tokens", min=1, help="Default: twice the training sequence length."
+        None, "--max-new-tokens", min=1, max=INT32,
+        help="Default: twice the training sequence length.",
     ),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 is greedy."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Same seed, same records."),
@@ -945,7 +959,7 @@ def evaluate(
     synthetic: Optional[Path] = typer.Option(
         None, "--synthetic", help="Evaluate these records (one per line) instead of generating."
     ),
-    count: int = typer.Option(1000, "--count", "-n", min=1, max=10**6,
+    count: int = typer.Option(1000, "--count", "-n", min=1, max=MAX_RECORDS,
                               help="Records to generate."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**62, help="Seed of generation."),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 is greedy."),
@@ -1056,7 +1070,8 @@ def export(
     source: Path = typer.Argument(..., help="A run directory, or a spec with --weights."),
     output: Path = typer.Option(..., "--output", "-o", help="The model base directory (BASE)."),
     version: Optional[int] = typer.Option(
-        None, "--version", min=1, help="Version to write (default: the next free one)."
+        None, "--version", min=1, max=INT32,
+        help="Version to write (default: the next free one).",
     ),
     name: Optional[str] = typer.Option(None, "--name", help="Model name (default: the spec's)."),
     weights: Optional[str] = typer.Option(
@@ -1140,10 +1155,13 @@ def inspect(
 ) -> None:
     """Show an export's signatures (inputs and outputs), version, size and spec."""
     _require("inspect")
-    from compiler.diagnostics import Diagnostic
+    from compiler.diagnostics import Diagnostic, KeraspecError
     from compiler.export import inspect_export
 
-    info = inspect_export(path)
+    try:
+        info = inspect_export(path)
+    except KeraspecError as e:
+        raise _fail(e.diagnostics)
     if info is None:
         raise _fail(
             [Diagnostic("error", "not_an_export", "expected BASE/NAME or BASE/NAME/VERSION "

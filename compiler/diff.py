@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 from typing import Any, Optional
 
@@ -31,7 +32,11 @@ _MISSING = "<absent>"
 
 
 def load_revision(reference: str) -> s.Spec:
-    """Load a spec from a file, or from git as REV:PATH (read with `git show`, no checkout).
+    """Load a spec from a file, or from git as REV:PATH (read from git's objects, no checkout).
+
+    The revision is resolved to a commit id first (`git rev-parse --verify --end-of-options`)
+    and refused when it could be read as an option, so a reference from an untrusted pull
+    request cannot pass options to git. PATH may itself contain ':'.
 
     Raises:
         SpecError: the file or revision cannot be read, or the spec is invalid.
@@ -39,19 +44,36 @@ def load_revision(reference: str) -> s.Spec:
     if os.path.exists(reference) or ":" not in reference:
         return load_spec(reference if os.path.exists(reference) else os.fspath(reference))
     revision, _, path = reference.partition(":")
+
+    def refuse(message: str) -> SpecError:
+        return SpecError([Diagnostic("error", "git", message, "", reference)])
+
+    if not revision or revision.startswith("-") or any(
+            c.isspace() or ord(c) < 32 for c in revision):
+        raise refuse(f"expected a git revision (a branch, tag or commit) before ':', received "
+                     f"{revision!r}")
+    if not path:
+        raise refuse("expected a file path after the revision (REV:PATH), received none")
+    commit = _git(["rev-parse", "--verify", "--quiet", "--end-of-options",
+                   f"{revision}^{{commit}}"], reference)
+    if commit.returncode != 0 or not re.fullmatch(rb"[0-9a-f]{40,64}\s*", commit.stdout):
+        raise refuse(f"expected a revision of this repository, received {revision!r}, which "
+                     "git does not know")
+    oid = commit.stdout.decode().strip()
+    shown = _git(["cat-file", "blob", f"{oid}:{path}"], reference)
+    if shown.returncode != 0:
+        message = shown.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise refuse(f"expected a file at revision {revision!r}, received: "
+                     f"{message[-1] if message else 'git failed'}")
+    return load_spec(shown.stdout, name=reference)
+
+
+def _git(arguments: list[str], reference: str) -> "subprocess.CompletedProcess[bytes]":
     try:
-        shown = subprocess.run(
-            ["git", "show", f"{revision}:{path}"], capture_output=True, timeout=30
-        )
+        return subprocess.run(["git", *arguments], capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise SpecError([Diagnostic("error", "git", f"expected git to read {reference}, "
                                     f"received: {e}", "", reference)]) from e
-    if shown.returncode != 0:
-        message = shown.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise SpecError([Diagnostic("error", "git", f"expected a file at revision {revision!r}, "
-                                    f"received: {message[-1] if message else 'git failed'}", "",
-                                    reference)])
-    return load_spec(shown.stdout, name=reference)
 
 
 def _analysis(spec: s.Spec) -> Analysis:

@@ -25,20 +25,28 @@ never see a partial version.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import re
 import shutil
 import tempfile
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 
 from compiler.batching import write_batching_parameters
 from compiler.lang import spec as s
 from compiler.diagnostics import Diagnostic, ExportError
-from compiler.files import fsync_directory, fsync_tree, write_atomic
+from compiler.files import (
+    file_sha256,
+    fsync_directory,
+    fsync_tree,
+    resource_errors,
+    write_atomic,
+)
 from compiler.lang.render import dump_yaml, to_data
 from compiler.data.dataset import start_tokens, unit_of
 from compiler.data.tokenizer import EOR_ID, PAD_ID, CharTokenizer, Tokenizer
@@ -46,6 +54,8 @@ from compiler.data.tokenizer import EOR_ID, PAD_ID, CharTokenizer, Tokenizer
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 METADATA_DIR = os.path.join("assets.extra", "keraspec")
 METADATA_FILE = "export.json"
+BASE_LOCK = ".keraspec.lock"
+DIGESTS_FILE = "digests.json"
 MODELS_CONFIG = "models.config"
 # How close the served logits must be to the Keras model's (float32 arithmetic, same ops).
 TOLERANCE = 1e-4
@@ -522,11 +532,24 @@ def _write_warmup(tf: Any, path: str, model_name: str, requests: dict[str, dict[
             writer.write(log.SerializeToString())
 
 
-def update_models_config(base: str, name: str, serving_root: str) -> str:
-    """Create or update BASE/models.config (TF Serving's model_config_list) to list NAME.
+@contextlib.contextmanager
+def base_lock(base: str) -> Iterator[None]:
+    """Hold BASE's lock (an OS file lock on BASE/.keraspec.lock) while its shared files,
+    models.config and batching_parameters.txt, are read, changed and replaced."""
+    os.makedirs(base, exist_ok=True)
+    fd = os.open(os.path.join(base, BASE_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def read_models_config(base: str) -> Any:
+    """BASE/models.config as a ModelServerConfig (empty when there is none).
 
     Raises:
-        ExportError: an existing models.config does not parse.
+        ExportError: it exists and does not parse.
     """
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
@@ -537,9 +560,25 @@ def update_models_config(base: str, name: str, serving_root: str) -> str:
         try:
             with open(path, encoding="utf-8") as f:
                 text_format.Parse(f.read(), config)
-        except (OSError, text_format.ParseError) as e:
+        except (OSError, UnicodeDecodeError, text_format.ParseError) as e:
             raise _error("models_config", f"expected a ModelServerConfig text proto, "
-                         f"received one that does not parse: {e}", path) from e
+                         f"received one that does not parse ({e}); fix or remove it: nothing "
+                         "was exported", path) from e
+    return config
+
+
+def update_models_config(base: str, name: str, serving_root: str) -> str:
+    """Create or update BASE/models.config (TF Serving's model_config_list) to list NAME.
+
+    Call it holding `base_lock`: concurrent exports then each add their entry.
+
+    Raises:
+        ExportError: an existing models.config does not parse.
+    """
+    from google.protobuf import text_format
+
+    path = os.path.join(base, MODELS_CONFIG)
+    config = read_models_config(base)
     entries = config.model_config_list.config
     base_path = f"{serving_root.rstrip('/')}/{name}"
     for entry in entries:
@@ -597,12 +636,7 @@ def export_saved_model(
             not writable, or the exported model does not reproduce the Keras model's logits.
     """
     from compiler.build import build_state_model, compile_spec
-    from compiler.data.columns import (
-        VALIDATORS_FILE,
-        Validators,
-        load_validators,
-        validators_json,
-    )
+    from compiler.data.columns import Validators, load_validators
     from compiler.lang.parse import load_spec
     from compiler.rundir import SPEC_FILE, RunDir, run_provenance
     from compiler.tf import tensorflow
@@ -614,6 +648,7 @@ def export_saved_model(
         run_dir = os.fspath(source)  # type: ignore[arg-type]
         run = RunDir(run_dir)
         pointer = run.trained_checkpoint(checkpoint)
+        run.verify_files()
         spec = load_spec(run.file(SPEC_FILE))
         tokenizer: Optional[Tokenizer] = load_tokenizer(run_dir)
         tokenizer_dir = run_dir
@@ -643,6 +678,7 @@ def export_saved_model(
         if os.path.islink(path):
             raise _error("base_link", "expected a plain file or directory, received a "
                          "symbolic link: keraspec never writes through a link out of -o", path)
+    read_models_config(where)  # a models.config that does not parse: before anything is written
     if version is None:
         version = _next_version(model_dir, spec.export.version)
     final = os.path.join(model_dir, str(version))
@@ -652,7 +688,12 @@ def export_saved_model(
     tf = tensorflow()
     serving_spec = reshaped_spec(spec, batch_size=None, stateful=False)
     trained = compile_spec(serving_spec).model
-    load_weights(trained, weights_path)
+    if weights is None:
+        with run.reading(checkpoint) as held:  # a training run's cleanup leaves it in place
+            load_weights(trained, held["prefix"])
+            weights_path, step = held["prefix"], int(held["step"])
+    else:
+        load_weights(trained, weights_path)
     model, states = build_state_model(serving_spec)
     copy_weights(trained, model)
     files = []
@@ -667,38 +708,11 @@ def export_saved_model(
         raise _error("base_unwritable", f"expected a writable directory, received: "
                      f"{e.strerror or e}", where) from e
     try:
-        concrete = {n: fn.get_concrete_function() for n, fn in functions.items()}
-        tf.saved_model.save(module, tmp, signatures=concrete)
-        requests = {
-            n: _warmup_inputs(tf, n, states, spec, tokenizer) for n in signatures
-        }
-        _write_warmup(tf, os.path.join(tmp, WARMUP_FILE), name, requests)
-        difference, info = _verify(tf, tmp, trained, spec, requests, where,
-                                   allowed_ids(spec, tokenizer))
-        metadata = {
-            "name": name,
-            "version": version,
-            "step": step,
-            "signatures": info,
-            "tokenizer": None if tokenizer is None else tokenizer.kind,
-            "eor_id": EOR_ID,
-            "start_tokens": list(start_tokens(unit_of(spec))),
-            "pad_id": PAD_ID,
-            "states": [dataclasses.asdict(st) for st in states],
-            "max_logit_difference": difference,
-            "record_shape": record_shape,
-            "run": provenance,
-        }
-        meta_dir = os.path.join(tmp, METADATA_DIR)
-        os.makedirs(meta_dir, exist_ok=True)
-        with open(os.path.join(meta_dir, "spec.resolved.yaml"), "w", encoding="utf-8") as f:
-            f.write(dump_yaml(to_data(spec)))
-        with open(os.path.join(meta_dir, METADATA_FILE), "w", encoding="utf-8") as f:
-            f.write(json.dumps(metadata, indent=2) + "\n")
-        if validators is not None:
-            with open(os.path.join(meta_dir, VALIDATORS_FILE), "wb") as f:
-                f.write(validators_json(validators))
-        fsync_tree(tmp)
+        with resource_errors(where, f"export version {version}", "nothing was published; make "
+                             "room and export again", ExportError):
+            difference, info = _write_version(
+                tf, tmp, module, functions, trained, spec, tokenizer, signatures, states, name,
+                version, step, record_shape, provenance, validators, where)
         if os.path.exists(final):  # another export took this version meanwhile
             raise _error("version_exists", f"expected a new version, received {version}, "
                          "written meanwhile by another export", final)
@@ -707,8 +721,10 @@ def export_saved_model(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    config = update_models_config(where, name, serving_root)
-    batching = write_batching_parameters(where, spec.export.limits)
+    with resource_errors(where, MODELS_CONFIG, f"version {version} is published in {final}; "
+                         "make room and export again to list it", ExportError), base_lock(where):
+        config = update_models_config(where, name, serving_root)
+        batching = write_batching_parameters(where, spec.export.limits)
     return ExportReport(
         name=name,
         version=version,
@@ -772,18 +788,104 @@ def _verify_greedy(tf: Any, loaded: Any, spec: s.Spec, where: str, allowed: list
                          f"greedy loop over serving_default, received {got} for {expected}",
                          where)
 
+def _write_version(tf, tmp, module, functions, trained, spec, tokenizer, signatures, states,
+                   name, version, step, record_shape, provenance, validators, where):
+    """Write a version's SavedModel, warm-up requests and metadata into `tmp`, verify it,
+    and record every file's digest; returns the verification (difference, signatures)."""
+    from compiler.data.columns import VALIDATORS_FILE, validators_json
+
+    concrete = {n: fn.get_concrete_function() for n, fn in functions.items()}
+    tf.saved_model.save(module, tmp, signatures=concrete)
+    requests = {n: _warmup_inputs(tf, n, states, spec, tokenizer) for n in signatures}
+    _write_warmup(tf, os.path.join(tmp, WARMUP_FILE), name, requests)
+    difference, info = _verify(tf, tmp, trained, spec, requests, where,
+                               allowed_ids(spec, tokenizer))
+    metadata = {
+        "name": name,
+        "version": version,
+        "step": step,
+        "signatures": info,
+        "tokenizer": None if tokenizer is None else tokenizer.kind,
+        "eor_id": EOR_ID,
+        "start_tokens": list(start_tokens(unit_of(spec))),
+        "pad_id": PAD_ID,
+        "states": [dataclasses.asdict(st) for st in states],
+        "max_logit_difference": difference,
+        "record_shape": record_shape,
+        "run": provenance,
+    }
+    meta_dir = os.path.join(tmp, METADATA_DIR)
+    os.makedirs(meta_dir, exist_ok=True)
+    with open(os.path.join(meta_dir, "spec.resolved.yaml"), "w", encoding="utf-8") as f:
+        f.write(dump_yaml(to_data(spec)))
+    with open(os.path.join(meta_dir, METADATA_FILE), "w", encoding="utf-8") as f:
+        f.write(json.dumps(metadata, indent=2) + "\n")
+    if validators is not None:
+        with open(os.path.join(meta_dir, VALIDATORS_FILE), "wb") as f:
+            f.write(validators_json(validators))
+    with open(os.path.join(meta_dir, DIGESTS_FILE), "w", encoding="utf-8") as f:
+        f.write(json.dumps(tree_digests(tmp), indent=1) + "\n")
+    fsync_tree(tmp)
+    return difference, info
+
+
+def tree_digests(root: str) -> dict[str, str]:
+    """sha256 of every file under `root` (but the digest file), by relative path."""
+    out = {}
+    for directory, _, files in os.walk(root):
+        for n in files:
+            full = os.path.join(directory, n)
+            relative = os.path.relpath(full, root)
+            if relative != os.path.join(METADATA_DIR, DIGESTS_FILE):
+                out[relative] = file_sha256(full)
+    return dict(sorted(out.items()))
+
+
+def verify_export(version_dir: str) -> None:
+    """Check every file of an export against the digests written with it.
+
+    Exports written before digests were (no digests.json) are not checked.
+
+    Raises:
+        ExportError: a file is missing, or its content is not what was exported.
+    """
+    path = os.path.join(version_dir, METADATA_DIR, DIGESTS_FILE)
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            digests = json.load(f)
+        if not isinstance(digests, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError) as e:
+        raise _error("export_corrupt", f"expected the export's digests, received a file that "
+                     f"does not read ({e}); export the run again", path) from None
+    for relative, digest in digests.items():
+        full = os.path.join(version_dir, str(relative))
+        if not os.path.isfile(full):
+            raise _error("export_corrupt", "expected the export's file, received no such "
+                         "file: the version is incomplete; export the run again", full)
+        if file_sha256(full) != digest:
+            raise _error("export_corrupt", "expected the file as it was exported, received "
+                         "different content (truncated or edited); export the run again", full)
+
+
 
 def inspect_export(path: Union[str, os.PathLike[str]]) -> Optional[dict[str, Any]]:
     """An export's name, version, size, signatures (from its SignatureDefs) and spec.
 
     Returns:
         None when `path` is not an export.
+
+    Raises:
+        ExportError: a file of the export is missing or not what was exported.
     """
     from compiler.tf import tensorflow
 
     version_dir = resolve_export(path)
     if version_dir is None:
         return None
+    verify_export(version_dir)
     tf = tensorflow()
     from tensorflow.core.protobuf import saved_model_pb2
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
-from typing import Iterator, Union
+from typing import Callable, Iterator, Optional, Union
 
 
 def write_atomic(path: Union[str, os.PathLike[str]], data: Union[str, bytes]) -> None:
@@ -73,3 +74,56 @@ def atomic_directory(path: Union[str, os.PathLike[str]]) -> Iterator[str]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# What a write can run out of, by errno and as TensorFlow words it in its own errors.
+_RESOURCE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                    errno.EFBIG}
+_RESOURCE_WORDS = ("No space left on device", "Disk quota exceeded", "Read-only file system",
+                   "Permission denied", "File too large")
+
+
+def resource_problem(error: BaseException) -> Optional[str]:
+    """What a failed operation ran out of (space, a writable file system, permission,
+    memory), in the system's words; None for any other error."""
+    if isinstance(error, MemoryError):
+        return "out of memory"
+    if isinstance(error, OSError) and error.errno in _RESOURCE_ERRNOS:
+        return os.strerror(error.errno)
+    text = str(error)
+    return next((words for words in _RESOURCE_WORDS if words in text), None)
+
+
+@contextlib.contextmanager
+def resource_errors(where: str, doing: str, advice: str,
+                    error: Callable[[list], Exception]) -> Iterator[None]:
+    """Turn running out of a resource inside the block into an ordinary error.
+
+    Args:
+        where: The directory being written (named in the message).
+        doing: What was being written, e.g. "checkpoint step 120".
+        advice: What to do, e.g. "free space and run the same command again to resume".
+        error: The KeraspecError class to raise, called with the diagnostics.
+    """
+    from compiler.diagnostics import Diagnostic
+
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - classified, and re-raised unless a resource
+        problem = resource_problem(e)
+        if problem is None:
+            raise
+        raise error([Diagnostic("error", "resource", f"expected to write {doing}, received: "
+                                f"{problem}; {advice}", "", where)]) from e
+
+
+def file_sha256(path: str) -> str:
+    """The sha256 of a file's content, read in chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+

@@ -109,11 +109,13 @@ def load_run_model(
     from compiler.lang.parse import load_spec
 
     run = RunDir(run_dir)
-    pointer = run.trained_checkpoint(which)
+    run.trained_checkpoint(which)  # a located error before anything is built
+    run.verify_files()
     spec = load_spec(run.file(SPEC_FILE))
     tokenizer = load_tokenizer(run_dir)
     model = compile_spec(reshaped_spec(spec, batch_size=rows, stateful=stateful)).model
-    load_weights(model, pointer["prefix"])
+    with run.reading(which) as pointer:  # a training run's cleanup leaves it in place
+        load_weights(model, pointer["prefix"])
     return spec, model, tokenizer, int(pointer["step"])
 
 
@@ -194,8 +196,10 @@ def generate(
     if max_new_tokens is None:
         max_new_tokens = 2 * sampler.spec.training.sequence_length
     ids = encode_prompt(sampler.tokenizer, prompt)
-    if version_dir is not None:
-        _check_limits(version_dir, rows, len(ids), max_new_tokens)
+    # The export's request limits bound a run directory's sampling too (the same spec), but
+    # for its rows: a local loop runs up to RUN_BATCH_CAP at once.
+    _check_limits(sampler.spec, sampler.source, rows if version_dir else None, len(ids),
+                  max_new_tokens)
     if valid_only and sampler.validators is None:
         raise RunError([Diagnostic(
             "error", "no_validators", "expected a run with validators for --valid-only (a "
@@ -329,10 +333,11 @@ class _ExportSampler(_Sampler):
     """A local client of an export's in-graph `generate` signature."""
 
     def __init__(self, version_dir: str, rows: int):
-        from compiler.export import METADATA_DIR, read_metadata
+        from compiler.export import METADATA_DIR, read_metadata, verify_export
         from compiler.lang.parse import load_spec
         from compiler.tf import tensorflow
 
+        verify_export(version_dir)  # a truncated or edited file: an error naming it
         self.tf = tensorflow()
         metadata = read_metadata(version_dir)
         meta_dir = os.path.join(version_dir, METADATA_DIR)
@@ -365,23 +370,19 @@ class _ExportSampler(_Sampler):
         return texts, [bool(c) for c in out["complete"].numpy()]
 
 
-def _check_limits(version_dir: str, count: int, prompt_tokens: int, max_new: int) -> None:
-    """The export's request limits, checked before a request is sent, as located errors."""
-    from compiler.lang.parse import load_spec
-
-    spec_path = os.path.join(version_dir, "assets.extra", "keraspec", SPEC_FILE)
-    if not os.path.exists(spec_path):
-        return
-    limits = load_spec(spec_path).export.limits
+def _check_limits(spec: Any, where: str, count: Optional[int], prompt_tokens: int,
+                  max_new: int) -> None:
+    """The spec's request limits (export.limits), checked before sampling, as located errors."""
+    limits = spec.export.limits
     problems = [
-        ("--count", count, limits.max_batch, "max_batch"),
+        ("--count", count or 0, limits.max_batch, "max_batch"),
         ("--max-new-tokens", max_new, limits.max_new_tokens, "max_new_tokens"),
         ("--prompt", prompt_tokens, limits.max_prompt_length, "max_prompt_length"),
     ]
     found = [
         Diagnostic("error", "export_limit",
                    f"expected at most export.limits.{field} = {limit} (the export's request "
-                   f"limit), received {value}", flag, version_dir)
+                   f"limit), received {value}", flag, where)
         for flag, value, limit, field in problems if value > limit
     ]
     if found:

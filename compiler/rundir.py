@@ -23,14 +23,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
+import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from typing import Any, Iterator, Optional
 
 from compiler.diagnostics import Diagnostic, RunError
-from compiler.files import fsync_directory, fsync_tree, write_atomic
+from compiler.files import file_sha256, fsync_directory, fsync_tree, write_atomic
 from compiler.lang.render import dump_yaml, flatten, to_data
 from compiler.lang.spec import Spec
 
@@ -41,7 +45,13 @@ CHECKPOINTS = "checkpoints"
 CHECKPOINT_PREFIX = "ckpt"
 STATE_FILE = "state.json"
 LATEST, BEST = "latest", "best"
+LOCK_FILE = ".lock"
 _TMP = ".tmp-"
+_CHECKPOINT_DIR = re.compile(r"step-\d{8}")
+# What each file keraspec reads back must hold: key -> accepted types.
+_RUN_KEYS = {"data_sha256": (str,), "seed": (int,), "spec": (dict,)}
+_POINTER_KEYS = {"directory": (str,), "step": (int,)}
+_STATE_KEYS = {"step": (int,), "epoch": (int,)}
 
 # Fields (and field groups) a resumed run may change: training longer is what resuming is
 # for; moving a run to other devices or machines changes where its steps run, not its model,
@@ -142,11 +152,62 @@ class RunDir:
         return os.path.isfile(self.file(RUN_FILE))
 
     def read_run(self) -> dict[str, Any]:
+        return _read_json(self.file(RUN_FILE), _RUN_KEYS, self.path, "run_dir_corrupt",
+                          "it is the run's identity: restore it, or train into a new "
+                          "directory")
+
+    @contextlib.contextmanager
+    def writer(self) -> Iterator[None]:
+        """Hold the directory's exclusive lock for a whole training run.
+
+        An OS file lock (flock) on RUN_DIR/.lock, which the kernel releases when the process
+        ends, however it ends. A second `train` on the same directory fails at once.
+
+        Raises:
+            RunError: another process holds the lock; names it.
+        """
+        os.makedirs(self.path, exist_ok=True)
+        path = self.file(LOCK_FILE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            with open(self.file(RUN_FILE), encoding="utf-8") as f:
-                return json.load(f)
-        except (OSError, ValueError) as e:
-            raise _error(self.path, "run_dir_corrupt", f"expected a readable {RUN_FILE}: {e}")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
+                who = (f"process {holder[0]} on {holder[1]}" if len(holder) >= 2
+                       else "another process")
+                raise _error(self.path, "run_dir_busy", f"expected a run directory no other "
+                             f"process is training, received one that {who} is training "
+                             f"(it holds {path}); wait for it to end, or stop it") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    @contextlib.contextmanager
+    def reading(self, which: str = BEST) -> Iterator[dict[str, Any]]:
+        """The trained checkpoint `which` (see `trained_checkpoint`), held while it is read.
+
+        A shared lock on the checkpoint's index file keeps a training run's cleanup from
+        removing it meanwhile; a checkpoint removed between reading its pointer and locking
+        it is looked up again.
+        """
+        for _ in range(5):
+            pointer = self.trained_checkpoint(which)
+            try:
+                fd = os.open(pointer["prefix"] + ".index", os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # the pointer moved on and its old checkpoint was removed
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                self.verify_checkpoint(pointer)
+                yield pointer
+            finally:
+                os.close(fd)
+            return
+        raise _error(self.path, "checkpoint_missing", f"expected the {which} checkpoint to stay "
+                     "in place while it is read, received one removed five times in a row")
 
     def check_same_run(self, spec: Spec, corpus_sha256: str) -> dict[str, Any]:
         """The saved run's identity, after checking that this spec and corpus continue it.
@@ -188,34 +249,76 @@ class RunDir:
         for name, data in files.items():
             write_atomic(self.file(name), data)
         write_atomic(self.file(SPEC_FILE), dump_yaml(to_data(spec)))
+        digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
         # run.json last: its presence is what makes this a run directory.
         write_atomic(
             self.file(RUN_FILE),
-            json.dumps({**run, "spec": spec_fingerprint(spec)}, indent=1) + "\n",
+            json.dumps({**run, "spec": spec_fingerprint(spec), "files": digests}, indent=1)
+            + "\n",
         )
+
+    def verify_files(self) -> None:
+        """Check the run's own files (tokenizer, validators) against the digests in run.json.
+
+        Raises:
+            RunError: a file is missing or was changed since the run started.
+        """
+        digests = self.read_run().get("files") or {}
+        for name, digest in digests.items():
+            path = self.file(str(name))
+            if not os.path.isfile(path):
+                raise _error(self.path, "run_file_missing", f"expected {path}, written when the "
+                             "run started, received no such file; restore it")
+            if file_sha256(path) != digest:
+                raise _error(self.path, "run_file_changed", f"expected {path} as written when "
+                             "the run started, received different content (truncated or "
+                             "edited): the model's ids would mean other text; restore it")
+
+    def verify_checkpoint(self, pointer: dict[str, Any]) -> None:
+        """Check a checkpoint's files against the digests saved in its state.json.
+
+        Raises:
+            RunError: a file is missing or not what was written, naming it and the way on.
+        """
+        directory = os.path.dirname(pointer["prefix"])
+        files = pointer.get("files") or {}
+        for name, digest in files.items():
+            path = os.path.join(directory, str(name))
+            if not os.path.isfile(path) or file_sha256(path) != digest:
+                received = "no such file" if not os.path.isfile(path) else \
+                    "different content (truncated or edited)"
+                raise _error(self.path, "checkpoint_damaged", f"expected {path} as it was "
+                             f"saved, received {received}; move the pointer that names "
+                             f"{os.path.basename(directory)} (checkpoints/latest.json or "
+                             "best.json) aside to go on from the other one")
 
     # ------------------------------------------------------------------ checkpoints
 
     def pointer(self, which: str) -> Optional[dict[str, Any]]:
-        """The state saved with the `latest` or `best` checkpoint, with its directory."""
+        """The state saved with the `latest` or `best` checkpoint, with its directory.
+
+        Raises:
+            RunError: the pointer, or the state of the checkpoint it names, is unreadable or
+                not what keraspec wrote; it names the file and what to do. Nothing is removed.
+        """
         path = os.path.join(self.checkpoints, f"{which}.json")
-        try:
-            with open(path, encoding="utf-8") as f:
-                pointer = json.load(f)
-        except FileNotFoundError:
+        other = BEST if which == LATEST else LATEST
+        advice = (f"nothing was removed; move it aside to go on from the {other} checkpoint, "
+                  "or restore it")
+        if not os.path.lexists(path):
             return None
-        except (OSError, ValueError) as e:
-            raise _error(self.path, "checkpoint_corrupt", f"expected a readable {path}: {e}")
-        directory = os.path.join(self.checkpoints, str(pointer.get("directory")))
-        try:
-            with open(os.path.join(directory, STATE_FILE), encoding="utf-8") as f:
-                state = json.load(f)
-        except (OSError, ValueError) as e:
-            raise _error(
-                self.path,
-                "checkpoint_missing",
-                f"expected the checkpoint {directory} named by {which}.json, received: {e}",
-            )
+        pointer = _read_json(path, _POINTER_KEYS, self.path, "checkpoint_corrupt", advice)
+        if not _CHECKPOINT_DIR.fullmatch(pointer["directory"]):
+            raise _error(self.path, "checkpoint_corrupt", f"expected {path} to name a "
+                         f"checkpoint directory (step-NNNNNNNN), received "
+                         f"{pointer['directory']!r}; {advice}")
+        directory = os.path.join(self.checkpoints, pointer["directory"])
+        state_path = os.path.join(directory, STATE_FILE)
+        if not os.path.exists(state_path):
+            raise _error(self.path, "checkpoint_missing", f"expected the checkpoint {directory} "
+                         f"named by {which}.json, received no such checkpoint; {advice}")
+        state = _read_json(state_path, _STATE_KEYS, self.path, "checkpoint_corrupt",
+                           f"the checkpoint {directory} is damaged; {advice}")
         return {**state, "prefix": os.path.join(directory, CHECKPOINT_PREFIX)}
 
     def trained_checkpoint(self, which: str = BEST) -> dict[str, Any]:
@@ -255,8 +358,9 @@ class RunDir:
         tmp = tempfile.mkdtemp(prefix=_TMP, dir=self.checkpoints)
         try:
             yield os.path.join(tmp, CHECKPOINT_PREFIX)
+            files = {n: file_sha256(os.path.join(tmp, n)) for n in sorted(os.listdir(tmp))}
             with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
-                f.write(json.dumps(state, indent=1) + "\n")
+                f.write(json.dumps({**state, "files": files}, indent=1) + "\n")
             fsync_tree(tmp)
             final = os.path.join(self.checkpoints, f"step-{step:08d}")
             if os.path.exists(final):
@@ -277,20 +381,22 @@ class RunDir:
         )
 
     def collect_garbage(self) -> None:
-        """Remove checkpoint directories no pointer names, and interrupted writes."""
+        """Remove checkpoint directories no pointer names, and interrupted writes.
+
+        Never on a guess: an unreadable pointer stops the cleanup (with the pointer's error)
+        before anything is removed, and a checkpoint a reader holds (`reading`) stays.
+        """
         if not os.path.isdir(self.checkpoints):
             return
         keep = set()
         for which in (LATEST, BEST):
-            try:
-                with open(os.path.join(self.checkpoints, f"{which}.json"), encoding="utf-8") as f:
-                    keep.add(json.load(f)["directory"])
-            except (OSError, ValueError, KeyError):
-                continue
+            pointer = self.pointer(which)  # raises, naming the file, when it is unreadable
+            if pointer is not None:
+                keep.add(os.path.basename(os.path.dirname(pointer["prefix"])))
         for name in os.listdir(self.checkpoints):
             full = os.path.join(self.checkpoints, name)
             if os.path.isdir(full) and not os.path.islink(full) and name not in keep:
-                shutil.rmtree(full, ignore_errors=True)
+                _remove_unless_read(full)
 
     def write_report(self, report: dict[str, Any]) -> None:
         write_atomic(self.file(REPORT_FILE), json.dumps(report, indent=2) + "\n")
@@ -311,4 +417,49 @@ def run_provenance(run: RunDir) -> dict[str, Any]:
         "seed": identity.get("seed"),
         "privacy": report.get("privacy") if isinstance(report, dict) else None,
     }
+
+
+def _remove_unless_read(directory: str) -> None:
+    """Remove a checkpoint directory, unless a reader holds its index (then: next time)."""
+    try:
+        fd = os.open(os.path.join(directory, CHECKPOINT_PREFIX + ".index"), os.O_RDONLY)
+    except OSError:
+        shutil.rmtree(directory, ignore_errors=True)  # no index: an interrupted write
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return
+    else:
+        shutil.rmtree(directory, ignore_errors=True)
+    finally:
+        os.close(fd)
+
+
+def _read_json(path: str, keys: dict[str, tuple[type, ...]], run_dir: str, code: str,
+               advice: str) -> dict[str, Any]:
+    """A JSON object keraspec wrote, checked for the keys and types it must hold.
+
+    Raises:
+        RunError: the file is unreadable, not JSON, not an object, or misses a key or holds
+            one of another type; names the file, what was wrong, and `advice`.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise _error(run_dir, code, f"expected {path}, received no such file; {advice}")
+    except (OSError, ValueError) as e:
+        raise _error(run_dir, code, f"expected {path} to be the JSON keraspec wrote, received "
+                     f"a file that does not read ({e}); {advice}") from None
+    if not isinstance(data, dict):
+        raise _error(run_dir, code, f"expected {path} to hold a JSON object, received "
+                     f"{type(data).__name__}; {advice}")
+    for key, types in keys.items():
+        value = data.get(key)
+        if not isinstance(value, types) or isinstance(value, bool):
+            received = "nothing" if key not in data else f"{type(value).__name__} {value!r:.40}"
+            raise _error(run_dir, code, f"expected {path} to hold {key!r} as "
+                         f"{types[0].__name__}, received {received}; {advice}")
+    return data
 

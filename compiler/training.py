@@ -30,6 +30,7 @@ restarting every worker resumes from the last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
@@ -61,6 +62,7 @@ from compiler.data.sampling import (
     shuffled_order,
 )
 from compiler.diagnostics import Diagnostic, RunError, SpecError
+from compiler.files import resource_errors
 from compiler.privacy import PrivacyReport, privacy_report, privacy_warnings
 from compiler.rundir import BEST, LATEST, RunDir
 from compiler.weights import with_stateful
@@ -140,6 +142,13 @@ class TrainReport:
         return dataclasses.asdict(self)
 
 
+# The types of the state's fields that may be None.
+_OPTIONAL_STATE: dict[str, tuple[type, ...]] = {
+    "best_value": (int, float), "best_step": (int,), "stop_value": (int, float),
+    "batch_sizes": (dict,),
+}
+
+
 @dataclasses.dataclass
 class _State:
     """The loop's position and bookkeeping, saved with every checkpoint."""
@@ -159,9 +168,29 @@ class _State:
     batch_sizes: Optional[dict[str, int]] = None
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "_State":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+    def from_dict(cls, data: dict[str, Any], where: str = "") -> "_State":
+        """The state saved in a checkpoint's state.json.
+
+        Raises:
+            RunError: a field holds a value of another type than the loop writes.
+        """
+        default = cls()
+        values = {}
+        for field in dataclasses.fields(cls):
+            if field.name not in data:
+                continue
+            value, expected = data[field.name], getattr(default, field.name)
+            numbers = _OPTIONAL_STATE.get(field.name) or (
+                (int, float) if isinstance(expected, float) else (type(expected),))
+            if value is not None and (
+                    not isinstance(value, numbers) or isinstance(value, bool) != (bool in numbers)):
+                raise RunError([Diagnostic(
+                    "error", "checkpoint_corrupt", f"expected {field.name!r} in the "
+                    f"checkpoint's state.json to be {type(expected).__name__}, received "
+                    f"{type(value).__name__}; move the pointer naming it aside to go on from "
+                    "the other checkpoint", "", where)])
+            values[field.name] = value
+        return cls(**values)
 
 
 # ------------------------------------------------------------------------------ setup
@@ -352,6 +381,7 @@ def train(
     resuming = run.exists()
     if resuming:
         identity = run.check_same_run(spec, corpus.sha256)
+        run.verify_files()
         tokenizer = load_tokenizer(run.path)
     else:
         tokenizer = fit_tokenizer(spec, corpus.records)
@@ -400,20 +430,34 @@ def train(
         tf, spec, training_spec(spec, noise), run, corpus, tokenizer, training_data, seed,
         max_steps, checkpoint_every, callback if placement.chief else None, placement,
     )
-    if not resuming and placement.chief:
-        identity["noise_multiplier"] = noise
-        identity["unit"] = unit
-        files = dict(tokenizer.files())
-        validators = learn_validators(
-            corpus.records, private=spec.training.privacy is not None, declared=spec.data,
-            header_line=corpus.header,
-        )
-        if validators is not None:
-            files[VALIDATORS_FILE] = validators_json(validators)
-        run.start(spec, identity, files)
-    elif placement.chief:
-        run.record_spec(spec)  # the epochs (or distribution) this resume asks for
-    return loop.run()
+    # One writer per run directory: the chief holds its lock from the first write to the end.
+    # Running out of space (or permission) is an ordinary error: every write is atomic, so
+    # the last complete checkpoint stays, and the same command resumes once there is room.
+    with resource_errors(run.path, "the run's files and checkpoints",
+                         "nothing complete was lost; make room and run the same command "
+                         "again to resume from the last checkpoint", RunError), \
+            (run.writer() if placement.chief else contextlib.nullcontext()):
+        if resuming:
+            run.check_same_run(spec, corpus.sha256)  # again, now that no one else writes
+        if not resuming and placement.chief:
+            if run.exists():
+                raise RunError([Diagnostic(
+                    "error", "run_dir_busy", "expected a new run directory, received one "
+                    "another process started meanwhile; run the command again to resume it",
+                    "", run.path)])
+            identity["noise_multiplier"] = noise
+            identity["unit"] = unit
+            files = dict(tokenizer.files())
+            validators = learn_validators(
+                corpus.records, private=spec.training.privacy is not None, declared=spec.data,
+                header_line=corpus.header,
+            )
+            if validators is not None:
+                files[VALIDATORS_FILE] = validators_json(validators)
+            run.start(spec, identity, files)
+        elif placement.chief:
+            run.record_spec(spec)  # the epochs (or distribution) this resume asks for
+        return loop.run()
 
 
 class _Loop:
@@ -491,6 +535,7 @@ class _Loop:
             self.run_dir.collect_garbage()
         if latest is None:
             return
+        self.run_dir.verify_checkpoint(latest)
         # Create the optimizer's slots first so they are restored now, not on first use.
         with self.placement.strategy.scope():
             self.optimizer._create_all_weights(self.model.trainable_variables)
@@ -509,14 +554,14 @@ class _Loop:
                 # states start from zero, as they do at every epoch's start.
                 checkpoint = self._checkpoint(with_states=False)
             checkpoint.read(latest["prefix"]).assert_existing_objects_matched()
-        except (AssertionError, ValueError, self.tf.errors.OpError) as e:
+        except (AssertionError, ValueError, IndexError, self.tf.errors.OpError) as e:
             raise RunError(
                 [Diagnostic("error", "checkpoint_unreadable",
                             f"expected a checkpoint of this spec's model, received one that "
                             f"does not load: {str(e).splitlines()[0][:300]}", "",
                             latest["prefix"])]
             ) from e
-        self.state = _State.from_dict(latest)
+        self.state = _State.from_dict(latest, os.path.dirname(latest["prefix"]))
 
     def save(self, *, best: bool = False) -> None:
         if not self.placement.chief:

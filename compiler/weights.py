@@ -84,10 +84,14 @@ def load_weights(model: Any, path: str) -> None:
         status = tf.train.Checkpoint(model=model).read(path)
         status.expect_partial()
         status.assert_existing_objects_matched()
-    except (AssertionError, ValueError, OSError, tf.errors.OpError) as e:
+    except (AssertionError, ValueError, OSError, IndexError, tf.errors.OpError) as e:
+        # IndexError: TensorFlow's reader of a truncated checkpoint ("Read less bytes").
         raise _unreadable(path, e) from e
     # A checkpoint that matched nothing restores nothing, silently: make sure it held ours.
-    stored = {name for name, _ in tf.train.list_variables(path)}
+    try:
+        stored = {name for name, _ in tf.train.list_variables(path)}
+    except (ValueError, OSError, IndexError, tf.errors.OpError) as e:
+        raise _unreadable(path, e) from e
     if not any(n.startswith("model/") for n in stored):
         raise _unreadable(path, ValueError("the checkpoint holds no model variables"))
 

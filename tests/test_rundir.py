@@ -41,7 +41,7 @@ def test_a_checkpoint_appears_only_when_complete_and_pointers_name_it(tmp_path):
 def test_garbage_collection_keeps_what_pointers_name(tmp_path):
     run = RunDir(str(tmp_path))
     for step in (1, 2, 3):
-        with run.new_checkpoint(step, {"step": step}) as prefix:
+        with run.new_checkpoint(step, {"step": step, "epoch": 0}) as prefix:
             open(prefix + ".index", "w").write(str(step))
     run.point("best", 1)
     run.point("latest", 3)

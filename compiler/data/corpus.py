@@ -7,17 +7,21 @@ before any training starts, with the file and the byte offset or line of the pro
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import os
+import stat
 from typing import Optional, Union
 
 from compiler.diagnostics import DataError, Diagnostic
 from compiler.lang.source import byte_position
 
-# How many bytes are inspected to tell a binary file from text: a NUL byte in text is
-# almost always a sign of a binary format (or UTF-16), which would decode "successfully".
-_SNIFF = 8192
+# The corpus limits: a file is read whole, and a record is one model example at most.
+MAX_CORPUS_BYTES = 2**32  # 4 GiB
+MAX_RECORD_CHARS = 1_000_000
+# csv's own limit on a field (131,072 characters) is below a record's.
+csv.field_size_limit(max(csv.field_size_limit(), MAX_RECORD_CHARS + 1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,23 +65,35 @@ def read_corpus(path: Union[str, os.PathLike[str]], *, header: bool = False) -> 
             line, column and byte offset.
     """
     name = os.fspath(path)
-    if not os.path.exists(name):
-        raise _error(name, "data_missing", "expected a text file of records, received no such file")
-    if not os.path.isfile(name):
-        raise _error(
-            name, "data_not_file", "expected a text file of records, received a directory"
-        )
     try:
-        with open(name, "rb") as f:
-            raw = f.read()
+        mode = os.stat(name).st_mode
+    except FileNotFoundError:
+        raise _error(name, "data_missing", "expected a text file of records, received no such file")
     except OSError as e:
         raise _error(name, "data_unreadable", f"expected a readable file, received: {e.strerror}")
+    if not stat.S_ISREG(mode):
+        # Never opened: a named pipe would block, a device would never end.
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise _error(name, "data_not_file", f"expected a text file of records, received {kind}")
+    try:
+        with open(name, "rb") as f:
+            raw = f.read(MAX_CORPUS_BYTES + 1)
+    except OSError as e:
+        raise _error(name, "data_unreadable", f"expected a readable file, received: {e.strerror}")
+    except MemoryError:
+        raise _error(name, "data_too_large", "expected a corpus that fits in memory, received "
+                     f"{os.path.getsize(name):,} bytes")
+    if len(raw) > MAX_CORPUS_BYTES:
+        raise _error(name, "data_too_large", f"expected at most {MAX_CORPUS_BYTES:,} bytes (4 "
+                     "GiB), received a larger file; split it or sample it")
     if not raw.strip():
         received = f"{len(raw)} bytes of whitespace only" if raw else "an empty file"
         raise _error(
             name, "data_empty", f"expected at least one record (a non-blank line), received {received}"
         )
-    nul = raw.find(b"\0", 0, _SNIFF)
+    nul = raw.find(b"\0")  # anywhere: one rule for the whole file
     if nul >= 0:
         raise _error(
             name,
@@ -102,9 +118,17 @@ def read_corpus(path: Union[str, os.PathLike[str]], *, header: bool = False) -> 
         lines.pop()  # the newline that ends the last line does not start another
     records = []
     blank = 0
-    for line in lines:
+    for number, line in enumerate(lines, start=1):
         if line.endswith("\r"):
             line = line[:-1]
+        cr = line.find("\r")
+        if cr >= 0:
+            raise _error(name, "data_bare_cr", "expected records that end at a line feed, "
+                         "received a carriage return (\\r) inside a line (a file from an old Mac, "
+                         "or a field holding one); replace it", number, cr + 1)
+        if len(line) > MAX_RECORD_CHARS:
+            raise _error(name, "data_record_too_long", f"expected records of at most "
+                         f"{MAX_RECORD_CHARS:,} characters, received {len(line):,}", number)
         if line.strip():
             records.append(line)
         else:
@@ -137,16 +161,25 @@ def record_shape(records: list[str], sample: int = 2000) -> Optional[dict[str, o
     fields. Returns {"delimiter": ",", "fields": 6} or None.
     """
     import collections
-    import csv
 
     head = records[:sample]
     if not head:
         return None
     best: Optional[tuple[float, str, int]] = None
     for delimiter in DELIMITERS:
-        counts = collections.Counter(len(row) for row in csv.reader(head, delimiter=delimiter))
+        counts = collections.Counter(_fields(record, delimiter) for record in head)
         fields, hits = counts.most_common(1)[0]
         share = hits / len(head)
         if fields >= 2 and share >= _AGREEMENT and (best is None or share > best[0]):
             best = (share, delimiter, fields)
     return None if best is None else {"delimiter": best[1], "fields": best[2]}
+
+
+def _fields(record: str, delimiter: str) -> int:
+    """A record's field count as CSV (0 when it does not parse: never an exception)."""
+    try:
+        rows = list(csv.reader([record], delimiter=delimiter))
+    except csv.Error:
+        return 0
+    return len(rows[0]) if len(rows) == 1 else 0
+

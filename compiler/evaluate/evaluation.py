@@ -181,12 +181,13 @@ class _Source:
 def _open_source(path: str) -> _Source:
     import json
 
-    from compiler.export import METADATA_DIR, read_metadata, resolve_export
+    from compiler.export import METADATA_DIR, read_metadata, resolve_export, verify_export
     from compiler.lang.parse import load_spec
     from compiler.rundir import REPORT_FILE, SPEC_FILE, RunDir
 
     version_dir = resolve_export(path)
     if version_dir is not None:
+        verify_export(version_dir)
         meta_dir = os.path.join(version_dir, METADATA_DIR)
         spec_path = os.path.join(meta_dir, SPEC_FILE)
         if not os.path.isfile(spec_path):
