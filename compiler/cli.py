@@ -340,6 +340,49 @@ def schema(
 
 
 @app.command()
+def explain(
+    path: str = typer.Argument(
+        "", help="A field's dotted path, e.g. training.privacy.noise_multiplier."
+    ),
+    fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
+) -> None:
+    """Document a spec field: its description, type, default and fields, from the schema."""
+    from compiler.diagnostics import KeraspecError
+    from compiler.lang.explain import explain as explain_path
+
+    try:
+        found = explain_path(path)
+    except KeraspecError as e:
+        raise _fail(e.diagnostics)
+    if fmt is TextOrJson.json:
+        typer.echo(json.dumps([dataclasses.asdict(f) for f in found], indent=2))
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = _console()
+    for i, field in enumerate(found):
+        if i:
+            console.print()
+        owner = f"  [dim](in {escape(field.owner)})[/dim]" if len(found) > 1 else ""
+        console.print(f"[bold]{escape(field.path)}[/bold]{owner}")
+        console.print(f"  type: {escape(field.type)}")
+        if field.default is not None:
+            console.print(f"  default: {escape(field.default)}")
+        elif field.required and field.path != "spec":
+            console.print("  required")
+        if field.description:
+            console.print(f"  {escape(field.description)}", soft_wrap=False)
+        if field.fields:
+            table = Table(show_header=True, header_style="bold", box=None, padding=(0, 2))
+            for column in ("field", "type", "description"):
+                table.add_column(column, overflow="fold")
+            for name, kind, text in field.fields:
+                table.add_row(escape(name), escape(kind), escape(text))
+            console.print(table)
+
+
+@app.command()
 def templates(
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
 ) -> None:

@@ -77,6 +77,7 @@ class StrictModel(BaseModel):
         strict=True,
         frozen=True,
         populate_by_name=True,
+        use_attribute_docstrings=True,
     )
 
 
@@ -122,31 +123,43 @@ class EmbeddingLayer(LayerBase):
     """tf.keras.layers.Embedding: token ids to dense vectors."""
 
     type: Literal["embedding"]
+    """The layer type: embedding."""
     output_dim: PositiveInt = Field(description="Size of each embedding vector.")
     input_dim: Optional[PositiveInt] = Field(
         None,
         description="Number of rows; defaults to input.vocab_size and must be at least that.",
     )
     embeddings_initializer: Initializer = "uniform"
+    """Initializer of the embedding matrix (Keras `embeddings_initializer`)."""
     mask_zero: bool = False
+    """Treat id 0 (padding) as masked for the layers after (Keras `mask_zero`)."""
 
 
 class DropoutLayer(LayerBase):
     """tf.keras.layers.Dropout."""
 
     type: Literal["dropout"]
+    """The layer type: dropout."""
     rate: Rate = Field(description="Fraction of units to drop, in [0, 1).")
     seed: Optional[int] = None
+    """Seed of the dropout mask; null: from the run's seed."""
 
 
 class RecurrentLayer(LayerBase):
     units: PositiveInt
+    """Size of the hidden state (and of the output at each step)."""
     activation: Activation = "tanh"
+    """Activation of the cell and hidden state (Keras `activation`); tanh keeps the fused kernel."""
     recurrent_activation: Activation = "sigmoid"
+    """Activation of the gates (Keras `recurrent_activation`); sigmoid keeps the fused kernel."""
     use_bias: bool = True
+    """Add bias vectors to the gates."""
     kernel_initializer: Initializer = "glorot_uniform"
+    """Initializer of the input weights."""
     recurrent_initializer: Initializer = "orthogonal"
+    """Initializer of the recurrent weights."""
     bias_initializer: Initializer = "zeros"
+    """Initializer of the biases."""
     dropout: Rate = Field(0.0, description="Dropout on the inputs, in [0, 1).")
     recurrent_dropout: Rate = Field(
         0.0,
@@ -165,20 +178,25 @@ class RecurrentLayer(LayerBase):
         description="Carry state across batches; needs a fixed input.batch_size.",
     )
     go_backwards: bool = False
+    """Read the sequence in reverse order."""
     unroll: bool = False
+    """Unroll the time loop into the graph (faster for very short sequences, more memory)."""
 
 
 class LSTMLayer(RecurrentLayer):
     """tf.keras.layers.LSTM."""
 
     type: Literal["lstm"]
+    """The layer type: lstm."""
     unit_forget_bias: bool = True
+    """Start the forget gate's bias at 1 (Jozefowicz et al., 2015)."""
 
 
 class GRULayer(RecurrentLayer):
     """tf.keras.layers.GRU."""
 
     type: Literal["gru"]
+    """The layer type: gru."""
     reset_after: bool = Field(
         True,
         description="Apply the reset gate after the matrix product (the cuDNN-compatible form).",
@@ -189,40 +207,55 @@ class DenseLayer(LayerBase):
     """tf.keras.layers.Dense, applied to the last axis."""
 
     type: Literal["dense"]
+    """The layer type: dense."""
     units: PositiveInt
+    """Output size (for the last layer: the vocabulary size, one logit per id)."""
     activation: Activation = "linear"
+    """Activation of the output; linear for logits."""
     use_bias: bool = True
+    """Add a bias vector."""
     kernel_initializer: Initializer = "glorot_uniform"
+    """Initializer of the weight matrix."""
     bias_initializer: Initializer = "zeros"
+    """Initializer of the bias."""
 
 
 class LayerNormalizationLayer(LayerBase):
     """tf.keras.layers.LayerNormalization over the last axis."""
 
     type: Literal["layer_normalization"]
+    """The layer type: layer_normalization."""
     epsilon: PositiveFloat = 1e-3
+    """Added to the variance before the square root, for stability."""
     center: bool = True
+    """Learn an offset (beta) added after normalising."""
     scale: bool = True
+    """Learn a scale (gamma) applied after normalising."""
 
 
 class ActivationLayer(LayerBase):
     """tf.keras.layers.Activation."""
 
     type: Literal["activation"]
+    """The layer type: activation."""
     activation: Activation
+    """The function applied element-wise."""
 
 
 class AddLayer(LayerBase):
     """tf.keras.layers.Add: element-wise sum of inputs of one shape."""
 
     type: Literal["add"]
+    """The layer type: add."""
 
 
 class ConcatenateLayer(LayerBase):
     """tf.keras.layers.Concatenate along `axis`."""
 
     type: Literal["concatenate"]
+    """The layer type: concatenate."""
     axis: int = -1
+    """Axis to concatenate along; -1 is the feature axis."""
 
 
 Layer = Annotated[
@@ -257,6 +290,7 @@ class GraphModel(StrictModel):
     """An explicit graph of layers. Without `inputs` anywhere it is a plain chain."""
 
     layers: Annotated[list[Layer], Field(min_length=1, max_length=1000)]
+    """The layers, in order; each takes the previous one's output unless it names its `inputs`."""
     output: Optional[Identifier] = Field(
         None,
         description=(
@@ -273,13 +307,21 @@ class LstmTextParams(StrictModel):
     """Parameters of the canonical two-LSTM text model (defaults: the reference's)."""
 
     vocab_size: PositiveInt = 20000
+    """Distinct token ids (input.vocab_size and the output layer's units)."""
     embedding_dim: PositiveInt = 256
+    """Size of each token's embedding vector."""
     rnn_units: PositiveInt = 256
+    """Units of each of the two LSTMs."""
     dropout_rate: Rate = 0.2
+    """Rate of the three dropout layers, in [0, 1)."""
     rnn_initializer: Initializer = "glorot_uniform"
+    """Initializer of the LSTMs' input weights."""
     learning_rate: PositiveFloat = 0.01
+    """RMSprop's learning rate."""
     batch_size: PositiveInt = 64
+    """Examples per training step (and input.batch_size, fixed for stateful layers)."""
     sequence_length: PositiveInt = 100
+    """Tokens per training window (DP: per record example)."""
     stateful: bool = Field(
         True,
         description="The LSTMs carry their state from one batch to the next (the reference's "
@@ -297,6 +339,7 @@ class LstmTextDpParams(LstmTextParams):
         "reference's stateful layers (trained as stateless copies under DP).",
     )
     l2_norm_clip: PositiveFloat = 3.0
+    """Clip each example's (microbatch's) gradient to this L2 norm."""
     noise_multiplier: NonNegativeFloat = Field(
         1.1,
         description="1.1 gives epsilon 1.7 (delta records^-1.1) for 10 epochs of batch 64 over "
@@ -308,20 +351,26 @@ class LstmTextDpParams(LstmTextParams):
         "the batch's mean gradient) with implementation standard.",
     )
     implementation: Literal["standard", "vectorized", "fast"] = "fast"
+    """DP-SGD implementation: fast (keraspec's per-example step), standard or vectorized
+    (tensorflow-privacy)."""
 
 
 class LstmTextTemplate(StrictModel):
     """The canonical two-LSTM text model."""
 
     template: Literal["lstm-text"]
+    """The template's name."""
     params: LstmTextParams = LstmTextParams()
+    """The template's parameters; unset ones take their defaults."""
 
 
 class LstmTextDpTemplate(StrictModel):
     """The canonical two-LSTM text model with a differentially private optimizer."""
 
     template: Literal["lstm-text-dp"]
+    """The template's name."""
     params: LstmTextDpParams = LstmTextDpParams()
+    """The template's parameters; unset ones take their defaults."""
 
 
 TemplateModel = Annotated[
@@ -336,7 +385,9 @@ class SparseCategoricalCrossentropy(StrictModel):
     """Next-token cross-entropy; the compiler makes it per-example for microbatched DP."""
 
     type: Literal["sparse_categorical_crossentropy"] = "sparse_categorical_crossentropy"
+    """The loss: sparse categorical cross-entropy over the next token."""
     from_logits: bool = True
+    """The model outputs logits (no softmax layer)."""
 
 
 Metric = Literal[
@@ -349,34 +400,54 @@ Metric = Literal[
 
 class RMSprop(StrictModel):
     type: Literal["rmsprop"]
+    """The optimizer: tf.keras.optimizers.legacy.RMSprop."""
     learning_rate: PositiveFloat = 0.001
+    """Step size."""
     rho: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    """Decay of the moving average of squared gradients."""
     momentum: NonNegativeFloat = 0.0
+    """Momentum; 0 for none."""
     epsilon: PositiveFloat = 1e-7
+    """Added to the denominator, for stability."""
     centered: bool = False
+    """Normalise by the gradient's estimated variance, not its second moment."""
 
 
 class Adam(StrictModel):
     type: Literal["adam"]
+    """The optimizer: tf.keras.optimizers.legacy.Adam."""
     learning_rate: PositiveFloat = 0.001
+    """Step size."""
     beta_1: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    """Decay of the first-moment estimate."""
     beta_2: Annotated[float, Field(ge=0, lt=1)] = 0.999
+    """Decay of the second-moment estimate."""
     epsilon: PositiveFloat = 1e-7
+    """Added to the denominator, for stability."""
     amsgrad: bool = False
+    """Use the AMSGrad variant (the maximum of past second moments)."""
 
 
 class SGD(StrictModel):
     type: Literal["sgd"]
+    """The optimizer: tf.keras.optimizers.legacy.SGD."""
     learning_rate: PositiveFloat = 0.01
+    """Step size."""
     momentum: NonNegativeFloat = 0.0
+    """Momentum; 0 for plain SGD."""
     nesterov: bool = False
+    """Use Nesterov momentum."""
 
 
 class Adagrad(StrictModel):
     type: Literal["adagrad"]
+    """The optimizer: tf.keras.optimizers.legacy.Adagrad."""
     learning_rate: PositiveFloat = 0.001
+    """Step size."""
     initial_accumulator_value: NonNegativeFloat = 0.1
+    """Starting value of the per-parameter sums of squared gradients."""
     epsilon: PositiveFloat = 1e-7
+    """Added to the denominator, for stability."""
 
 
 Optimizer = Annotated[Union[RMSprop, Adam, SGD, Adagrad], Field(discriminator="type")]
@@ -439,22 +510,30 @@ class PrivacySpec(StrictModel):
 
 class EarlyStopping(StrictModel):
     monitor: Literal["loss", "val_loss", "accuracy", "val_accuracy"] = "loss"
+    """The metric watched at the end of each epoch (val_ ones need validation_split > 0)."""
     patience: Annotated[int, Field(ge=0)] = 5
+    """Epochs without an improvement of at least min_delta before training stops."""
     min_delta: NonNegativeFloat = 0.001
+    """The smallest change of the monitored value that counts as an improvement."""
     restore_best_weights: bool = False
+    """When stopping, go back to the weights of the best epoch."""
 
 
 class CharTokenizer(StrictModel):
     """One token per Unicode character seen in the corpus."""
 
     type: Literal["char"]
+    """The tokenizer: char."""
 
 
 class SentencePieceTokenizer(StrictModel):
     type: Literal["sentencepiece"]
+    """The tokenizer: sentencepiece (trained on the corpus when the run starts)."""
     vocab_size: PositiveInt = Field(description="Must equal input.vocab_size.")
     character_coverage: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """Share of the corpus's characters the model covers (SentencePiece `character_coverage`)."""
     model_type: Literal["unigram", "bpe", "char", "word"] = "unigram"
+    """SentencePiece's algorithm: unigram (the reference's), bpe, char or word."""
 
 
 Tokenizer = Annotated[Union[CharTokenizer, SentencePieceTokenizer], Field(discriminator="type")]
@@ -505,17 +584,26 @@ class TrainingSpec(StrictModel):
         description="Tokens per training window; defaults to input.sequence_length, else 100.",
     )
     epochs: PositiveInt = 10
+    """Passes over the training examples (a resumed run may be given more)."""
     loss: SparseCategoricalCrossentropy = SparseCategoricalCrossentropy()
+    """The loss."""
     metrics: list[Metric] = ["accuracy"]
+    """Metrics reported with the loss (Keras metric names)."""
     optimizer: Optimizer = RMSprop(type="rmsprop")
+    """The optimizer and its settings; under privacy it is wrapped in DP-SGD."""
     privacy: Optional[PrivacySpec] = Field(None, description="Train with DP-SGD when present.")
     distribution: Optional[DistributionSpec] = Field(
         None, description="Train under tf.distribute; batch_size is the global batch."
     )
     early_stopping: Optional[EarlyStopping] = None
+    """Stop when a metric stops improving; null: train all epochs."""
     validation_split: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """Share of records held out for validation (and evaluate's baseline), in [0, 1)."""
     tokenizer: Tokenizer = CharTokenizer(type="char")
+    """How text becomes token ids: char or sentencepiece."""
     seed: Optional[int] = None
+    """Seed of weights, dropout, the split and the example order; null: random, recorded in the
+    run."""
 
 
 # -------------------------------------------------------------------------------- export
@@ -655,6 +743,7 @@ class SpecBase(StrictModel):
         description="Model name; becomes the TF Serving model name, so letters, digits, _ and -.",
     )
     description: Optional[str] = None
+    """Free text about the model, kept in its artifacts."""
 
 
 class Spec(SpecBase):
@@ -669,9 +758,13 @@ class Spec(SpecBase):
         return type(other) is type(self) and self.__dict__ == other.__dict__
 
     input: InputSpec
+    """The model's input: vocabulary size, batch size, sequence length."""
     model: GraphModel
+    """The layers (a chain, or a graph with `inputs`)."""
     training: TrainingSpec = TrainingSpec()
+    """Loss, metrics, optimizer, privacy, distribution, batch, epochs, tokenizer."""
     export: ExportSpec = ExportSpec()
+    """What keraspec export writes for TF Serving."""
     data: Optional[DataSpec] = Field(
         None, description="The records' format and columns, for validators and reports."
     )
@@ -730,7 +823,11 @@ def _patch_model(model: type[BaseModel]) -> type[BaseModel]:
 def _patch_union(members: list[type[BaseModel]]) -> type[BaseModel]:
     tags = tuple(t for m in members for t in typing.get_args(m.model_fields["type"].annotation))
     fields = _patch_fields(members)
-    fields["type"] = (Optional[Literal[tags]], Field(None))  # type: ignore[valid-type]
+    fields["type"] = (  # type: ignore[valid-type]
+        Optional[Literal[tags]],
+        Field(None, description=f"One of {', '.join(tags)}; a new type replaces the template's "
+              "whole block."),
+    )
     return create_model(  # type: ignore[call-overload]
         "".join(m.__name__ for m in members) + "Patch",
         __base__=StrictModel,
@@ -757,10 +854,15 @@ class TemplateDocument(SpecBase):
     """A spec built from a template, with optional partial input and training sections."""
 
     model: TemplateModel
+    """The template and its params."""
     input: Optional[_patch_model(InputSpec)] = None  # type: ignore[valid-type]
+    """Any input fields, merged over the template's."""
     training: Optional[_patch_model(TrainingSpec)] = None  # type: ignore[valid-type]
+    """Any training fields, merged over the template's."""
     export: Optional[ExportSpec] = None
+    """What keraspec export writes for TF Serving."""
     data: Optional[DataSpec] = None
+    """The records' format and columns, for validators and reports."""
 
 
 def _document_kind(value: Any) -> str:
