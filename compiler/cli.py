@@ -1193,12 +1193,27 @@ def _print_signatures(console: "Console", signatures: dict[str, Any]) -> None:
 
 @app.command()
 def inspect(
-    path: Path = typer.Argument(..., help="An export: BASE/NAME or BASE/NAME/VERSION."),
+    path: Path = typer.Argument(
+        ..., help="An export (BASE/NAME or BASE/NAME/VERSION) or a run directory."
+    ),
+    spec: bool = typer.Option(False, "--spec", help="Also print the resolved spec."),
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
 ) -> None:
-    """Show an export's signatures (inputs and outputs), version, size and spec."""
-    _require("inspect")
+    """Show an export (signatures, version, size) or a run (step, checkpoints, report)."""
     from compiler.diagnostics import Diagnostic, KeraspecError
+    from compiler.rundir import RunDir, inspect_run
+
+    if RunDir(str(path)).exists():  # a run directory: no TensorFlow needed
+        try:
+            run = inspect_run(RunDir(str(path)))
+        except KeraspecError as e:
+            raise _fail(e.diagnostics)
+        if fmt is TextOrJson.json:
+            typer.echo(json.dumps(run, indent=2))
+        else:
+            _print_run(run, spec)
+        return
+    _require("inspect")
     from compiler.export import inspect_export
 
     try:
@@ -1220,9 +1235,45 @@ def inspect(
         + (f"  trained {info['step']} steps" if info.get("step") is not None else "")
     )
     _print_signatures(console, info["signatures"])
-    if info.get("spec"):
+    if spec and info.get("spec"):
         console.print("spec:")
         typer.echo(info["spec"], nl=False)
+
+
+def _print_run(run: dict[str, Any], spec: bool) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = _console()
+    table = Table(title=f"[bold]{escape(str(run['name']))}[/bold] run {escape(run['path'])}",
+                  title_justify="left", show_header=False)
+    table.add_column("", style="cyan")
+    table.add_column("")
+    rows = [
+        ("corpus", f"{run['data']} (sha256 {str(run['data_sha256'])[:12]}…)"),
+        ("seed, unit", f"{run['seed']}, {run['unit']}"),
+        ("validators", str(run["validators"] or "none")),
+    ]
+    for which, c in run["checkpoints"].items():
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in (c.get("metrics") or {}).items()
+                            if isinstance(v, (int, float)))
+        rows.append((f"{which} checkpoint", f"step {c['step']} (epoch {c['epoch']})"
+                     + (f": {metrics}" if metrics else "")))
+    if not run["checkpoints"]:
+        rows.append(("checkpoints", "none yet"))
+    report = run["report"]
+    if report:
+        rows.append(("last report", f"stopped by {report['stopped_by']} after {report['epochs']} "
+                     f"epochs, {report['steps']} steps, {report['wall_time'] or 0:.0f} s"))
+        if report.get("epsilon") is not None:
+            rows.append(("privacy", f"epsilon {report['epsilon']:.4g}, delta "
+                         f"{report['delta']:.3g}"))
+    for row in rows:
+        table.add_row(*(escape(str(v)) for v in row))
+    console.print(table)
+    if spec:
+        console.print("spec:")
+        typer.echo(run["spec"], nl=False)
 
 
 def main() -> None:

@@ -463,3 +463,57 @@ def _read_json(path: str, keys: dict[str, tuple[type, ...]], run_dir: str, code:
                          f"{types[0].__name__}, received {received}; {advice}")
     return data
 
+
+def inspect_run(run: RunDir) -> dict[str, Any]:
+    """What a run directory holds: its identity, checkpoints and last report (no TensorFlow).
+
+    Raises:
+        RunError: the directory holds no run, or a file of it is damaged.
+    """
+    if not run.exists():
+        raise _error(run.path, "not_a_run", f"expected a run directory written by keraspec "
+                     f"train, received one without {RUN_FILE}")
+    identity = run.read_run()
+    checkpoints = {}
+    for which in (LATEST, BEST):
+        pointer = run.pointer(which)
+        if pointer is not None:
+            history = pointer.get("history") or [{}]
+            checkpoints[which] = {
+                "step": pointer["step"], "epoch": pointer["epoch"],
+                "directory": os.path.dirname(pointer["prefix"]),
+                "metrics": {k: v for k, v in history[-1].items() if k not in ("epoch", "step")}
+                if which == LATEST else None,
+                "best_value": pointer.get("best_value"),
+            }
+    report: Optional[dict[str, Any]] = None
+    if os.path.exists(run.file(REPORT_FILE)):
+        with contextlib.suppress(OSError, ValueError):
+            with open(run.file(REPORT_FILE), encoding="utf-8") as f:
+                full = json.load(f)
+            if isinstance(full, dict):
+                keys = ("stopped_by", "epochs", "steps", "loss", "best_val_loss", "records",
+                        "validation_records", "wall_time", "tokens_per_second")
+                report = {k: full.get(k) for k in keys}
+                privacy = full.get("privacy") or {}
+                report["epsilon"], report["delta"] = privacy.get("epsilon"), privacy.get("delta")
+    validators = None
+    with contextlib.suppress(OSError, ValueError):
+        with open(run.file("validators.json"), encoding="utf-8") as f:
+            validators = json.load(f).get("source")
+    with open(run.file(SPEC_FILE), encoding="utf-8") as f:
+        spec_text = f.read()
+    return {
+        "path": run.path,
+        "name": identity.get("name"),
+        "data": identity.get("data"),
+        "data_sha256": identity.get("data_sha256"),
+        "seed": identity.get("seed"),
+        "unit": identity.get("unit"),
+        "noise_multiplier": identity.get("noise_multiplier"),
+        "validators": validators,
+        "checkpoints": checkpoints,
+        "report": report,
+        "spec": spec_text,
+    }
+

@@ -364,6 +364,29 @@ def test_cli_export_inspect_and_generate(trained, tmp_path):
     bad = runner.invoke(app, ["inspect", str(tmp_path)])
     assert bad.exit_code == 1 and "Traceback" not in bad.output
     assert "saved_model.pb" in bad.output
+    # The resolved spec is behind --spec.
+    plain = runner.invoke(app, ["inspect", str(base / "tiny")])
+    assert plain.exit_code == 0 and "apiVersion: keraspec/v1" not in plain.output
+    full = runner.invoke(app, ["inspect", str(base / "tiny"), "--spec"])
+    assert full.exit_code == 0 and "apiVersion: keraspec/v1" in full.output
+
+
+def test_inspect_a_run_directory(trained):
+    root, _, _ = trained
+    runner = CliRunner()
+    result = runner.invoke(app, ["inspect", str(root / "run"), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.stdout)
+    latest = RunDir(str(root / "run")).pointer("latest")
+    assert run["name"] == "tiny" and run["checkpoints"]["latest"]["step"] == latest["step"]
+    assert run["checkpoints"]["best"]["step"] == RunDir(str(root / "run")).pointer("best")["step"]
+    assert run["data_sha256"] == json.loads((root / "run" / "run.json").read_text())[
+        "data_sha256"]
+    assert run["report"]["stopped_by"] == "epochs" and run["validators"] == "learned"
+    assert "loss" in run["checkpoints"]["latest"]["metrics"]
+    text = runner.invoke(app, ["inspect", str(root / "run"), "--spec"])
+    assert text.exit_code == 0 and f"step {latest['step']}" in text.output
+    assert "latest checkpoint" in text.output and "apiVersion: keraspec/v1" in text.output
 
 
 def test_export_weights_trained_elsewhere(trained, tmp_path):
