@@ -93,6 +93,24 @@ def test_sentencepiece_trains_on_the_corpus_with_reserved_ids(tmp_path):
     assert list(again.encode(corpus.records[0])) == list(tok.encode(corpus.records[0]))
 
 
+def test_a_sentencepiece_prompt_with_an_unseen_character_is_an_error_naming_it(tmp_path):
+    from compiler.data.tokenizer import encode_prompt
+
+    corpus = read_corpus(write_corpus(tmp_path / "c.txt", records=400))
+    extra = "  tokenizer: {type: sentencepiece, vocab_size: 40}\n"
+    tok = fit_tokenizer(load(write_spec(tmp_path / "s.yaml", vocab=40, extra=extra)),
+                        corpus.records)
+    assert tok.decode(encode_prompt(tok, "apple,")) == "apple,"  # no stray leading space
+    with pytest.raises(compiler.DataError) as e:
+        encode_prompt(tok, "apple,Z")  # Z never occurs in the corpus
+    (d,) = e.value.diagnostics
+    assert "'Z' (U+005A) at position 6" in d.message and d.file == "<prompt>"
+    char = CharTokenizer.fit(corpus.records)
+    with pytest.raises(compiler.DataError) as same:
+        encode_prompt(char, "apple,Z")
+    assert "'Z' (U+005A) at position 6" in same.value.diagnostics[0].message
+
+
 def test_sentencepiece_settings_it_cannot_meet_name_the_spec_line(tmp_path):
     extra = "  tokenizer: {type: sentencepiece, vocab_size: 4}\n"
     spec = load(write_spec(tmp_path / "s.yaml", vocab=4, extra=extra))

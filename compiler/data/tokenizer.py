@@ -28,6 +28,8 @@ from compiler.lang.spec import Spec
 
 PAD, EOR = "<pad>", "<eor>"
 PAD_ID, EOR_ID = 0, 1
+# SentencePiece only: the id of a piece it never saw (the char tokenizer has none).
+UNK_ID = 2
 CONFIG_FILE = "tokenizer.json"
 SENTENCEPIECE_FILE = "tokenizer.model"
 
@@ -123,7 +125,7 @@ class SentencePieceTokenizer:
                 pad_piece=PAD,
                 eos_id=EOR_ID,
                 eos_piece=EOR,
-                unk_id=2,
+                unk_id=UNK_ID,
                 bos_id=-1,
                 # Records are generated back as they were written: no normalisation, and
                 # whitespace (meaningful in CSV) kept as it is.
@@ -142,6 +144,11 @@ class SentencePieceTokenizer:
     @property
     def size(self) -> int:
         return int(self._sp.get_piece_size())
+
+    def unknown(self, char: str) -> bool:
+        """Whether a character is outside the vocabulary (SentencePiece writes a space as
+        U+2581)."""
+        return bool((self.encode(char) == UNK_ID).any())
 
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self._sp.encode(text), dtype=np.int32)
@@ -259,7 +266,12 @@ def encode_prompt(tokenizer: Tokenizer, text: str, *, name: str = "prompt") -> n
         DataError: a character of the prompt was never seen in the training corpus.
     """
     try:
-        return tokenizer.encode(text)
+        ids = tokenizer.encode(text)
+        if isinstance(tokenizer, SentencePieceTokenizer) and (ids == UNK_ID).any():
+            # SentencePiece maps what it never saw to <unk>, which generation would drop
+            # silently: the same error as the char tokenizer's, naming the character.
+            raise KeyError(next(c for c in text if tokenizer.unknown(c)))
+        return ids
     except KeyError as e:
         char = e.args[0]
         raise DataError(
