@@ -35,6 +35,10 @@ app = typer.Typer(
 )
 
 
+# Boolean options are flags: no value after them, and none shown in --help.
+FLAG = ""
+
+
 class TextOrJson(str, enum.Enum):
     text = "text"
     json = "json"
@@ -125,10 +129,12 @@ def _version(value: bool) -> None:
 @app.callback()
 def _options(
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        False, "--version", callback=_version, is_eager=True, metavar=FLAG,
+        help="Print the version and exit.",
     ),
     debug: bool = typer.Option(
-        False, "--debug", help="Show a traceback for internal errors (for bug reports)."
+        False, "--debug", metavar=FLAG,
+        help="Show a traceback for internal errors (for bug reports).",
     ),
     memory_limit: Optional[str] = typer.Option(
         None,
@@ -222,7 +228,7 @@ def _failed(result: "Validation", strict: bool) -> bool:
 @app.command()
 def validate(
     paths: List[Path] = typer.Argument(..., help="Spec files or directories to search."),
-    strict: bool = typer.Option(False, "--strict", help="Fail on warnings too."),
+    strict: bool = typer.Option(False, "--strict", metavar=FLAG, help="Fail on warnings too."),
     fmt: ValidateFormat = typer.Option(
         ValidateFormat.text,
         "--format",
@@ -387,14 +393,15 @@ def templates(
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
 ) -> None:
     """List the templates with their parameters and defaults."""
+    from compiler.lang.explain import model_fields
     from compiler.lang.templates import TEMPLATES
 
     rows = {
         name: {
             "description": t.description,
             "params": {
-                p: {"type": _type_name(f.annotation), "default": f.default}
-                for p, f in t.params.model_fields.items()
+                p: {"type": kind, "default": default, "description": text}
+                for p, kind, default, text in model_fields(t.params)
             },
         }
         for name, t in TEMPLATES.items()
@@ -407,23 +414,13 @@ def templates(
     console = _console()
     for name, row in rows.items():
         table = Table(title=f"[bold]{name}[/bold]: {row['description']}", title_justify="left")
-        table.add_column("param", style="cyan")
-        table.add_column("type")
+        table.add_column("param", style="cyan", no_wrap=True)
+        table.add_column("type", overflow="fold")
         table.add_column("default", justify="right")
+        table.add_column("description", overflow="fold")
         for p, info in row["params"].items():
-            table.add_row(p, info["type"], json.dumps(info["default"]))
+            table.add_row(p, info["type"], json.dumps(info["default"]), info["description"])
         console.print(table)
-
-
-def _type_name(annotation: object) -> str:
-    import typing
-
-    while typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    if typing.get_origin(annotation) is typing.Literal:
-        choices = typing.get_args(annotation)
-        return " | ".join(map(str, choices)) if len(choices) <= 4 else "str (see schema)"
-    return getattr(annotation, "__name__", str(annotation))
 
 
 @app.command()
@@ -609,10 +606,45 @@ def diff_command(
     elif fmt is DiffFormat.markdown:
         typer.echo(render_markdown(result), nl=False)
     else:
-        from rich.markdown import Markdown
-
-        _console().print(Markdown(render_markdown(result)))
+        _print_markdown(render_markdown(result))
     raise typer.Exit(0 if result.equivalent else 1)
+
+
+def _print_markdown(text: str) -> None:
+    """Markdown on the terminal, its tables wrapping long cells instead of cutting them."""
+    from rich.markdown import Markdown
+    from rich.table import Table
+
+    console = _console()
+    prose: list[str] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("|") and i + 1 < len(lines) and set(lines[i + 1]) <= set("|-: "):
+            if prose:
+                console.print(Markdown("\n".join(prose)))
+                prose = []
+            table = Table(show_header=True, header_style="bold", box=None, padding=(0, 2))
+            for header in _cells(lines[i]):
+                table.add_column(header, overflow="fold")
+            i += 2
+            while i < len(lines) and lines[i].startswith("|"):
+                table.add_row(*_cells(lines[i]))
+                i += 1
+            console.print(table)
+            console.print()
+            continue
+        prose.append(lines[i])
+        i += 1
+    if prose:
+        console.print(Markdown("\n".join(prose)))
+
+
+def _cells(line: str) -> list[str]:
+    from rich.markup import escape
+
+    return [escape(c.strip().replace("\\|", "|").strip("`")) for c in
+            line.strip().strip("|").split(" | ")]
 
 
 def _fail(diagnostics: Iterable["Diagnostic"]) -> "typer.Exit":
@@ -917,7 +949,8 @@ def generate(
     seed: Optional[int] = typer.Option(None, "--seed", help="Same seed, same records."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="Run directory: best or latest."),
     valid_only: bool = typer.Option(
-        False, "--valid-only", help="Keep sampling until COUNT records pass the validators."
+        False, "--valid-only", metavar=FLAG,
+        help="Keep sampling until COUNT records pass the validators.",
     ),
     max_invalid: int = typer.Option(
         MAX_INVALID, "--max-invalid", min=0, max=10**9,
@@ -1196,7 +1229,7 @@ def inspect(
     path: Path = typer.Argument(
         ..., help="An export (BASE/NAME or BASE/NAME/VERSION) or a run directory."
     ),
-    spec: bool = typer.Option(False, "--spec", help="Also print the resolved spec."),
+    spec: bool = typer.Option(False, "--spec", metavar=FLAG, help="Also print the resolved spec."),
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
 ) -> None:
     """Show an export (signatures, version, size) or a run (step, checkpoints, report)."""

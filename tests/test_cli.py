@@ -141,3 +141,19 @@ def test_console_script_exit_codes_and_no_traceback():
     assert bad.returncode == 1
     assert "tests/cases/invalid/non_utf8.yaml:4:10: error:" in bad.stdout
     assert "Traceback" not in bad.stdout + bad.stderr
+
+
+def test_help_text_flags_full_template_types_and_wrapped_diffs():
+    runner = CliRunner()
+    help_text = runner.invoke(app, ["generate", "--help"], env={"COLUMNS": "100"}).output
+    valid_only = next(line for line in help_text.splitlines() if "--valid-only" in line)
+    assert "<bool>" not in valid_only  # a flag takes no value
+    templates = json.loads(runner.invoke(app, ["templates", "--format", "json"]).output)
+    params = templates["lstm-text-dp"]["params"]
+    assert params["rnn_initializer"]["type"].startswith("one of: glorot_uniform")
+    assert params["num_microbatches"]["type"] == "integer (> 0, <= 2147483647) or null"
+    assert params["rnn_units"]["description"] == "Units of each of the two LSTMs."
+    narrow = runner.invoke(app, ["diff", "specs/char-small.yaml", "specs/lstm-text-dp.yaml"],
+                           env={"COLUMNS": "60"})
+    assert narrow.exit_code == 1 and "…" not in narrow.output
+    assert "model.layers" in narrow.output and "changed" in narrow.output

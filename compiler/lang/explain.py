@@ -155,3 +155,13 @@ def _describe(path: str, owner: str, node: dict[str, Any], required: bool,
                                _first_sentence(sub.get("description", ""))))
     default = json.dumps(node["default"]) if "default" in node else None
     return Field(path, owner, _type_text(node, defs), default, required, description, fields)
+
+
+def model_fields(model: Any) -> list[tuple[str, str, Any, str]]:
+    """A pydantic model's fields as (name, full type, default, description), from its JSON
+    Schema: what `keraspec templates` shows of a template's params."""
+    schema = model.model_json_schema()
+    defs = schema.get("$defs", {})
+    return [(name, _type_text(prop, defs), prop.get("default"), prop.get("description", ""))
+            for name, prop in schema.get("properties", {}).items()]
+
