@@ -258,7 +258,7 @@ def compile_spec(
     model = _build_model(tf, resolved, analysis, source)
     if _fast(resolved):
         _attach_fast_dp(model, resolved, analysis, report)
-    optimizer = _build_optimizer(tf, resolved, report)
+    optimizer = _build_optimizer(tf, resolved, report, source)
     loss = _build_loss(tf, resolved)
     metrics = list(resolved.training.metrics)
     try:
@@ -367,14 +367,23 @@ def _keras_name(name: str) -> str:
     return name.replace("-", "_")
 
 
-def _build_optimizer(tf: Any, spec: s.Spec, report: Optional[PrivacyReport]) -> Any:
+def _build_optimizer(tf: Any, spec: s.Spec, report: Optional[PrivacyReport],
+                     source: Source) -> Any:
     opt = spec.training.optimizer
     base = _optimizer_classes(tf)[opt.type]
     kwargs = _optimizer_kwargs(opt)
     privacy = spec.training.privacy
     if privacy is None or privacy.implementation == "fast":
         return base(**kwargs)  # the fast step clips and noises before the optimizer
-    standard, vectorized = tf_privacy_optimizers()
+    try:
+        standard, vectorized = tf_privacy_optimizers()
+    except ImportError as e:
+        raise CompileError([source.diagnostic(
+            ("training", "privacy", "implementation"), "tensorflow_privacy",
+            f"expected tensorflow-privacy for implementation {privacy.implementation} (its "
+            f"optimizers), received an install without it ({e}); it needs Python 3.11 (pip "
+            "install 'keraspec[tensorflow]' there), or use implementation: fast, which needs "
+            "no tensorflow-privacy")]) from e
     if privacy.implementation == "vectorized":
         dp_class = vectorized.make_vectorized_keras_optimizer_class(base)
     else:

@@ -64,9 +64,9 @@ class YamlOrJson(str, enum.Enum):
 _EXTRA_HINT = "the tensorflow extra: pip install 'keraspec[tensorflow]'"
 # What each command that goes beyond the spec half imports (the tensorflow extra).
 _NEEDS = {
-    "compile": ("tensorflow", "tf_keras", "tensorflow_privacy"),
+    "compile": ("tensorflow", "tf_keras"),
     "privacy": ("dp_accounting",),
-    "train": ("tensorflow", "tf_keras", "tensorflow_privacy", "sentencepiece", "tensorboard"),
+    "train": ("tensorflow", "tf_keras", "dp_accounting", "sentencepiece", "tensorboard"),
     "export": ("tensorflow", "tf_keras", "tensorflow_serving"),
     "inspect": ("tensorflow",),
     "generate": ("tensorflow", "tf_keras"),
@@ -96,16 +96,16 @@ def _require(command: str, *, tensorflow: bool = False) -> None:
         )
         raise typer.Exit(1)
     missing = [m for m in missing if m not in _EXTRA_OF]
-    if missing and sys.version_info >= (3, 12):
+    if missing and sys.version_info >= (3, 13):
         from rich.markup import escape
 
         version = ".".join(map(str, sys.version_info[:3]))
         _console(stderr=True).print(
-            f"[bold red]error:[/bold red] keraspec {command} needs Python 3.11, received "
-            f"Python {version}: its TensorFlow stack (tensorflow-privacy 0.9.0) supports no "
-            "later Python. The spec commands (validate, render, schema, templates, diff) run "
-            f"on this one; install {escape('keraspec[tensorflow]')} under Python 3.11 for the "
-            "rest."
+            f"[bold red]error:[/bold red] keraspec {command} needs Python 3.11 or 3.12, "
+            f"received Python {version}: its pinned TensorFlow stack (numpy 1.26) has no "
+            "build for a later Python. The spec commands (validate, render, schema, "
+            "templates, diff) run on this one; install "
+            f"{escape('keraspec[tensorflow]')} under Python 3.11 or 3.12 for the rest."
         )
         raise typer.Exit(1)
     if missing:

@@ -77,19 +77,6 @@ class FastDP:
 # ------------------------------------------------------------------------ norm helpers
 
 
-def _fgc() -> tuple[Any, Any]:
-    """tensorflow-privacy's fast-clipping norm functions (einsum, embedding)."""
-    from compiler.tf import tf_privacy_optimizers
-
-    tf_privacy_optimizers()  # sets tensorflow-privacy's import guard
-    from tensorflow_privacy.privacy.fast_gradient_clipping.registry_functions import (
-        einsum_utils,
-        registry_function_utils,
-    )
-
-    return einsum_utils, registry_function_utils
-
-
 def _flat_rows(t: Any, width: int) -> Any:
     tf = tensorflow()
     return tf.reshape(t, [-1, width])
@@ -108,15 +95,40 @@ def product_squared_norms(a: Any, g: Any, *, bias: bool) -> Any:
     ghost = steps * steps * (fan_in + fan_out)
     materialised = steps * fan_in * fan_out
     if ghost <= materialised:
-        einsum_utils, _ = _fgc()
-        return einsum_utils.compute_fast_einsum_squared_gradient_norm(
-            "...b,bc->...c", a, g, "c" if bias else None
-        )
+        # The ghost norm (Goodfellow, 2015; Li et al., 2022): ||sum_t a_t g_t^T||^2 =
+        # sum_{t,s} (a_t . a_s)(g_t . g_s), without forming the [in, out] gradient.
+        grams = tf.einsum("bti,bsi->bts", a, a), tf.einsum("bto,bso->bts", g, g)
+        norms = tf.reduce_sum(grams[0] * grams[1], axis=[1, 2])
+        if bias:  # ||sum_t g_t||^2 = sum_{t,s} g_t . g_s
+            norms += tf.reduce_sum(grams[1], axis=[1, 2])
+        return norms
     per_example = tf.einsum("btk,btg->bkg", a, g)
     norms = tf.reduce_sum(tf.square(per_example), axis=[1, 2])
     if bias:
         norms += tf.reduce_sum(tf.square(tf.reduce_sum(g, axis=1)), axis=1)
     return norms
+
+
+def embedding_squared_norms(rows: Any, ids: Any) -> Any:
+    """Per-example squared norm of an embedding table's gradient.
+
+    Args:
+        rows: The gradient at each looked-up row, [batch * steps, width].
+        ids: The ids looked up, [batch, steps].
+
+    Each example's gradient touches the rows of its ids: the sum of the gradients of an id's
+    occurrences in the example. Rows are summed per (example, id), then squared and summed
+    per example: O(batch * steps * width).
+    """
+    tf = tensorflow()
+    batch = tf.shape(ids)[0]
+    flat = tf.cast(tf.reshape(ids, [-1]), tf.int64)
+    example = tf.repeat(tf.range(batch, dtype=tf.int64), tf.size(flat) // tf.cast(batch, tf.int32))
+    span = tf.reduce_max(flat) + 1
+    pairs, index = tf.unique(example * span + flat)
+    summed = tf.math.unsorted_segment_sum(rows, index, tf.size(pairs))
+    return tf.math.unsorted_segment_sum(tf.reduce_sum(tf.square(summed), axis=1),
+                                        pairs // span, batch)
 
 
 def _product_sum(a: Any, g: Any) -> Any:
@@ -191,8 +203,7 @@ def _embedding(layer: Any, x: Any, tape: Any, training: bool) -> tuple[Any, Term
     width = table.shape[1]
 
     def squared_norms(grads: list[Any]) -> Any:
-        _, utils = _fgc()
-        return utils.embedding_sqr_norm_fn(_flat_rows(grads[0], width), ids)
+        return embedding_squared_norms(_flat_rows(grads[0], width), ids)
 
     def clipped_sum(grads: list[Any], factors: Any) -> list[Any]:
         g = _flat_rows(_scaled(grads[0], factors), width)
