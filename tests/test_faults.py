@@ -89,11 +89,12 @@ def test_a_second_training_of_one_run_directory_fails_at_once(tmp_path):
     other = write_corpus(tmp_path / "other.txt", records=4000, seed=1)
     spec = write_spec(tmp_path / "s.yaml", epochs=3, validation_split=0.0)
     run_dir = tmp_path / "run"
-    first = _start_train(spec, corpus, run_dir)
+    first = _start_train(spec, corpus, run_dir, "--checkpoint-every", "5")
     try:
         _wait_for(run_dir / "checkpoints" / "latest.json")
-        for data in (corpus, other):  # the same corpus, and another one
-            second = _start_train(spec, data, run_dir)
+        # The same corpus, and another one, at once.
+        seconds = {data: _start_train(spec, data, run_dir) for data in (corpus, other)}
+        for data, second in seconds.items():
             _, err = second.communicate(timeout=120)
             assert second.returncode == 1, err.decode()
             assert b"Traceback" not in err
