@@ -41,6 +41,7 @@ from compiler.batching import write_batching_parameters
 from compiler.lang import spec as s
 from compiler.diagnostics import Diagnostic, ExportError
 from compiler.files import (
+    digest_mismatch,
     file_sha256,
     fsync_directory,
     fsync_tree,
@@ -860,14 +861,15 @@ def verify_export(version_dir: str) -> None:
     except (OSError, ValueError) as e:
         raise _error("export_corrupt", f"expected the export's digests, received a file that "
                      f"does not read ({e}); export the run again", path) from None
-    for relative, digest in digests.items():
-        full = os.path.join(version_dir, str(relative))
-        if not os.path.isfile(full):
-            raise _error("export_corrupt", "expected the export's file, received no such "
-                         "file: the version is incomplete; export the run again", full)
-        if file_sha256(full) != digest:
-            raise _error("export_corrupt", "expected the file as it was exported, received "
-                         "different content (truncated or edited); export the run again", full)
+    found = digest_mismatch(version_dir, digests)
+    if found is None:
+        return
+    full, missing = found
+    if missing:
+        raise _error("export_corrupt", "expected the export's file, received no such "
+                     "file: the version is incomplete; export the run again", full)
+    raise _error("export_corrupt", "expected the file as it was exported, received "
+                 "different content (truncated or edited); export the run again", full)
 
 
 

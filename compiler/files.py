@@ -127,3 +127,15 @@ def file_sha256(path: str) -> str:
             digest.update(chunk)
     return digest.hexdigest()
 
+
+def digest_mismatch(root: str, digests: dict[str, str]) -> Optional[tuple[str, bool]]:
+    """The first file under `root` that is not what `digests` (relative path -> sha256)
+    recorded, with whether it is missing (else its content differs); None when all match."""
+    for relative, digest in digests.items():
+        path = os.path.join(root, str(relative))
+        if not os.path.isfile(path):
+            return path, True
+        if file_sha256(path) != digest:
+            return path, False
+    return None
+

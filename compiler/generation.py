@@ -122,6 +122,8 @@ def load_run_model(
 # Rows sampled together while looking for valid records (at most the export's max_batch).
 VALID_ONLY_BATCH = 64
 DEFAULT_MAX_INVALID = 1000
+# Rows a run directory's sampling loop runs at once, at most.
+RUN_BATCH_CAP = 1024
 
 
 def generate(
@@ -187,10 +189,13 @@ def generate(
                 )
             ]
         )
-    cap = _batch_cap(version_dir)
+    # The most rows one batch holds: the export's max_batch, or RUN_BATCH_CAP from a run.
+    export = None if version_dir is None else _ExportSampler(version_dir)
+    cap = RUN_BATCH_CAP if export is None else export.spec.export.limits.max_batch
     rows = min(count, cap) if not valid_only else min(max(count, VALID_ONLY_BATCH), cap)
-    if version_dir is not None:
-        sampler: _Sampler = _ExportSampler(version_dir, rows)
+    if export is not None:
+        export.rows = rows
+        sampler: _Sampler = export
     else:
         sampler = _RunSampler(os.fspath(path), rows, checkpoint)
     if max_new_tokens is None:
@@ -210,7 +215,7 @@ def generate(
         # The first batch uses the seed itself: without valid_only, the records are those of
         # one batch of `count` rows, as before.
         batch_seed = seed if batch == 0 else int(
-            int(np.random.SeedSequence([seed % 2**63, batch]).generate_state(1)[0]))
+            np.random.SeedSequence([seed % 2**63, batch]).generate_state(1)[0])
         texts, complete = sampler.sample(ids, max_new_tokens, temperature, batch_seed)
         return [prompt + t for t in texts], complete
 
@@ -281,22 +286,6 @@ def _valid_only(draw, sampler: "_Sampler", count: int, max_invalid: int) -> Gene
     return result
 
 
-# Rows a run directory's sampling loop runs at once, at most.
-RUN_BATCH_CAP = 1024
-
-
-def _batch_cap(version_dir: Optional[str]) -> int:
-    """The most rows one batch may hold: the export's max_batch, or RUN_BATCH_CAP."""
-    if version_dir is None:
-        return RUN_BATCH_CAP
-    from compiler.lang.parse import load_spec
-
-    spec_path = os.path.join(version_dir, "assets.extra", "keraspec", SPEC_FILE)
-    if not os.path.exists(spec_path):
-        return 256
-    return load_spec(spec_path).export.limits.max_batch
-
-
 class _Sampler:
     """A model to sample batches of `rows` records from, with what checks them."""
 
@@ -330,9 +319,10 @@ def _what_is_there(path: str) -> str:
 
 
 class _ExportSampler(_Sampler):
-    """A local client of an export's in-graph `generate` signature."""
+    """A local client of an export's in-graph `generate` signature, `rows` per request (set
+    by the caller once the export's max_batch is known)."""
 
-    def __init__(self, version_dir: str, rows: int):
+    def __init__(self, version_dir: str):
         from compiler.export import METADATA_DIR, read_metadata, verify_export
         from compiler.lang.parse import load_spec
         from compiler.tf import tensorflow
@@ -341,7 +331,7 @@ class _ExportSampler(_Sampler):
         self.tf = tensorflow()
         metadata = read_metadata(version_dir)
         meta_dir = os.path.join(version_dir, METADATA_DIR)
-        self.source, self.step, self.rows = version_dir, metadata.get("step"), rows
+        self.source, self.step, self.rows = version_dir, metadata.get("step"), 1
         self.tokenizer = load_tokenizer(os.path.join(version_dir, "assets"))
         self.spec = load_spec(os.path.join(meta_dir, SPEC_FILE))
         self.validators = load_validators(meta_dir, metadata.get("record_shape"))

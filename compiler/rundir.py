@@ -34,7 +34,13 @@ import tempfile
 from typing import Any, Iterator, Optional
 
 from compiler.diagnostics import Diagnostic, RunError
-from compiler.files import file_sha256, fsync_directory, fsync_tree, write_atomic
+from compiler.files import (
+    digest_mismatch,
+    file_sha256,
+    fsync_directory,
+    fsync_tree,
+    write_atomic,
+)
 from compiler.lang.render import dump_yaml, flatten, to_data
 from compiler.lang.spec import Spec
 
@@ -263,16 +269,16 @@ class RunDir:
         Raises:
             RunError: a file is missing or was changed since the run started.
         """
-        digests = self.read_run().get("files") or {}
-        for name, digest in digests.items():
-            path = self.file(str(name))
-            if not os.path.isfile(path):
-                raise _error(self.path, "run_file_missing", f"expected {path}, written when the "
-                             "run started, received no such file; restore it")
-            if file_sha256(path) != digest:
-                raise _error(self.path, "run_file_changed", f"expected {path} as written when "
-                             "the run started, received different content (truncated or "
-                             "edited): the model's ids would mean other text; restore it")
+        found = digest_mismatch(self.path, self.read_run().get("files") or {})
+        if found is None:
+            return
+        path, missing = found
+        if missing:
+            raise _error(self.path, "run_file_missing", f"expected {path}, written when the "
+                         "run started, received no such file; restore it")
+        raise _error(self.path, "run_file_changed", f"expected {path} as written when "
+                     "the run started, received different content (truncated or "
+                     "edited): the model's ids would mean other text; restore it")
 
     def verify_checkpoint(self, pointer: dict[str, Any]) -> None:
         """Check a checkpoint's files against the digests saved in its state.json.
@@ -281,16 +287,14 @@ class RunDir:
             RunError: a file is missing or not what was written, naming it and the way on.
         """
         directory = os.path.dirname(pointer["prefix"])
-        files = pointer.get("files") or {}
-        for name, digest in files.items():
-            path = os.path.join(directory, str(name))
-            if not os.path.isfile(path) or file_sha256(path) != digest:
-                received = "no such file" if not os.path.isfile(path) else \
-                    "different content (truncated or edited)"
-                raise _error(self.path, "checkpoint_damaged", f"expected {path} as it was "
-                             f"saved, received {received}; move the pointer that names "
-                             f"{os.path.basename(directory)} (checkpoints/latest.json or "
-                             "best.json) aside to go on from the other one")
+        found = digest_mismatch(directory, pointer.get("files") or {})
+        if found is not None:
+            path, missing = found
+            received = "no such file" if missing else "different content (truncated or edited)"
+            raise _error(self.path, "checkpoint_damaged", f"expected {path} as it was "
+                         f"saved, received {received}; move the pointer that names "
+                         f"{os.path.basename(directory)} (checkpoints/latest.json or "
+                         "best.json) aside to go on from the other one")
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -398,6 +402,15 @@ class RunDir:
             if os.path.isdir(full) and not os.path.islink(full) and name not in keep:
                 _remove_unless_read(full)
 
+    def read_report(self) -> dict[str, Any]:
+        """The last report ({} when there is none, or it does not read as one)."""
+        try:
+            with open(self.file(REPORT_FILE), encoding="utf-8") as f:
+                report = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        return report if isinstance(report, dict) else {}
+
     def write_report(self, report: dict[str, Any]) -> None:
         write_atomic(self.file(REPORT_FILE), json.dumps(report, indent=2) + "\n")
 
@@ -406,16 +419,10 @@ def run_provenance(run: RunDir) -> dict[str, Any]:
     """What an export keeps of its run, for evaluating it later: the corpus digest and seed
     (which records were held out) and the privacy guarantee of its last report."""
     identity = run.read_run()
-    report: dict[str, Any] = {}
-    try:
-        with open(run.file(REPORT_FILE), encoding="utf-8") as f:
-            report = json.load(f)
-    except (OSError, ValueError):
-        pass
     return {
         "data_sha256": identity.get("data_sha256"),
         "seed": identity.get("seed"),
-        "privacy": report.get("privacy") if isinstance(report, dict) else None,
+        "privacy": run.read_report().get("privacy"),
     }
 
 
@@ -487,16 +494,13 @@ def inspect_run(run: RunDir) -> dict[str, Any]:
                 "best_value": pointer.get("best_value"),
             }
     report: Optional[dict[str, Any]] = None
-    if os.path.exists(run.file(REPORT_FILE)):
-        with contextlib.suppress(OSError, ValueError):
-            with open(run.file(REPORT_FILE), encoding="utf-8") as f:
-                full = json.load(f)
-            if isinstance(full, dict):
-                keys = ("stopped_by", "epochs", "steps", "loss", "best_val_loss", "records",
-                        "validation_records", "wall_time", "tokens_per_second")
-                report = {k: full.get(k) for k in keys}
-                privacy = full.get("privacy") or {}
-                report["epsilon"], report["delta"] = privacy.get("epsilon"), privacy.get("delta")
+    full = run.read_report()
+    if full:
+        keys = ("stopped_by", "epochs", "steps", "loss", "best_val_loss", "records",
+                "validation_records", "wall_time", "tokens_per_second")
+        report = {k: full.get(k) for k in keys}
+        privacy = full.get("privacy") or {}
+        report["epsilon"], report["delta"] = privacy.get("epsilon"), privacy.get("delta")
     validators = None
     with contextlib.suppress(OSError, ValueError):
         with open(run.file("validators.json"), encoding="utf-8") as f:

@@ -179,11 +179,9 @@ class _Source:
 
 
 def _open_source(path: str) -> _Source:
-    import json
-
     from compiler.export import METADATA_DIR, read_metadata, resolve_export, verify_export
     from compiler.lang.parse import load_spec
-    from compiler.rundir import REPORT_FILE, SPEC_FILE, RunDir
+    from compiler.rundir import SPEC_FILE, RunDir
 
     version_dir = resolve_export(path)
     if version_dir is not None:
@@ -205,15 +203,10 @@ def _open_source(path: str) -> _Source:
     pointer = run_dir.trained_checkpoint()  # a located error when it is not a trained run
     identity = run_dir.read_run()
     spec = load_spec(run_dir.file(SPEC_FILE))
-    privacy = None
-    try:
-        with open(run_dir.file(REPORT_FILE), encoding="utf-8") as f:
-            privacy = json.load(f).get("privacy")
-    except (OSError, ValueError, AttributeError):
-        pass
     return _Source(spec.name, path, int(pointer["step"]), spec, _read(run_dir.file(SPEC_FILE)),
                    load_validators(path, identity.get("record_shape")),
-                   identity.get("data_sha256"), identity.get("seed"), privacy)
+                   identity.get("data_sha256"), identity.get("seed"),
+                   run_dir.read_report().get("privacy"))
 
 
 def _read(path: str) -> str:
