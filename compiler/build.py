@@ -1,8 +1,7 @@
 """Compiling: a resolved spec to a compiled tf-keras model, its optimizer, loss and metrics.
 
-One explicit table, `LAYERS`, maps spec layer types to functions that build the Keras layer;
-`OPTIMIZERS` does the same for optimizers (Keras 2 legacy classes, which tensorflow-privacy
-wraps). A chain compiles to `Sequential`, anything else to a functional `Model`.
+Each spec layer builds its own Keras layer (`compiler.layers`); `_optimizer_classes` maps
+optimizer types to Keras 2 legacy classes, which tensorflow-privacy wraps. A chain compiles to `Sequential`, anything else to a functional `Model`.
 """
 
 from __future__ import annotations
@@ -20,27 +19,6 @@ from compiler.privacy import PrivacyReport, privacy_report, weak_privacy_warning
 from compiler.lang.source import Source
 from compiler import fast_dp
 from compiler.tf import tensorflow, tf_privacy_optimizers
-
-
-def _layer_classes(tf: Any) -> dict[str, type]:
-    """Spec layer type -> Keras class. Spec fields are named after the Keras arguments."""
-    L = tf.keras.layers
-    return {
-        "embedding": L.Embedding,
-        "dropout": L.Dropout,
-        "lstm": L.LSTM,
-        "gru": L.GRU,
-        "dense": L.Dense,
-        "layer_normalization": L.LayerNormalization,
-        "activation": L.Activation,
-        "add": L.Add,
-        "concatenate": L.Concatenate,
-    }
-
-
-def _layer_kwargs(layer: s.LayerBase) -> dict[str, Any]:
-    # `inputs` wires the graph and `type` picks the class; every other field is an argument.
-    return layer.model_dump(exclude={"type", "inputs"})
 
 
 def _optimizer_kwargs(opt: Any) -> dict[str, Any]:
@@ -255,9 +233,7 @@ def compile_spec(
             weak = weak_privacy_warning(spec, report)
             if weak is not None:
                 warnings.append(weak)
-    model = _build_model(tf, resolved, analysis, source)
-    if _fast(resolved):
-        _attach_fast_dp(model, resolved, analysis, report)
+    model = _build_model(tf, resolved, analysis, source, _fast_dp(resolved, report))
     optimizer = _build_optimizer(tf, resolved, report, source)
     loss = _build_loss(tf, resolved)
     metrics = list(resolved.training.metrics)
@@ -288,8 +264,8 @@ def _keras_message(e: Exception) -> str:
     return f"TensorFlow refused it: {text[:500]}"
 
 
-def _build_model(tf: Any, spec: s.Spec, analysis: Analysis, source: Source) -> Any:
-    classes = _layer_classes(tf)
+def _build_model(tf: Any, spec: s.Spec, analysis: Analysis, source: Source,
+                 dp: Optional[fast_dp.FastDP]) -> Any:
     index = {layer.name: i for i, layer in enumerate(spec.model.layers)}
     batch_shape = (replica_batch(spec), spec.input.sequence_length)
 
@@ -303,17 +279,19 @@ def _build_model(tf: Any, spec: s.Spec, analysis: Analysis, source: Source) -> A
     def build(i: int, **extra: Any) -> Any:
         layer = spec.model.layers[i]
         try:
-            return classes[layer.type](**_layer_kwargs(layer), **extra)
+            return layer.keras(tf, **extra)
         except errors as e:
             raise refused(i, e) from e
 
     sequential_class, functional_class = tf.keras.Sequential, tf.keras.Model
-    if _fast(spec):
+    dp_args: dict[str, Any] = {}
+    if dp is not None:
         sequential_class, functional_class = fast_dp.model_classes()
+        dp_args = dict(graph=call_graph(spec, analysis), dp=dp)
     if analysis.sequential:
         # The reference form: the first layer carries batch_input_shape. Layers are added
         # one by one so that a layer TensorFlow refuses is named in the error.
-        model = sequential_class(name=_keras_name(spec.name))
+        model = sequential_class(name=_keras_name(spec.name), **dp_args)
         for i in range(len(spec.model.layers)):
             keras_layer = build(i, batch_input_shape=list(batch_shape)) if i == 0 else build(i)
             try:
@@ -335,7 +313,8 @@ def _build_model(tf: Any, spec: s.Spec, analysis: Analysis, source: Source) -> A
         except errors as e:
             raise refused(i, e) from e
     return functional_class(
-        tensors[spec.input.name], tensors[analysis.output], name=_keras_name(spec.name)
+        tensors[spec.input.name], tensors[analysis.output], name=_keras_name(spec.name),
+        **dp_args,
     )
 
 
@@ -349,18 +328,19 @@ def call_graph(spec: s.Spec, analysis: Analysis) -> fast_dp.Graph:
     DP forward pass and the serving loop's one-token step walk."""
     return fast_dp.Graph(
         tuple((info.name, tuple(info.inputs)) for info in analysis.layers),
+        tuple((info.name, info.type) for info in analysis.layers),
         spec.input.name,
         analysis.output,
     )
 
 
-def _attach_fast_dp(
-    model: Any, spec: s.Spec, analysis: Analysis, report: Optional[PrivacyReport]
-) -> None:
+def _fast_dp(spec: s.Spec, report: Optional[PrivacyReport]) -> Optional[fast_dp.FastDP]:
+    """The fast DP step's settings, or None when the spec does not train with it."""
+    if not _fast(spec):
+        return None
     privacy = spec.training.privacy
     noise = report.noise_multiplier if report is not None else privacy.noise_multiplier
-    dp = fast_dp.FastDP(privacy.l2_norm_clip, noise, spec.training.batch_size)
-    fast_dp.attach(model, call_graph(spec, analysis), dp)
+    return fast_dp.FastDP(privacy.l2_norm_clip, noise, spec.training.batch_size)
 
 
 def _keras_name(name: str) -> str:
@@ -415,19 +395,14 @@ class RecurrentState:
     """One state tensor of a recurrent layer, as the serving signatures name it."""
 
     layer: str
-    name: str  # e.g. "lstm_h", "lstm_c", "gru_h"
+    name: str  # the layer's name and the state's suffix, e.g. "lstm_h", "lstm_c"
     units: int
 
 
 def state_names(spec: s.Spec) -> list[RecurrentState]:
-    """The recurrent states of a spec's model, in layer order (LSTM: h and c; GRU: h)."""
-    out = []
-    for layer in spec.model.layers:
-        if isinstance(layer, s.LSTMLayer):
-            out += [RecurrentState(layer.name, f"{layer.name}_{k}", layer.units) for k in "hc"]
-        elif isinstance(layer, s.GRULayer):
-            out.append(RecurrentState(layer.name, f"{layer.name}_h", layer.units))
-    return out
+    """The recurrent states of a spec's model, in layer order (`layer.states()`)."""
+    return [RecurrentState(layer.name, f"{layer.name}_{suffix}", units)
+            for layer in spec.model.layers for suffix, units in layer.states()]
 
 
 def build_state_model(spec: s.Spec) -> tuple[Any, list[RecurrentState]]:
@@ -447,7 +422,6 @@ def build_state_model(spec: s.Spec) -> tuple[Any, list[RecurrentState]]:
     if errors_of(diagnostics) or analysis is None:
         raise SpecError(diagnostics)
     tf = tensorflow()
-    classes = _layer_classes(tf)
     index = {layer.name: i for i, layer in enumerate(resolved.model.layers)}
     states = state_names(resolved)
     tokens = tf.keras.Input(shape=(None,), dtype="int32", name=resolved.input.name)
@@ -459,18 +433,17 @@ def build_state_model(spec: s.Spec) -> tuple[Any, list[RecurrentState]]:
     for info in analysis.layers:
         i = index[info.name]
         layer = resolved.model.layers[i]
-        kwargs = _layer_kwargs(layer)
         inputs = [tensors[n] for n in info.inputs]
         x = inputs if len(inputs) > 1 else inputs[0]
+        mine = [state_inputs[st.name] for st in states if st.layer == layer.name]
         try:
-            if isinstance(layer, s.RecurrentLayer):
-                kwargs.update(stateful=False, return_state=True)
-                mine = [state_inputs[st.name] for st in states if st.layer == layer.name]
-                out, *final = classes[layer.type](**kwargs)(x, initial_state=mine)
+            if mine:
+                keras_layer = layer.keras(tf, stateful=False, return_state=True)
+                out, *final = keras_layer(x, initial_state=mine)
                 state_outputs += final
                 tensors[info.name] = out
             else:
-                tensors[info.name] = classes[layer.type](**kwargs)(x)
+                tensors[info.name] = layer.keras(tf)(x)
         except (ValueError, TypeError) as e:
             raise CompileError(
                 [source.diagnostic(("model", "layers", i), "keras_layer", _keras_message(e))]

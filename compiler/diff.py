@@ -91,25 +91,7 @@ def weights_of(spec: s.Spec, analysis: Analysis) -> list[tuple[str, str, list[st
     for info in analysis.layers:
         shapes[info.name] = info.output_shape
         layer = layers[info.name]
-        fan_in = shapes[info.inputs[0]][-1] if info.inputs else None
-        variables: list[tuple[str, tuple]] = []
-        if isinstance(layer, s.EmbeddingLayer):
-            variables = [("embeddings", (layer.input_dim, layer.output_dim))]
-        elif isinstance(layer, s.RecurrentLayer):
-            gates = 4 if isinstance(layer, s.LSTMLayer) else 3
-            u = layer.units
-            variables = [("kernel", (fan_in, gates * u)), ("recurrent_kernel", (u, gates * u))]
-            if layer.use_bias:
-                two = isinstance(layer, s.GRULayer) and layer.reset_after
-                variables.append(("bias", (2, gates * u) if two else (gates * u,)))
-        elif isinstance(layer, s.DenseLayer):
-            variables = [("kernel", (fan_in, layer.units))]
-            if layer.use_bias:
-                variables.append(("bias", (layer.units,)))
-        elif isinstance(layer, s.LayerNormalizationLayer):
-            d = info.output_shape[-1]
-            variables = ([("gamma", (d,))] if layer.scale else []) + (
-                [("beta", (d,))] if layer.center else [])
+        variables = layer.weights([shapes[n] for n in info.inputs], info.output_shape)
         if variables:
             out.append((info.name, layer.type, [n for n, _ in variables],
                         [shape for _, shape in variables]))
@@ -119,11 +101,8 @@ def weights_of(spec: s.Spec, analysis: Analysis) -> list[tuple[str, str, list[st
 def serving_interface(spec: s.Spec, analysis: Analysis) -> dict[str, Any]:
     """The inputs and outputs of the signatures an export of this spec would have."""
     vocab = spec.input.vocab_size
-    states = {}
-    for layer in spec.model.layers:
-        if isinstance(layer, s.RecurrentLayer):
-            for k in ("h", "c") if isinstance(layer, s.LSTMLayer) else ("h",):
-                states[f"{layer.name}_{k}"] = ["float32", [None, layer.units]]
+    states = {f"{layer.name}_{suffix}": ["float32", [None, units]]
+              for layer in spec.model.layers for suffix, units in layer.states()}
     tokens = {spec.input.name: ["int32", [None, None]]}
     generation_in = {"max_new_tokens": ["int32", []], "temperature": ["float32", []],
                      "seed": ["int64", []]}

@@ -148,23 +148,18 @@ def allowed_ids(spec: s.Spec, tokenizer: Optional[Tokenizer]) -> list[bool]:
     return [i < used and i != PAD_ID for i in range(vocab)]
 
 
-def one_token_step(tf: Any, model: Any, states: list[Any]) -> Optional[Any]:
+def one_token_step(tf: Any, model: Any, states: list[Any], spec: s.Spec) -> Optional[Any]:
     """The state model's one-token form: [B] ids and states -> [B, V] logits, new states.
 
     Recurrent layers are called through their cells (one step, no time loop); every other
     layer acts on each position alone, so it is called on [B, features]. Returns None when
-    the graph holds a layer whose one step is not its cell or a per-position call
-    (a backwards RNN, a concatenation along time): generation then runs the full layers on
-    one-token sequences.
+    the graph holds a layer whose one step is neither (a backwards RNN, a concatenation
+    along time): generation then runs the full layers on one-token sequences.
     """
     graph = model._call_graph  # set by build_state_model
     layers = {layer.name: layer for layer in model.layers}
-    for name, _ in graph.layers:
-        layer = layers[name]
-        if getattr(layer, "go_backwards", False):
-            return None
-        if isinstance(layer, tf.keras.layers.Concatenate) and layer.axis not in (-1, 2):
-            return None
+    if not all(layer.steps_alone() for layer in spec.model.layers):
+        return None
     by_layer: dict[str, list[int]] = {}
     for i, st in enumerate(states):
         by_layer.setdefault(st.layer, []).append(i)
@@ -231,7 +226,7 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
             outputs = [outputs]
         return outputs[0], list(outputs[1:])
 
-    one_token = one_token_step(tf, model, states)
+    one_token = one_token_step(tf, model, states, spec)
 
     def advance(token, state_values):
         """Logits [B, V] and states after one more token per row."""

@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from compiler.lang import spec as s
+from compiler.layers import RecurrentLayer
 from compiler.diagnostics import Diagnostic, RunError
 
 
@@ -19,7 +20,7 @@ def with_stateful(spec: s.Spec, stateful: bool) -> s.Spec:
     """The spec with every recurrent layer's `stateful` set (same layers, same weights)."""
     layers = [
         layer.model_copy(update={"stateful": stateful})
-        if isinstance(layer, s.RecurrentLayer)
+        if isinstance(layer, RecurrentLayer)
         else layer
         for layer in spec.model.layers
     ]

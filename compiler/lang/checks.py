@@ -14,19 +14,9 @@ from typing import Optional
 
 from compiler.diagnostics import Diagnostic
 from compiler.lang.source import Path, Source
-from compiler.lang.spec import (
-    RECURRENT_TYPES,
-    DenseLayer,
-    EmbeddingLayer,
-    GRULayer,
-    LayerBase,
-    LayerNormalizationLayer,
-    LSTMLayer,
-    RecurrentLayer,
-    Spec,
-)
-
-Shape = tuple[Optional[int], ...]
+from compiler.layers import LayerBase, RecurrentLayer
+from compiler.layers.base import Shape, SubPath, fmt_shape
+from compiler.lang.spec import Spec
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_SEQUENCE_LENGTH = 100
@@ -62,12 +52,6 @@ class Analysis:
         return sum(layer.params for layer in self.layers)
 
 
-def fmt_shape(shape: Optional[Shape]) -> str:
-    if shape is None:
-        return "?"
-    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
-
-
 class _Checker:
     def __init__(self, spec: Spec, source: Source):
         self.spec = spec
@@ -98,8 +82,7 @@ class _Checker:
                         break
                 taken.add(candidate)
                 update["name"] = candidate
-            if isinstance(layer, EmbeddingLayer) and layer.input_dim is None:
-                update["input_dim"] = spec.input.vocab_size
+            layer = layer.with_defaults(spec.input)
             layers.append(layer.model_copy(update=update) if update else layer)
         output = spec.model.output or layers[-1].name
         training = spec.training
@@ -261,10 +244,10 @@ class _Checker:
                     "output_shape",
                     "expected the output to be per-step logits of shape (batch, time, "
                     f"{vocab}), received shape {fmt_shape(out_shape)}"
-                    + _rnn_hint(producers, edges, output),
+                    + _upstream_hint(producers, edges, output),
                 )
             elif out_shape[-1] != vocab:
-                units = ("units",) if spec.model.layers[by_name[output]].type == "dense" else ()
+                units = ("units",) if spec.model.layers[by_name[output]].output_activation() else ()
                 self.error(
                     out_path + units,
                     "logits_size",
@@ -273,15 +256,16 @@ class _Checker:
                 )
         out_layer = spec.model.layers[by_name[output]]
         from_logits = spec.training.loss.from_logits
-        if isinstance(out_layer, DenseLayer):
-            if from_logits and out_layer.activation == "softmax":
+        activation = out_layer.output_activation()
+        if activation is not None:
+            if from_logits and activation == "softmax":
                 self.warn(
                     out_path + ("activation",),
                     "logits_activation",
                     "the loss expects logits (from_logits: true) but the output applies "
                     "softmax; use activation: linear",
                 )
-            elif not from_logits and out_layer.activation == "linear":
+            elif not from_logits and activation == "linear":
                 self.warn(
                     out_path + ("activation",),
                     "logits_activation",
@@ -295,135 +279,30 @@ class _Checker:
     def _layer(self, spec, layer, path, ins, in_names, producers):
         """Output shape and parameter count of one layer, or (None, 0) after an error."""
         t = layer.type
-        if t in ("add", "concatenate"):
-            if len(ins) < 2:
-                self.error(
-                    path + ("inputs",),
-                    "merge_inputs",
-                    f"expected at least 2 inputs for {t}, received {len(ins)}",
-                )
-                return None, 0
-            return self._merge(layer, path, ins, in_names)
-        if len(ins) != 1:
-            self.error(
-                path + ("inputs",),
-                "too_many_inputs",
-                f"expected exactly 1 input for {t}, received {len(ins)}; merge them first "
-                "with an add or concatenate layer",
-            )
+        if layer.merges and len(ins) < 2:
+            self.error(path + ("inputs",), "merge_inputs",
+                       f"expected at least 2 inputs for {t}, received {len(ins)}")
             return None, 0
-        (shape,) = ins
+        if not layer.merges and len(ins) != 1:
+            self.error(path + ("inputs",), "too_many_inputs",
+                       f"expected exactly 1 input for {t}, received {len(ins)}; merge them "
+                       "first with an add or concatenate layer")
+            return None, 0
         is_tokens = in_names[0] == spec.input.name
-        if isinstance(layer, EmbeddingLayer):
-            if not is_tokens:
-                self.error(
-                    path + ("inputs",),
-                    "embedding_input",
-                    f"expected the token input {spec.input.name!r} to feed an embedding, "
-                    f"received {in_names[0]!r} of shape {fmt_shape(shape)}",
-                )
-                return None, 0
-            if layer.input_dim < spec.input.vocab_size:
-                self.error(
-                    path + ("input_dim",),
-                    "vocab_size",
-                    f"expected input_dim >= input.vocab_size = {spec.input.vocab_size}, "
-                    f"received {layer.input_dim} (larger token ids would be out of range)",
-                )
-            return shape + (layer.output_dim,), layer.input_dim * layer.output_dim
-        if is_tokens:
-            self.error(
-                path,
-                "needs_embedding",
-                f"expected float features for {t}, received integer token ids of shape "
-                f"{fmt_shape(shape)}; put an embedding layer first",
-            )
+        if layer.reads_tokens and not is_tokens:
+            self.error(path + ("inputs",), f"{t}_input",
+                       f"expected the token input {spec.input.name!r} to feed {_a(t)}, "
+                       f"received {in_names[0]!r} of shape {fmt_shape(ins[0])}")
             return None, 0
-        if isinstance(layer, RecurrentLayer):
-            return self._recurrent(spec, layer, path, shape, in_names[0], producers)
-        if isinstance(layer, DenseLayer):
-            fan_in = shape[-1]
-            return shape[:-1] + (layer.units,), fan_in * layer.units + (
-                layer.units if layer.use_bias else 0
-            )
-        if isinstance(layer, LayerNormalizationLayer):
-            return shape, shape[-1] * (int(layer.center) + int(layer.scale))
-        return shape, 0  # dropout, activation
-
-    def _recurrent(self, spec, layer, path, shape, source_name, producers):
-        if layer.stateful and spec.input.batch_size is None:
-            self.error(
-                path + ("stateful",),
-                "stateful_batch",
-                "expected a fixed input.batch_size for a stateful layer, received "
-                "input.batch_size: null",
-            )
-        reasons = _cudnn_reasons(layer)
-        if reasons:
-            self.warn(
-                path,
-                "cudnn_incompatible",
-                f"expected a {layer.type} that can use the fused cuDNN kernel on GPU, "
-                f"received {', '.join(reasons)}: it will train several times slower there",
-            )
-        if len(shape) != 3:
-            self.error(
-                path,
-                "rnn_input_rank",
-                f"expected a sequence of shape (batch, time, features) for {layer.type}, "
-                f"received shape {fmt_shape(shape)}"
-                + _rnn_hint(producers, {layer.name: [source_name]}, layer.name),
-            )
+        if not layer.reads_tokens and is_tokens:
+            self.error(path, "needs_embedding",
+                       f"expected float features for {t}, received integer token ids of shape "
+                       f"{fmt_shape(ins[0])}; put an embedding layer first")
             return None, 0
-        u, fan_in = layer.units, shape[-1]
-        if isinstance(layer, LSTMLayer):
-            params = 4 * (u * (fan_in + u) + (u if layer.use_bias else 0))
-        else:
-            bias = (2 if layer.reset_after else 1) * 3 * u if layer.use_bias else 0
-            params = 3 * u * (fan_in + u) + bias
-        out = (shape[0], shape[1], u) if layer.return_sequences else (shape[0], u)
-        return out, params
-
-    def _merge(self, layer, path, ins, in_names):
-        rank = len(ins[0])
-        if any(len(s) != rank for s in ins):
-            self.error(
-                path + ("inputs",),
-                "merge_shapes",
-                f"expected inputs of one rank for {layer.type}, received shapes "
-                + ", ".join(f"{n} {fmt_shape(s)}" for n, s in zip(in_names, ins)),
-            )
+        shape = layer.output_shape(ins, _LayerContext(self, spec, path, in_names, producers))
+        if shape is None:
             return None, 0
-        if layer.type == "add":
-            axes = range(1, rank)
-            out = list(ins[0])
-        else:
-            axis = layer.axis % rank if -rank <= layer.axis < rank else None
-            if axis is None or axis == 0:
-                self.error(
-                    path + ("axis",),
-                    "concat_axis",
-                    f"expected an axis in 1..{rank - 1} or -{rank - 1}..-1 for inputs of rank "
-                    f"{rank}, received {layer.axis}",
-                )
-                return None, 0
-            axes = [a for a in range(1, rank) if a != axis]
-            dims = [s[axis] for s in ins]
-            out = list(ins[0])
-            out[axis] = None if None in dims else sum(dims)
-        for a in axes:
-            dims = {s[a] for s in ins} - {None}
-            if len(dims) > 1:
-                self.error(
-                    path + ("inputs",),
-                    "merge_shapes",
-                    f"expected matching shapes for {layer.type}, received "
-                    + ", ".join(f"{n} {fmt_shape(s)}" for n, s in zip(in_names, ins)),
-                )
-                return None, 0
-            if dims:
-                out[a] = dims.pop()
-        return tuple(out), 0
+        return shape, layer.params(ins, shape)
 
     # ------------------------------------------------------------------ training
 
@@ -578,18 +457,7 @@ class _Checker:
                 "implementation standard or vectorized to clip microbatches",
             )
         for i, layer in enumerate(spec.model.layers):
-            unsupported = []
-            if isinstance(layer, EmbeddingLayer) and layer.mask_zero:
-                hint = "keraspec train masks padding with per-token loss weights instead"
-                unsupported.append(("mask_zero", True, "false", hint))
-            if isinstance(layer, RecurrentLayer):
-                hint = "put a dropout layer before or after the recurrent layer instead"
-                unsupported += [
-                    (field, getattr(layer, field), "0", hint)
-                    for field in ("dropout", "recurrent_dropout")
-                    if getattr(layer, field)
-                ]
-            for field, value, expected, hint in unsupported:
+            for field, value, expected, hint in layer.fast_dp_problems():
                 self.error(
                     ("model", "layers", i, field),
                     "fast_unsupported",
@@ -680,37 +548,43 @@ class _Checker:
                            f"expected max >= min = {f.min!r}, received {f.max!r}")
 
 
-def _cudnn_reasons(layer: RecurrentLayer) -> list[str]:
-    reasons = []
-    if layer.recurrent_dropout > 0:
-        reasons.append(f"recurrent_dropout: {layer.recurrent_dropout}")
-    if layer.activation != "tanh":
-        reasons.append(f"activation: {layer.activation}")
-    if layer.recurrent_activation != "sigmoid":
-        reasons.append(f"recurrent_activation: {layer.recurrent_activation}")
-    if layer.unroll:
-        reasons.append("unroll: true")
-    if not layer.use_bias:
-        reasons.append("use_bias: false")
-    if isinstance(layer, GRULayer) and not layer.reset_after:
-        reasons.append("reset_after: false")
-    return reasons
+class _LayerContext:
+    """What a layer's shape rule sees (`compiler.layers.base.Context`)."""
+
+    def __init__(self, checker: _Checker, spec: Spec, path: Path, inputs: list[str],
+                 producers: dict[str, LayerBase]):
+        self._checker, self._path, self._producers = checker, path, producers
+        self.input = spec.input
+        self.inputs = inputs
+
+    def error(self, field: SubPath, code: str, message: str) -> None:
+        self._checker.error(self._path + field, code, message)
+
+    def warn(self, field: SubPath, code: str, message: str) -> None:
+        self._checker.warn(self._path + field, code, message)
+
+    def upstream_hint(self) -> str:
+        return _upstream_hint(self._producers, {"": self.inputs}, "")
 
 
-def _rnn_hint(producers: dict[str, LayerBase], edges: dict[str, list[str]], name: str) -> str:
-    """Name the RNN upstream that dropped the time axis, if any."""
+def _upstream_hint(producers: dict[str, LayerBase], edges: dict[str, list[str]],
+                   name: str) -> str:
+    """How to keep the time axis the nearest layer upstream of `name` dropped, or ""."""
     todo = list(edges.get(name, []))
     while todo:
         n = todo.pop()
         layer = producers.get(n)
         if layer is None:
             continue
-        if layer.type in RECURRENT_TYPES:
-            if not layer.return_sequences:  # type: ignore[attr-defined]
-                return f"; set return_sequences: true on {layer.type} {n!r}"
-            return ""
+        hint = layer.time_axis_hint()
+        if hint is not None:
+            return hint
         todo.extend(edges.get(n, []))
     return ""
+
+
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
@@ -773,9 +647,7 @@ def training_memory(spec: Spec, analysis: Analysis) -> dict[str, int]:
     for info in analysis.layers:
         if info.output_shape:
             widths += info.output_shape[-1] or 0
-        layer = layers[info.name]
-        if isinstance(layer, RecurrentLayer):
-            widths += (4 if isinstance(layer, LSTMLayer) else 3) * layer.units
+        widths += layers[info.name].activation_width()
     privacy = tr.privacy
     microbatches = (privacy.num_microbatches or tr.batch_size) if privacy else 0
     if privacy is not None and privacy.implementation == "fast":

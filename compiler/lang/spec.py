@@ -12,73 +12,24 @@ from __future__ import annotations
 import typing
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Discriminator,
-    Field,
-    PrivateAttr,
-    Tag,
-    TypeAdapter,
-    create_model,
+from pydantic import BaseModel, Discriminator, Field, PrivateAttr, Tag, TypeAdapter, create_model
+
+from compiler.layers import Layer
+from compiler.layers.base import (
+    MAX_SIZE,
+    Activation,
+    Identifier,
+    Initializer,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    Rate,
+    StrictModel,
 )
 
 API_VERSION = "keraspec/v1"
 
-# Sizes TensorFlow indexes with int32; larger ones are never meant (and would overflow).
-MAX_SIZE = 2**31 - 1
-PositiveInt = Annotated[int, Field(gt=0, le=MAX_SIZE)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
-Rate = Annotated[float, Field(ge=0, lt=1)]
-Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
 ModelName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", max_length=64)]
-
-Initializer = Literal[
-    "glorot_uniform",
-    "glorot_normal",
-    "he_uniform",
-    "he_normal",
-    "lecun_uniform",
-    "lecun_normal",
-    "orthogonal",
-    "identity",
-    "zeros",
-    "ones",
-    "uniform",
-    "random_uniform",
-    "random_normal",
-    "truncated_normal",
-    "variance_scaling",
-]
-Activation = Literal[
-    "linear",
-    "relu",
-    "relu6",
-    "tanh",
-    "sigmoid",
-    "hard_sigmoid",
-    "softmax",
-    "softplus",
-    "softsign",
-    "elu",
-    "selu",
-    "gelu",
-    "swish",
-    "exponential",
-]
-
-
-class StrictModel(BaseModel):
-    """Base of every spec model: unknown keys are errors, no silent type coercion."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        frozen=True,
-        populate_by_name=True,
-        use_attribute_docstrings=True,
-    )
 
 
 # --------------------------------------------------------------------------------- input
@@ -105,185 +56,8 @@ class InputSpec(StrictModel):
 
 
 # -------------------------------------------------------------------------------- layers
-
-
-class LayerBase(StrictModel):
-    name: Optional[Identifier] = Field(
-        None,
-        description="Unique layer name; defaults to the Keras convention (lstm, lstm_1, ...).",
-    )
-    inputs: Optional[Annotated[list[Identifier], Field(min_length=1)]] = Field(
-        None,
-        description="Names of the layers (or the input) feeding this one; defaults to the "
-        "previous layer in the list, or the model input for the first layer.",
-    )
-
-
-class EmbeddingLayer(LayerBase):
-    """tf.keras.layers.Embedding: token ids to dense vectors."""
-
-    type: Literal["embedding"]
-    """The layer type: embedding."""
-    output_dim: PositiveInt = Field(description="Size of each embedding vector.")
-    input_dim: Optional[PositiveInt] = Field(
-        None,
-        description="Number of rows; defaults to input.vocab_size and must be at least that.",
-    )
-    embeddings_initializer: Initializer = "uniform"
-    """Initializer of the embedding matrix (Keras `embeddings_initializer`)."""
-    mask_zero: bool = False
-    """Treat id 0 (padding) as masked for the layers after (Keras `mask_zero`)."""
-
-
-class DropoutLayer(LayerBase):
-    """tf.keras.layers.Dropout."""
-
-    type: Literal["dropout"]
-    """The layer type: dropout."""
-    rate: Rate = Field(description="Fraction of units to drop, in [0, 1).")
-    seed: Optional[int] = None
-    """Seed of the dropout mask; null: from the run's seed."""
-
-
-class RecurrentLayer(LayerBase):
-    units: PositiveInt
-    """Size of the hidden state (and of the output at each step)."""
-    activation: Activation = "tanh"
-    """Activation of the cell and hidden state (Keras `activation`); tanh keeps the fused kernel."""
-    recurrent_activation: Activation = "sigmoid"
-    """Activation of the gates (Keras `recurrent_activation`); sigmoid keeps the fused kernel."""
-    use_bias: bool = True
-    """Add bias vectors to the gates."""
-    kernel_initializer: Initializer = "glorot_uniform"
-    """Initializer of the input weights."""
-    recurrent_initializer: Initializer = "orthogonal"
-    """Initializer of the recurrent weights."""
-    bias_initializer: Initializer = "zeros"
-    """Initializer of the biases."""
-    dropout: Rate = Field(0.0, description="Dropout on the inputs, in [0, 1).")
-    recurrent_dropout: Rate = Field(
-        0.0,
-        description=(
-            "Dropout on the recurrent state, in [0, 1); > 0 forfeits the fused cuDNN " "kernel."
-        ),
-    )
-    return_sequences: bool = Field(
-        False,
-        description=(
-            "Emit the whole sequence (needed when another RNN or a per-step layer follows)."
-        ),
-    )
-    stateful: bool = Field(
-        False,
-        description="Carry state across batches; needs a fixed input.batch_size.",
-    )
-    go_backwards: bool = False
-    """Read the sequence in reverse order."""
-    unroll: bool = False
-    """Unroll the time loop into the graph (faster for very short sequences, more memory)."""
-
-
-class LSTMLayer(RecurrentLayer):
-    """tf.keras.layers.LSTM."""
-
-    type: Literal["lstm"]
-    """The layer type: lstm."""
-    unit_forget_bias: bool = True
-    """Start the forget gate's bias at 1 (Jozefowicz et al., 2015)."""
-
-
-class GRULayer(RecurrentLayer):
-    """tf.keras.layers.GRU."""
-
-    type: Literal["gru"]
-    """The layer type: gru."""
-    reset_after: bool = Field(
-        True,
-        description="Apply the reset gate after the matrix product (the cuDNN-compatible form).",
-    )
-
-
-class DenseLayer(LayerBase):
-    """tf.keras.layers.Dense, applied to the last axis."""
-
-    type: Literal["dense"]
-    """The layer type: dense."""
-    units: PositiveInt
-    """Output size (for the last layer: the vocabulary size, one logit per id)."""
-    activation: Activation = "linear"
-    """Activation of the output; linear for logits."""
-    use_bias: bool = True
-    """Add a bias vector."""
-    kernel_initializer: Initializer = "glorot_uniform"
-    """Initializer of the weight matrix."""
-    bias_initializer: Initializer = "zeros"
-    """Initializer of the bias."""
-
-
-class LayerNormalizationLayer(LayerBase):
-    """tf.keras.layers.LayerNormalization over the last axis."""
-
-    type: Literal["layer_normalization"]
-    """The layer type: layer_normalization."""
-    epsilon: PositiveFloat = 1e-3
-    """Added to the variance before the square root, for stability."""
-    center: bool = True
-    """Learn an offset (beta) added after normalising."""
-    scale: bool = True
-    """Learn a scale (gamma) applied after normalising."""
-
-
-class ActivationLayer(LayerBase):
-    """tf.keras.layers.Activation."""
-
-    type: Literal["activation"]
-    """The layer type: activation."""
-    activation: Activation
-    """The function applied element-wise."""
-
-
-class AddLayer(LayerBase):
-    """tf.keras.layers.Add: element-wise sum of inputs of one shape."""
-
-    type: Literal["add"]
-    """The layer type: add."""
-
-
-class ConcatenateLayer(LayerBase):
-    """tf.keras.layers.Concatenate along `axis`."""
-
-    type: Literal["concatenate"]
-    """The layer type: concatenate."""
-    axis: int = -1
-    """Axis to concatenate along; -1 is the feature axis."""
-
-
-Layer = Annotated[
-    Union[
-        EmbeddingLayer,
-        DropoutLayer,
-        LSTMLayer,
-        GRULayer,
-        DenseLayer,
-        LayerNormalizationLayer,
-        ActivationLayer,
-        AddLayer,
-        ConcatenateLayer,
-    ],
-    Field(discriminator="type"),
-]
-LAYER_TYPES: dict[str, type[LayerBase]] = {
-    "embedding": EmbeddingLayer,
-    "dropout": DropoutLayer,
-    "lstm": LSTMLayer,
-    "gru": GRULayer,
-    "dense": DenseLayer,
-    "layer_normalization": LayerNormalizationLayer,
-    "activation": ActivationLayer,
-    "add": AddLayer,
-    "concatenate": ConcatenateLayer,
-}
-RECURRENT_TYPES = ("lstm", "gru")
+#
+# Each layer type is a model in its own module of compiler.layers, with its behaviour.
 
 
 class GraphModel(StrictModel):

@@ -1,0 +1,18 @@
+"""activation: a function applied element-wise (tf.keras.layers.Activation)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from compiler.layers.base import Activation, LayerBase
+
+
+class ActivationLayer(LayerBase):
+    """tf.keras.layers.Activation."""
+
+    keras_class = "Activation"
+
+    type: Literal["activation"]
+    """The layer type: activation."""
+    activation: Activation
+    """The function applied element-wise."""

@@ -1,0 +1,21 @@
+"""dropout (tf.keras.layers.Dropout)."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field
+
+from compiler.layers.base import LayerBase, Rate
+
+
+class DropoutLayer(LayerBase):
+    """tf.keras.layers.Dropout."""
+
+    keras_class = "Dropout"
+
+    type: Literal["dropout"]
+    """The layer type: dropout."""
+    rate: Rate = Field(description="Fraction of units to drop, in [0, 1).")
+    seed: Optional[int] = None
+    """Seed of the dropout mask; null: from the run's seed."""
