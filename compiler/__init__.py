@@ -13,6 +13,7 @@ from compiler.diagnostics import (
     RunError,
     SpecError,
 )
+from compiler.lang.checked import CheckedSpec
 from compiler.lang.parse import Validation, load_spec, validate
 from compiler.lang.spec import Spec
 
@@ -48,6 +49,7 @@ def __getattr__(name: str):
 __all__ = [
     "audit",
     "AuditReport",
+    "CheckedSpec",
     "CompileError",
     "CompiledModel",
     "compile_spec",

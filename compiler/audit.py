@@ -36,6 +36,7 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
+from compiler.lang.checked import checked
 from compiler.diagnostics import DataError, Diagnostic
 from compiler.files import write_atomic
 
@@ -260,7 +261,7 @@ def audit(
     """Audit `spec` on corpus `data`: canaries in, one training run, the epsilon lower bound.
 
     Args:
-        spec: A resolved spec (`load_spec`), DP or not.
+        spec: A checked spec (`load_spec`), DP or not.
         data: The corpus, as `keraspec train` takes it.
         audit_dir: Where the audit corpus (data.txt), the run (run/) and audit.json go; a
             directory holding an unfinished audit of the same spec resumes its training.
@@ -284,6 +285,7 @@ def audit(
     if not 0 < confidence < 1:
         raise ValueError("expected a confidence in (0, 1)")
     audit_dir = os.fspath(audit_dir)
+    spec = checked(spec)
     corpus = read_corpus(data, header=declared_header(spec))
     os.makedirs(audit_dir, exist_ok=True)
     state_path = os.path.join(audit_dir, "canaries.json")
@@ -311,9 +313,9 @@ def audit(
             {"canaries": made, "included": included.tolist(), "candidates": pool}))
     # Every record of the audit corpus must be a training record: an included canary held
     # out for validation would be counted as trained on.
-    audited = spec.model_copy(
+    audited = spec.variant(spec.spec.model_copy(
         update={"training": spec.training.model_copy(update={"validation_split": 0.0})}
-    )
+    ))
     run_dir = os.path.join(audit_dir, RUN_SUBDIR)
     report = train(audited, data_path, run_dir, epochs=epochs, max_steps=max_steps,
                    callback=callback)

@@ -9,14 +9,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
+from compiler.diagnostics import CompileError, Diagnostic, SpecError
 from compiler.lang import spec as s
-from compiler.lang.checks import Analysis, check, fmt_shape
-from compiler.diagnostics import CompileError, Diagnostic, SpecError, errors_of, warnings_of
-from compiler.lang.parse import source_of
-from compiler.privacy import PrivacyReport, privacy_report, weak_privacy_warning
+from compiler.lang.checked import CheckedSpec, checked
+from compiler.lang.checks import Analysis
 from compiler.lang.source import Source
+from compiler.layers.base import fmt_shape
+from compiler.privacy import PrivacyReport, privacy_report, weak_privacy_warning
 from compiler import fast_dp
 from compiler.tf import tensorflow, tf_privacy_optimizers
 
@@ -189,14 +190,20 @@ def _plain(value: Any) -> Any:
 
 
 def compile_spec(
-    spec: s.Spec, *, examples: Optional[int] = None, weighted_metrics: bool = False
+    spec: Union[s.Spec, CheckedSpec],
+    *,
+    examples: Optional[int] = None,
+    noise_multiplier: Optional[float] = None,
+    weighted_metrics: bool = False,
 ) -> CompiledModel:
-    """Build and compile the Keras model a resolved spec describes.
+    """Build and compile the Keras model a spec describes.
 
     Args:
-        spec: A spec from `load_spec`.
+        spec: A checked spec from `load_spec` (a `Spec` built in Python is checked first).
         examples: Number of training examples; with a DP spec it lets the privacy
             guarantee be computed (and is required when the spec gives target_epsilon).
+        noise_multiplier: For a DP spec, the noise to train with instead of the spec's (a
+            run derives it once from target_epsilon and its records).
         weighted_metrics: Compile the metrics as weighted metrics, for data that carries
             per-token sample weights (training's record examples mask their padding).
 
@@ -204,19 +211,18 @@ def compile_spec(
         The compiled model with its optimizer, loss, metrics and summary.
 
     Raises:
-        SpecError: when the spec violates a rule (specs built in Python are re-checked).
+        SpecError: when a spec built in Python violates a rule.
         CompileError: when TensorFlow refuses the model; the diagnostic names the layer.
     """
-    source = source_of(spec)
-    resolved, analysis, diagnostics = check(spec, source)
-    if errors_of(diagnostics) or analysis is None:
-        raise SpecError(diagnostics)
-    warnings = warnings_of(diagnostics)
+    c = checked(spec)
+    resolved, analysis, source = c.spec, c.analysis, c.source
+    warnings = list(c.warnings)
     tf = tensorflow()
     report = None
     privacy = resolved.training.privacy
+    noise = None
     if privacy is not None:
-        if examples is None and privacy.noise_multiplier is None:
+        if examples is None and noise_multiplier is None and privacy.noise_multiplier is None:
             raise SpecError(
                 [
                     source.diagnostic(
@@ -229,12 +235,14 @@ def compile_spec(
                 ]
             )
         if examples is not None:
-            report = privacy_report(resolved, examples)
-            weak = weak_privacy_warning(spec, report)
+            report = privacy_report(c, examples)
+            weak = weak_privacy_warning(c, report)
             if weak is not None:
                 warnings.append(weak)
-    model = _build_model(tf, resolved, analysis, source, _fast_dp(resolved, report))
-    optimizer = _build_optimizer(tf, resolved, report, source)
+        noise = next(n for n in (noise_multiplier, report and report.noise_multiplier,
+                                 privacy.noise_multiplier) if n is not None)
+    model = _build_model(tf, resolved, analysis, source, _fast_dp(resolved, noise))
+    optimizer = _build_optimizer(tf, resolved, noise, source)
     loss = _build_loss(tf, resolved)
     metrics = list(resolved.training.metrics)
     try:
@@ -334,12 +342,11 @@ def call_graph(spec: s.Spec, analysis: Analysis) -> fast_dp.Graph:
     )
 
 
-def _fast_dp(spec: s.Spec, report: Optional[PrivacyReport]) -> Optional[fast_dp.FastDP]:
+def _fast_dp(spec: s.Spec, noise: Optional[float]) -> Optional[fast_dp.FastDP]:
     """The fast DP step's settings, or None when the spec does not train with it."""
     if not _fast(spec):
         return None
     privacy = spec.training.privacy
-    noise = report.noise_multiplier if report is not None else privacy.noise_multiplier
     return fast_dp.FastDP(privacy.l2_norm_clip, noise, spec.training.batch_size)
 
 
@@ -347,8 +354,7 @@ def _keras_name(name: str) -> str:
     return name.replace("-", "_")
 
 
-def _build_optimizer(tf: Any, spec: s.Spec, report: Optional[PrivacyReport],
-                     source: Source) -> Any:
+def _build_optimizer(tf: Any, spec: s.Spec, noise: Optional[float], source: Source) -> Any:
     opt = spec.training.optimizer
     base = _optimizer_classes(tf)[opt.type]
     kwargs = _optimizer_kwargs(opt)
@@ -368,7 +374,6 @@ def _build_optimizer(tf: Any, spec: s.Spec, report: Optional[PrivacyReport],
         dp_class = vectorized.make_vectorized_keras_optimizer_class(base)
     else:
         dp_class = standard.make_keras_optimizer_class(base)
-    noise = report.noise_multiplier if report is not None else privacy.noise_multiplier
     return dp_class(
         l2_norm_clip=privacy.l2_norm_clip,
         noise_multiplier=noise,
@@ -405,7 +410,7 @@ def state_names(spec: s.Spec) -> list[RecurrentState]:
             for layer in spec.model.layers for suffix, units in layer.states()]
 
 
-def build_state_model(spec: s.Spec) -> tuple[Any, list[RecurrentState]]:
+def build_state_model(spec: Union[s.Spec, CheckedSpec]) -> tuple[Any, list[RecurrentState]]:
     """The spec's model as a stateless functional model that takes and returns RNN states.
 
     Inputs are the token ids (variable batch and length) and each recurrent layer's initial
@@ -417,10 +422,8 @@ def build_state_model(spec: s.Spec) -> tuple[Any, list[RecurrentState]]:
         SpecError: when the spec violates a rule.
         CompileError: when TensorFlow refuses a layer.
     """
-    source = source_of(spec)
-    resolved, analysis, diagnostics = check(spec, source)
-    if errors_of(diagnostics) or analysis is None:
-        raise SpecError(diagnostics)
+    c = checked(spec)
+    resolved, analysis, source = c.spec, c.analysis, c.source
     tf = tensorflow()
     index = {layer.name: i for i, layer in enumerate(resolved.model.layers)}
     states = state_names(resolved)
@@ -453,7 +456,4 @@ def build_state_model(spec: s.Spec) -> tuple[Any, list[RecurrentState]]:
         [tensors[analysis.output], *state_outputs],
         name=_keras_name(resolved.name) + "_serving",
     )
-    # The call order the one-token step walks, from the analysis already made (names, not
-    # layers: Keras would track them).
-    model._call_graph = call_graph(resolved, analysis)
     return model, states

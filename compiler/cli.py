@@ -133,31 +133,65 @@ def _options(
         help="Print the version and exit.",
     ),
     debug: bool = typer.Option(
-        False, "--debug", metavar=FLAG,
+        False, "--debug", metavar=FLAG, envvar="KERASPEC_DEBUG",
         help="Show a traceback for internal errors (for bug reports).",
     ),
     memory_limit: Optional[str] = typer.Option(
         None,
         "--memory-limit",
         metavar="SIZE",
+        envvar="KERASPEC_MEMORY_LIMIT",
         help="Training memory a spec may plan to use, e.g. 64GiB (default: 80% of RAM; "
         "also KERASPEC_MEMORY_LIMIT).",
     ),
 ) -> None:
     """Declarative architecture specs for Keras: validate, diff, compile, train, export."""
-    if debug:
-        os.environ["KERASPEC_DEBUG"] = "1"
+    _SETTINGS.debug = debug
+    _SETTINGS.memory_limit = None
     if memory_limit is not None:
-        from compiler.lang.checks import parse_size
-
         try:
-            parse_size(memory_limit)
+            _SETTINGS.memory_limit = parse_size(memory_limit)
         except ValueError:
             raise typer.BadParameter(
                 f"expected a size such as 512MiB or 64GiB, received {memory_limit!r}",
                 param_hint="--memory-limit",
             )
-        os.environ["KERASPEC_MEMORY_LIMIT"] = memory_limit
+
+
+@dataclasses.dataclass
+class _Settings:
+    """The global options, for the commands (set by `_options`)."""
+
+    debug: bool = False
+    memory_limit: Optional[int] = None  # bytes; None: 80% of the machine's RAM
+
+
+_SETTINGS = _Settings()
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as 64GiB, 512MB, 2g or 1048576.
+
+    Raises:
+        ValueError: the text is not a positive size.
+    """
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    core = text.strip().lower().removesuffix("ib").removesuffix("b")
+    scale = units.get(core[-1:], 1)
+    value = float(core[:-1] if core[-1:] in units else core) * scale
+    if not value > 0:
+        raise ValueError(text)
+    return int(value)
+
+
+def _memory_limit() -> int:
+    """Bytes training may plan to use: --memory-limit, else 80% of the machine's RAM."""
+    if _SETTINGS.memory_limit is not None:
+        return _SETTINGS.memory_limit
+    try:
+        return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 16 << 30
 
 
 # Every integer option has a range (typer reports a value outside it as a usage error, exit 2,
@@ -250,12 +284,13 @@ def validate(
     files = _spec_files(paths)
     if not files:
         raise typer.BadParameter("no .yaml, .yml or .json files found", param_hint="PATH")
-    results = [validate_spec(f, overrides or ()) for f in files]
+    results = [validate_spec(f, overrides or (), memory_limit=_memory_limit()) for f in files]
     if examples is not None:
         from compiler.privacy import delta_diagnostic
 
         for r in results:
-            found = delta_diagnostic(r.spec, examples) if r.spec is not None else None
+            found = (None if r.spec is None
+                     else delta_diagnostic(r.spec, examples, source=r.source))
             if found is not None:
                 r.diagnostics.append(found)
     failed = [r for r in results if _failed(r, strict)]
@@ -462,7 +497,7 @@ def _load_or_exit(spec: Path, overrides: Optional[List[str]]) -> Any:
     if not spec.is_file():
         raise typer.BadParameter(f"no such file: {spec}", param_hint="SPEC")
     try:
-        return load_spec(spec, overrides or ())
+        return load_spec(spec, overrides or (), memory_limit=_memory_limit())
     except SpecError as e:
         _print_diagnostics(_console(stderr=True), e.diagnostics)
         raise typer.Exit(1)
@@ -699,15 +734,15 @@ def train(
         raise _fail([Diagnostic("error", "cluster_task", "expected training.distribution."
                                 f"strategy multi_worker with --cluster, received {strategy}",
                                 "training.distribution", str(spec))])
+    config = None
     if cluster is not None:
-        from compiler.distribution import TF_CONFIG, cluster_config
+        from compiler.distribution import cluster_config
 
         try:
             config = cluster_config([a.strip() for a in cluster.split(",") if a.strip()], task)
         except KeraspecError as e:
             raise _fail(e.diagnostics)
-        os.environ[TF_CONFIG] = json.dumps(config)
-    _print_diagnostics(_console(stderr=True), _warnings_of(resolved))
+    _print_diagnostics(_console(stderr=True), list(resolved.warnings))
     from compiler.training import train as train_spec
 
     with _TrainProgress(enabled=fmt is TextOrJson.text) as progress:
@@ -720,6 +755,7 @@ def train(
                 max_steps=max_steps,
                 checkpoint_every=checkpoint_every,
                 callback=progress.update,
+                cluster=config,
             )
         except KeraspecError as e:
             progress.stop()
@@ -811,14 +847,6 @@ def audit(
             "noise, sampling or accounting does not do what the report says"
         )
         raise typer.Exit(1)
-
-
-def _warnings_of(resolved: Any) -> list["Diagnostic"]:
-    from compiler.lang.checks import check
-    from compiler.diagnostics import warnings_of
-    from compiler.lang.parse import source_of
-
-    return warnings_of(check(resolved, source_of(resolved))[2])
 
 
 class _TrainProgress:
@@ -1310,11 +1338,11 @@ def _print_run(run: dict[str, Any], spec: bool) -> None:
 
 
 def main() -> None:
-    """Console entry point: no traceback reaches the user unless KERASPEC_DEBUG is set."""
+    """Console entry point: no traceback reaches the user unless --debug is given."""
     try:
         app()
     except Exception as e:  # noqa: BLE001 - the last line of defence
-        if os.environ.get("KERASPEC_DEBUG"):
+        if _SETTINGS.debug:
             raise
         print(
             f"keraspec: internal error: {type(e).__name__}: {e}\n"

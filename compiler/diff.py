@@ -20,18 +20,19 @@ import dataclasses
 import os
 import re
 import subprocess
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from compiler.lang import spec as s
-from compiler.lang.checks import Analysis, check
 from compiler.diagnostics import Diagnostic, SpecError
-from compiler.lang.parse import load_spec, source_of
+from compiler.lang.checked import CheckedSpec, checked
+from compiler.lang.checks import Analysis
+from compiler.lang.parse import load_spec
 from compiler.lang.render import flatten, to_data
 
 _MISSING = "<absent>"
 
 
-def load_revision(reference: str) -> s.Spec:
+def load_revision(reference: str) -> CheckedSpec:
     """Load a spec from a file, or from git as REV:PATH (read from git's objects, no checkout).
 
     The revision is resolved to a commit id first (`git rev-parse --verify --end-of-options`)
@@ -76,14 +77,7 @@ def _git(arguments: list[str], reference: str) -> "subprocess.CompletedProcess[b
                                     f"received: {e}", "", reference)]) from e
 
 
-def _analysis(spec: s.Spec) -> Analysis:
-    resolved, analysis, diagnostics = check(spec, source_of(spec))
-    if analysis is None:
-        raise SpecError(diagnostics)
-    return analysis
-
-
-def weights_of(spec: s.Spec, analysis: Analysis) -> list[tuple[str, str, list[str], list[tuple]]]:
+def weights_of(spec: CheckedSpec, analysis: Analysis) -> list[tuple[str, str, list[str], list[tuple]]]:
     """(layer, type, variable names, shapes) of every layer with weights, in model order."""
     shapes: dict[str, Any] = {spec.input.name: analysis.input_shape}
     layers = {layer.name: layer for layer in spec.model.layers}
@@ -98,7 +92,7 @@ def weights_of(spec: s.Spec, analysis: Analysis) -> list[tuple[str, str, list[st
     return out
 
 
-def serving_interface(spec: s.Spec, analysis: Analysis) -> dict[str, Any]:
+def serving_interface(spec: CheckedSpec, analysis: Analysis) -> dict[str, Any]:
     """The inputs and outputs of the signatures an export of this spec would have."""
     vocab = spec.input.vocab_size
     states = {f"{layer.name}_{suffix}": ["float32", [None, units]]
@@ -152,7 +146,8 @@ class SpecDiff:
         return {**dataclasses.asdict(self), "equivalent": self.equivalent}
 
 
-def _layer_rows(old: s.Spec, new: s.Spec, old_a: Analysis, new_a: Analysis) -> list[dict]:
+def _layer_rows(old: CheckedSpec, new: CheckedSpec, old_a: Analysis,
+                new_a: Analysis) -> list[dict]:
     params_old = {i.name: i.params for i in old_a.layers}
     params_new = {i.name: i.params for i in new_a.layers}
     old_layers = {layer.name: layer for layer in old.model.layers}
@@ -246,7 +241,8 @@ def _tensor(info: Optional[list]) -> str:
     return f"{dtype}[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-def _privacy(old: s.Spec, new: s.Spec, examples: Optional[int]) -> Optional[dict[str, Any]]:
+def _privacy(old: CheckedSpec, new: CheckedSpec,
+             examples: Optional[int]) -> Optional[dict[str, Any]]:
     a, b = old.training.privacy, new.training.privacy
     if a is None and b is None:
         return None
@@ -259,7 +255,7 @@ def _privacy(old: s.Spec, new: s.Spec, examples: Optional[int]) -> Optional[dict
     if examples is not None:
         from compiler.privacy import privacy_report
 
-        def epsilon(spec: s.Spec) -> Optional[float]:
+        def epsilon(spec: CheckedSpec) -> Optional[float]:
             if spec.training.privacy is None:
                 return None
             value = privacy_report(spec, examples).epsilon
@@ -270,7 +266,8 @@ def _privacy(old: s.Spec, new: s.Spec, examples: Optional[int]) -> Optional[dict
     return out
 
 
-def diff_specs(old: s.Spec, new: s.Spec, *, old_name: str = "OLD", new_name: str = "NEW",
+def diff_specs(old: Union[s.Spec, CheckedSpec], new: Union[s.Spec, CheckedSpec], *,
+               old_name: str = "OLD", new_name: str = "NEW",
                examples: Optional[int] = None) -> SpecDiff:
     """Compare two resolved specs statically.
 
@@ -280,10 +277,11 @@ def diff_specs(old: s.Spec, new: s.Spec, *, old_name: str = "OLD", new_name: str
         examples: A number of training examples, for the epsilon of DP specs.
 
     Raises:
-        SpecError: a spec's graph is broken (only for specs built in Python).
+        SpecError: a spec built in Python breaks a rule.
     """
-    old_a, new_a = _analysis(old), _analysis(new)
-    a, b = flatten(to_data(old)), flatten(to_data(new))
+    old, new = checked(old), checked(new)
+    old_a, new_a = old.analysis, new.analysis
+    a, b = flatten(to_data(old.spec)), flatten(to_data(new.spec))
     fields = []
     for key in sorted(set(a) | set(b), key=lambda k: (k.split(".")[0], k)):
         if a.get(key, _MISSING) != b.get(key, _MISSING):

@@ -129,8 +129,14 @@ def _local_devices(tf: Any, count: int) -> list[str]:
     return [f"/cpu:{i}" for i in range(count)]
 
 
-def place(tf: Any, spec: s.Spec) -> Placement:
+def place(tf: Any, spec: s.Spec, cluster: Optional[dict[str, Any]] = None) -> Placement:
     """Make the spec's strategy; call it before TensorFlow runs anything else.
+
+    Args:
+        tf: TensorFlow.
+        spec: The (checked) spec.
+        cluster: For multi_worker, the cluster and this process's task, in TF_CONFIG's
+            form (`cluster_config`); None: TensorFlow's TF_CONFIG environment variable.
 
     Raises:
         RunError: the cluster or the devices do not match the spec.
@@ -141,7 +147,7 @@ def place(tf: Any, spec: s.Spec) -> Placement:
     if d.strategy == "mirrored":
         devices = _local_devices(tf, d.devices_per_worker)
         return Placement(tf.distribute.MirroredStrategy(devices), 1, 0, len(devices))
-    config = read_tf_config()
+    config = cluster if cluster is not None else read_tf_config()
     if config is None:
         raise _error(
             "tf_config",
@@ -168,7 +174,13 @@ def place(tf: Any, spec: s.Spec) -> Placement:
     options = tf.distribute.experimental.CommunicationOptions(
         timeout_seconds=d.peer_timeout_seconds
     )
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster), task_type=task["type"], task_id=int(task["index"]),
+        rpc_layer=config.get("rpc_layer", "grpc"),
+    )
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(
+        cluster_resolver=resolver, communication_options=options
+    )
     return Placement(strategy, d.workers, worker, strategy.num_replicas_in_sync)
 
 

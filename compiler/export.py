@@ -39,6 +39,7 @@ import numpy as np
 
 from compiler.batching import write_batching_parameters
 from compiler.lang import spec as s
+from compiler.lang.checked import CheckedSpec, checked
 from compiler.diagnostics import Diagnostic, ExportError
 from compiler.files import (
     digest_mismatch,
@@ -148,7 +149,7 @@ def allowed_ids(spec: s.Spec, tokenizer: Optional[Tokenizer]) -> list[bool]:
     return [i < used and i != PAD_ID for i in range(vocab)]
 
 
-def one_token_step(tf: Any, model: Any, states: list[Any], spec: s.Spec) -> Optional[Any]:
+def one_token_step(tf: Any, model: Any, states: list[Any], spec: CheckedSpec) -> Optional[Any]:
     """The state model's one-token form: [B] ids and states -> [B, V] logits, new states.
 
     Recurrent layers are called through their cells (one step, no time loop); every other
@@ -156,7 +157,9 @@ def one_token_step(tf: Any, model: Any, states: list[Any], spec: s.Spec) -> Opti
     the graph holds a layer whose one step is neither (a backwards RNN, a concatenation
     along time): generation then runs the full layers on one-token sequences.
     """
-    graph = model._call_graph  # set by build_state_model
+    from compiler.build import call_graph
+
+    graph = call_graph(spec.spec, spec.analysis)
     layers = {layer.name: layer for layer in model.layers}
     if not all(layer.steps_alone() for layer in spec.model.layers):
         return None
@@ -595,7 +598,7 @@ def _directory_size(path: str) -> int:
 
 
 def export_saved_model(
-    source: Union[str, os.PathLike[str], s.Spec],
+    source: Union[str, os.PathLike[str], s.Spec, CheckedSpec],
     base: Union[str, os.PathLike[str]],
     *,
     version: Optional[int] = None,
@@ -656,7 +659,8 @@ def export_saved_model(
     else:
         provenance = None
         validators = Validators.from_shape(record_shape) if record_shape else None
-        spec = source if isinstance(source, s.Spec) else load_spec(source)
+        spec = (checked(source) if isinstance(source, (s.Spec, CheckedSpec))
+                else load_spec(source))
         tokenizer = load_tokenizer(tokenizer_dir) if tokenizer_dir else None
         weights_path = weights
     where = os.fspath(base)

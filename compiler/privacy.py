@@ -31,9 +31,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from compiler.diagnostics import Diagnostic, SpecError
+from compiler.lang.checked import CheckedSpec, positionless
+from compiler.lang.source import Source
 from compiler.lang.spec import Spec
 
 EPSILON_WARNING_BOUND = 10.0
@@ -296,21 +298,29 @@ def noise_for_epsilon(*, target_epsilon: float, accountant: str = "pld", **run: 
                  rdp * 1e-3, grid=PLD_DISCRETIZATION * 10)
 
 
-def _problem(spec: Spec, path: tuple[str, ...], message: str) -> SpecError:
+def _problem(spec: Union[Spec, CheckedSpec], path: tuple[str, ...], message: str) -> SpecError:
     """An error about the spec (located in its file) or about an argument of the run."""
-    source = getattr(spec, "_source", None)
-    if path[0] == "training" and source is not None:
-        return SpecError([source.diagnostic(path, "privacy", message)])
+    if path[0] == "training" and isinstance(spec, CheckedSpec):
+        return spec.error(path, "privacy", message)
     return SpecError([Diagnostic("error", "privacy", message, ".".join(path), "<arguments>")])
 
 
+def _located(spec: Union[Spec, CheckedSpec], path: tuple[str, ...], code: str,
+             message: str, source: Optional[Source] = None) -> Diagnostic:
+    """A warning at `path` of the spec, in its file when it has one."""
+    if source is None:
+        source = spec.source if isinstance(spec, CheckedSpec) else positionless(spec)
+    return source.diagnostic(path, code, message, severity="warning")
+
+
 def privacy_report(
-    spec: Spec,
+    spec: Union[Spec, CheckedSpec],
     examples: int,
     *,
     epochs: Optional[float] = None,
     delta: Optional[float] = None,
     target_epsilon: Optional[float] = None,
+    noise_multiplier: Optional[float] = None,
     steps: Optional[int] = None,
     compare: bool = False,
 ) -> PrivacyReport:
@@ -324,6 +334,8 @@ def privacy_report(
         target_epsilon: Solve for the noise multiplier reaching this epsilon instead of
             using the spec's noise (defaults to privacy.target_epsilon when the spec gives
             no noise multiplier).
+        noise_multiplier: The noise a run trains with, instead of the spec's (a run
+            derives it once from target_epsilon and records it).
         steps: The steps a run actually took; the guarantee is then for those steps.
         compare: Also compute epsilon with the other accountant (`epsilons`).
 
@@ -371,7 +383,9 @@ def privacy_report(
         if target_epsilon is not None
         else (privacy.target_epsilon if privacy.noise_multiplier is None else None)
     )
-    if target is not None:
+    if noise_multiplier is not None and target_epsilon is None:
+        noise = float(noise_multiplier)
+    elif target is not None:
         noise = noise_for_epsilon(target_epsilon=target, accountant=privacy.accountant,
                                   **accounting)
     else:
@@ -416,20 +430,17 @@ def privacy_warnings(report: PrivacyReport) -> list[str]:
     return [w for w in found if w is not None]
 
 
-def weak_privacy_warning(spec: Spec, report: PrivacyReport) -> Optional[Diagnostic]:
+def weak_privacy_warning(spec: Union[Spec, CheckedSpec], report: PrivacyReport) -> Optional[Diagnostic]:
     """`epsilon_warning` as a diagnostic at the spec's privacy settings, or None."""
     message = epsilon_warning(report)
     if message is None:
         return None
-    from compiler.lang.parse import source_of
-
-    return source_of(spec).diagnostic(
-        ("training", "privacy"), "weak_privacy", message, severity="warning"
-    )
+    return _located(spec, ("training", "privacy"), "weak_privacy", message)
 
 
 def delta_diagnostic(
-    spec: Spec, examples: int, delta: Optional[float] = None
+    spec: Union[Spec, CheckedSpec], examples: int, delta: Optional[float] = None, *,
+    source: Optional[Source] = None,
 ) -> Optional[Diagnostic]:
     """A warning when the delta in force is at least 1 / examples (no TensorFlow needed).
 
@@ -438,6 +449,7 @@ def delta_diagnostic(
         examples: Training records.
         delta: A delta given as an argument; default: the spec's privacy.delta (the
             records^-1.1 default is always below 1 / examples).
+        source: Where the spec was written, for a spec that failed its checks.
 
     The warning points at privacy.delta when the spec's delta is the one in force, else at
     the privacy block.
@@ -447,7 +459,5 @@ def delta_diagnostic(
     message = None if given is None else delta_warning(given, examples)
     if message is None:
         return None
-    from compiler.lang.parse import source_of
-
     where = ("training", "privacy") + (("delta",) if delta is None else ())
-    return source_of(spec).diagnostic(where, "privacy_delta", message, severity="warning")
+    return _located(spec, where, "privacy_delta", message, source)

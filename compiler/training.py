@@ -46,6 +46,7 @@ import numpy as np
 
 from compiler import distribution
 from compiler.lang import spec as s
+from compiler.lang.checked import CheckedSpec, checked, derived, spec_of
 from compiler.data.columns import (
     VALIDATORS_FILE,
     declared_header,
@@ -65,7 +66,7 @@ from compiler.diagnostics import Diagnostic, RunError, SpecError
 from compiler.files import resource_errors
 from compiler.privacy import PrivacyReport, privacy_report, privacy_warnings
 from compiler.rundir import BEST, LATEST, RunDir
-from compiler.weights import with_stateful
+from compiler.weights import AnySpec, with_stateful
 from compiler.data.tokenizer import PAD_ID, Tokenizer, fit_tokenizer, load_tokenizer
 
 PRIVACY_UNIT = "one record per example"
@@ -196,7 +197,7 @@ class _State:
 # ------------------------------------------------------------------------------ setup
 
 
-def _with_epochs(spec: s.Spec, epochs: Optional[int]) -> s.Spec:
+def _with_epochs(spec: CheckedSpec, epochs: Optional[int]) -> CheckedSpec:
     if epochs is None:
         return spec
     if epochs < 1:
@@ -204,13 +205,13 @@ def _with_epochs(spec: s.Spec, epochs: Optional[int]) -> s.Spec:
             [Diagnostic("error", "epochs", f"expected epochs >= 1, received {epochs}",
                         "training.epochs", "<arguments>")]
         )
-    return spec.model_copy(
+    return spec.variant(spec.spec.model_copy(
         update={"training": spec.training.model_copy(update={"epochs": epochs})}
-    )
+    ))
 
 
-def training_spec(spec: s.Spec, noise_multiplier: Optional[float]) -> s.Spec:
-    """The spec the loop compiles: stateless for DP and under distribution, noise fixed.
+def training_spec(original: AnySpec) -> AnySpec:
+    """The spec the loop compiles: stateless for DP and under distribution.
 
     DP runs must not carry state across batches; Keras cannot run stateful RNNs under a
     tf.distribute strategy. The layers and their weights are the spec's own, so
@@ -218,19 +219,15 @@ def training_spec(spec: s.Spec, noise_multiplier: Optional[float]) -> s.Spec:
     Poisson-sampled DP runs draw a batch of random size at every step: their model takes
     any batch size (the expected size only scales the update).
     """
+    spec = spec_of(original)
     privacy = spec.training.privacy
     d = spec.training.distribution
     if privacy is not None or (d is not None and d.strategy != "one_device"):
         spec = with_stateful(spec, False)
-    if privacy is None:
-        return spec
-    privacy = privacy.model_copy(
-        update={"noise_multiplier": noise_multiplier, "target_epsilon": None}
-    )
-    update: dict[str, Any] = {"training": spec.training.model_copy(update={"privacy": privacy})}
-    if privacy.sampling == "poisson":
-        update["input"] = spec.input.model_copy(update={"batch_size": None})
-    return spec.model_copy(update=update)
+    if privacy is not None and privacy.sampling == "poisson":
+        spec = spec.model_copy(
+            update={"input": spec.input.model_copy(update={"batch_size": None})})
+    return derived(original, spec)
 
 
 def _encode_records(tokenizer: Tokenizer, corpus: Corpus) -> list[Any]:
@@ -289,7 +286,8 @@ def _reset_states(model: Any) -> None:
             layer.reset_states()
 
 
-def _compile(tf: Any, spec: s.Spec, seed: int, weighted: bool) -> Any:
+def _compile(tf: Any, spec: CheckedSpec, seed: int, weighted: bool,
+             noise: Optional[float] = None) -> Any:
     from compiler.build import compile_spec
 
     tf.keras.utils.set_random_seed(seed)
@@ -299,7 +297,7 @@ def _compile(tf: Any, spec: s.Spec, seed: int, weighted: bool) -> Any:
     experimental.enable_tf_random_generator()
     try:
         # Record examples carry per-token weights that mask the padding: metrics use them too.
-        return compile_spec(spec, weighted_metrics=weighted)
+        return compile_spec(spec, weighted_metrics=weighted, noise_multiplier=noise)
     finally:
         if not was_enabled:
             experimental.disable_tf_random_generator()
@@ -342,7 +340,7 @@ class _StopRequest:
 
 
 def train(
-    spec: s.Spec,
+    spec: Union[s.Spec, CheckedSpec],
     data: Union[str, os.PathLike[str]],
     run_dir: Union[str, os.PathLike[str]],
     *,
@@ -350,11 +348,12 @@ def train(
     max_steps: Optional[int] = None,
     checkpoint_every: Optional[int] = None,
     callback: Optional[Callable[[Progress], None]] = None,
+    cluster: Optional[dict[str, Any]] = None,
 ) -> TrainReport:
     """Train a spec on a corpus of records into a run directory, resuming if it holds one.
 
     Args:
-        spec: A resolved spec (`load_spec`).
+        spec: A checked spec (`load_spec`; a `Spec` built in Python is checked first).
         data: A UTF-8 text file, one record per line.
         run_dir: Where checkpoints, tokenizer, logs and the report go. If it holds a run
             of the same spec and corpus, training resumes from its latest checkpoint.
@@ -364,6 +363,8 @@ def train(
             always saved after each epoch, every few minutes, and when the run stops).
         callback: Called with a `Progress` at the start, after each step and epoch, and
             at the end.
+        cluster: For a multi_worker spec, the cluster and this process's task
+            (`distribution.cluster_config`); None: the TF_CONFIG environment variable.
 
     Returns:
         The report, also written to RUN_DIR/report.json.
@@ -374,7 +375,7 @@ def train(
         RunError: the run directory is unusable or holds a different run.
         Nothing is written to the run directory before all of these checks have passed.
     """
-    spec = _with_epochs(spec, epochs)
+    spec = _with_epochs(checked(spec), epochs)
     run = RunDir(os.fspath(run_dir))
     run.check_usable()
     corpus = read_corpus(data, header=declared_header(spec))
@@ -416,7 +417,7 @@ def train(
     from compiler.tf import tensorflow  # after every check that needs no TensorFlow
 
     tf = tensorflow()
-    placement = distribution.place(tf, spec)  # before TensorFlow runs anything else
+    placement = distribution.place(tf, spec, cluster)  # before TensorFlow runs anything else
     if placement.workers > 1:
         # Every worker must draw the same weights, validation split and example order: the
         # chief's seed.
@@ -427,7 +428,7 @@ def train(
         distribution.check_same_data(placement, training_data, tokenizer)
     # Compiling can still fail (TensorFlow refusing a layer): before anything is written.
     loop = _Loop(
-        tf, spec, training_spec(spec, noise), run, corpus, tokenizer, training_data, seed,
+        tf, spec, training_spec(spec), noise, run, corpus, tokenizer, training_data, seed,
         max_steps, checkpoint_every, callback if placement.chief else None, placement,
     )
     # One writer per run directory: the chief holds its lock from the first write to the end.
@@ -462,12 +463,13 @@ def train(
 
 class _Loop:
     def __init__(
-        self, tf, spec, train_spec, run, corpus, tokenizer, data: TrainingData, seed,
+        self, tf, spec, train_spec, noise, run, corpus, tokenizer, data: TrainingData, seed,
         max_steps, checkpoint_every, callback, placement: distribution.Placement,
     ):
         self.tf = tf
         self.spec = spec
         self.train_spec = train_spec
+        self.noise = noise
         self.run_dir = run
         self.corpus = corpus
         self.tokenizer = tokenizer
@@ -483,7 +485,8 @@ class _Loop:
         self.steps_per_epoch = len(data.train) // self.batch
         self.placement = placement
         with placement.strategy.scope():
-            self.compiled = _compile(tf, train_spec, seed, weighted=data.unit == "record")
+            self.compiled = _compile(tf, train_spec, seed, weighted=data.unit == "record",
+                                     noise=noise)
         self.model = self.compiled.model
         self.optimizer = self.compiled.optimizer
         privacy = train_spec.training.privacy
@@ -585,9 +588,8 @@ class _Loop:
     def privacy(self, compare: bool = False) -> Optional[PrivacyReport]:
         if self.train_spec.training.privacy is None:
             return None
-        return privacy_report(
-            self.train_spec, self.data.records, steps=self.state.step, compare=compare
-        )
+        return privacy_report(self.train_spec, self.data.records, steps=self.state.step,
+                              noise_multiplier=self.noise, compare=compare)
 
     def epsilon(self, force: bool = False) -> Optional[float]:
         if self.train_spec.training.privacy is None:

@@ -9,41 +9,47 @@ training shape and copy weights between models layer by layer, by the spec's lay
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Union
 
 from compiler.lang import spec as s
+from compiler.lang.checked import CheckedSpec, derived, spec_of
 from compiler.layers import RecurrentLayer
+
+AnySpec = Union[s.Spec, CheckedSpec]
 from compiler.diagnostics import Diagnostic, RunError
 
 
-def with_stateful(spec: s.Spec, stateful: bool) -> s.Spec:
+def with_stateful(original: AnySpec, stateful: bool) -> AnySpec:
     """The spec with every recurrent layer's `stateful` set (same layers, same weights)."""
+    spec = spec_of(original)
     layers = [
         layer.model_copy(update={"stateful": stateful})
         if isinstance(layer, RecurrentLayer)
         else layer
         for layer in spec.model.layers
     ]
-    return spec.model_copy(update={"model": spec.model.model_copy(update={"layers": layers})})
+    return derived(original, spec.model_copy(
+        update={"model": spec.model.model_copy(update={"layers": layers})}))
 
 
 def reshaped_spec(
-    spec: s.Spec, *, batch_size: int | None, stateful: bool | None, sequence_length=None
-) -> s.Spec:
+    original: AnySpec, *, batch_size: int | None, stateful: bool | None, sequence_length=None
+) -> AnySpec:
     """The spec's model with another batch size, stateful setting and no DP optimizer."""
+    spec = spec_of(original)
     if stateful is not None:
         spec = with_stateful(spec, stateful)
     training = {"privacy": None, "sequence_length": None, "distribution": None}
     if batch_size is not None:
         training["batch_size"] = batch_size
-    return spec.model_copy(
+    return derived(original, spec.model_copy(
         update={
             "input": spec.input.model_copy(
                 update={"batch_size": batch_size, "sequence_length": sequence_length}
             ),
             "training": spec.training.model_copy(update=training),
         }
-    )
+    ))
 
 
 def _unreadable(where: str, e: Exception) -> RunError:

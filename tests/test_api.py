@@ -24,7 +24,7 @@ def test_load_spec_accepts_path_str_and_text():
     by_str = compiler.load_spec("specs/char-small.yaml")
     by_text = compiler.load_spec((ROOT / "specs" / "char-small.yaml").read_text())
     assert by_path == by_str == by_text
-    assert isinstance(by_path, compiler.Spec)
+    assert isinstance(by_path, compiler.CheckedSpec) and isinstance(by_path.spec, compiler.Spec)
 
 
 def test_template_params_flow_into_layers():

@@ -250,7 +250,7 @@ def _poisson_model(noise=0.0, clip=CLIP):
 
     spec = _spec("gru", noise=noise, clip=clip)
     assert spec.training.privacy.sampling == "poisson"
-    model = compile_spec(training_spec(spec, noise)).model
+    model = compile_spec(training_spec(spec), noise_multiplier=noise).model
     assert model.input_shape[0] is None
     return model
 

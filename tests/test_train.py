@@ -254,7 +254,7 @@ def test_no_state_crosses_batches_in_dp_training(tmp_path):
             compiled.model(previous[0], training=True)  # the batch before
         return _clipped_gradient(compiled, *b)
 
-    dp = _compile(tf, training_spec(spec, 0.0), 3, weighted=True)
+    dp = _compile(tf, training_spec(spec), 3, weighted=True, noise=0.0)
     alone, after_a = gradients_after(dp, None), gradients_after(dp, a)
     for g1, g2 in zip(alone, after_a):
         np.testing.assert_allclose(g1, g2, rtol=1e-6, atol=1e-7)

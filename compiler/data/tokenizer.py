@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
 
 from compiler.diagnostics import DataError, Diagnostic, SpecError
 from compiler.files import write_atomic
+from compiler.lang.checked import CheckedSpec, positionless
 from compiler.lang.spec import Spec
 
 PAD, EOR = "<pad>", "<eor>"
@@ -177,16 +178,14 @@ def _json_bytes(data: Any) -> bytes:
     return (json.dumps(data, ensure_ascii=False, indent=1) + "\n").encode("utf-8")
 
 
-def fit_tokenizer(spec: Spec, records: Sequence[str]) -> Tokenizer:
+def fit_tokenizer(spec: Union[Spec, CheckedSpec], records: Sequence[str]) -> Tokenizer:
     """Build the tokenizer a spec declares from a corpus, and check it fits the model.
 
     Raises:
         SpecError: the corpus needs more token ids than the spec's input.vocab_size (named
             at the spec's line), or SentencePiece cannot meet the spec's settings.
     """
-    from compiler.lang.parse import source_of
-
-    source = source_of(spec)
+    source = spec.source if isinstance(spec, CheckedSpec) else positionless(spec)
     settings = spec.training.tokenizer
     vocab_size = spec.input.vocab_size
     if settings.type == "char":

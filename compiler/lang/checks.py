@@ -594,37 +594,6 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def parse_size(text: str) -> int:
-    """Bytes in a size such as 64GiB, 512MB, 2g or 1048576.
-
-    Raises:
-        ValueError: the text is not a positive size.
-    """
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    core = text.strip().lower().removesuffix("ib").removesuffix("b")
-    scale = units.get(core[-1:], 1)
-    value = float(core[:-1] if core[-1:] in units else core) * scale
-    if not value > 0:
-        raise ValueError(text)
-    return int(value)
-
-
-def memory_limit() -> int:
-    """Bytes a training run may plan to use: KERASPEC_MEMORY_LIMIT, else 80% of the RAM."""
-    import os
-
-    configured = os.environ.get("KERASPEC_MEMORY_LIMIT")
-    if configured:
-        try:
-            return parse_size(configured)
-        except ValueError:
-            pass  # an unreadable setting: fall back to the machine's size
-    try:
-        return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 16 << 30
-
-
 def training_memory(spec: Spec, analysis: Analysis) -> dict[str, int]:
     """A static estimate, in bytes, of what training the spec holds in memory at once.
 
@@ -664,8 +633,27 @@ def _gib(n: float) -> str:
     return f"{n / (1 << 30):.3g} GiB"
 
 
-def check(spec: Spec, source: Source) -> tuple[Spec, Optional[Analysis], list[Diagnostic]]:
+def analyse(spec: Spec, source: Source) -> tuple[Spec, Optional[Analysis], list[Diagnostic]]:
+    """Resolve defaults and analyse the graph (shapes, parameters), without the other rules.
+
+    Returns:
+        The resolved spec, the analysis (None when the graph is broken) and the graph's
+        diagnostics.
+    """
+    checker = _Checker(spec, source)
+    resolved = checker.resolve()
+    return resolved, checker.graph(resolved), checker.diagnostics
+
+
+def check(
+    spec: Spec, source: Source, *, memory_limit: Optional[int] = None
+) -> tuple[Spec, Optional[Analysis], list[Diagnostic]]:
     """Resolve defaults and check the semantic rules.
+
+    Args:
+        spec: The spec as written (templates expanded).
+        source: Where it was written, for the diagnostics' positions.
+        memory_limit: Bytes training may plan to use; None: no memory budget rule.
 
     Returns:
         The resolved spec, the analysis of its graph (None when the graph is broken)
@@ -677,17 +665,18 @@ def check(spec: Spec, source: Source) -> tuple[Spec, Optional[Analysis], list[Di
     checker.training(resolved)
     checker.export(resolved)
     checker.data(resolved)
-    if analysis is not None:
+    if analysis is not None and memory_limit is not None:
         parts = training_memory(resolved, analysis)
-        total, limit = sum(parts.values()), memory_limit()
-        if total > limit:
+        total = sum(parts.values())
+        if total > memory_limit:
             detail = ", ".join(f"{k.replace('_', ' ')} {_gib(v)}" for k, v in parts.items() if v)
             checker.error(
                 ("model",),
                 "memory_budget",
-                f"expected a model that trains within the memory limit of {_gib(limit)}, "
-                f"received an estimated {_gib(total)} ({detail}); make the model, batch or "
-                "sequence smaller, or set KERASPEC_MEMORY_LIMIT (e.g. 64GiB) to allow more",
+                f"expected a model that trains within the memory limit of "
+                f"{_gib(memory_limit)}, received an estimated {_gib(total)} ({detail}); make "
+                "the model, batch or sequence smaller, or raise the limit (--memory-limit, "
+                "e.g. 64GiB)",
             )
     diagnostics = sorted(
         checker.diagnostics, key=lambda d: (d.file, d.line or 0, d.column or 0, d.path)

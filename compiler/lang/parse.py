@@ -1,4 +1,4 @@
-"""Parsing: raw data to a typed, resolved `Spec`, with every problem as a `Diagnostic`.
+"""Parsing: raw data to a checked, resolved spec, with every problem as a `Diagnostic`.
 
 The pipeline is load (compiler.lang.source) -> apply `--set` overrides -> validate the
 document's structure (compiler.lang.spec) -> expand a template (compiler.lang.templates) ->
@@ -14,8 +14,9 @@ import os
 import typing
 from typing import Any, Optional, Sequence, Union
 
+from compiler.diagnostics import Diagnostic, SpecError, errors_of, warnings_of
+from compiler.lang.checked import CheckedSpec
 from compiler.lang.checks import Analysis, check
-from compiler.diagnostics import Diagnostic, SpecError, errors_of
 from compiler.lang.source import (
     MAX_SPEC_BYTES,
     Location,
@@ -52,6 +53,14 @@ class Validation:
     @property
     def ok(self) -> bool:
         return not errors_of(self.diagnostics)
+
+    @property
+    def checked(self) -> Optional[CheckedSpec]:
+        """The checked spec, or None when an error was found."""
+        if not self.ok or self.spec is None or self.analysis is None or self.source is None:
+            return None
+        return CheckedSpec(self.spec, self.analysis, self.source,
+                           tuple(warnings_of(self.diagnostics)))
 
 
 # ------------------------------------------------------------------------------ overrides
@@ -383,7 +392,8 @@ def _structure_diagnostics(exc: Any, source: Source, root: type) -> list[Diagnos
 # ------------------------------------------------------------------------------ pipeline
 
 
-def validate_source(source: Source, overrides: Sequence[str] = ()) -> Validation:
+def validate_source(source: Source, overrides: Sequence[str] = (), *,
+                    memory_limit: Optional[int] = None) -> Validation:
     """Run the pipeline on a loaded document. Never raises for bad input."""
     from pydantic import ValidationError
 
@@ -419,21 +429,10 @@ def validate_source(source: Source, overrides: Sequence[str] = ()) -> Validation
             )
     else:
         spec = document
-    resolved, analysis, diagnostics = check(spec, source)
-    resolved._source = source
+    resolved, analysis, diagnostics = check(spec, source, memory_limit=memory_limit)
     if errors_of(diagnostics):
         analysis = None
     return Validation(source.name, source, resolved, analysis, diagnostics)
-
-
-def source_of(spec: Spec) -> Source:
-    """Where a resolved spec was written; a spec built in Python gets a positionless one."""
-    source = getattr(spec, "_source", None)
-    if source is None:
-        from compiler.lang.render import to_data
-
-        source = Source("<spec>", to_data(spec))
-    return source
 
 
 def validate(
@@ -441,6 +440,7 @@ def validate(
     overrides: Sequence[str] = (),
     *,
     name: Optional[str] = None,
+    memory_limit: Optional[int] = None,
 ) -> Validation:
     """Load and validate a spec file or text, collecting every diagnostic.
 
@@ -449,6 +449,8 @@ def validate(
             (`bytes`, or a `str` containing a newline).
         overrides: `dotted.path=value` assignments applied before validation.
         name: What diagnostics call the document (defaults to the path or "<string>").
+        memory_limit: Bytes training may plan to use; a spec estimated above it is an
+            error (`memory_budget`). None: no budget rule.
     """
     try:
         if isinstance(spec, bytes) or (isinstance(spec, str) and "\n" in spec):
@@ -460,7 +462,7 @@ def validate(
     except SpecError as e:
         label = name or (os.fspath(spec) if not isinstance(spec, bytes) else "<string>")
         return Validation(label, None, None, None, e.diagnostics)
-    return validate_source(source, overrides)
+    return validate_source(source, overrides, memory_limit=memory_limit)
 
 
 def load_spec(
@@ -468,22 +470,26 @@ def load_spec(
     overrides: Sequence[str] = (),
     *,
     name: Optional[str] = None,
-) -> Spec:
+    memory_limit: Optional[int] = None,
+) -> CheckedSpec:
     """Load, validate and resolve a spec.
 
     Args:
         spec: A path, or the spec's text; see `validate`.
         overrides: `dotted.path=value` assignments, as `keraspec render --set`.
         name: What diagnostics call the document.
+        memory_limit: See `validate`.
 
     Returns:
-        The resolved `Spec` (template expanded, defaults filled).
+        The checked spec: the resolved `Spec` (template expanded, defaults filled), its
+        analysis, its source positions and its warnings.
 
     Raises:
         SpecError: carrying every diagnostic (errors first, then warnings) when any error
             was found.
     """
-    result = validate(spec, overrides, name=name)
-    if not result.ok or result.spec is None:
+    result = validate(spec, overrides, name=name, memory_limit=memory_limit)
+    checked = result.checked
+    if checked is None:
         raise SpecError(result.diagnostics)
-    return result.spec
+    return checked

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any
+from typing import Any, Union
 
+from compiler.lang.checked import CheckedSpec, spec_of
 from compiler.lang.spec import Spec, distribution_summary
 
 _FIRST = ("type", "name", "inputs")
 
 
-def to_data(spec: Spec) -> dict[str, Any]:
+def to_data(spec: Union[Spec, CheckedSpec]) -> dict[str, Any]:
     """The spec as plain data: every default filled, nulls left out, `type` keys first."""
-    return _order(spec.model_dump(mode="json", exclude_none=True))
+    return _order(spec_of(spec).model_dump(mode="json", exclude_none=True))
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:

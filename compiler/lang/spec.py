@@ -12,7 +12,7 @@ from __future__ import annotations
 import typing
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, Discriminator, Field, PrivateAttr, Tag, TypeAdapter, create_model
+from pydantic import BaseModel, Discriminator, Field, Tag, TypeAdapter, create_model
 
 from compiler.layers import Layer
 from compiler.layers.base import (
@@ -522,14 +522,6 @@ class SpecBase(StrictModel):
 
 class Spec(SpecBase):
     """A resolved spec: template applied, defaults filled, ready to compile."""
-
-    # Where the spec was written (a compiler.lang.source.Source), so that errors found later,
-    # by TensorFlow, still point at a file, line and field. Not part of the data.
-    _source: Any = PrivateAttr(default=None)
-
-    def __eq__(self, other: object) -> bool:
-        # Two specs are equal when their data is, wherever they were written.
-        return type(other) is type(self) and self.__dict__ == other.__dict__
 
     input: InputSpec
     """The model's input: vocabulary size, batch size, sequence length."""
