@@ -35,9 +35,9 @@ sys.path.insert(0, ROOT)
 import compiler  # noqa: E402
 from compiler.build import compile_spec  # noqa: E402
 from compiler.build import build_state_model  # noqa: E402
-from compiler.export import export_saved_model, one_token_step  # noqa: E402
+from compiler.export.savedmodel import export_saved_model, one_token_step  # noqa: E402
 from compiler.tf import tensorflow  # noqa: E402
-from compiler.weights import copy_weights, reshaped_spec  # noqa: E402
+from compiler.training.weights import copy_weights, reshaped_spec  # noqa: E402
 
 tf = tensorflow()
 

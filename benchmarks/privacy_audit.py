@@ -26,8 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import compiler  # noqa: E402
-from compiler.audit import audit  # noqa: E402
-from compiler.privacy import privacy_report  # noqa: E402
+from compiler.evaluate.audit import audit  # noqa: E402
+from compiler.privacy.accounting import privacy_report  # noqa: E402
 
 CORPUS = os.path.join(ROOT, "examples", "transactions.csv")
 DP_SPEC = os.path.join(ROOT, "specs", "lstm-text-dp.yaml")

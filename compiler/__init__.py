@@ -29,10 +29,10 @@ _LAZY = {
     "TrainReport": ("compiler.training", "TrainReport"),
     "generate": ("compiler.generation", "generate"),
     "ValidRecordsExhausted": ("compiler.generation", "ValidRecordsExhausted"),
-    "export_saved_model": ("compiler.export", "export_saved_model"),
-    "ExportReport": ("compiler.export", "ExportReport"),
-    "audit": ("compiler.audit", "audit"),
-    "AuditReport": ("compiler.audit", "AuditReport"),
+    "export_saved_model": ("compiler.export.savedmodel", "export_saved_model"),
+    "ExportReport": ("compiler.export.savedmodel", "ExportReport"),
+    "audit": ("compiler.evaluate.audit", "audit"),
+    "AuditReport": ("compiler.evaluate.audit", "AuditReport"),
 }
 
 

@@ -17,8 +17,8 @@ from compiler.lang.checked import CheckedSpec, checked
 from compiler.lang.checks import Analysis
 from compiler.lang.source import Source
 from compiler.layers.base import fmt_shape
-from compiler.privacy import PrivacyReport, privacy_report, weak_privacy_warning
-from compiler import fast_dp
+from compiler.privacy.accounting import PrivacyReport, privacy_report, weak_privacy_warning
+from compiler.privacy import fast as fast_dp
 from compiler.tf import tensorflow, tf_privacy_optimizers
 
 

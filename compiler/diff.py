@@ -253,7 +253,7 @@ def _privacy(old: CheckedSpec, new: CheckedSpec,
         for key in keys
     }
     if examples is not None:
-        from compiler.privacy import privacy_report
+        from compiler.privacy.accounting import privacy_report
 
         def epsilon(spec: CheckedSpec) -> Optional[float]:
             if spec.training.privacy is None:

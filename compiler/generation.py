@@ -26,9 +26,9 @@ import numpy as np
 from compiler.data.columns import Failure, Validators, load_validators
 from compiler.data.dataset import start_tokens, unit_of
 from compiler.diagnostics import Diagnostic, RunError
-from compiler.rundir import BEST, SPEC_FILE, RunDir
+from compiler.training.rundir import BEST, SPEC_FILE, RunDir
 from compiler.data.tokenizer import EOR_ID, PAD_ID, Tokenizer, encode_prompt, load_tokenizer
-from compiler.weights import load_weights, reshaped_spec
+from compiler.training.weights import load_weights, reshaped_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,7 +166,7 @@ def generate(
         ValueError: count < 1, max_new_tokens < 1, max_invalid < 0, or a temperature that is
             negative or not finite.
     """
-    from compiler.export import resolve_export
+    from compiler.export.savedmodel import resolve_export
 
     if (count < 1 or (max_new_tokens is not None and max_new_tokens < 1) or max_invalid < 0
             or not 0 <= temperature < float("inf")):
@@ -306,7 +306,8 @@ def _what_is_there(path: str) -> str:
         return "a path that does not exist"
     if not os.path.isdir(path):
         return "a file"
-    from compiler.export import MODELS_CONFIG, resolve_export
+    from compiler.export.serving import MODELS_CONFIG
+    from compiler.export.savedmodel import resolve_export
 
     names = sorted(n for n in os.listdir(path)
                    if resolve_export(os.path.join(path, n)) is not None)
@@ -323,7 +324,7 @@ class _ExportSampler(_Sampler):
     by the caller once the export's max_batch is known)."""
 
     def __init__(self, version_dir: str):
-        from compiler.export import METADATA_DIR, read_metadata, verify_export
+        from compiler.export.savedmodel import METADATA_DIR, read_metadata, verify_export
         from compiler.lang.parse import load_spec
         from compiler.tf import tensorflow
 

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 import compiler
-from compiler import distribution
+from compiler.training import distribution
 from compiler.build import compile_spec
 from compiler.tf import tensorflow
 

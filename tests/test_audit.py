@@ -11,7 +11,7 @@ from scipy.stats import binom
 from training_fixtures import load, spec_text, write_corpus
 from typer.testing import CliRunner
 
-from compiler.audit import audit, epsilon_lower_bound, make_canaries, p_value
+from compiler.evaluate.audit import audit, epsilon_lower_bound, make_canaries, p_value
 from compiler.cli import app
 from compiler.data.corpus import read_corpus, record_shape
 

@@ -58,7 +58,7 @@ def test_each_spec_compiles_and_trains_one_step(path):
     changed = [not np.array_equal(a, b) for a, b in zip(before, _weights(model))]
     assert all(changed), "every weight receives a gradient"
     if fast:  # fit runs keraspec's per-example DP step (tests/test_fast_dp.py checks it)
-        assert type(model).train_step.__module__ == "compiler.fast_dp"
+        assert type(model).train_step.__module__ == "compiler.privacy.fast"
         assert not hasattr(compiled.optimizer, "_was_dp_gradients_called")
     elif privacy:
         assert compiled.optimizer._was_dp_gradients_called

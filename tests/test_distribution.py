@@ -18,11 +18,12 @@ from conftest import ROOT
 from training_fixtures import spec_text, write_corpus
 
 import compiler
-from compiler import fast_dp, training
-from compiler.rundir import RunDir
+from compiler.privacy import fast as fast_dp
+from compiler.training import loop as training
+from compiler.training.rundir import RunDir
 from compiler.tf import tensorflow
 from compiler.training import train
-from compiler.weights import with_stateful
+from compiler.training.weights import with_stateful
 
 tf = tensorflow()
 TIMEOUT = 240
@@ -205,7 +206,7 @@ def test_distribution_is_checked_without_tensorflow(tmp_path):
 def test_cluster_options_and_tf_config_errors_are_clear(tmp_path, corpus, monkeypatch):
     from typer.testing import CliRunner
 
-    from compiler import distribution
+    from compiler.training import distribution
     from compiler.cli import app
 
     assert distribution.cluster_config(["a:1", "b:2"], 1) == {

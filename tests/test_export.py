@@ -18,12 +18,12 @@ from typer.testing import CliRunner
 import compiler
 from compiler.build import compile_spec
 from compiler.cli import app
-from compiler.export import _verify, export_saved_model
-from compiler.rundir import RunDir
+from compiler.export.savedmodel import _verify, export_saved_model
+from compiler.training.rundir import RunDir
 from compiler.tf import tensorflow
 from compiler.data.tokenizer import EOR_ID, load_tokenizer
 from compiler.training import train
-from compiler.weights import load_weights, reshaped_spec
+from compiler.training.weights import load_weights, reshaped_spec
 
 tf = tensorflow()
 
@@ -488,7 +488,7 @@ def test_a_row_answers_the_same_alone_and_batched_with_others(trained):
 def test_batching_parameters_parse_as_tf_servings_message(trained, tmp_path):
     from google.protobuf import text_format
 
-    from compiler.batching import batching_parameters_class
+    from compiler.export.batching import batching_parameters_class
 
     root, spec, report = trained
     cls = batching_parameters_class()

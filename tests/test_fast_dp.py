@@ -9,7 +9,7 @@ from conftest import ROOT
 from shrink import shrink
 
 import compiler
-from compiler import fast_dp
+from compiler.privacy import fast as fast_dp
 from compiler.build import compile_spec
 from compiler.lang.render import dump_json, to_data
 from compiler.tf import tensorflow
@@ -246,7 +246,7 @@ def test_stateful_layers_train_from_zero_state():
 
 def _poisson_model(noise=0.0, clip=CLIP):
     """The model a Poisson-sampled run trains: any batch size, divided by the expected 4."""
-    from compiler.training import training_spec
+    from compiler.training.run import training_spec
 
     spec = _spec("gru", noise=noise, clip=clip)
     assert spec.training.privacy.sampling == "poisson"

@@ -24,8 +24,9 @@ from training_fixtures import load, write_corpus, write_spec
 from typer.testing import CliRunner
 
 from compiler.cli import app
-from compiler.export import base_lock, export_saved_model, update_models_config
-from compiler.rundir import RunDir
+from compiler.export.serving import base_lock, update_models_config
+from compiler.export.savedmodel import export_saved_model
+from compiler.training.rundir import RunDir
 from compiler.training import train
 
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import compiler
 from compiler.cli import app
-from compiler.privacy import (
+from compiler.privacy.accounting import (
     compute_epsilon,
     default_delta,
     epsilon_for_steps,

@@ -6,7 +6,7 @@ import os
 import pytest
 
 import compiler
-from compiler.rundir import RunDir
+from compiler.training.rundir import RunDir
 
 
 def test_an_interrupted_start_is_not_foreign_but_other_files_are(tmp_path):
@@ -75,7 +75,7 @@ def test_links_out_of_the_run_directory_are_refused(tmp_path):
 
 
 def test_export_refuses_a_model_directory_that_links_out(tmp_path):
-    from compiler.export import export_saved_model
+    from compiler.export.savedmodel import export_saved_model
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from training_fixtures import load, write_corpus, write_spec
 
-from compiler import fast_dp, training
+from compiler.privacy import fast as fast_dp
+from compiler.training import loop as training
 from compiler.data.sampling import padded_shares, poisson_indices, secret_key, shuffled_order
-from compiler.export import export_saved_model
-from compiler.rundir import RunDir
+from compiler.export.savedmodel import export_saved_model
+from compiler.training.rundir import RunDir
 from compiler.tf import tensorflow
 from compiler.training import train
 

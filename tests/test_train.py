@@ -18,11 +18,13 @@ import compiler
 from compiler.cli import app
 from compiler.data.corpus import read_corpus
 from compiler.data.dataset import prepare, split_records
-from compiler.export import export_saved_model
-from compiler.rundir import RunDir
+from compiler.export.savedmodel import export_saved_model
+from compiler.training.rundir import RunDir
 from compiler.tf import tensorflow
 from compiler.data.tokenizer import CharTokenizer
-from compiler.training import _compile, train, training_spec
+from compiler.training import train
+from compiler.training.loop import _compile
+from compiler.training.run import training_spec
 
 tf = tensorflow()
 

@@ -179,9 +179,9 @@ class _Source:
 
 
 def _open_source(path: str) -> _Source:
-    from compiler.export import METADATA_DIR, read_metadata, resolve_export, verify_export
+    from compiler.export.savedmodel import METADATA_DIR, read_metadata, resolve_export, verify_export
     from compiler.lang.parse import load_spec
-    from compiler.rundir import SPEC_FILE, RunDir
+    from compiler.training.rundir import SPEC_FILE, RunDir
 
     version_dir = resolve_export(path)
     if version_dir is not None:

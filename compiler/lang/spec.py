@@ -16,8 +16,6 @@ from pydantic import BaseModel, Discriminator, Field, Tag, TypeAdapter, create_m
 
 from compiler.layers import Layer
 from compiler.layers.base import (
-    MAX_SIZE,
-    Activation,
     Identifier,
     Initializer,
     NonNegativeFloat,

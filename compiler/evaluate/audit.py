@@ -36,9 +36,9 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
-from compiler.lang.checked import checked
 from compiler.diagnostics import DataError, Diagnostic
 from compiler.files import write_atomic
+from compiler.lang.checked import checked
 
 AUDIT_FILE = "audit.json"
 DATA_FILE = "data.txt"
@@ -220,8 +220,8 @@ def record_losses(run_dir: str, records: list[str], batch: int = 256) -> np.ndar
     """Each record's mean next-token loss under the run's latest weights, `<eor>` to `<eor>`."""
     from compiler.data.tokenizer import EOR_ID
     from compiler.generation import load_run_model
-    from compiler.rundir import LATEST
     from compiler.tf import tensorflow
+    from compiler.training.rundir import LATEST
 
     tf = tensorflow()
     _, model, tokenizer, _ = load_run_model(run_dir, None, LATEST, stateful=False)
@@ -277,7 +277,7 @@ def audit(
     """
     from compiler.data.columns import declared_header
     from compiler.data.corpus import read_corpus, record_shape
-    from compiler.privacy import default_delta
+    from compiler.privacy.accounting import default_delta
     from compiler.training import train
 
     if canaries < 2:

@@ -1,0 +1,264 @@
+"""The `keraspec` application: global options, shared option types and helpers, the entry point.
+
+Commands register on `app` from `spec_commands` (no TensorFlow) and `run_commands`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional
+
+import typer
+
+if TYPE_CHECKING:
+    from compiler.diagnostics import Diagnostic
+
+from compiler.cli.output import _console, _print_diagnostics
+
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+app = typer.Typer(
+    name="keraspec",
+    help="Declarative architecture specs for Keras: validate, diff, compile, train, export, "
+    "generate.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+# Boolean options are flags: no value after them, and none shown in --help.
+FLAG = ""
+
+
+class TextOrJson(str, enum.Enum):
+    text = "text"
+    json = "json"
+
+
+class ValidateFormat(str, enum.Enum):
+    text = "text"
+    json = "json"
+    github = "github"
+
+
+class DiffFormat(str, enum.Enum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+class YamlOrJson(str, enum.Enum):
+    yaml = "yaml"
+    json = "json"
+
+
+_EXTRA_HINT = "the tensorflow extra: pip install 'keraspec[tensorflow]'"
+
+
+# What each command that goes beyond the spec half imports (the tensorflow extra).
+_NEEDS = {
+    "compile": ("tensorflow", "tf_keras"),
+    "privacy": ("dp_accounting",),
+    "train": ("tensorflow", "tf_keras", "dp_accounting", "sentencepiece", "tensorboard"),
+    "export": ("tensorflow", "tf_keras", "tensorflow_serving"),
+    "inspect": ("tensorflow",),
+    "generate": ("tensorflow", "tf_keras"),
+    "evaluate": ("sdmetrics", "pandas", "plotly"),
+}
+
+
+_EVALUATE_HINT = "pip install 'keraspec[evaluate]'"
+
+
+# The extra that provides a module, when it is not the tensorflow extra.
+_EXTRA_OF = {"sdmetrics": "evaluate", "pandas": "evaluate", "plotly": "evaluate"}
+
+
+def _require(command: str, *, tensorflow: bool = False) -> None:
+    """Exit 1 with what to install when a command's packages are missing (core install).
+
+    `tensorflow` adds what `generate` needs, for a command that generates records too.
+    """
+    import importlib.util
+
+    needed = _NEEDS[command] + (_NEEDS["generate"] if tensorflow else ())
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    extras = {_EXTRA_OF.get(m, "tensorflow") for m in missing}
+    if extras == {"evaluate"}:
+        from rich.markup import escape
+
+        _console(stderr=True).print(
+            f"[bold red]error:[/bold red] keraspec {command} needs the evaluate extra: "
+            f"{escape(_EVALUATE_HINT)} (missing: {', '.join(missing)})"
+        )
+        raise typer.Exit(1)
+    missing = [m for m in missing if m not in _EXTRA_OF]
+    if missing and sys.version_info >= (3, 13):
+        from rich.markup import escape
+
+        version = ".".join(map(str, sys.version_info[:3]))
+        _console(stderr=True).print(
+            f"[bold red]error:[/bold red] keraspec {command} needs Python 3.11 or 3.12, "
+            f"received Python {version}: its pinned TensorFlow stack (numpy 1.26) has no "
+            "build for a later Python. The spec commands (validate, render, schema, "
+            "templates, diff) run on this one; install "
+            f"{escape('keraspec[tensorflow]')} under Python 3.11 or 3.12 for the rest."
+        )
+        raise typer.Exit(1)
+    if missing:
+        from rich.markup import escape
+
+        _console(stderr=True).print(
+            f"[bold red]error:[/bold red] keraspec {command} needs {escape(_EXTRA_HINT)} "
+            f"(missing: {', '.join(missing)})"
+        )
+        raise typer.Exit(1)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from compiler import __version__
+
+        typer.echo(f"keraspec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, metavar=FLAG,
+        help="Print the version and exit.",
+    ),
+    debug: bool = typer.Option(
+        False, "--debug", metavar=FLAG, envvar="KERASPEC_DEBUG",
+        help="Show a traceback for internal errors (for bug reports).",
+    ),
+    memory_limit: Optional[str] = typer.Option(
+        None,
+        "--memory-limit",
+        metavar="SIZE",
+        envvar="KERASPEC_MEMORY_LIMIT",
+        help="Training memory a spec may plan to use, e.g. 64GiB (default: 80% of RAM).",
+    ),
+) -> None:
+    """Declarative architecture specs for Keras: validate, diff, compile, train, export."""
+    _SETTINGS.debug = debug
+    _SETTINGS.memory_limit = None
+    if memory_limit is not None:
+        try:
+            _SETTINGS.memory_limit = parse_size(memory_limit)
+        except ValueError:
+            raise typer.BadParameter(
+                f"expected a size such as 512MiB or 64GiB, received {memory_limit!r}",
+                param_hint="--memory-limit",
+            )
+
+
+@dataclasses.dataclass
+class _Settings:
+    """The global options, for the commands (set by `_options`)."""
+
+    debug: bool = False
+    memory_limit: Optional[int] = None  # bytes; None: 80% of the machine's RAM
+
+
+_SETTINGS = _Settings()
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as 64GiB, 512MB, 2g or 1048576.
+
+    Raises:
+        ValueError: the text is not a positive size.
+    """
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    core = text.strip().lower().removesuffix("ib").removesuffix("b")
+    scale = units.get(core[-1:], 1)
+    value = float(core[:-1] if core[-1:] in units else core) * scale
+    if not value > 0:
+        raise ValueError(text)
+    return int(value)
+
+
+def _memory_limit() -> int:
+    """Bytes training may plan to use: --memory-limit, else 80% of the machine's RAM."""
+    if _SETTINGS.memory_limit is not None:
+        return _SETTINGS.memory_limit
+    try:
+        return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 16 << 30
+
+
+# Every integer option has a range (typer reports a value outside it as a usage error, exit 2,
+# naming the option): sizes TensorFlow indexes with int32, counts a machine can hold.
+INT32 = 2**31 - 1
+
+
+MAX_EXAMPLES = 10**12
+
+
+MAX_RECORDS = 10**6
+
+
+EpochsOption = typer.Option(None, "--epochs", min=1, max=INT32, help="Override training.epochs.")
+
+
+# generate --valid-only's default budget (compiler.generation.DEFAULT_MAX_INVALID, which
+# imports numpy: the CLI module imports nothing heavy).
+MAX_INVALID = 1000
+
+
+DataOption = typer.Option(..., "--data", "-d", help="UTF-8 text file, one record per line.")
+
+
+SetOption = typer.Option(
+    None,
+    "--set",
+    "-s",
+    metavar="PATH=VALUE",
+    help="Override a field by its dotted path, e.g. model.params.rnn_units=64 "
+    "(repeatable; values are YAML).",
+)
+
+
+def _load_or_exit(spec: Path, overrides: Optional[List[str]]) -> Any:
+    from compiler.diagnostics import SpecError
+    from compiler.lang.parse import load_spec
+
+    if not spec.is_file():
+        raise typer.BadParameter(f"no such file: {spec}", param_hint="SPEC")
+    try:
+        return load_spec(spec, overrides or (), memory_limit=_memory_limit())
+    except SpecError as e:
+        _print_diagnostics(_console(stderr=True), e.diagnostics)
+        raise typer.Exit(1)
+
+
+def _fail(diagnostics: Iterable["Diagnostic"]) -> "typer.Exit":
+    _print_diagnostics(_console(stderr=True), diagnostics)
+    return typer.Exit(1)
+
+
+def main() -> None:
+    """Console entry point: no traceback reaches the user unless --debug is given."""
+    try:
+        app()
+    except Exception as e:  # noqa: BLE001 - the last line of defence
+        if _SETTINGS.debug:
+            raise
+        print(
+            f"keraspec: internal error: {type(e).__name__}: {e}\n"
+            "(rerun with --debug, e.g. keraspec --debug validate ..., for a traceback, and "
+            "please report it)",
+            file=sys.stderr,
+        )
+        sys.exit(3)
+

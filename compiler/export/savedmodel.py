@@ -1,0 +1,488 @@
+"""Exporting: a trained run to a SavedModel that TF Serving loads and serves correctly.
+
+The training model is stateful with a fixed batch; a naive save of it serves answers that
+depend on earlier requests (its LSTM state lives in variables shared by every caller). The
+exporter rebuilds the spec's model stateless with a variable batch, taking and returning
+each recurrent layer's state as tensors (`compiler.build.build_state_model`), copies the
+trained weights into it, and writes signatures whose answers depend only on their inputs:
+
+- `serving_default`: token ids [batch, time] -> logits [batch, time, vocab] and the
+  next-token probabilities at the last position;
+- `step`: token ids plus every recurrent state -> logits and the new states, for clients
+  that keep the state themselves;
+- `generate`: prompt ids (right-padded with 0), max_new_tokens, temperature and seed ->
+  generated ids, the whole sampling loop in the graph (`tf.while_loop`) after the start
+  tokens (`start_tokens`), each row stopping at `<eor>`, deterministic for a given seed;
+- `generate_text` (char tokenizer only): prompt strings -> generated strings, with the
+  tokenizer in the graph as core string and lookup ops that every TF Serving build has.
+
+Layout: BASE/NAME/VERSION/ (saved_model.pb, variables/, assets/ with the tokenizer,
+assets.extra/tf_serving_warmup_requests, assets.extra/keraspec/ with the spec and export
+metadata) and BASE/models.config. A version is written beside its final place, verified
+(loaded back; logits compared with the Keras model's), fsynced and renamed: TF Serving can
+never see a partial version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import tempfile
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from compiler.data.dataset import start_tokens, unit_of
+from compiler.data.tokenizer import EOR_ID, PAD_ID, CharTokenizer, Tokenizer
+from compiler.diagnostics import ExportError
+from compiler.export.batching import write_batching_parameters
+from compiler.export.serving import (
+    MODELS_CONFIG,
+    _error,
+    base_lock,
+    read_models_config,
+    update_models_config,
+)
+from compiler.export.signatures import (
+    TOLERANCE,
+    WARMUP_FILE,
+    _serving_module,
+    _warmup_inputs,
+    _write_warmup,
+    allowed_ids,
+    signature_info,
+)
+from compiler.files import (
+    digest_mismatch,
+    file_sha256,
+    fsync_directory,
+    fsync_tree,
+    resource_errors,
+)
+from compiler.lang import spec as s
+from compiler.lang.checked import CheckedSpec, checked
+from compiler.lang.render import dump_yaml, to_data
+
+METADATA_DIR = os.path.join("assets.extra", "keraspec")
+
+
+METADATA_FILE = "export.json"
+
+
+DIGESTS_FILE = "digests.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote.
+
+    Attributes:
+        name: The TF Serving model name.
+        version: The version directory written.
+        path: BASE/NAME/VERSION.
+        signatures: Per signature, its inputs and outputs as {name: [dtype, shape]}.
+        size_bytes: Size of the version directory.
+        max_logit_difference: Largest |served - Keras| logit on the verification input.
+        step: Training step of the exported weights (None for --weights).
+        models_config: Path of the models.config listing the model.
+        batching_parameters: Path of BASE's batching parameters file (for the server's
+            --enable_batching --batching_parameters_file).
+        checkpoint: Which of the run's checkpoints was exported ("best" or "latest"; None
+            for weights trained elsewhere).
+    """
+
+    name: str
+    version: int
+    path: str
+    signatures: dict[str, dict[str, dict[str, list[Any]]]]
+    size_bytes: int
+    max_logit_difference: float
+    step: Optional[int]
+    models_config: str
+    batching_parameters: str = ""
+    checkpoint: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def resolve_export(path: Union[str, os.PathLike[str]]) -> Optional[str]:
+    """The version directory `path` names: itself (BASE/NAME/VERSION), or the highest
+    numeric version under it (BASE/NAME), as TF Serving picks; None when it is neither."""
+    path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    if os.path.isdir(path):
+        versions = [n for n in os.listdir(path) if n.isdigit()
+                    and os.path.isfile(os.path.join(path, n, "saved_model.pb"))]
+        if versions:
+            return os.path.join(path, max(versions, key=int))
+    return None
+
+
+def read_metadata(version_dir: str) -> dict[str, Any]:
+    """The export.json keraspec writes beside a SavedModel ({} for other SavedModels)."""
+    try:
+        with open(os.path.join(version_dir, METADATA_DIR, METADATA_FILE), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _signature_list(spec: s.Spec, tokenizer: Optional[Tokenizer], where: str) -> list[str]:
+    text_ok = isinstance(tokenizer, CharTokenizer)
+    wanted = s.signatures_to_export(spec.export, text_in_graph=text_ok)
+    if "generate_text" in wanted and not text_ok:
+        kind = "no tokenizer" if tokenizer is None else f"the {tokenizer.kind} tokenizer"
+        raise _error(
+            "generate_text",
+            f"expected the char tokenizer for generate_text (its ops are in every TF Serving "
+            f"build), received {kind}; remove generate_text from export.signatures",
+            where,
+            "export.signatures",
+        )
+    return wanted
+
+
+def _next_version(model_dir: str, first: int) -> int:
+    taken = [int(n) for n in os.listdir(model_dir) if n.isdigit()] if os.path.isdir(
+        model_dir) else []
+    return max([first - 1, *taken]) + 1
+
+
+def _directory_size(path: str) -> int:
+    return sum(
+        os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files
+    )
+
+
+def export_saved_model(
+    source: Union[str, os.PathLike[str], s.Spec, CheckedSpec],
+    base: Union[str, os.PathLike[str]],
+    *,
+    version: Optional[int] = None,
+    name: Optional[str] = None,
+    weights: Optional[str] = None,
+    tokenizer_dir: Optional[str] = None,
+    record_shape: Optional[dict[str, Any]] = None,
+    checkpoint: str = "best",
+    serving_root: str = "/models",
+) -> ExportReport:
+    """Export a trained model as BASE/NAME/VERSION for TF Serving.
+
+    Args:
+        source: A run directory written by `train`; or, with `weights`, a spec (path or
+            resolved `Spec`) whose weights were trained elsewhere.
+        base: The model base directory TF Serving is pointed at.
+        version: The version to write (an existing one is an error); default: the next
+            free number, starting at the spec's export.version.
+        name: The model name (default: the spec's name).
+        weights: A TensorFlow checkpoint prefix or Keras weights file, with a spec source.
+        tokenizer_dir: With `weights`: a directory holding a keraspec tokenizer.json (gives
+            generate_text and the assets); optional.
+        record_shape: With `weights`: the training records' delimiter and field count
+            ({"delimiter": ",", "fields": 6}), so generation can check records.
+        checkpoint: With a run directory: "best" or "latest".
+        serving_root: Where BASE is mounted in the server (models.config's base_path).
+
+    Returns:
+        What was written, with the verification result.
+
+    Raises:
+        RunError: the run holds no trained checkpoint, or the weights do not load.
+        ExportError: the version exists, the spec's signatures cannot be written, BASE is
+            not writable, or the exported model does not reproduce the Keras model's logits.
+    """
+    from compiler.build import build_state_model, compile_spec
+    from compiler.data.columns import Validators, load_validators
+    from compiler.data.tokenizer import load_tokenizer
+    from compiler.lang.parse import load_spec
+    from compiler.tf import tensorflow
+    from compiler.training.rundir import SPEC_FILE, RunDir, run_provenance
+    from compiler.training.weights import copy_weights, load_weights, reshaped_spec
+
+    step: Optional[int] = None
+    if weights is None:
+        run_dir = os.fspath(source)  # type: ignore[arg-type]
+        run = RunDir(run_dir)
+        pointer = run.trained_checkpoint(checkpoint)
+        run.verify_files()
+        spec = load_spec(run.file(SPEC_FILE))
+        tokenizer: Optional[Tokenizer] = load_tokenizer(run_dir)
+        tokenizer_dir = run_dir
+        weights_path = pointer["prefix"]
+        step = int(pointer["step"])
+        record_shape = run.read_run().get("record_shape")
+        validators = load_validators(run_dir, record_shape)
+        provenance = run_provenance(run)
+    else:
+        provenance = None
+        validators = Validators.from_shape(record_shape) if record_shape else None
+        spec = (checked(source) if isinstance(source, (s.Spec, CheckedSpec))
+                else load_spec(source))
+        tokenizer = load_tokenizer(tokenizer_dir) if tokenizer_dir else None
+        weights_path = weights
+    where = os.fspath(base)
+    name = name or spec.name
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name):
+        raise _error("model_name", f"expected a model name of letters, digits, _ and -, "
+                     f"received {name!r}", where)
+    signatures = _signature_list(spec, tokenizer, where)
+    if tokenizer is not None and tokenizer.size > spec.input.vocab_size:
+        raise _error("vocab_size", f"expected a tokenizer of at most input.vocab_size = "
+                     f"{spec.input.vocab_size} ids, received {tokenizer.size}", where)
+
+    model_dir = os.path.join(where, name)
+    for path in (model_dir, os.path.join(where, MODELS_CONFIG)):
+        if os.path.islink(path):
+            raise _error("base_link", "expected a plain file or directory, received a "
+                         "symbolic link: keraspec never writes through a link out of -o", path)
+    read_models_config(where)  # a models.config that does not parse: before anything is written
+    if version is None:
+        version = _next_version(model_dir, spec.export.version)
+    final = os.path.join(model_dir, str(version))
+    if os.path.exists(final):
+        raise _error("version_exists", f"expected a new version, received {version}, which "
+                     f"exists already in {model_dir}; versions are never overwritten", final)
+    tf = tensorflow()
+    serving_spec = reshaped_spec(spec, batch_size=None, stateful=False)
+    trained = compile_spec(serving_spec).model
+    if weights is None:
+        with run.reading(checkpoint) as held:  # a training run's cleanup leaves it in place
+            load_weights(trained, held["prefix"])
+            weights_path, step = held["prefix"], int(held["step"])
+    else:
+        load_weights(trained, weights_path)
+    model, states = build_state_model(serving_spec)
+    copy_weights(trained, model)
+    files = []
+    if tokenizer is not None:
+        files = [os.path.join(tokenizer_dir, n) for n in tokenizer.files()]
+    module, functions = _serving_module(tf, model, states, spec, tokenizer, signatures, files)
+
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=model_dir)
+    except OSError as e:
+        raise _error("base_unwritable", f"expected a writable directory, received: "
+                     f"{e.strerror or e}", where) from e
+    try:
+        with resource_errors(where, f"export version {version}", "nothing was published; make "
+                             "room and export again", ExportError):
+            difference, info = _write_version(
+                tf, tmp, module, functions, trained, spec, tokenizer, signatures, states, name,
+                version, step, record_shape, provenance, validators, where)
+        if os.path.exists(final):  # another export took this version meanwhile
+            raise _error("version_exists", f"expected a new version, received {version}, "
+                         "written meanwhile by another export", final)
+        os.rename(tmp, final)
+        fsync_directory(model_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    with resource_errors(where, MODELS_CONFIG, f"version {version} is published in {final}; "
+                         "make room and export again to list it", ExportError), base_lock(where):
+        config = update_models_config(where, name, serving_root)
+        batching = write_batching_parameters(where, spec.export.limits)
+    return ExportReport(
+        name=name,
+        version=version,
+        path=final,
+        signatures=info,
+        size_bytes=_directory_size(final),
+        max_logit_difference=difference,
+        step=step,
+        models_config=config,
+        batching_parameters=batching,
+        checkpoint=checkpoint if weights is None else None,
+    )
+
+
+def _verify(tf: Any, path: str, keras_model: Any, spec: s.Spec,
+            requests: dict[str, dict[str, Any]], where: str,
+            allowed: Optional[list[bool]] = None) -> tuple[float, dict[str, Any]]:
+    """Load the SavedModel back, run every signature, compare logits with the Keras model's.
+
+    Returns:
+        The largest logit difference, and each signature's inputs and outputs.
+    """
+    loaded = tf.saved_model.load(path)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(2, spec.input.vocab_size, size=(3, 7)).astype(np.int32)
+    served = loaded.signatures["serving_default"](**{spec.input.name: tf.constant(tokens)})
+    expected = keras_model(tokens, training=False).numpy()
+    difference = float(np.max(np.abs(served["logits"].numpy() - expected)))
+    if not difference <= TOLERANCE:
+        raise _error("verification", f"expected the exported logits to equal the Keras "
+                     f"model's within {TOLERANCE}, received a difference of {difference:.3g}",
+                     where)
+    for signature, inputs in requests.items():
+        loaded.signatures[signature](**inputs)
+    if "generate" in loaded.signatures:
+        _verify_greedy(tf, loaded, spec, where, allowed or allowed_ids(spec, None))
+    return difference, {n: signature_info(loaded.signatures[n]) for n in requests}
+
+
+def _verify_greedy(tf: Any, loaded: Any, spec: s.Spec, where: str, allowed: list[bool],
+                   tokens: int = 6) -> None:
+    """At temperature 0, `generate` must equal a greedy loop over `serving_default`."""
+    prompts = [[2, 2], [2, 0]]  # rows of different lengths, right-padded with 0
+    out = loaded.signatures["generate"](
+        prompt=tf.constant(prompts, tf.int32), max_new_tokens=tf.fill([2], tokens),
+        temperature=tf.zeros([2]), seed=tf.zeros([2], tf.int64))
+    mask = np.array(allowed)
+    for row, prompt in enumerate(prompts):
+        ids = list(start_tokens(unit_of(spec))) + [i for i in prompt if i != PAD_ID]
+        expected: list[int] = []
+        for _ in range(tokens):
+            logits = loaded.signatures["serving_default"](
+                **{spec.input.name: tf.constant([ids + expected], tf.int32)})["logits"]
+            nxt = int(np.argmax(np.where(mask, logits.numpy()[0, -1], -np.inf)))
+            if nxt == EOR_ID:
+                break
+            expected.append(nxt)
+        got = out["tokens"].numpy()[row, : int(out["lengths"][row])].tolist()
+        if got != expected:
+            raise _error("verification", f"expected generate at temperature 0 to equal a "
+                         f"greedy loop over serving_default, received {got} for {expected}",
+                         where)
+
+
+def _write_version(tf, tmp, module, functions, trained, spec, tokenizer, signatures, states,
+                   name, version, step, record_shape, provenance, validators, where):
+    """Write a version's SavedModel, warm-up requests and metadata into `tmp`, verify it,
+    and record every file's digest; returns the verification (difference, signatures)."""
+    from compiler.data.columns import VALIDATORS_FILE, validators_json
+
+    concrete = {n: fn.get_concrete_function() for n, fn in functions.items()}
+    tf.saved_model.save(module, tmp, signatures=concrete)
+    requests = {n: _warmup_inputs(tf, n, states, spec, tokenizer) for n in signatures}
+    _write_warmup(tf, os.path.join(tmp, WARMUP_FILE), name, requests)
+    difference, info = _verify(tf, tmp, trained, spec, requests, where,
+                               allowed_ids(spec, tokenizer))
+    metadata = {
+        "name": name,
+        "version": version,
+        "step": step,
+        "signatures": info,
+        "tokenizer": None if tokenizer is None else tokenizer.kind,
+        "eor_id": EOR_ID,
+        "start_tokens": list(start_tokens(unit_of(spec))),
+        "pad_id": PAD_ID,
+        "states": [dataclasses.asdict(st) for st in states],
+        "max_logit_difference": difference,
+        "record_shape": record_shape,
+        "run": provenance,
+    }
+    meta_dir = os.path.join(tmp, METADATA_DIR)
+    os.makedirs(meta_dir, exist_ok=True)
+    with open(os.path.join(meta_dir, "spec.resolved.yaml"), "w", encoding="utf-8") as f:
+        f.write(dump_yaml(to_data(spec)))
+    with open(os.path.join(meta_dir, METADATA_FILE), "w", encoding="utf-8") as f:
+        f.write(json.dumps(metadata, indent=2) + "\n")
+    if validators is not None:
+        with open(os.path.join(meta_dir, VALIDATORS_FILE), "wb") as f:
+            f.write(validators_json(validators))
+    with open(os.path.join(meta_dir, DIGESTS_FILE), "w", encoding="utf-8") as f:
+        f.write(json.dumps(tree_digests(tmp), indent=1) + "\n")
+    fsync_tree(tmp)
+    return difference, info
+
+
+def tree_digests(root: str) -> dict[str, str]:
+    """sha256 of every file under `root` (but the digest file), by relative path."""
+    out = {}
+    for directory, _, files in os.walk(root):
+        for n in files:
+            full = os.path.join(directory, n)
+            relative = os.path.relpath(full, root)
+            if relative != os.path.join(METADATA_DIR, DIGESTS_FILE):
+                out[relative] = file_sha256(full)
+    return dict(sorted(out.items()))
+
+
+def verify_export(version_dir: str) -> None:
+    """Check every file of an export against the digests written with it.
+
+    Exports written before digests were (no digests.json) are not checked.
+
+    Raises:
+        ExportError: a file is missing, or its content is not what was exported.
+    """
+    path = os.path.join(version_dir, METADATA_DIR, DIGESTS_FILE)
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            digests = json.load(f)
+        if not isinstance(digests, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError) as e:
+        raise _error("export_corrupt", f"expected the export's digests, received a file that "
+                     f"does not read ({e}); export the run again", path) from None
+    found = digest_mismatch(version_dir, digests)
+    if found is None:
+        return
+    full, missing = found
+    if missing:
+        raise _error("export_corrupt", "expected the export's file, received no such "
+                     "file: the version is incomplete; export the run again", full)
+    raise _error("export_corrupt", "expected the file as it was exported, received "
+                 "different content (truncated or edited); export the run again", full)
+
+
+def inspect_export(path: Union[str, os.PathLike[str]]) -> Optional[dict[str, Any]]:
+    """An export's name, version, size, signatures (from its SignatureDefs) and spec.
+
+    Returns:
+        None when `path` is not an export.
+
+    Raises:
+        ExportError: a file of the export is missing or not what was exported.
+    """
+    from compiler.tf import tensorflow
+
+    version_dir = resolve_export(path)
+    if version_dir is None:
+        return None
+    verify_export(version_dir)
+    tf = tensorflow()
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(version_dir, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+
+    def describe(tensors: Any) -> dict[str, list[Any]]:
+        return {
+            key: [
+                tf.dtypes.as_dtype(info.dtype).name,
+                None if info.tensor_shape.unknown_rank
+                else [None if d.size < 0 else d.size for d in info.tensor_shape.dim],
+            ]
+            for key, info in sorted(tensors.items())
+        }
+
+    signatures = {
+        name: {"inputs": describe(sig.inputs), "outputs": describe(sig.outputs)}
+        for meta in saved.meta_graphs
+        for name, sig in sorted(meta.signature_def.items())
+        if not name.startswith("__")
+    }
+    metadata = read_metadata(version_dir)
+    spec_path = os.path.join(version_dir, METADATA_DIR, "spec.resolved.yaml")
+    spec_text = open(spec_path, encoding="utf-8").read() if os.path.isfile(spec_path) else None
+    return {
+        "name": os.path.basename(os.path.dirname(os.path.abspath(version_dir))),
+        "version": int(os.path.basename(version_dir)),
+        "path": version_dir,
+        "size_bytes": _directory_size(version_dir),
+        "step": metadata.get("step"),
+        "tokenizer": metadata.get("tokenizer"),
+        "record_shape": metadata.get("record_shape"),
+        "signatures": signatures,
+        "spec": spec_text,
+    }
