@@ -27,6 +27,7 @@ from compiler.data.columns import Failure, Validators, load_validators
 from compiler.data.dataset import start_tokens, unit_of
 from compiler.diagnostics import Diagnostic, RunError
 from compiler.training.rundir import BEST, SPEC_FILE, RunDir
+from compiler.training.trained import TrainedRun, open_trained
 from compiler.data.tokenizer import EOR_ID, PAD_ID, Tokenizer, encode_prompt, load_tokenizer
 from compiler.training.weights import load_weights, reshaped_spec
 
@@ -92,8 +93,8 @@ def describe_problem(failures: list[Failure]) -> str:
 
 def load_run_model(
     run_dir: str, rows: Optional[int], which: str = BEST, *, stateful: bool = True
-) -> tuple[Any, Any, Tokenizer, int]:
-    """The run's spec, its model, tokenizer and checkpoint step.
+) -> tuple[TrainedRun, Any, int]:
+    """A trained run, its model with the checkpoint's weights, and the checkpoint's step.
 
     Args:
         run_dir: A run directory written by `train`.
@@ -106,17 +107,13 @@ def load_run_model(
         RunError: the directory holds no trained run, or its checkpoint does not load.
     """
     from compiler.build import compile_spec
-    from compiler.lang.parse import load_spec
 
-    run = RunDir(run_dir)
-    run.trained_checkpoint(which)  # a located error before anything is built
-    run.verify_files()
-    spec = load_spec(run.file(SPEC_FILE))
-    tokenizer = load_tokenizer(run_dir)
+    trained = open_trained(run_dir, which)
+    spec = trained.spec
     model = compile_spec(reshaped_spec(spec, batch_size=rows, stateful=stateful)).model
-    with run.reading(which) as pointer:  # a training run's cleanup leaves it in place
+    with trained.run.reading(which) as pointer:  # a training run's cleanup leaves it in place
         load_weights(model, pointer["prefix"])
-    return spec, model, tokenizer, int(pointer["step"])
+    return trained, model, int(pointer["step"])
 
 
 # Rows sampled together while looking for valid records (at most the export's max_batch).
@@ -387,11 +384,10 @@ class _RunSampler(_Sampler):
         from compiler.tf import tensorflow
 
         self.tf = tensorflow()
-        self.spec, self.model, self.tokenizer, self.step = load_run_model(
-            run_dir, rows, checkpoint)
+        trained, self.model, self.step = load_run_model(run_dir, rows, checkpoint)
+        self.spec, self.tokenizer = trained.spec, trained.tokenizer
+        self.validators = trained.validators
         self.source, self.rows = run_dir, rows
-        self.validators = load_validators(run_dir, RunDir(run_dir).read_run().get(
-            "record_shape"))
         model = self.model
         self.call = self.tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 

@@ -224,7 +224,8 @@ def record_losses(run_dir: str, records: list[str], batch: int = 256) -> np.ndar
     from compiler.training.rundir import LATEST
 
     tf = tensorflow()
-    _, model, tokenizer, _ = load_run_model(run_dir, None, LATEST, stateful=False)
+    trained, model, _ = load_run_model(run_dir, None, LATEST, stateful=False)
+    tokenizer = trained.tokenizer
     encoded = [np.concatenate(([EOR_ID], tokenizer.encode(r), [EOR_ID])) for r in records]
     width = max(len(e) for e in encoded)
     ids = np.zeros((len(encoded), width), np.int32)

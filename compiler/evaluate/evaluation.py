@@ -181,7 +181,8 @@ class _Source:
 def _open_source(path: str) -> _Source:
     from compiler.export.savedmodel import METADATA_DIR, read_metadata, resolve_export, verify_export
     from compiler.lang.parse import load_spec
-    from compiler.training.rundir import SPEC_FILE, RunDir
+    from compiler.training.rundir import SPEC_FILE
+    from compiler.training.trained import open_trained
 
     version_dir = resolve_export(path)
     if version_dir is not None:
@@ -199,14 +200,12 @@ def _open_source(path: str) -> _Source:
         return _Source(spec.name, version_dir, metadata.get("step"), spec,
                        _read(spec_path), load_validators(meta_dir, metadata.get("record_shape")),
                        run.get("data_sha256"), run.get("seed"), run.get("privacy"))
-    run_dir = RunDir(path)
-    pointer = run_dir.trained_checkpoint()  # a located error when it is not a trained run
-    identity = run_dir.read_run()
-    spec = load_spec(run_dir.file(SPEC_FILE))
-    return _Source(spec.name, path, int(pointer["step"]), spec, _read(run_dir.file(SPEC_FILE)),
-                   load_validators(path, identity.get("record_shape")),
+    trained = open_trained(path)  # a located error when it is not a trained run
+    identity = trained.identity
+    return _Source(trained.spec.name, path, trained.step, trained.spec,
+                   _read(trained.run.file(SPEC_FILE)), trained.validators,
                    identity.get("data_sha256"), identity.get("seed"),
-                   run_dir.read_report().get("privacy"))
+                   trained.run.read_report().get("privacy"))
 
 
 def _read(path: str) -> str:

@@ -197,26 +197,22 @@ def export_saved_model(
             not writable, or the exported model does not reproduce the Keras model's logits.
     """
     from compiler.build import build_state_model, compile_spec
-    from compiler.data.columns import Validators, load_validators
+    from compiler.data.columns import Validators
     from compiler.data.tokenizer import load_tokenizer
     from compiler.lang.parse import load_spec
     from compiler.tf import tensorflow
-    from compiler.training.rundir import SPEC_FILE, RunDir, run_provenance
+    from compiler.training.rundir import run_provenance
+    from compiler.training.trained import open_trained
     from compiler.training.weights import copy_weights, load_weights, reshaped_spec
 
     step: Optional[int] = None
     if weights is None:
-        run_dir = os.fspath(source)  # type: ignore[arg-type]
-        run = RunDir(run_dir)
-        pointer = run.trained_checkpoint(checkpoint)
-        run.verify_files()
-        spec = load_spec(run.file(SPEC_FILE))
-        tokenizer: Optional[Tokenizer] = load_tokenizer(run_dir)
-        tokenizer_dir = run_dir
-        weights_path = pointer["prefix"]
-        step = int(pointer["step"])
-        record_shape = run.read_run().get("record_shape")
-        validators = load_validators(run_dir, record_shape)
+        trained_run = open_trained(os.fspath(source), checkpoint)  # type: ignore[arg-type]
+        run = trained_run.run
+        spec, tokenizer = trained_run.spec, trained_run.tokenizer
+        tokenizer_dir = run.path
+        record_shape = trained_run.identity.get("record_shape")
+        validators = trained_run.validators
         provenance = run_provenance(run)
     else:
         provenance = None

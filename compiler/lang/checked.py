@@ -94,9 +94,7 @@ class CheckedSpec:
 
 def positionless(spec: Spec) -> Source:
     """A source for a spec built in Python: diagnostics name its fields, not lines."""
-    from compiler.lang.render import to_data
-
-    return Source("<spec>", to_data(spec))
+    return Source("<spec>", spec.model_dump(mode="json", exclude_none=True))
 
 
 def checked(spec: Union[Spec, CheckedSpec], *, memory_limit: Optional[int] = None,
