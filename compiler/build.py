@@ -49,6 +49,8 @@ class CompiledModel:
         analysis: The static analysis of the spec's graph.
         privacy: The privacy guarantee, when the spec is DP and `examples` was given.
         warnings: Warnings from validation and compilation.
+        dp_noise: With the fast DP implementation, the checkpointable holder of the step's
+            secret noise key (`.key`); None otherwise.
     """
 
     spec: s.Spec
@@ -59,6 +61,7 @@ class CompiledModel:
     analysis: Analysis
     privacy: Optional[PrivacyReport] = None
     warnings: list[Diagnostic] = dataclasses.field(default_factory=list)
+    dp_noise: Optional[Any] = None
 
     @property
     def per_example_loss(self) -> bool:
@@ -258,7 +261,9 @@ def compile_spec(
         # The DP step reads the step counter before the first update: create it now, in
         # the current (maybe distributed) scope, not inside a replica's first step.
         _ = optimizer.iterations
-    return CompiledModel(resolved, model, optimizer, loss, metrics, analysis, report, warnings)
+    dp_noise = model.dp_noise if _fast(resolved) else None
+    return CompiledModel(resolved, model, optimizer, loss, metrics, analysis, report, warnings,
+                         dp_noise)
 
 
 def _keras_message(e: Exception) -> str:

@@ -441,7 +441,9 @@ def test_abusive_requests_fail_at_once_naming_the_limit(trained):
     for name, fragment in expected.items():
         seconds, message = results[name]
         assert message.startswith("InvalidArgument") and fragment in message, (name, message)
-        assert seconds < 1.0, (name, seconds)
+        # Served, any of these would run for hours; refused, each returns in well under a
+        # second (15 s leaves room for a loaded machine).
+        assert seconds < 15.0, (name, seconds)
 
 
 def test_no_temperature_samples_a_masked_id(trained):

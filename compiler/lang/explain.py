@@ -2,8 +2,8 @@
 
 A path is the spec's own dotted path: `training.privacy.noise_multiplier`,
 `model.layers.units` (or `model.layers[0].units`: an index reads as "an item"),
-`model.params.rnn_units`. A field that several types share (the `units` of lstm, gru and
-dense layers) is shown once per type. No TensorFlow here.
+`model.params.rnn_units`. A field that several types share (the `units` of the recurrent
+and dense layers) is shown once per type. No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def explain(path: str) -> list[Field]:
         if same is None:
             out.append(item)
         elif owner not in out[same].owner.split(", "):
-            # One field shared by several types (lstm and gru units): one entry.
+            # One field shared by several types (the recurrent layers' units): one entry.
             out[same] = dataclasses.replace(out[same], owner=f"{out[same].owner}, {owner}")
     return out
 

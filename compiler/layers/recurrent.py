@@ -1,4 +1,4 @@
-"""What lstm and gru share: their fields, shape rule, states and fast-DP scaffolding.
+"""What the recurrent layer types share: fields, shape rule, states, fast-DP scaffolding.
 
 Under fast DP a recurrent layer is computed here, not by Keras, so that the gradient of
 every step's products is reachable: the input projection of all steps is one product
@@ -29,7 +29,7 @@ from compiler.tf import tensorflow
 
 
 class RecurrentLayer(LayerBase):
-    # Gate blocks in the kernels (4 for an LSTM, 3 for a GRU) and the state tensors.
+    # Gate blocks in the kernels and the state tensors' suffixes, set by each type.
     gates: ClassVar[int]
     state_suffixes: ClassVar[tuple[str, ...]]
 

@@ -209,7 +209,7 @@ class _Loop:
                 sampling_key=tf.Variable(secret_key(), trainable=False, name="sampling_key")
             )
             keys.append(self.secrets.sampling_key)
-        noise = getattr(self.model, "dp_noise", None)
+        noise = self.compiled.dp_noise
         if noise is not None:
             keys.append(noise.key)
         if placement.workers > 1:
@@ -362,8 +362,27 @@ class _Loop:
         self.progress("end", {"loss": report.loss} if report.loss is not None else {})
         return report
 
+    def _create_variables(self) -> None:
+        """Create the optimizer's slots and the metrics' variables before the first step.
+
+        Created inside the first step, they would make TensorFlow trace the training step
+        twice (once to lift the new variables out), doubling the start-up time.
+        """
+        tf, model = self.tf, self.model
+        vocab = self.spec.input.vocab_size
+        y_pred = tf.zeros([1, 1, vocab], tf.float32)
+        y_true = tf.zeros([1, 1], tf.int32)
+        with self.placement.strategy.scope():
+            self.optimizer._create_all_weights(model.trainable_variables)
+            _ = self.optimizer.iterations
+            if not model.compiled_loss.built:
+                model.compiled_loss.build(y_pred)
+            if not model.compiled_metrics.built:
+                model.compiled_metrics.build(y_pred, y_true)
+
     def _epochs(self, stop: _StopRequest) -> str:
         tf = self.tf
+        self._create_variables()
         train_fn = self.model.make_train_function()
         state = self.state
         if state.stopped_early:
@@ -560,7 +579,7 @@ class _Loop:
                 "randomness": {
                     "secret": ["batch sampling"] + (
                         ["noise (per step from a key in the checkpoint)"]
-                        if getattr(self.model, "dp_noise", None) is not None
+                        if self.compiled.dp_noise is not None
                         else ["noise (TensorFlow's global generator, re-seeded from the "
                               "operating system in every process)"]
                     ),
