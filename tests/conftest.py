@@ -1,4 +1,6 @@
+import fcntl
 import pathlib
+import shutil
 
 import pytest
 
@@ -42,3 +44,37 @@ def spec_files() -> list[pathlib.Path]:
 def _in_root(monkeypatch):
     # Diagnostics name files relative to where keraspec runs: run from the repo root.
     monkeypatch.chdir(ROOT)
+
+
+@pytest.fixture(scope="session")
+def fruit_run(tmp_path_factory, worker_id):
+    """A tiny char model trained to convergence on the fruit corpus (16 epochs), for the
+    tests that only read a trained run. It is trained once per session, by the first worker
+    that asks (the other waits on a lock); each user copies it (`copy_fruit_run`).
+
+    Returns the directory holding corpus.txt, s.yaml and run/.
+    """
+    from training_fixtures import load, write_corpus, write_spec
+
+    from compiler.training import train
+
+    base = tmp_path_factory.getbasetemp()
+    shared = (base if worker_id == "master" else base.parent) / "fruit-run"
+    with open(f"{shared}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "done").exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            shared.mkdir()
+            corpus = write_corpus(shared / "corpus.txt")
+            spec = write_spec(shared / "s.yaml", epochs=16, dropout=0.0, learning_rate=0.03)
+            train(load(spec), corpus, shared / "run")
+            (shared / "done").touch()
+    return shared
+
+
+def copy_fruit_run(shared: pathlib.Path, root: pathlib.Path, run: str = "run") -> None:
+    """The shared fruit run's corpus, spec and run directory (as `run`), copied into root."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("corpus.txt", "s.yaml"):
+        shutil.copy(shared / name, root / name)
+    shutil.copytree(shared / "run", root / run)

@@ -14,14 +14,14 @@ import subprocess
 import pytest
 from typer.testing import CliRunner
 
-import compiler
 from compiler.cli import app
 from compiler.data.columns import load_validators
 from compiler.data.dataset import split_records
 from compiler.evaluate import evaluate, write_html
 from compiler.generation import ValidRecordsExhausted, generate
 from compiler.training import train
-from training_fixtures import load, spec_text, write_corpus, write_spec
+from conftest import copy_fruit_run
+from training_fixtures import load, spec_text, write_spec
 
 CITIES = ["Lisbon", "Porto", "Paris, FR", "Oslo"]
 BASE_AMOUNT = {"books": 20.0, "fuel": 60.0, "travel": 400.0}
@@ -53,13 +53,13 @@ def table(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def fruit(tmp_path_factory):
-    """The fruit corpus, a model trained on it and one trained for a single step."""
+def fruit(tmp_path_factory, fruit_run):
+    """The fruit corpus, a model trained on it (the session's fruit run) and one trained for
+    a single step."""
     root = tmp_path_factory.mktemp("fruit")
-    corpus = write_corpus(root / "corpus.txt")
-    spec = load(write_spec(root / "s.yaml", epochs=16, dropout=0.0, learning_rate=0.03))
-    train(spec, corpus, root / "trained")
-    train(spec, corpus, root / "untrained", max_steps=1)
+    copy_fruit_run(fruit_run, root, run="trained")
+    corpus = root / "corpus.txt"
+    train(load(root / "s.yaml"), corpus, root / "untrained", max_steps=1)
     return root, corpus
 
 

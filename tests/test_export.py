@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pytest
 from conftest import ROOT
-from training_fixtures import load, write_corpus, write_spec
+from conftest import copy_fruit_run
+from training_fixtures import load
 from typer.testing import CliRunner
 
 import compiler
@@ -22,19 +23,18 @@ from compiler.export.savedmodel import _verify, export_saved_model
 from compiler.training.rundir import RunDir
 from compiler.tf import tensorflow
 from compiler.data.tokenizer import EOR_ID, load_tokenizer
-from compiler.training import train
 from compiler.training.weights import load_weights, reshaped_spec
 
 tf = tensorflow()
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny char model trained for a few epochs, and its first export."""
+def trained(tmp_path_factory, fruit_run):
+    """A tiny char model trained to convergence (the session's fruit run), and its first
+    export."""
     root = tmp_path_factory.mktemp("export")
-    corpus = write_corpus(root / "corpus.txt")
-    spec = load(write_spec(root / "s.yaml", epochs=6, dropout=0.0, learning_rate=0.03))
-    train(spec, corpus, root / "run")
+    copy_fruit_run(fruit_run, root)
+    spec = load(root / "s.yaml")
     report = export_saved_model(root / "run", root / "models")
     return root, spec, report
 

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 from conftest import ROOT
+from conftest import copy_fruit_run
 from training_fixtures import CORPUS_ROWS, load, write_corpus, write_spec
 from typer.testing import CliRunner
 
@@ -287,15 +288,16 @@ def test_cli_train_json_report_and_generate(tmp_path, corpus):
     assert bad.exit_code == 1 and "'Z'" in bad.output and "Traceback" not in bad.output
 
 
-def test_generated_records_learn_the_corpus_shape(tmp_path, corpus):
+def test_generated_records_learn_the_corpus_shape(tmp_path, fruit_run):
     # What a trained model samples depends on the CPU's rounding (oneDNN picks kernels per
-    # instruction set, and training amplifies the differences), so the bounds are far from
-    # what any model reaching this loss samples. Measured over six training seeds, a larger
-    # perturbation than rounding: 168-192 of 200 records shaped, 157-191 real pairs.
-    spec = load(write_spec(tmp_path / "s.yaml", epochs=24, dropout=0.0, learning_rate=0.03))
-    report = train(spec, corpus, tmp_path / "run")
-    first, last = report.history[0]["loss"], report.history[-1]["loss"]
-    assert last < 1.0 < first  # measured 0.45-0.51 after 24 epochs, 2.7 after the first
+    # instruction set, and training amplifies the differences), so the bounds sit between
+    # an untrained model (0 of 200 shaped) and what this run samples (142 shaped, 130 real
+    # pairs, at the loss of 0.53 its 16 epochs reach; 168-192 and 157-191 over six seeds
+    # after 24 epochs), far from both. The run is the session's fruit run.
+    copy_fruit_run(fruit_run, tmp_path)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    first, last = report["history"][0]["loss"], report["history"][-1]["loss"]
+    assert last < 1.0 < first  # measured 0.53 after 16 epochs, 2.7 after the first
     result = compiler.generate(tmp_path / "run", count=200, seed=0, temperature=0.5)
     assert len(result.records) == 200 and result.step > 0
     # Corpus records are "fruit,colour,digit". Most sampled records are such records, ended
@@ -303,7 +305,7 @@ def test_generated_records_learn_the_corpus_shape(tmp_path, corpus):
     shaped = [r for r, done in zip(result.records, result.complete)
               if done and re.fullmatch(r"[a-z]+,[a-z]+,[1-9]", r)]
     pairs = [r for r in shaped if tuple(r.split(",")[1::-1]) in CORPUS_ROWS]
-    assert len(shaped) >= 100 and len(pairs) >= 100, result.records[:20]
+    assert len(shaped) >= 60 and len(pairs) >= 50, result.records[:20]
     # The run's validators (learned column rules) pass every real pair and nothing unshaped.
     valid = {r for r, ok in zip(result.records, result.valid) if ok}
     assert set(pairs) <= valid and valid <= set(shaped)
