@@ -35,7 +35,8 @@ sys.path.insert(0, ROOT)
 import compiler  # noqa: E402
 from compiler.build import compile_spec  # noqa: E402
 from compiler.build import build_state_model  # noqa: E402
-from compiler.export.savedmodel import export_saved_model, one_token_step  # noqa: E402
+from compiler.export.savedmodel import export_saved_model  # noqa: E402
+from compiler.export.signatures import one_token_step  # noqa: E402
 from compiler.tf import tensorflow  # noqa: E402
 from compiler.training.weights import copy_weights, reshaped_spec  # noqa: E402
 
@@ -70,7 +71,7 @@ def main() -> None:
         serving = reshaped_spec(spec, batch_size=None, stateful=False)
         state_model, states = build_state_model(serving)
         copy_weights(model, state_model)
-        one_token = one_token_step(tf, state_model, states)
+        one_token = one_token_step(tf, state_model, states, serving)
 
         @tf.function
         def model_only_loop():
