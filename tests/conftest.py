@@ -10,19 +10,21 @@ CASES = ROOT / "tests" / "cases"
 
 
 # Files that train models or start TensorFlow processes, heaviest first (measured work on 2
-# cores: test_train 190 s, test_export 110 s, test_distribution 93 s, ...). They are marked
-# `slow` (`pytest -m "not slow"` runs the rest in about a minute) and run first: xdist's
-# --dist loadfile hands files to the workers in collection order, so the longest start
-# first and the two workers finish together instead of one waiting on the last file.
+# cores: test_export 115 s, test_train 104 s, test_compile 90 s, test_distribution 87 s,
+# ...). They are marked `slow` (`pytest -m "not slow"` runs the rest in about a minute) and
+# run first: xdist's --dist loadfile hands files to the workers in collection order, so the
+# longest start first and the two workers finish together instead of one waiting on the
+# last file. test_compile comes second: it needs no fruit run, so the second worker starts
+# working while the first trains it.
 SLOW_FILES = [
-    "test_train.py",
     "test_export.py",
-    "test_distribution.py",
     "test_compile.py",
+    "test_train.py",
+    "test_distribution.py",
     "test_faults.py",
-    "test_evaluate.py",
-    "test_fast_dp.py",
     "test_audit.py",
+    "test_fast_dp.py",
+    "test_evaluate.py",
     "test_sampling.py",
     "test_privacy.py",
 ]

@@ -83,7 +83,8 @@ def validate(
     files = _spec_files(paths)
     if not files:
         raise typer.BadParameter("no .yaml, .yml or .json files found", param_hint="PATH")
-    results = [validate_spec(f, overrides or (), memory_limit=_memory_limit()) for f in files]
+    limit = _memory_limit()
+    results = [validate_spec(f, overrides or (), memory_limit=limit) for f in files]
     if examples is not None:
         from compiler.privacy.accounting import delta_diagnostic
 

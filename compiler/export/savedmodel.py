@@ -201,7 +201,6 @@ def export_saved_model(
     from compiler.data.tokenizer import load_tokenizer
     from compiler.lang.parse import load_spec
     from compiler.tf import tensorflow
-    from compiler.training.rundir import run_provenance
     from compiler.training.trained import open_trained
     from compiler.training.weights import copy_weights, load_weights, reshaped_spec
 
@@ -213,7 +212,7 @@ def export_saved_model(
         tokenizer_dir = run.path
         record_shape = trained_run.identity.get("record_shape")
         validators = trained_run.validators
-        provenance = run_provenance(run)
+        provenance = trained_run.provenance()
     else:
         provenance = None
         validators = Validators.from_shape(record_shape) if record_shape else None

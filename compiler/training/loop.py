@@ -247,9 +247,6 @@ class _Loop:
         if latest is None:
             return
         self.run_dir.verify_checkpoint(latest)
-        # Create the optimizer's slots first so they are restored now, not on first use.
-        with self.placement.strategy.scope():
-            self.optimizer._create_all_weights(self.model.trainable_variables)
         try:
             checkpoint = self.checkpoint
             saved = self.tf.train.list_variables(latest["prefix"])
@@ -328,6 +325,8 @@ class _Loop:
 
     def run(self) -> TrainReport:
         tf = self.tf
+        # The optimizer's slots exist before a restore, so it fills them now, not on use.
+        self._create_variables()
         self.restore()
         self._saved_step = self.state.step
         self._saved_at = time.monotonic()
@@ -382,7 +381,6 @@ class _Loop:
 
     def _epochs(self, stop: _StopRequest) -> str:
         tf = self.tf
-        self._create_variables()
         train_fn = self.model.make_train_function()
         state = self.state
         if state.stopped_early:

@@ -415,17 +415,6 @@ class RunDir:
         write_atomic(self.file(REPORT_FILE), json.dumps(report, indent=2) + "\n")
 
 
-def run_provenance(run: RunDir) -> dict[str, Any]:
-    """What an export keeps of its run, for evaluating it later: the corpus digest and seed
-    (which records were held out) and the privacy guarantee of its last report."""
-    identity = run.read_run()
-    return {
-        "data_sha256": identity.get("data_sha256"),
-        "seed": identity.get("seed"),
-        "privacy": run.read_report().get("privacy"),
-    }
-
-
 def _remove_unless_read(directory: str) -> None:
     """Remove a checkpoint directory, unless a reader holds its index (then: next time)."""
     try:

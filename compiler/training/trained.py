@@ -43,6 +43,15 @@ class TrainedRun:
     def path(self) -> str:
         return self.run.path
 
+    def provenance(self) -> dict[str, Any]:
+        """What an export keeps of its run, for evaluating it later: the corpus digest and
+        seed (which records were held out) and the privacy guarantee of its last report."""
+        return {
+            "data_sha256": self.identity.get("data_sha256"),
+            "seed": self.identity.get("seed"),
+            "privacy": self.run.read_report().get("privacy"),
+        }
+
 
 def open_trained(run_dir: Union[str, os.PathLike[str]], which: str = BEST) -> TrainedRun:
     """The trained run in `run_dir`, its checkpoint `which` ("best" or "latest").
