@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "compile_spec": ("compiler.build", "compile_spec"),
     "CompiledModel": ("compiler.build", "CompiledModel"),
+    "custom_objects": ("compiler.layers", "custom_objects"),
     "privacy": ("compiler.privacy", None),
     "train": ("compiler.training", "train"),
     "TrainReport": ("compiler.training", "TrainReport"),
@@ -53,6 +54,7 @@ __all__ = [
     "CompileError",
     "CompiledModel",
     "compile_spec",
+    "custom_objects",
     "DataError",
     "generate",
     "RunError",

@@ -17,6 +17,7 @@ from compiler.lang.checked import CheckedSpec, checked
 from compiler.lang.checks import Analysis
 from compiler.lang.source import Source
 from compiler.layers.base import fmt_shape
+from compiler.layers.states import POSITION, State, serving_states
 from compiler.privacy.accounting import PrivacyReport, privacy_report, weak_privacy_warning
 from compiler.privacy import fast as fast_dp
 from compiler.tf import tensorflow, tf_privacy_optimizers
@@ -400,28 +401,21 @@ def _build_loss(tf: Any, spec: s.Spec) -> Any:
     )
 
 
-@dataclasses.dataclass(frozen=True)
-class RecurrentState:
-    """One state tensor of a recurrent layer, as the serving signatures name it."""
-
-    layer: str
-    name: str  # the layer's name and the state's suffix, e.g. "lstm_h", "lstm_c"
-    units: int
+def state_names(spec: Union[s.Spec, CheckedSpec]) -> list[State]:
+    """The serving states of a spec's model (`compiler.layers.states`)."""
+    c = checked(spec)
+    return serving_states(c.spec, c.analysis)
 
 
-def state_names(spec: s.Spec) -> list[RecurrentState]:
-    """The recurrent states of a spec's model, in layer order (`layer.states()`)."""
-    return [RecurrentState(layer.name, f"{layer.name}_{suffix}", units)
-            for layer in spec.model.layers for suffix, units in layer.states()]
+def build_state_model(spec: Union[s.Spec, CheckedSpec]) -> tuple[Any, list[State]]:
+    """The spec's model as a stateless functional model that takes and returns its states.
 
-
-def build_state_model(spec: Union[s.Spec, CheckedSpec]) -> tuple[Any, list[RecurrentState]]:
-    """The spec's model as a stateless functional model that takes and returns RNN states.
-
-    Inputs are the token ids (variable batch and length) and each recurrent layer's initial
-    state; outputs are the logits and each recurrent layer's final state. Every layer has
-    the spec's name and the spec's weights layout, so weights copy over by name. This is
-    the model behind the serving signatures: its answers depend only on its inputs.
+    Inputs are the token ids (variable batch and length) and each state (a recurrent
+    layer's h and c, an attention layer's key and value cache, a causal convolution's
+    window, the rows' `position`); outputs are the logits and each state after the tokens.
+    Every layer has the spec's name and the spec's weights layout, so weights copy over by
+    name. This is the model behind the serving signatures: its answers depend only on its
+    inputs.
 
     Raises:
         SpecError: when the spec violates a rule.
@@ -431,24 +425,25 @@ def build_state_model(spec: Union[s.Spec, CheckedSpec]) -> tuple[Any, list[Recur
     resolved, analysis, source = c.spec, c.analysis, c.source
     tf = tensorflow()
     index = {layer.name: i for i, layer in enumerate(resolved.model.layers)}
-    states = state_names(resolved)
+    states = serving_states(resolved, analysis)
     tokens = tf.keras.Input(shape=(None,), dtype="int32", name=resolved.input.name)
     state_inputs = {
-        st.name: tf.keras.Input(shape=(st.units,), dtype="float32", name=st.name) for st in states
+        st.name: tf.keras.Input(shape=st.shape, dtype=st.dtype, name=st.name) for st in states
     }
+    position = state_inputs.get(POSITION)
     tensors = {resolved.input.name: tokens}
-    state_outputs = []
+    state_outputs: dict[str, Any] = {}
     for info in analysis.layers:
         i = index[info.name]
         layer = resolved.model.layers[i]
         inputs = [tensors[n] for n in info.inputs]
         x = inputs if len(inputs) > 1 else inputs[0]
-        mine = [state_inputs[st.name] for st in states if st.layer == layer.name]
+        mine = [st.name for st in states if st.layer == layer.name]
         try:
-            if mine:
-                keras_layer = layer.keras(tf, stateful=False, return_state=True)
-                out, *final = keras_layer(x, initial_state=mine)
-                state_outputs += final
+            if mine or layer.uses_position:
+                out, final = layer.call_with_state(
+                    layer.state_keras(tf), x, [state_inputs[n] for n in mine], position)
+                state_outputs.update(zip(mine, final))
                 tensors[info.name] = out
             else:
                 tensors[info.name] = layer.keras(tf)(x)
@@ -456,9 +451,11 @@ def build_state_model(spec: Union[s.Spec, CheckedSpec]) -> tuple[Any, list[Recur
             raise CompileError(
                 [source.diagnostic(("model", "layers", i), "keras_layer", _keras_message(e))]
             ) from e
+    if position is not None:
+        state_outputs[POSITION] = position + tf.shape(tokens)[1]
     model = tf.keras.Model(
         [tokens, *state_inputs.values()],
-        [tensors[analysis.output], *state_outputs],
+        [tensors[analysis.output], *(state_outputs[st.name] for st in states)],
         name=_keras_name(resolved.name) + "_serving",
     )
     return model, states

@@ -28,6 +28,7 @@ from compiler.lang.checked import CheckedSpec, checked
 from compiler.lang.checks import Analysis
 from compiler.lang.parse import load_spec
 from compiler.lang.render import flatten, to_data
+from compiler.layers.states import serving_states
 
 _MISSING = "<absent>"
 
@@ -95,8 +96,7 @@ def weights_of(spec: CheckedSpec, analysis: Analysis) -> list[tuple[str, str, li
 def serving_interface(spec: CheckedSpec, analysis: Analysis) -> dict[str, Any]:
     """The inputs and outputs of the signatures an export of this spec would have."""
     vocab = spec.input.vocab_size
-    states = {f"{layer.name}_{suffix}": ["float32", [None, units]]
-              for layer in spec.model.layers for suffix, units in layer.states()}
+    states = {st.name: [st.dtype, [None, *st.shape]] for st in serving_states(spec, analysis)}
     tokens = {spec.input.name: ["int32", [None, None]]}
     generation_in = {"max_new_tokens": ["int32", []], "temperature": ["float32", []],
                      "seed": ["int64", []]}
@@ -121,7 +121,7 @@ def serving_interface(spec: CheckedSpec, analysis: Analysis) -> dict[str, Any]:
         },
     }
     char = spec.training.tokenizer.type == "char"
-    wanted = s.signatures_to_export(spec.export, text_in_graph=char)
+    wanted = s.signatures_to_export(spec, text_in_graph=char)
     return {name: interface[name] for name in wanted}
 
 

@@ -26,10 +26,11 @@ import numpy as np
 from compiler.data.columns import Failure, Validators, load_validators
 from compiler.data.dataset import start_tokens, unit_of
 from compiler.diagnostics import Diagnostic, RunError
+from compiler.layers.states import context_length
 from compiler.training.rundir import BEST, SPEC_FILE, RunDir
 from compiler.training.trained import TrainedRun, open_trained
 from compiler.data.tokenizer import EOR_ID, PAD_ID, Tokenizer, encode_prompt, load_tokenizer
-from compiler.training.weights import load_weights, reshaped_spec
+from compiler.training.weights import copy_weights, load_weights, reshaped_spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,7 +195,7 @@ def generate(
         export.rows = rows
         sampler: _Sampler = export
     else:
-        sampler = _RunSampler(os.fspath(path), rows, checkpoint)
+        sampler = _run_sampler(os.fspath(path), rows, checkpoint)
     if max_new_tokens is None:
         max_new_tokens = 2 * sampler.spec.training.sequence_length
     ids = encode_prompt(sampler.tokenizer, prompt)
@@ -292,9 +293,22 @@ class _Sampler:
     tokenizer: Tokenizer
     validators: Optional[Validators]
 
+    context: Optional[int] = None  # positions the model can place (None: unbounded)
+
     def sample(self, ids: np.ndarray, max_new_tokens: int, temperature: float,
                seed: int) -> tuple[list[str], list[bool]]:
         raise NotImplementedError
+
+    def _room(self, positions: int, max_new_tokens: int) -> int:
+        """Tokens a row may get after a prompt taking `positions` (start tokens included)."""
+        if self.context is None:
+            return max_new_tokens
+        if positions > self.context:
+            raise RunError([Diagnostic(
+                "error", "context", f"expected a prompt that fits the model's context of "
+                f"{self.context} positions with the record's start, received one taking "
+                f"{positions}", "--prompt", self.source)])
+        return min(max_new_tokens, self.context - positions)
 
 
 def _what_is_there(path: str) -> str:
@@ -341,9 +355,11 @@ class _ExportSampler(_Sampler):
                             "", version_dir)]
             )
         self.loaded = loaded  # the signature's function holds no reference to its object
+        self.context = context_length(self.spec.spec)
 
     def sample(self, ids, max_new_tokens, temperature, seed):
         tf, rows = self.tf, self.rows
+        self._room(len(start_tokens(unit_of(self.spec))) + len(ids), max_new_tokens)
         prompts = np.tile(ids.astype(np.int32), (rows, 1))
         # One value per row (the signature is batchable); each row its own seed, derived
         # from the request's, so that the rows differ.
@@ -388,35 +404,89 @@ class _RunSampler(_Sampler):
         self.spec, self.tokenizer = trained.spec, trained.tokenizer
         self.validators = trained.validators
         self.source, self.rows = run_dir, rows
+        self.vocab = self.model.output_shape[-1]
         model = self.model
         self.call = self.tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
-    def sample(self, ids, max_new_tokens, temperature, seed):
-        tf, rows = self.tf, self.rows
+    def _first(self, context: np.ndarray) -> np.ndarray:
+        """The last position's logits after the prompt, from a fresh state."""
         self.model.reset_states()
+        return self.call(self.tf.constant(context))[:, -1, :].numpy()
+
+    def _next(self, sampled: np.ndarray) -> np.ndarray:
+        """The logits after one more token per row."""
+        return self.call(self.tf.constant(sampled[:, None]))[:, -1, :].numpy()
+
+    def sample(self, ids, max_new_tokens, temperature, seed):
+        rows = self.rows
         start = start_tokens(unit_of(self.spec))
         context = np.tile(np.concatenate((start, ids)).astype(np.int32), (rows, 1))
+        room = self._room(context.shape[1], max_new_tokens)
         rng = np.random.default_rng(seed)
         # Only ids the tokenizer can produce, never padding: the model's vocab may be larger.
-        allowed = np.zeros(self.model.output_shape[-1], dtype=bool)
+        allowed = np.zeros(self.vocab, dtype=bool)
         allowed[: self.tokenizer.size] = True
         allowed[PAD_ID] = False
         out = np.zeros((rows, max_new_tokens), dtype=np.int32)
         done = np.zeros(rows, dtype=bool)
-        lengths = np.full(rows, max_new_tokens)
-        logits = self.call(tf.constant(context))[:, -1, :].numpy()
-        for t in range(max_new_tokens):
+        lengths = np.full(rows, room)
+        logits = self._first(context)
+        for t in range(room):
             sampled = _sample(logits, allowed, temperature, rng)
             sampled[done] = EOR_ID
             out[:, t] = sampled
             finished = ~done & (sampled == EOR_ID)
             lengths[finished] = t
             done |= finished
-            if done.all():
+            if done.all() or t == room - 1:
                 break
-            logits = self.call(tf.constant(sampled[:, None]))[:, -1, :].numpy()
+            logits = self._next(sampled)
         texts = [self.tokenizer.decode(out[i, : lengths[i]]) for i in range(rows)]
         return texts, [bool(d) for d in done]
+
+
+class _CachedRunSampler(_RunSampler):
+    """For a model that places tokens (a position table, an attention cache): the run's
+    serving model (`build_state_model`), fed its states back one token at a time, so the
+    prefix is never recomputed. A row whose context fills up ends incomplete."""
+
+    def __init__(self, run_dir: str, rows: int, checkpoint: str):
+        from compiler.build import build_state_model
+        from compiler.tf import tensorflow
+
+        self.tf = tf = tensorflow()
+        trained, keras_model, self.step = load_run_model(run_dir, None, checkpoint,
+                                                         stateful=False)
+        self.spec, self.tokenizer = trained.spec, trained.tokenizer
+        self.validators = trained.validators
+        self.source, self.rows = run_dir, rows
+        serving_spec = reshaped_spec(trained.spec, batch_size=None, stateful=False)
+        model, self.states = build_state_model(serving_spec)
+        copy_weights(keras_model, model)
+        self.context = context_length(serving_spec.spec)
+        self.vocab = keras_model.output_shape[-1]
+        self.call = tf.function(lambda inputs: model(inputs, training=False),
+                                reduce_retracing=True)
+
+    def _advance(self, tokens: np.ndarray) -> np.ndarray:
+        outputs = self.call([self.tf.constant(tokens), *self.values])
+        self.values = list(outputs[1:])
+        return outputs[0][:, -1, :].numpy()
+
+    def _first(self, context: np.ndarray) -> np.ndarray:
+        tf = self.tf
+        self.values = [tf.zeros([len(context), *st.shape], st.dtype) for st in self.states]
+        return self._advance(context)
+
+    def _next(self, sampled: np.ndarray) -> np.ndarray:
+        return self._advance(sampled[:, None])
+
+
+def _run_sampler(run_dir: str, rows: int, checkpoint: str) -> _RunSampler:
+    """The reference's stateful loop, or for a model that places tokens, the cached one."""
+    spec = open_trained(run_dir, checkpoint).spec
+    cached = context_length(spec.spec) is not None
+    return (_CachedRunSampler if cached else _RunSampler)(run_dir, rows, checkpoint)
 
 
 def _sample(logits: np.ndarray, allowed: np.ndarray, temperature: float, rng: Any) -> np.ndarray:

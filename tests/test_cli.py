@@ -103,11 +103,21 @@ def test_schema_command_writes_atomically(tmp_path):
 def test_templates_lists_params_and_defaults():
     result = runner.invoke(app, ["templates", "--format", "json"])
     data = json.loads(result.output)
-    assert set(data) == {"lstm-text", "lstm-text-dp"}
+    assert set(data) == {"lstm-text", "lstm-text-dp", "transformer-text", "transformer-text-dp"}
     assert data["lstm-text"]["params"]["rnn_units"]["default"] == 256
     assert data["lstm-text-dp"]["params"]["noise_multiplier"]["default"] == 1.1
+    assert data["transformer-text"]["params"]["num_heads"]["default"] == 4
+    assert data["transformer-text-dp"]["params"]["implementation"]["default"] == "fast"
     text = runner.invoke(app, ["templates"])
     assert "lstm-text-dp" in text.output and "l2_norm_clip" in text.output
+
+
+def test_schema_into_a_directory_writes_the_schema_file(tmp_path):
+    result = runner.invoke(app, ["schema", "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "keraspec.schema.json").read_text())
+    assert written == json.loads((ROOT / "schema" / "keraspec.schema.json").read_text())
+    assert [p.name for p in tmp_path.iterdir()] == ["keraspec.schema.json"]
 
 
 def test_spec_commands_do_not_import_tensorflow():

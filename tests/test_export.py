@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 from conftest import copy_fruit_run
+from capi_client import assert_c_api_answers_as_python
 from training_fixtures import load
 from typer.testing import CliRunner
 
@@ -250,37 +251,8 @@ def test_a_killed_export_leaves_no_version(trained, tmp_path):
     assert not (base / "models.config").exists()
 
 
-def _capi_binary(tmp_path):
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is needed to build the C API client")
-    import importlib.util
-
-    tf_dir = os.path.dirname(importlib.util.find_spec("tensorflow").origin)
-    binary = tmp_path / "run_signature"
-    subprocess.run(
-        ["gcc", str(ROOT / "tests" / "capi" / "run_signature.c"), f"-I{tf_dir}/include",
-         f"-L{tf_dir}", "-l:libtensorflow_cc.so.2", "-l:libtensorflow_framework.so.2",
-         f"-Wl,-rpath,{tf_dir}", "-o", str(binary)],
-        check=True,
-    )
-    return binary
-
-
-def _c_value(value):
-    if isinstance(value, bytes):
-        return "x" + value.hex()
-    return repr(value.item())
-
-
-def test_every_signature_runs_through_the_c_api(trained, tmp_path):
-    from tensorflow.core.protobuf import saved_model_pb2
-
+def test_every_signature_runs_through_the_c_api(trained):
     _, _, report = trained
-    binary = _capi_binary(tmp_path)
-    saved = saved_model_pb2.SavedModel()
-    saved.ParseFromString(open(os.path.join(report.path, "saved_model.pb"), "rb").read())
-    signatures = saved.meta_graphs[0].signature_def
-    loaded = tf.saved_model.load(report.path)
     rng = np.random.default_rng(0)
     requests = {
         "serving_default": {"tokens": _tokens(2, 5)},
@@ -296,38 +268,7 @@ def test_every_signature_runs_through_the_c_api(trained, tmp_path):
                           "temperature": np.array([0.8, 0.0], np.float32),
                           "seed": np.array([4, 5], np.int64)},
     }
-    dtypes = {np.dtype(np.int32): "int32", np.dtype(np.int64): "int64",
-              np.dtype(np.float32): "float", np.dtype(object): "string"}
-    for name, inputs in requests.items():
-        sig = signatures[name]
-        lines = []
-        for key, value in inputs.items():
-            value = np.asarray(value)
-            values = " ".join(_c_value(v) for v in value.reshape(-1))
-            dims = " ".join(str(d) for d in value.shape)
-            lines.append(f"in {sig.inputs[key].name} {dtypes[value.dtype]} {value.ndim} "
-                         f"{dims} {values}")
-        keys = sorted(sig.outputs)
-        lines += [f"out {sig.outputs[k].name}" for k in keys]
-        run = subprocess.run([str(binary), report.path], input="\n".join(lines) + "\n",
-                             capture_output=True, text=True, timeout=120)
-        assert run.returncode == 0, run.stderr[-2000:]
-        results = [line.split(" ") for line in run.stdout.splitlines() if line.startswith("out")]
-        expected = loaded.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
-        assert len(results) == len(keys)
-        for key, fields in zip(keys, results):
-            dtype, rank = fields[2], int(fields[3])
-            shape = [int(d) for d in fields[4 : 4 + rank]]
-            raw = fields[4 + rank :]
-            want = expected[key].numpy()
-            assert list(want.shape) == shape, (name, key)
-            if dtype == "string":
-                got = [bytes.fromhex(v[1:]) for v in raw]
-                assert got == list(want.reshape(-1)), (name, key)
-            else:
-                got = np.array([float(v) for v in raw]).reshape(shape)
-                np.testing.assert_allclose(got, want.astype(np.float64), rtol=1e-5, atol=1e-6,
-                                           err_msg=f"{name}.{key}")
+    assert_c_api_answers_as_python(report.path, requests)
 
 
 def test_cli_export_inspect_and_generate(trained, tmp_path):

@@ -72,6 +72,43 @@ def _residual_spec(impl, noise=0.0):
     return compiler.load_spec(dump_json(data))
 
 
+TRANSFORMER = """
+apiVersion: keraspec/v1
+name: t
+input: {vocab_size: 12}
+model:
+  layers:
+    - {type: embedding, name: emb, output_dim: 8}
+    - {type: position_embedding, name: pos, sequence_length: 6}
+    - {type: layer_normalization, name: norm_a}
+    - {type: multi_head_attention, name: att, num_heads: 2}
+    - {type: add, name: res_a, inputs: [pos, att]}
+    - {type: layer_normalization, name: norm_b}
+    - {type: conv1d, name: conv, filters: 6, kernel_size: 3, activation: gelu}
+    - {type: dense, name: mlp, units: 8}
+    - {type: add, name: res_b, inputs: [res_a, mlp]}
+    - {type: multi_head_attention, name: att_b, num_heads: 4, key_dim: 3, value_dim: 2,
+       use_bias: false}
+    - {type: dense, name: out, units: 12}
+training:
+  batch_size: 4
+  sequence_length: 6
+  optimizer: {type: %(optimizer)s, learning_rate: 1.0}
+  privacy:
+    l2_norm_clip: %(clip)s
+    noise_multiplier: %(noise)s
+    num_microbatches: 4
+    implementation: %(impl)s
+"""
+
+
+def _transformer_spec(impl, noise=0.0, optimizer="sgd"):
+    """Every layer of a transformer block: position table, attention (with and without
+    biases, other head sizes), causal convolution, residuals."""
+    return compiler.load_spec(TRANSFORMER % dict(impl=impl, noise=noise, clip=CLIP,
+                                                 optimizer=optimizer))
+
+
 def _batch(spec, seed=0, sequences=True):
     rng = np.random.default_rng(seed)
     x = rng.integers(0, spec.input.vocab_size, (BATCH, STEPS)).astype(np.int32)
@@ -99,15 +136,19 @@ def _norm(grads):
     return float(np.sqrt(sum(np.sum(g * g) for g in grads)))
 
 
-CASES = list(MODELS) + ["residual"]
+CASES = list(MODELS) + ["residual", "transformer"]
 
 
 def _case(case, **kw):
-    return _residual_spec(**kw) if case == "residual" else _spec(case, **kw)
+    if case == "residual":
+        return _residual_spec(**kw)
+    if case == "transformer":
+        return _transformer_spec(**kw)
+    return _spec(case, **kw)
 
 
 def _sequences(case):
-    return case == "residual" or MODELS[case][2]
+    return case in ("residual", "transformer") or MODELS[case][2]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -156,7 +197,8 @@ def _update(compiled, x, y, w):
     # every layer form; these cover each layer type, the residual graph, and an optimizer
     # with slots (SGD at learning rate 1 shows the gradient itself; Adam's first step mostly
     # its signs).
-    [("lstm", "adam"), ("gru-reset-before", "sgd"), ("residual", "sgd")],
+    [("lstm", "adam"), ("gru-reset-before", "sgd"), ("residual", "sgd"),
+     ("transformer", "adam")],
 )
 def test_update_equals_tensorflow_privacy_microbatched(case, optimizer):
     kw = {} if case == "residual" else {"optimizer": optimizer}

@@ -70,3 +70,25 @@ def write_spec(path: pathlib.Path, **kwargs) -> pathlib.Path:
 
 def load(path: pathlib.Path) -> compiler.Spec:
     return compiler.load_spec(path)
+
+
+def transformer_spec_text(*, dp: bool = False, epochs: int = 2, dropout: float = 0.1,
+                          length: int = 16, noise: float = 0.5, learning_rate: float = 0.01,
+                          extra: str = "") -> str:
+    """The transformer-text(-dp) template at a few thousand parameters: one block, two heads."""
+    template = "transformer-text-dp" if dp else "transformer-text"
+    privacy = (f", l2_norm_clip: 1.0, noise_multiplier: {noise}, implementation: fast"
+               if dp else "")
+    return (
+        "apiVersion: keraspec/v1\n"
+        "name: tiny-transformer\n"
+        "model:\n"
+        f"  template: {template}\n"
+        "  params: {vocab_size: 40, embedding_dim: 16, num_heads: 2, num_layers: 1, "
+        f"mlp_units: 24, batch_size: 8, sequence_length: {length}, "
+        f"learning_rate: {learning_rate}, dropout_rate: {dropout}{privacy}}}\n"
+        "training:\n"
+        f"  epochs: {epochs}\n"
+        "  validation_split: 0.1\n"
+        "  seed: 3\n" + extra
+    )

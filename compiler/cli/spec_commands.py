@@ -121,17 +121,21 @@ def validate(
 @app.command()
 def schema(
     output: Optional[Path] = typer.Option(
-        None, "--output", "-o", help="Write to this file instead of standard output."
+        None, "--output", "-o",
+        help="Write to this file (into keraspec.schema.json for a directory) instead of "
+        "standard output.",
     ),
 ) -> None:
     """Print the JSON Schema of spec files."""
     from compiler.files import write_atomic
-    from compiler.lang.schema import schema_text
+    from compiler.lang.schema import SCHEMA_FILE, schema_text
 
     text = schema_text()
     if output is None:
         typer.echo(text, nl=False)
     else:
+        if output.is_dir():
+            output = output / SCHEMA_FILE
         write_atomic(output, text)
         _console(stderr=True).print(f"wrote {output}")
 

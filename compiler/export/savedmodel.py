@@ -63,6 +63,7 @@ from compiler.files import (
     resource_errors,
 )
 from compiler.lang import spec as s
+from compiler.layers.states import context_length
 from compiler.lang.checked import CheckedSpec, checked
 from compiler.lang.render import dump_yaml, to_data
 
@@ -134,7 +135,7 @@ def read_metadata(version_dir: str) -> dict[str, Any]:
 
 def _signature_list(spec: s.Spec, tokenizer: Optional[Tokenizer], where: str) -> list[str]:
     text_ok = isinstance(tokenizer, CharTokenizer)
-    wanted = s.signatures_to_export(spec.export, text_in_graph=text_ok)
+    wanted = s.signatures_to_export(spec, text_in_graph=text_ok)
     if "generate_text" in wanted and not text_ok:
         kind = "no tokenizer" if tokenizer is None else f"the {tokenizer.kind} tokenizer"
         raise _error(
@@ -306,7 +307,8 @@ def _verify(tf: Any, path: str, keras_model: Any, spec: s.Spec,
     """
     loaded = tf.saved_model.load(path)
     rng = np.random.default_rng(0)
-    tokens = rng.integers(2, spec.input.vocab_size, size=(3, 7)).astype(np.int32)
+    length = min(7, context_length(spec) or 7)  # within a position table's rows
+    tokens = rng.integers(2, spec.input.vocab_size, size=(3, length)).astype(np.int32)
     served = loaded.signatures["serving_default"](**{spec.input.name: tf.constant(tokens)})
     expected = keras_model(tokens, training=False).numpy()
     difference = float(np.max(np.abs(served["logits"].numpy() - expected)))

@@ -14,6 +14,7 @@ from compiler.data.dataset import start_tokens, unit_of
 from compiler.data.tokenizer import EOR_ID, PAD_ID, Tokenizer
 from compiler.lang import spec as s
 from compiler.lang.checked import CheckedSpec
+from compiler.layers.states import POSITION, context_length
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
@@ -139,7 +140,20 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
                        "max_prompt_length")]
 
     def zero_states(batch):
-        return [tf.zeros([batch, st.units], tf.float32) for st in states]
+        return [tf.zeros([batch, *st.shape], st.dtype) for st in states]
+
+    # A model that places tokens (a position table, an attention cache) holds `context`
+    # positions: a request that needs more fails at once, naming the bound.
+    context = context_length(spec)
+
+    def within_context(last: Any, what: str) -> list[Any]:
+        if context is None:
+            return []
+        return [tf.debugging.Assert(
+            last <= context,
+            [f"{what}: expected at most the model's context of {context} positions (its "
+             "position_embedding's sequence_length, or training.sequence_length), received",
+             last])]
 
     def run(tokens, state_values):
         outputs = model([tokens, *state_values], training=False)
@@ -160,12 +174,14 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
 
     @tf.function(input_signature=[token_spec], autograph=False)
     def serving_default(tokens):
-        with tf.control_dependencies(checked_tokens(tokens, input_name)):
+        checks = checked_tokens(tokens, input_name)
+        checks += within_context(tf.shape(tokens)[1], f"{input_name} length")
+        with tf.control_dependencies(checks):
             tokens = tf.identity(tokens)
         logits, _ = run(tokens, zero_states(tf.shape(tokens)[0]))
         return {"logits": logits, "next_token_probs": tf.nn.softmax(logits[:, -1, :])}
 
-    state_specs = [tf.TensorSpec([None, st.units], tf.float32, name=st.name) for st in states]
+    state_specs = [tf.TensorSpec([None, *st.shape], st.dtype, name=st.name) for st in states]
 
     @tf.function(input_signature=[token_spec, state_specs], autograph=False)
     def step(tokens, state_values):
@@ -177,6 +193,13 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
                 [f"{st.name}: expected as many rows as {input_name}, received", tf.shape(value)[0],
                  f"rows for {input_name}'s", rows],
             ))
+            if st.name == POSITION:
+                checks.append(tf.debugging.Assert(
+                    tf.reduce_all(value >= 0),
+                    [f"{POSITION}: expected values >= 0, received", value]))
+                checks += within_context(
+                    tf.reduce_max(tf.concat([value, [0]], 0)) + tf.shape(tokens)[1],
+                    f"{POSITION} + {input_name} length")
         with tf.control_dependencies(checks):
             tokens = tf.identity(tokens)
         logits, new_states = run(tokens, list(state_values))
@@ -218,6 +241,10 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
         sequence = tf.concat(
             [tf.tile(tf.constant([record_start], tf.int32), [batch, 1]), prompt], axis=1)
         lengths = len(record_start) + tf.reduce_sum(tf.cast(prompt != PAD_ID, tf.int32), axis=1)
+        fits = within_context(tf.reduce_max(tf.concat([lengths, [0]], 0)),
+                              "prompt positions (the record's start and the prompt)")
+        with tf.control_dependencies(fits):
+            sequence = tf.identity(sequence)
         width = tf.shape(sequence)[1]
         max_new = max_new_tokens
         longest = tf.reduce_max(tf.concat([max_new, [0]], 0))
@@ -227,10 +254,13 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
         scale = tf.where(greedy_rows, 1.0, temperature)[:, None]
         keys = row_keys(tf, seed)
         common = tf.reduce_min(tf.concat([lengths, [width]], 0))  # prompt every row has
+        # A row ends when its context is full: the token at position t is drawn at step
+        # t - 1, so the last step draws position context - 1.
+        room = [] if context is None else [context - 1]
         logits, first_states = run(sequence[:, :common], zero_states(batch))
         first = common - 1  # the position the first logits are for
 
-        def body(t, logits, state_values, drawn_ta, generated, done):
+        def body(t, logits, state_values, drawn_ta, generated, done, complete):
             # Greedy rows (T = 0) take the argmax; the others sample softmax(logits / T).
             scaled = tf.where(module.allowed, logits / scale, -np.inf)
             sampled = tf.where(
@@ -242,15 +272,19 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
             writes = generating & (sampled != EOR_ID)
             drawn_ta = drawn_ta.write(t - first, sampled)
             generated = generated + tf.cast(writes, tf.int32)
-            ended = generating & ((sampled == EOR_ID) | (generated >= max_new))
+            finished = generating & (sampled == EOR_ID)
+            full = (t + 2 >= context) if context is not None else False
+            ended = finished | (generating & ((generated >= max_new) | full))
             next_prompt = tf.gather(sequence, tf.minimum(t + 1, width - 1), axis=1)
             token = tf.where(t + 1 < lengths, next_prompt, sampled)
             logits, state_values = advance(token, state_values)
-            return t + 1, logits, state_values, drawn_ta, generated, done | ended
+            return (t + 1, logits, state_values, drawn_ta, generated, done | ended,
+                    complete | finished)
 
-        last = tf.reduce_max(lengths) - 1 + longest  # no row can need a later step
+        # No row can need a later step.
+        last = tf.reduce_min(tf.stack([tf.reduce_max(lengths) - 1 + longest, *room]))
 
-        def more(t, logits, state_values, drawn_ta, generated, done):
+        def more(t, logits, state_values, drawn_ta, generated, done, complete):
             return (t < last) & ~tf.reduce_all(done)
 
         start = (
@@ -260,16 +294,18 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
             tf.TensorArray(tf.int32, size=0, dynamic_size=True, element_shape=[None]),
             tf.zeros([batch], tf.int32),
             max_new <= 0,
+            tf.zeros([batch], tf.bool),
         )
         shapes = (
             tf.TensorShape([]),
             tf.TensorShape([None, vocab]),
-            [tf.TensorShape([None, st.units]) for st in states],
+            [tf.TensorShape([None, *st.shape]) for st in states],
             tf.TensorShape(None),
             tf.TensorShape([None]),
             tf.TensorShape([None]),
+            tf.TensorShape([None]),
         )
-        _, _, _, drawn_ta, generated, done = tf.while_loop(
+        _, _, _, drawn_ta, generated, done, complete = tf.while_loop(
             more, body, start, shape_invariants=shapes, maximum_iterations=None
         )
         # Row b's k-th token was drawn at step lengths[b] - 1 + k: entry lengths[b] - common + k.
@@ -278,8 +314,7 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
         offsets = (lengths - common)[:, None] + tf.range(longest)[None, :]
         out = tf.gather(steps, offsets, batch_dims=1)
         out = tf.where(tf.range(longest)[None, :] < generated[:, None], out, 0)
-        complete = done & (generated < max_new)  # ended by <eor>, not by the budget
-        return out, generated, complete
+        return out, generated, complete  # complete: ended by <eor>, not a budget
 
     per_row = [
         tf.TensorSpec([None], tf.int32, name="max_new_tokens"),
@@ -372,7 +407,7 @@ def _warmup_inputs(tf: Any, name: str, states: list[Any], spec: s.Spec,
     if name == "step":
         return {
             spec.input.name: tf.constant(tokens, tf.int32),
-            **{st.name: tf.zeros([2, st.units]) for st in states},
+            **{st.name: tf.zeros([2, *st.shape], st.dtype) for st in states},
         }
     common = {  # per row: a server-side batcher merges requests along the first dimension
         "max_new_tokens": tf.constant([4, 2], tf.int32),

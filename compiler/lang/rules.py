@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from compiler.lang.source import Path
-from compiler.lang.spec import Spec
+from compiler.lang.spec import GENERATION_SIGNATURES, Spec
 from compiler.layers import RecurrentLayer
 
 
@@ -41,6 +41,16 @@ class Rules:
                 f"expected input.sequence_length = {inp.sequence_length} (the model's fixed "
                 f"length), received {tr.sequence_length}",
             )
+        for i, layer in enumerate(spec.model.layers):
+            length = layer.context_length()
+            if length is not None and length < tr.sequence_length:
+                self.error(
+                    ("model", "layers", i, "sequence_length"),
+                    "position_length",
+                    f"expected sequence_length >= training.sequence_length = "
+                    f"{tr.sequence_length} (every position of a training window needs a "
+                    f"row), received {length}",
+                )
         p = tr.privacy
         stateful = [
             (i, layer.name)
@@ -203,6 +213,17 @@ class Rules:
                     "duplicate_signature",
                     f"expected unique signature names, received {s!r} twice",
                 )
+        ahead = [(i, layer) for i, layer in enumerate(spec.model.layers) if not layer.is_causal()]
+        if ahead:
+            for i, name in enumerate(sigs):
+                if name in GENERATION_SIGNATURES:
+                    self.error(
+                        ("export", "signatures", i),
+                        "not_causal",
+                        f"expected a causal model for {name}, received one whose layer "
+                        f"{ahead[0][1].name!r} (model.layers[{ahead[0][0]}]) sees later "
+                        "tokens; remove the signature, or make the layer causal",
+                    )
 
 
     def data(self, spec: Spec) -> None:

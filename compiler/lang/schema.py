@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-SCHEMA_PATH = "schema/keraspec.schema.json"
+SCHEMA_FILE = "keraspec.schema.json"
+SCHEMA_PATH = "schema/" + SCHEMA_FILE
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 

@@ -101,15 +101,9 @@ class LstmTextParams(StrictModel):
     )
 
 
-class LstmTextDpParams(LstmTextParams):
-    """lstm-text parameters plus those of the differentially private optimizer."""
+class DpParams(StrictModel):
+    """The differentially private optimizer's parameters, shared by the -dp templates."""
 
-    stateful: bool = Field(
-        False,
-        description="DP training runs the LSTMs stateless (no record may reach another "
-        "batch's gradients through a carried state), so the template's are; true gives the "
-        "reference's stateful layers (trained as stateless copies under DP).",
-    )
     l2_norm_clip: PositiveFloat = 3.0
     """Clip each example's (microbatch's) gradient to this L2 norm."""
     noise_multiplier: NonNegativeFloat = Field(
@@ -125,6 +119,45 @@ class LstmTextDpParams(LstmTextParams):
     implementation: Literal["standard", "vectorized", "fast"] = "fast"
     """DP-SGD implementation: fast (keraspec's per-example step), standard or vectorized
     (tensorflow-privacy)."""
+
+
+class LstmTextDpParams(LstmTextParams, DpParams):
+    """lstm-text parameters plus those of the differentially private optimizer."""
+
+    stateful: bool = Field(
+        False,
+        description="DP training runs the LSTMs stateless (no record may reach another "
+        "batch's gradients through a carried state), so the template's are; true gives the "
+        "reference's stateful layers (trained as stateless copies under DP).",
+    )
+
+
+class TransformerTextParams(StrictModel):
+    """Parameters of the decoder-only transformer text model."""
+
+    vocab_size: PositiveInt = 20000
+    """Distinct token ids (input.vocab_size and the output layer's units)."""
+    embedding_dim: PositiveInt = 256
+    """Width of the token and position embeddings and of every block's output."""
+    num_heads: PositiveInt = 4
+    """Attention heads per block; must divide embedding_dim."""
+    num_layers: PositiveInt = 2
+    """Transformer blocks."""
+    mlp_units: PositiveInt = 1024
+    """Hidden units of each block's two-layer MLP."""
+    dropout_rate: Rate = 0.1
+    """Rate of the embedding, attention and MLP dropouts, in [0, 1)."""
+    learning_rate: PositiveFloat = 0.001
+    """Adam's learning rate."""
+    batch_size: PositiveInt = 64
+    """Examples per training step."""
+    sequence_length: PositiveInt = 100
+    """Tokens per training window (DP: per record example), and the positions the model
+    can attend over (its position table and its serving cache)."""
+
+
+class TransformerTextDpParams(TransformerTextParams, DpParams):
+    """transformer-text parameters plus those of the differentially private optimizer."""
 
 
 class LstmTextTemplate(StrictModel):
@@ -145,8 +178,29 @@ class LstmTextDpTemplate(StrictModel):
     """The template's parameters; unset ones take their defaults."""
 
 
+class TransformerTextTemplate(StrictModel):
+    """A decoder-only transformer: token and position embeddings, pre-norm blocks of causal
+    attention and an MLP, dense logits; Adam."""
+
+    template: Literal["transformer-text"]
+    """The template's name."""
+    params: TransformerTextParams = TransformerTextParams()
+    """The template's parameters; unset ones take their defaults."""
+
+
+class TransformerTextDpTemplate(StrictModel):
+    """The decoder-only transformer with a differentially private optimizer."""
+
+    template: Literal["transformer-text-dp"]
+    """The template's name."""
+    params: TransformerTextDpParams = TransformerTextDpParams()
+    """The template's parameters; unset ones take their defaults."""
+
+
 TemplateModel = Annotated[
-    Union[LstmTextTemplate, LstmTextDpTemplate], Field(discriminator="template")
+    Union[LstmTextTemplate, LstmTextDpTemplate, TransformerTextTemplate,
+          TransformerTextDpTemplate],
+    Field(discriminator="template"),
 ]
 
 
@@ -383,14 +437,19 @@ class TrainingSpec(StrictModel):
 
 SignatureName = Literal["serving_default", "step", "generate", "generate_text"]
 ALL_SIGNATURES: tuple[str, ...] = typing.get_args(SignatureName)
+GENERATION_SIGNATURES = ("step", "generate", "generate_text")
 
 
-def signatures_to_export(export: "ExportSpec", *, text_in_graph: bool) -> list[str]:
+def signatures_to_export(spec: "Spec", *, text_in_graph: bool) -> list[str]:
     """The signatures an export writes: the spec's list, or every one that applies
-    (generate_text only when the tokenizer can run in the graph)."""
-    if export.signatures is not None:
-        return list(export.signatures)
-    return [n for n in ALL_SIGNATURES if n != "generate_text" or text_in_graph]
+    (generate_text only when the tokenizer can run in the graph; the generation signatures
+    only for a causal model)."""
+    if spec.export.signatures is not None:
+        return list(spec.export.signatures)
+    causal = all(layer.is_causal() for layer in spec.model.layers)
+    return [n for n in ALL_SIGNATURES
+            if (n != "generate_text" or text_in_graph)
+            and (causal or n not in GENERATION_SIGNATURES)]
 
 
 class ExportLimits(StrictModel):

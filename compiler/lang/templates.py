@@ -10,7 +10,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
-from compiler.lang.spec import LstmTextDpParams, LstmTextParams, StrictModel
+from compiler.lang.spec import (
+    DpParams,
+    LstmTextDpParams,
+    LstmTextParams,
+    StrictModel,
+    TransformerTextDpParams,
+    TransformerTextParams,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,8 +26,9 @@ class Template:
     description: str
     params: type[StrictModel]
     expand: Callable[[Any], dict[str, Any]]
-    origins: dict[tuple[Any, ...], str] = dataclasses.field(default_factory=dict)
-    """Which param produced each generated field, so diagnostics can point at it."""
+    origins: Callable[[Any], dict[tuple[Any, ...], str]]
+    """Which param produced each generated field of an expansion (from its params), so
+    diagnostics can point at it."""
 
 
 def _lstm_text(p: LstmTextParams) -> dict[str, Any]:
@@ -61,15 +69,74 @@ def _lstm_text(p: LstmTextParams) -> dict[str, Any]:
     }
 
 
-def _lstm_text_dp(p: LstmTextDpParams) -> dict[str, Any]:
-    expanded = _lstm_text(p)
-    expanded["training"]["privacy"] = {
-        "l2_norm_clip": p.l2_norm_clip,
-        "noise_multiplier": p.noise_multiplier,
-        "num_microbatches": p.num_microbatches,
-        "implementation": p.implementation,
-    }
+DP_PARAMS = ("l2_norm_clip", "noise_multiplier", "num_microbatches", "implementation")
+
+
+def _with_dp(expanded: dict[str, Any], p: DpParams) -> dict[str, Any]:
+    expanded["training"]["privacy"] = {name: getattr(p, name) for name in DP_PARAMS}
     return expanded
+
+
+def _lstm_text_dp(p: LstmTextDpParams) -> dict[str, Any]:
+    return _with_dp(_lstm_text(p), p)
+
+
+def _transformer_layers(p: TransformerTextParams) -> list[dict[str, Any]]:
+    """Token and position embeddings, `num_layers` pre-norm blocks, a final norm, logits.
+
+    Each block: x + dropout(attention(norm(x))), then x + dropout(mlp(norm(x))), where the
+    attention is causal and the MLP is dense(mlp_units, gelu) then dense(embedding_dim).
+    """
+    rate = p.dropout_rate
+    layers: list[dict[str, Any]] = [
+        {"type": "embedding", "name": "token_embedding", "output_dim": p.embedding_dim},
+        {"type": "position_embedding", "name": "position_embedding",
+         "sequence_length": p.sequence_length},
+        {"type": "dropout", "name": "embedding_dropout", "rate": rate},
+    ]
+    x = "embedding_dropout"
+    for i in range(1, p.num_layers + 1):
+        b = f"block_{i}"
+        layers += [
+            {"type": "layer_normalization", "name": f"{b}_attention_norm", "inputs": [x]},
+            {"type": "multi_head_attention", "name": f"{b}_attention",
+             "num_heads": p.num_heads, "dropout": rate, "causal": True},
+            {"type": "dropout", "name": f"{b}_attention_dropout", "rate": rate},
+            {"type": "add", "name": f"{b}_attention_residual",
+             "inputs": [x, f"{b}_attention_dropout"]},
+            {"type": "layer_normalization", "name": f"{b}_mlp_norm"},
+            {"type": "dense", "name": f"{b}_mlp_hidden", "units": p.mlp_units,
+             "activation": "gelu"},
+            {"type": "dense", "name": f"{b}_mlp_output", "units": p.embedding_dim},
+            {"type": "dropout", "name": f"{b}_mlp_dropout", "rate": rate},
+            {"type": "add", "name": f"{b}_mlp_residual",
+             "inputs": [f"{b}_attention_residual", f"{b}_mlp_dropout"]},
+        ]
+        x = f"{b}_mlp_residual"
+    layers += [
+        {"type": "layer_normalization", "name": "final_norm", "inputs": [x]},
+        {"type": "dense", "name": "logits", "units": p.vocab_size},
+    ]
+    return layers
+
+
+def _transformer_text(p: TransformerTextParams) -> dict[str, Any]:
+    """A decoder-only transformer (see `_transformer_layers`); Adam."""
+    return {
+        "input": {"vocab_size": p.vocab_size},
+        "model": {"layers": _transformer_layers(p), "output": "logits"},
+        "training": {
+            "batch_size": p.batch_size,
+            "sequence_length": p.sequence_length,
+            "loss": {"type": "sparse_categorical_crossentropy", "from_logits": True},
+            "metrics": ["accuracy"],
+            "optimizer": {"type": "adam", "learning_rate": p.learning_rate},
+        },
+    }
+
+
+def _transformer_text_dp(p: TransformerTextDpParams) -> dict[str, Any]:
+    return _with_dp(_transformer_text(p), p)
 
 
 _LSTM_TEXT_ORIGINS: dict[tuple[Any, ...], str] = {
@@ -85,13 +152,35 @@ _LSTM_TEXT_ORIGINS: dict[tuple[Any, ...], str] = {
     ("training", "sequence_length"): "sequence_length",
     ("training", "optimizer", "learning_rate"): "learning_rate",
 }
-_LSTM_TEXT_DP_ORIGINS = {
-    **_LSTM_TEXT_ORIGINS,
-    **{
-        ("training", "privacy", p): p
-        for p in ("l2_norm_clip", "noise_multiplier", "num_microbatches", "implementation")
-    },
-}
+_DP_ORIGINS = {("training", "privacy", p): p for p in DP_PARAMS}
+_LSTM_TEXT_DP_ORIGINS = {**_LSTM_TEXT_ORIGINS, **_DP_ORIGINS}
+
+
+def _transformer_origins(p: TransformerTextParams) -> dict[tuple[Any, ...], str]:
+    """Which param produced each generated field (the layers' indexes follow num_layers)."""
+    origins: dict[tuple[Any, ...], str] = {
+        ("input", "vocab_size"): "vocab_size",
+        ("training", "batch_size"): "batch_size",
+        ("training", "sequence_length"): "sequence_length",
+        ("training", "optimizer", "learning_rate"): "learning_rate",
+    }
+    by_field = {"output_dim": "embedding_dim", "sequence_length": "sequence_length",
+                "rate": "dropout_rate", "dropout": "dropout_rate", "num_heads": "num_heads"}
+    for i, layer in enumerate(_transformer_layers(p)):
+        for field, param in by_field.items():
+            if field in layer:
+                origins[("model", "layers", i, field)] = param
+        if "units" in layer:
+            name = layer["name"]
+            origins[("model", "layers", i, "units")] = (
+                "vocab_size" if name == "logits"
+                else "mlp_units" if name.endswith("_hidden") else "embedding_dim")
+    return origins
+
+
+def _transformer_dp_origins(p: TransformerTextDpParams) -> dict[tuple[Any, ...], str]:
+    return {**_transformer_origins(p), **_DP_ORIGINS}
+
 
 TEMPLATES: dict[str, Template] = {
     t.name: t
@@ -102,7 +191,7 @@ TEMPLATES: dict[str, Template] = {
             "(the gretel-synthetics reference model).",
             LstmTextParams,
             _lstm_text,
-            _LSTM_TEXT_ORIGINS,
+            lambda p: _LSTM_TEXT_ORIGINS,
         ),
         Template(
             "lstm-text-dp",
@@ -111,7 +200,24 @@ TEMPLATES: dict[str, Template] = {
             "implementation: standard is the reference's tensorflow-privacy optimizer.",
             LstmTextDpParams,
             _lstm_text_dp,
-            _LSTM_TEXT_DP_ORIGINS,
+            lambda p: _LSTM_TEXT_DP_ORIGINS,
+        ),
+        Template(
+            "transformer-text",
+            "A decoder-only transformer: token and position embeddings, num_layers pre-norm "
+            "blocks (causal multi-head attention, then a gelu MLP, each with dropout and a "
+            "residual), a final layer normalisation, dense logits; Adam.",
+            TransformerTextParams,
+            _transformer_text,
+            _transformer_origins,
+        ),
+        Template(
+            "transformer-text-dp",
+            "transformer-text trained with DP-SGD: each example's gradient clipped "
+            "(keraspec's fast implementation by default), Gaussian noise, Adam.",
+            TransformerTextDpParams,
+            _transformer_text_dp,
+            _transformer_dp_origins,
         ),
     )
 }

@@ -18,6 +18,7 @@ from pydantic import Field
 
 from compiler.layers.activation import ActivationLayer
 from compiler.layers.base import LayerBase
+from compiler.layers.conv1d import Conv1DLayer
 from compiler.layers.dense import DenseLayer
 from compiler.layers.dropout import DropoutLayer
 from compiler.layers.embedding import EmbeddingLayer
@@ -25,6 +26,8 @@ from compiler.layers.gru import GRULayer
 from compiler.layers.layer_normalization import LayerNormalizationLayer
 from compiler.layers.lstm import LSTMLayer
 from compiler.layers.merging import AddLayer, ConcatenateLayer
+from compiler.layers.multi_head_attention import MultiHeadAttentionLayer
+from compiler.layers.position_embedding import PositionEmbeddingLayer
 from compiler.layers.recurrent import RecurrentLayer
 
 # The spec's `type` -> its layer class, in the order the schema lists them.
@@ -32,11 +35,14 @@ LAYER_TYPES: dict[str, type[LayerBase]] = {
     cls.model_fields["type"].annotation.__args__[0]: cls  # type: ignore[union-attr]
     for cls in (
         EmbeddingLayer,
+        PositionEmbeddingLayer,
         DropoutLayer,
         LSTMLayer,
         GRULayer,
         DenseLayer,
         LayerNormalizationLayer,
+        MultiHeadAttentionLayer,
+        Conv1DLayer,
         ActivationLayer,
         AddLayer,
         ConcatenateLayer,
@@ -46,4 +52,15 @@ LAYER_TYPES: dict[str, type[LayerBase]] = {
 # A layer of a spec: the member of the union its `type` names.
 Layer = Annotated[Union[tuple(LAYER_TYPES.values())], Field(discriminator="type")]
 
-__all__ = ["LAYER_TYPES", "Layer", "LayerBase", "RecurrentLayer"]
+
+
+def custom_objects() -> dict[str, type]:
+    """keraspec's own Keras layer classes by registered name, for loading a compiled
+    model's JSON: `tf.keras.models.model_from_json(text, custom_objects=...)`."""
+    from compiler.layers import multi_head_attention, position_embedding
+
+    classes = [position_embedding.keras_layer_class(), multi_head_attention.keras_layer_class()]
+    return {f"keraspec>{cls.__name__}": cls for cls in classes}
+
+
+__all__ = ["LAYER_TYPES", "Layer", "LayerBase", "RecurrentLayer", "custom_objects"]

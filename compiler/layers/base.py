@@ -8,7 +8,9 @@ chains:
 - `output_shape`: the static shape rule, reporting problems through a `Context`;
 - `weights`: its variables' names and shapes (parameter counts, `keraspec diff`'s
   checkpoint compatibility);
-- `states`: the recurrent state tensors the serving signatures take and return;
+- `states`: the state tensors the serving signatures take and return (a recurrent
+  layer's h and c, an attention layer's cache), and `call_with_state`, how the serving
+  model calls the layer with them;
 - `keras`: the Keras layer it builds;
 - `per_example`: its fast-DP forward pass (`compiler.layers.per_example`), or None for a
   layer without weights, which the DP step calls as Keras defines it.
@@ -111,6 +113,9 @@ class LayerBase(StrictModel):
     merges: ClassVar[bool] = False
     # Takes the model's integer token ids; every other layer takes float features.
     reads_tokens: ClassVar[bool] = False
+    # Depends on each token's position (a position table, a cache written by position): the
+    # serving signatures then take and return each row's `position`.
+    uses_position: ClassVar[bool] = False
     # The tf.keras.layers class the layer builds; spec fields are named after its arguments.
     keras_class: ClassVar[str]
 
@@ -141,9 +146,19 @@ class LayerBase(StrictModel):
     def params(self, inputs: list[Shape], output: Shape) -> int:
         return sum(math.prod(shape) for _, shape in self.weights(inputs, output))
 
-    def states(self) -> list[tuple[str, int]]:
-        """Recurrent state tensors as (suffix, units): served as `{name}_{suffix}`."""
+    def states(self, inputs: list[Shape], context: int) -> list[tuple[str, Shape]]:
+        """State tensors as (suffix, shape after the batch): served as `{name}_{suffix}`.
+        `context` is the positions a cache must hold (`compiler.layers.states`)."""
         return []
+
+    def context_length(self) -> Optional[int]:
+        """The positions the layer can place (a position table's rows), or None."""
+        return None
+
+    def is_causal(self) -> bool:
+        """Whether each position's output depends only on it and earlier positions (what
+        next-token training and the generation signatures need)."""
+        return True
 
     def activation_width(self) -> int:
         """Floats per step the backward pass keeps besides the output (gates, ...)."""
@@ -179,6 +194,16 @@ class LayerBase(StrictModel):
         """The Keras layer, with `overrides` over the spec's arguments."""
         cls = getattr(tf.keras.layers, self.keras_class)
         return cls(**{**self.keras_kwargs(), **overrides})
+
+    def state_keras(self, tf: Any) -> Any:
+        """The Keras layer as the serving model builds it (stateless, returning states)."""
+        return self.keras(tf)
+
+    def call_with_state(self, keras_layer: Any, x: Any, states: list[Any],
+                        position: Any) -> tuple[Any, list[Any]]:
+        """The serving model's call: `x` after `states` (as `states()` lists them), the
+        first new token at `position` -> (output, new states)."""
+        return keras_layer(x), []
 
     @staticmethod
     def per_example(layer: Any, x: Any, tape: Any, training: bool) -> Any:

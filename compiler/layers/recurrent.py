@@ -114,8 +114,16 @@ class RecurrentLayer(LayerBase):
     def bias_shape(self) -> Shape:
         return (self.gates * self.units,)
 
-    def states(self) -> list[tuple[str, int]]:
-        return [(suffix, self.units) for suffix in self.state_suffixes]
+    def states(self, inputs: list[Shape], context: int) -> list[tuple[str, Shape]]:
+        return [(suffix, (self.units,)) for suffix in self.state_suffixes]
+
+    def state_keras(self, tf: Any) -> Any:
+        return self.keras(tf, stateful=False, return_state=True)
+
+    def call_with_state(self, keras_layer: Any, x: Any, states: list[Any],
+                        position: Any) -> tuple[Any, list[Any]]:
+        out, *final = keras_layer(x, initial_state=states)
+        return out, final
 
     def activation_width(self) -> int:
         return self.gates * self.units

@@ -1,13 +1,14 @@
 /* Load a SavedModel with TensorFlow's C API (TF_LoadSessionFromSavedModel, the loader TF
- * Serving's SavedModelBundle is built on) and run one signature's tensors. No Python.
+ * Serving's SavedModelBundle is built on) and run signatures' tensors. No Python.
  *
- * Usage: run_signature EXPORT_DIR < REQUEST
- * REQUEST lines:
+ * Usage: run_signature EXPORT_DIR < REQUESTS
+ * REQUESTS: requests, each ended by a line `run` (or by the end of the input), of lines
  *   in  TENSOR:INDEX DTYPE RANK DIM... VALUE...   (DTYPE: int32 int64 float bool string;
  *                                                 string values hex-encoded, prefixed by x)
  *   out TENSOR:INDEX
- * Prints one line per output: out TENSOR:INDEX DTYPE RANK DIM... VALUE...
- * Exits non-zero, with TensorFlow's message on stderr, when loading or running fails.
+ * Prints, per request, one line per output: out TENSOR:INDEX DTYPE RANK DIM... VALUE...,
+ * then a line `end`. Exits non-zero, with TensorFlow's message on stderr, when loading or
+ * running fails.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -149,22 +150,36 @@ int main(int argc, char **argv) {
   TF_Output inputs[MAX_TENSORS], outputs[MAX_TENSORS];
   TF_Tensor *values[MAX_TENSORS], *results[MAX_TENSORS];
   char *out_names[MAX_TENSORS];
-  int n_in = 0, n_out = 0;
+  int n_in = 0, n_out = 0, more = 1;
   char kind[8], spec[512], dtype[16];
-  while (scanf("%7s %511s", kind, spec) == 2) {
-    if (!strcmp(kind, "in")) {
-      if (scanf("%15s", dtype) != 1) return 2;
-      inputs[n_in] = output_of(graph, spec);
-      values[n_in++] = read_tensor(dtype_of(dtype));
-    } else {
-      out_names[n_out] = strdup(spec);
-      outputs[n_out++] = output_of(graph, spec);
+  while (more) {
+    more = scanf("%7s", kind) == 1;
+    if (more && strcmp(kind, "run")) {
+      if (scanf("%511s", spec) != 1) return 2;
+      if (!strcmp(kind, "in")) {
+        if (scanf("%15s", dtype) != 1) return 2;
+        inputs[n_in] = output_of(graph, spec);
+        values[n_in++] = read_tensor(dtype_of(dtype));
+      } else {
+        out_names[n_out] = strdup(spec);
+        outputs[n_out++] = output_of(graph, spec);
+      }
+      continue;
     }
+    if (n_in == 0 && n_out == 0) continue;
+    TF_SessionRun(session, NULL, inputs, values, n_in, outputs, results, n_out, NULL, 0,
+                  NULL, status);
+    check(status, "TF_SessionRun");
+    for (int i = 0; i < n_out; i++) {
+      print_tensor(out_names[i], results[i]);
+      TF_DeleteTensor(results[i]);
+      free(out_names[i]);
+    }
+    for (int i = 0; i < n_in; i++) TF_DeleteTensor(values[i]);
+    printf("end\n");
+    fflush(stdout);
+    n_in = n_out = 0;
   }
-  TF_SessionRun(session, NULL, inputs, values, n_in, outputs, results, n_out, NULL, 0, NULL,
-                status);
-  check(status, "TF_SessionRun");
-  for (int i = 0; i < n_out; i++) print_tensor(out_names[i], results[i]);
   TF_CloseSession(session, status);
   TF_DeleteSession(session, status);
   TF_DeleteStatus(status);
