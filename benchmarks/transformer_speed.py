@@ -13,8 +13,12 @@ generation with the KV cache against recomputing the prefix, side by side in one
   model on the prefix for every token (what a model without a cache does). Both produce
   the same tokens (checked). Target: at least 5x.
 
+  `--threads 1` runs TensorFlow with one intra- and one inter-op thread (TF Serving's
+  `--tensorflow_intra_op_parallelism` and `--tensorflow_inter_op_parallelism`): at batch 1
+  a token's ops are tiny, and handing each to a thread pool costs more than the op.
+
 Usage: python benchmarks/transformer_speed.py [--quick] [--only dp,generate]
-       [--steps N] [--tokens N] [--rounds R]
+       [--steps N] [--tokens N] [--rounds R] [--threads T]
 """
 
 from __future__ import annotations
@@ -97,7 +101,7 @@ def bench_dp(sizes: dict, steps: int) -> None:
               f"{best / plain_best:.2f} |", flush=True)
 
 
-def bench_generate(sizes: dict, tokens: int, rounds: int) -> None:
+def bench_generate(sizes: dict, tokens: int, rounds: int, threads: int) -> None:
     sys.path.insert(0, ROOT)
     import numpy as np
 
@@ -109,6 +113,9 @@ def bench_generate(sizes: dict, tokens: int, rounds: int) -> None:
     from compiler.training.weights import reshaped_spec
 
     tf = tensorflow()
+    if threads:  # TF Serving's --tensorflow_intra_op_parallelism / inter_op
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
     context = tokens + 44
     spec = compiler.load_spec(
         os.path.join(ROOT, "specs", "transformer-text.yaml"),
@@ -144,7 +151,8 @@ def bench_generate(sizes: dict, tokens: int, rounds: int) -> None:
 
         print(f"\ngeneration of {tokens} new tokens per row, greedy (embedding "
               f"{sizes['embedding_dim']}, {sizes['num_heads']} heads, {sizes['num_layers']} "
-              f"blocks, vocab {sizes['vocab_size']}; {rounds} rounds, medians)")
+              f"blocks, vocab {sizes['vocab_size']}; TensorFlow threads: "
+              f"{threads or 'default'}; {rounds} rounds, medians)")
         print("| batch | cached generate (tokens/s) | recomputed prefix (tokens/s) | speed-up |")
         print("| ---: | ---: | ---: | ---: |")
         for batch in (1, 16):
@@ -182,6 +190,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed DP steps per process")
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="generate: TensorFlow's intra- and inter-op threads (0: default)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -194,7 +204,8 @@ def main() -> None:
     if "dp" in parts:
         bench_dp(sizes, 2 if args.quick else args.steps)
     if "generate" in parts:
-        bench_generate(sizes, 64 if args.quick else args.tokens, 3 if args.quick else args.rounds)
+        bench_generate(sizes, 64 if args.quick else args.tokens,
+                       3 if args.quick else args.rounds, args.threads)
 
 
 if __name__ == "__main__":

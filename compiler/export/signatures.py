@@ -71,37 +71,50 @@ def allowed_ids(spec: s.Spec, tokenizer: Optional[Tokenizer]) -> list[bool]:
 def one_token_step(tf: Any, model: Any, states: list[Any], spec: CheckedSpec) -> Optional[Any]:
     """The state model's one-token form: [B] ids and states -> [B, V] logits, new states.
 
-    Recurrent layers are called through their cells (one step, no time loop); every other
-    layer acts on each position alone, so it is called on [B, features]. Returns None when
-    the graph holds a layer whose one step is neither (a backwards RNN, a concatenation
-    along time): generation then runs the full layers on one-token sequences.
+    Recurrent layers are called through their cells (one step, no time loop); layers that
+    keep a cache, a window or a position are called on one position ([B, 1, features])
+    with their states; every other layer acts on each position alone, so it is called on
+    [B, features]. Fewer, smaller ops per token than the layers on one-token sequences.
+    Returns None when the graph holds a layer whose one step is none of these (a
+    backwards RNN, a concatenation along time): generation then runs the full layers on
+    one-token sequences.
     """
     from compiler.build import call_graph
 
     graph = call_graph(spec.spec, spec.analysis)
     layers = {layer.name: layer for layer in model.layers}
-    if not all(layer.steps_alone() for layer in spec.model.layers):
+    spec_layers = {layer.name: layer for layer in spec.model.layers}
+    if not all(layer.steps_alone() or layer.steps_as_sequence()
+               for layer in spec.model.layers):
         return None
-    by_layer: dict[str, list[int]] = {}
+    by_layer: dict[Optional[str], list[int]] = {}
     for i, st in enumerate(states):
         by_layer.setdefault(st.layer, []).append(i)
+    (position_at,) = by_layer.get(None, [None])  # the rows' position, when a layer uses it
 
     def step(token, state_values):
         values = {graph.input: token}
         new_states = list(state_values)
+        position = None if position_at is None else state_values[position_at]
         for name, inputs in graph.layers:
-            layer = layers[name]
+            layer, spec_layer = layers[name], spec_layers[name]
             args = [values[n] for n in inputs]
             x = args if len(args) > 1 else args[0]
-            if name in by_layer:
-                mine = [state_values[i] for i in by_layer[name]]
-                out, updated = layer.cell(x, mine, training=False)
+            mine = by_layer.get(name, [])
+            if spec_layer.steps_as_sequence() and not spec_layer.steps_alone():
+                out, updated = spec_layer.call_with_state(
+                    layer, x[:, None], [state_values[i] for i in mine], position)
+                out = out[:, 0]
+            elif mine:
+                out, updated = layer.cell(x, [state_values[i] for i in mine], training=False)
                 updated = tf.nest.flatten(updated)
-                for i, value in zip(by_layer[name], updated):
-                    new_states[i] = value
-                values[name] = out
             else:
-                values[name] = layer(x, training=False)
+                out, updated = layer(x, training=False), []
+            for i, value in zip(mine, updated):
+                new_states[i] = value
+            values[name] = out
+        if position_at is not None:
+            new_states[position_at] = position + 1
         return values[graph.output], new_states
 
     return step

@@ -179,6 +179,12 @@ class LayerBase(StrictModel):
         step may call it on [batch, features] (recurrent layers step through their cell)."""
         return True
 
+    def steps_as_sequence(self) -> bool:
+        """Whether generation's one-token step may call the layer on a one-position
+        sequence ([batch, 1, features]) through `call_with_state`, with its states (a
+        cache, a window, the position), when it cannot act on [batch, features]."""
+        return False
+
     def fast_dp_problems(self) -> list[tuple[str, Any, str, str]]:
         """Settings the fast DP step cannot train: (field, value, expected, hint)."""
         return []

@@ -86,6 +86,9 @@ class Conv1DLayer(LayerBase):
     def steps_alone(self) -> bool:
         return not self.span()
 
+    def steps_as_sequence(self) -> bool:
+        return True
+
     def keras_kwargs(self) -> dict[str, Any]:
         return {**super().keras_kwargs(), "strides": 1}
 

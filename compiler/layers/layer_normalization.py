@@ -23,6 +23,12 @@ class LayerNormalizationLayer(LayerBase):
     scale: bool = True
     """Learn a scale (gamma) applied after normalising."""
 
+    def steps_alone(self) -> bool:
+        return False  # Keras fixes its axes at build: it normalises sequences only
+
+    def steps_as_sequence(self) -> bool:
+        return True
+
     def weights(self, inputs: list[Shape], output: Shape) -> list[Weight]:
         d = output[-1]
         return ([("gamma", (d,))] if self.scale else []) + (

@@ -132,6 +132,9 @@ class MultiHeadAttentionLayer(LayerBase):
     def steps_alone(self) -> bool:
         return False  # a position attends to the ones before it
 
+    def steps_as_sequence(self) -> bool:
+        return True
+
     def keras(self, tf: Any, **overrides: Any) -> Any:
         return keras_layer_class()(**{**self.keras_kwargs(), **overrides})
 

@@ -72,6 +72,9 @@ class PositionEmbeddingLayer(LayerBase):
     def steps_alone(self) -> bool:
         return False  # a position's row depends on where the token is
 
+    def steps_as_sequence(self) -> bool:
+        return True
+
     def keras(self, tf: Any, **overrides: Any) -> Any:
         return keras_layer_class()(**{**self.keras_kwargs(), **overrides})
 
