@@ -269,3 +269,18 @@ def test_a_model_that_sees_later_tokens_exports_serving_default_alone():
                                 ["model.layers[1].causal=true", "model.layers[2].padding=causal"])
     assert signatures_to_export(causal, text_in_graph=True) == [
         "serving_default", "step", "generate", "generate_text"]
+
+
+def test_the_memory_estimate_counts_attention_scores_over_the_sequence():
+    from compiler.lang.checks import training_memory
+
+    def activations(path, length):
+        spec = compiler.load_spec(path, [f"model.params.sequence_length={length}"])
+        return training_memory(spec.spec, spec.analysis)["activations"]
+
+    # Outputs and gates grow with batch x sequence; each position's scores also with the
+    # sequence: four times the positions cost four times an LSTM's, more for attention.
+    assert activations("specs/char-small.yaml", 256) == 4 * activations("specs/char-small.yaml",
+                                                                          64)
+    assert activations("specs/transformer-small.yaml", 256) > 5 * activations(
+        "specs/transformer-small.yaml", 64)

@@ -358,8 +358,9 @@ def training_memory(spec: Spec, analysis: Analysis) -> dict[str, int]:
     """A static estimate, in bytes, of what training the spec holds in memory at once.
 
     Weights and their gradients, optimizer slots, activations kept for the backward pass
-    (layer outputs, and the gates of recurrent layers, for batch x sequence steps), and for
-    DP with several microbatches the per-microbatch gradients tensorflow-privacy builds.
+    (layer outputs, the gates of recurrent layers and attention's scores, for batch x
+    sequence steps), and for DP with several microbatches the per-microbatch gradients
+    tensorflow-privacy builds.
     """
     tr = spec.training
     params = analysis.total_params
@@ -373,10 +374,13 @@ def training_memory(spec: Spec, analysis: Analysis) -> dict[str, int]:
     steps = tr.batch_size * tr.sequence_length
     layers = {layer.name: layer for layer in spec.model.layers}
     widths = 0
+    shapes = {spec.input.name: analysis.input_shape}
     for info in analysis.layers:
         if info.output_shape:
             widths += info.output_shape[-1] or 0
-        widths += layers[info.name].activation_width()
+        inputs = [shapes[n] for n in info.inputs]
+        widths += layers[info.name].activation_width(inputs, tr.sequence_length)
+        shapes[info.name] = info.output_shape
     privacy = tr.privacy
     microbatches = (privacy.num_microbatches or tr.batch_size) if privacy else 0
     if privacy is not None and privacy.implementation == "fast":

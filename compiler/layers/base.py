@@ -160,8 +160,9 @@ class LayerBase(StrictModel):
         next-token training and the generation signatures need)."""
         return True
 
-    def activation_width(self) -> int:
-        """Floats per step the backward pass keeps besides the output (gates, ...)."""
+    def activation_width(self, inputs: list[Shape], sequence_length: int) -> int:
+        """Floats per step the backward pass keeps besides the output (gates, attention
+        scores over the `sequence_length` positions, ...)."""
         return 0
 
     def output_activation(self) -> Optional[str]:

@@ -120,8 +120,11 @@ class MultiHeadAttentionLayer(LayerBase):
         out, keys, values = keras_layer(x, cache=states, position=position)
         return out, [keys, values]
 
-    def activation_width(self) -> int:
-        return 0
+    def activation_width(self, inputs: list[Shape], sequence_length: int) -> int:
+        # Queries, keys, values and the heads' outputs; each head's scores and
+        # probabilities over the sequence.
+        key, value = self.dims(inputs[0][-1])
+        return self.num_heads * (2 * key + 2 * value + 2 * sequence_length)
 
     def is_causal(self) -> bool:
         return self.causal

@@ -125,7 +125,7 @@ class RecurrentLayer(LayerBase):
         out, *final = keras_layer(x, initial_state=states)
         return out, final
 
-    def activation_width(self) -> int:
+    def activation_width(self, inputs: list[Shape], sequence_length: int) -> int:
         return self.gates * self.units
 
     def time_axis_hint(self) -> Optional[str]:
