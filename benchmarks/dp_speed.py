@@ -45,16 +45,14 @@ def _spec(implementation: str, sizes: dict):
     )
 
 
-def worker(implementation: str, sizes: dict, steps: int) -> None:
-    """Time `steps` steps after one untimed step; print JSON with times and peak memory."""
+def timed_steps(spec, sizes: dict, steps: int) -> list[float]:
+    """`spec` compiled, then `steps` `train_on_batch` steps timed after one untimed step,
+    on one batch of padded record examples (per-token weights masking the padding)."""
     sys.path.insert(0, ROOT)
-    from compiler.build import compile_spec
-    from compiler.tf import tensorflow
-
-    tensorflow()
     import numpy as np
 
-    spec = _spec(implementation, sizes)
+    from compiler.build import compile_spec
+
     model = compile_spec(spec, weighted_metrics=True).model
     rng = np.random.default_rng(0)
     batch, length, vocab = sizes["batch_size"], sizes["sequence_length"], sizes["vocab_size"]
@@ -68,6 +66,13 @@ def worker(implementation: str, sizes: dict, steps: int) -> None:
         start = time.perf_counter()
         model.train_on_batch(x, y, sample_weight=w)
         times.append(time.perf_counter() - start)
+    return times
+
+
+def worker(implementation: str, sizes: dict, steps: int) -> None:
+    """Time `steps` steps after one untimed step; print JSON with times and peak memory."""
+    sys.path.insert(0, ROOT)
+    times = timed_steps(_spec(implementation, sizes), sizes, steps)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     print(json.dumps({"times": times, "peak_bytes": peak}))
 

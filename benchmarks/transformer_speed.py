@@ -56,24 +56,9 @@ def _spec(private: bool, sizes: dict):
 def worker(private: bool, sizes: dict, steps: int) -> None:
     """Time `steps` steps after one untimed step; print JSON with the times."""
     sys.path.insert(0, ROOT)
-    import numpy as np
+    from dp_speed import timed_steps  # this folder's DP benchmark: the same step timing
 
-    from compiler.build import compile_spec
-
-    model = compile_spec(_spec(private, sizes), weighted_metrics=True).model
-    rng = np.random.default_rng(0)
-    batch, length, vocab = sizes["batch_size"], sizes["sequence_length"], sizes["vocab_size"]
-    x = rng.integers(2, vocab, (batch, length)).astype(np.int32)
-    y = rng.integers(2, vocab, (batch, length)).astype(np.int32)
-    lengths = rng.integers(length // 2, length + 1, batch)
-    w = (np.arange(length)[None, :] < lengths[:, None]).astype(np.float32)
-    model.train_on_batch(x, y, sample_weight=w)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        model.train_on_batch(x, y, sample_weight=w)
-        times.append(time.perf_counter() - start)
-    print(json.dumps({"times": times}))
+    print(json.dumps({"times": timed_steps(_spec(private, sizes), sizes, steps)}))
 
 
 def _run(private: bool, sizes: dict, steps: int) -> list[float]:

@@ -401,12 +401,6 @@ def _build_loss(tf: Any, spec: s.Spec) -> Any:
     )
 
 
-def state_names(spec: Union[s.Spec, CheckedSpec]) -> list[State]:
-    """The serving states of a spec's model (`compiler.layers.states`)."""
-    c = checked(spec)
-    return serving_states(c.spec, c.analysis)
-
-
 def build_state_model(spec: Union[s.Spec, CheckedSpec]) -> tuple[Any, list[State]]:
     """The spec's model as a stateless functional model that takes and returns its states.
 

@@ -93,12 +93,13 @@ def describe_problem(failures: list[Failure]) -> str:
 
 
 def load_run_model(
-    run_dir: str, rows: Optional[int], which: str = BEST, *, stateful: bool = True
+    run_dir: Union[str, TrainedRun], rows: Optional[int], which: str = BEST, *,
+    stateful: bool = True,
 ) -> tuple[TrainedRun, Any, int]:
     """A trained run, its model with the checkpoint's weights, and the checkpoint's step.
 
     Args:
-        run_dir: A run directory written by `train`.
+        run_dir: A run directory written by `train`, or the run already opened.
         rows: The model's batch size (None: any, for a stateless model).
         which: "best" or "latest" checkpoint.
         stateful: Build the recurrent layers stateful (sampling one token at a time) or
@@ -109,7 +110,7 @@ def load_run_model(
     """
     from compiler.build import compile_spec
 
-    trained = open_trained(run_dir, which)
+    trained = run_dir if isinstance(run_dir, TrainedRun) else open_trained(run_dir, which)
     spec = trained.spec
     model = compile_spec(reshaped_spec(spec, batch_size=rows, stateful=stateful)).model
     with trained.run.reading(which) as pointer:  # a training run's cleanup leaves it in place
@@ -396,14 +397,18 @@ def _check_limits(spec: Any, where: str, count: Optional[int], prompt_tokens: in
 class _RunSampler(_Sampler):
     """The reference generator's Keras loop: the run's model rebuilt stateful, `rows` wide."""
 
-    def __init__(self, run_dir: str, rows: int, checkpoint: str):
+    def __init__(self, trained: TrainedRun, rows: int, checkpoint: str):
         from compiler.tf import tensorflow
 
         self.tf = tensorflow()
-        trained, self.model, self.step = load_run_model(run_dir, rows, checkpoint)
         self.spec, self.tokenizer = trained.spec, trained.tokenizer
         self.validators = trained.validators
-        self.source, self.rows = run_dir, rows
+        self.source, self.rows = trained.path, rows
+        self._build(trained, checkpoint)
+
+    def _build(self, trained: TrainedRun, checkpoint: str) -> None:
+        """The model to sample from, with the checkpoint's weights, and its call."""
+        _, self.model, self.step = load_run_model(trained, self.rows, checkpoint)
         self.vocab = self.model.output_shape[-1]
         model = self.model
         self.call = self.tf.function(lambda x: model(x, training=False), reduce_retracing=True)
@@ -450,23 +455,17 @@ class _CachedRunSampler(_RunSampler):
     serving model (`build_state_model`), fed its states back one token at a time, so the
     prefix is never recomputed. A row whose context fills up ends incomplete."""
 
-    def __init__(self, run_dir: str, rows: int, checkpoint: str):
+    def _build(self, trained: TrainedRun, checkpoint: str) -> None:
         from compiler.build import build_state_model
-        from compiler.tf import tensorflow
 
-        self.tf = tf = tensorflow()
-        trained, keras_model, self.step = load_run_model(run_dir, None, checkpoint,
-                                                         stateful=False)
-        self.spec, self.tokenizer = trained.spec, trained.tokenizer
-        self.validators = trained.validators
-        self.source, self.rows = run_dir, rows
+        _, keras_model, self.step = load_run_model(trained, None, checkpoint, stateful=False)
         serving_spec = reshaped_spec(trained.spec, batch_size=None, stateful=False)
         model, self.states = build_state_model(serving_spec)
         copy_weights(keras_model, model)
         self.context = context_length(serving_spec.spec)
         self.vocab = keras_model.output_shape[-1]
-        self.call = tf.function(lambda inputs: model(inputs, training=False),
-                                reduce_retracing=True)
+        self.call = self.tf.function(lambda inputs: model(inputs, training=False),
+                                     reduce_retracing=True)
 
     def _advance(self, tokens: np.ndarray) -> np.ndarray:
         outputs = self.call([self.tf.constant(tokens), *self.values])
@@ -484,9 +483,9 @@ class _CachedRunSampler(_RunSampler):
 
 def _run_sampler(run_dir: str, rows: int, checkpoint: str) -> _RunSampler:
     """The reference's stateful loop, or for a model that places tokens, the cached one."""
-    spec = open_trained(run_dir, checkpoint).spec
-    cached = context_length(spec.spec) is not None
-    return (_CachedRunSampler if cached else _RunSampler)(run_dir, rows, checkpoint)
+    trained = open_trained(run_dir, checkpoint)
+    cached = context_length(trained.spec.spec) is not None
+    return (_CachedRunSampler if cached else _RunSampler)(trained, rows, checkpoint)
 
 
 def _sample(logits: np.ndarray, allowed: np.ndarray, temperature: float, rng: Any) -> np.ndarray:

@@ -17,16 +17,8 @@ from compiler.tf import tensorflow
 tf = tensorflow()
 VOCAB, BATCH, STEPS, CLIP = 12, 4, 6, 0.05
 
-SPEC = """
-apiVersion: keraspec/v1
-name: t
-input: {vocab_size: 12, batch_size: 4, sequence_length: 6}
-model:
-  layers:
-    - {type: embedding, name: emb, output_dim: 5}
-    - {type: %(rnn)s, name: rnn, units: 7, return_sequences: %(sequences)s %(extra)s}
-    - {type: layer_normalization, name: norm}
-    - {type: dense, name: out, units: %(out)d}
+# Batch 4 of 6 steps, one microbatch per example, SGD or Adam at learning rate 1.
+DP_TRAINING = """\
 training:
   batch_size: 4
   sequence_length: 6
@@ -37,6 +29,18 @@ training:
     num_microbatches: 4
     implementation: %(impl)s
 """
+
+SPEC = """
+apiVersion: keraspec/v1
+name: t
+input: {vocab_size: 12, batch_size: 4, sequence_length: 6}
+model:
+  layers:
+    - {type: embedding, name: emb, output_dim: 5}
+    - {type: %(rnn)s, name: rnn, units: 7, return_sequences: %(sequences)s %(extra)s}
+    - {type: layer_normalization, name: norm}
+    - {type: dense, name: out, units: %(out)d}
+""" + DP_TRAINING
 
 # (recurrent layer, extra fields, return_sequences)
 MODELS = {
@@ -90,16 +94,7 @@ model:
     - {type: multi_head_attention, name: att_b, num_heads: 4, key_dim: 3, value_dim: 2,
        use_bias: false}
     - {type: dense, name: out, units: 12}
-training:
-  batch_size: 4
-  sequence_length: 6
-  optimizer: {type: %(optimizer)s, learning_rate: 1.0}
-  privacy:
-    l2_norm_clip: %(clip)s
-    noise_multiplier: %(noise)s
-    num_microbatches: 4
-    implementation: %(impl)s
-"""
+""" + DP_TRAINING
 
 
 def _transformer_spec(impl, noise=0.0, optimizer="sgd"):

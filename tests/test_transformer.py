@@ -41,6 +41,7 @@ model:
     - {type: dense, name: h, units: 16, activation: gelu}
     - {type: conv1d, name: conv, filters: 8, kernel_size: 3, dilation_rate: 2}
     - {type: add, name: r2, inputs: [r1, conv]}
+    - {type: conv1d, name: pointwise, filters: 8, kernel_size: 1}
     - {type: dense, name: logits, units: 20}
 training:
   batch_size: 4
@@ -92,6 +93,26 @@ def test_logits_at_a_position_ignore_later_tokens():
         other = model(changed, training=False).numpy()
         np.testing.assert_array_equal(other[:, : t + 1], base[:, : t + 1])
         assert np.abs(other[:, t + 1:] - base[:, t + 1:]).max() > 1e-3  # later ones see it
+
+
+def test_the_one_token_step_over_the_states_reproduces_the_whole_sequence():
+    from compiler.build import build_state_model
+    from compiler.export.signatures import one_token_step
+
+    spec = _blocks()
+    model, states = build_state_model(spec)
+    step = one_token_step(tf, model, states, spec)
+    assert step is not None  # every layer steps: caches, windows, position, pointwise conv
+    x = np.random.default_rng(4).integers(0, 20, size=(2, 10)).astype(np.int32)
+    zeros = [tf.zeros([2, *st.shape], st.dtype) for st in states]
+    whole = model([x, *zeros])[0].numpy()
+    values, got = zeros, []
+    for t in range(10):
+        logits, values = step(tf.constant(x[:, t]), values)
+        got.append(logits.numpy())
+    np.testing.assert_allclose(np.stack(got, axis=1), whole, atol=1e-5)
+    position = [v for st, v in zip(states, values) if st.name == "position"][0]
+    np.testing.assert_array_equal(position.numpy(), [10, 10])
 
 
 def test_compiled_model_json_loads_in_tf_keras(tmp_path):

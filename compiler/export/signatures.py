@@ -101,7 +101,7 @@ def one_token_step(tf: Any, model: Any, states: list[Any], spec: CheckedSpec) ->
             args = [values[n] for n in inputs]
             x = args if len(args) > 1 else args[0]
             mine = by_layer.get(name, [])
-            if spec_layer.steps_as_sequence() and not spec_layer.steps_alone():
+            if spec_layer.steps_as_sequence():
                 out, updated = spec_layer.call_with_state(
                     layer, x[:, None], [state_values[i] for i in mine], position)
                 out = out[:, 0]

@@ -417,7 +417,7 @@ def validate_source(source: Source, overrides: Sequence[str] = (), *,
         for generated in (("input",), ("training",), ("model", "layers")):
             source.values.setdefault(generated, anchor)
             source.keys.setdefault(generated, anchor)
-        for generated, param in template.origins(document.model.params).items():
+        for generated, param in template.origins(expanded).items():
             if ("model", "params", param) in source.values:
                 source.values.setdefault(generated, source.values[("model", "params", param)])
         try:

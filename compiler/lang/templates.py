@@ -26,9 +26,9 @@ class Template:
     description: str
     params: type[StrictModel]
     expand: Callable[[Any], dict[str, Any]]
-    origins: Callable[[Any], dict[tuple[Any, ...], str]]
-    """Which param produced each generated field of an expansion (from its params), so
-    diagnostics can point at it."""
+    origins: Callable[[dict[str, Any]], dict[tuple[Any, ...], str]]
+    """Which param produced each generated field of an expansion (given the expansion),
+    so diagnostics can point at it."""
 
 
 def _lstm_text(p: LstmTextParams) -> dict[str, Any]:
@@ -59,13 +59,19 @@ def _lstm_text(p: LstmTextParams) -> dict[str, Any]:
                 {"type": "dense", "units": p.vocab_size},
             ]
         },
-        "training": {
-            "batch_size": p.batch_size,
-            "sequence_length": p.sequence_length,
-            "loss": {"type": "sparse_categorical_crossentropy", "from_logits": True},
-            "metrics": ["accuracy"],
-            "optimizer": {"type": "rmsprop", "learning_rate": p.learning_rate},
-        },
+        "training": _training(p, "rmsprop"),
+    }
+
+
+def _training(p: Any, optimizer: str) -> dict[str, Any]:
+    """The text templates' training block: batches, windows, next-token cross-entropy on
+    logits, accuracy, and `optimizer` at the params' learning rate."""
+    return {
+        "batch_size": p.batch_size,
+        "sequence_length": p.sequence_length,
+        "loss": {"type": "sparse_categorical_crossentropy", "from_logits": True},
+        "metrics": ["accuracy"],
+        "optimizer": {"type": optimizer, "learning_rate": p.learning_rate},
     }
 
 
@@ -125,13 +131,7 @@ def _transformer_text(p: TransformerTextParams) -> dict[str, Any]:
     return {
         "input": {"vocab_size": p.vocab_size},
         "model": {"layers": _transformer_layers(p), "output": "logits"},
-        "training": {
-            "batch_size": p.batch_size,
-            "sequence_length": p.sequence_length,
-            "loss": {"type": "sparse_categorical_crossentropy", "from_logits": True},
-            "metrics": ["accuracy"],
-            "optimizer": {"type": "adam", "learning_rate": p.learning_rate},
-        },
+        "training": _training(p, "adam"),
     }
 
 
@@ -156,7 +156,7 @@ _DP_ORIGINS = {("training", "privacy", p): p for p in DP_PARAMS}
 _LSTM_TEXT_DP_ORIGINS = {**_LSTM_TEXT_ORIGINS, **_DP_ORIGINS}
 
 
-def _transformer_origins(p: TransformerTextParams) -> dict[tuple[Any, ...], str]:
+def _transformer_origins(expanded: dict[str, Any]) -> dict[tuple[Any, ...], str]:
     """Which param produced each generated field (the layers' indexes follow num_layers)."""
     origins: dict[tuple[Any, ...], str] = {
         ("input", "vocab_size"): "vocab_size",
@@ -166,7 +166,7 @@ def _transformer_origins(p: TransformerTextParams) -> dict[tuple[Any, ...], str]
     }
     by_field = {"output_dim": "embedding_dim", "sequence_length": "sequence_length",
                 "rate": "dropout_rate", "dropout": "dropout_rate", "num_heads": "num_heads"}
-    for i, layer in enumerate(_transformer_layers(p)):
+    for i, layer in enumerate(expanded["model"]["layers"]):
         for field, param in by_field.items():
             if field in layer:
                 origins[("model", "layers", i, field)] = param
@@ -178,8 +178,8 @@ def _transformer_origins(p: TransformerTextParams) -> dict[tuple[Any, ...], str]
     return origins
 
 
-def _transformer_dp_origins(p: TransformerTextDpParams) -> dict[tuple[Any, ...], str]:
-    return {**_transformer_origins(p), **_DP_ORIGINS}
+def _transformer_dp_origins(expanded: dict[str, Any]) -> dict[tuple[Any, ...], str]:
+    return {**_transformer_origins(expanded), **_DP_ORIGINS}
 
 
 TEMPLATES: dict[str, Template] = {
@@ -191,7 +191,7 @@ TEMPLATES: dict[str, Template] = {
             "(the gretel-synthetics reference model).",
             LstmTextParams,
             _lstm_text,
-            lambda p: _LSTM_TEXT_ORIGINS,
+            lambda expanded: _LSTM_TEXT_ORIGINS,
         ),
         Template(
             "lstm-text-dp",
@@ -200,7 +200,7 @@ TEMPLATES: dict[str, Template] = {
             "implementation: standard is the reference's tensorflow-privacy optimizer.",
             LstmTextDpParams,
             _lstm_text_dp,
-            lambda p: _LSTM_TEXT_DP_ORIGINS,
+            lambda expanded: _LSTM_TEXT_DP_ORIGINS,
         ),
         Template(
             "transformer-text",

@@ -181,9 +181,9 @@ class LayerBase(StrictModel):
         return True
 
     def steps_as_sequence(self) -> bool:
-        """Whether generation's one-token step may call the layer on a one-position
-        sequence ([batch, 1, features]) through `call_with_state`, with its states (a
-        cache, a window, the position), when it cannot act on [batch, features]."""
+        """Whether generation's one-token step calls the layer on a one-position sequence
+        ([batch, 1, features]) through `call_with_state`, with its states (a cache, a
+        window, the position): for a layer that does not act on [batch, features]."""
         return False
 
     def fast_dp_problems(self) -> list[tuple[str, Any, str, str]]:

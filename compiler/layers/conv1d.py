@@ -84,7 +84,7 @@ class Conv1DLayer(LayerBase):
         return ""
 
     def steps_alone(self) -> bool:
-        return not self.span()
+        return False  # Keras' Conv1D takes sequences only, even at kernel_size 1
 
     def steps_as_sequence(self) -> bool:
         return True
@@ -110,12 +110,8 @@ class Conv1DLayer(LayerBase):
         kernel = layer.kernel
         k, fan_in, filters = kernel.shape
         a = receptive_fields(layer, x)  # [B, T, k * fan_in]
-        z = tf.matmul(pe.flat_rows(a, k * fan_in), tf.reshape(tf.stop_gradient(kernel), [-1, filters]))
-        z = tf.reshape(z, [tf.shape(x)[0], tf.shape(x)[1], filters])
-        if layer.use_bias:
-            z = z + tf.stop_gradient(layer.bias)
-        probe = pe.probe(tape, z)
-        z = z + probe
+        z, probe = pe.probed_product(tape, a, tf.reshape(kernel, [k * fan_in, filters]),
+                                     layer.bias if layer.use_bias else None)
         z.set_shape(x.shape[:-1].concatenate([filters]))
         out = layer.activation(z) if layer.activation is not None else z
 

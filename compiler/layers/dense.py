@@ -48,16 +48,11 @@ class DenseLayer(LayerBase):
     @staticmethod
     def per_example(layer: Any, x: Any, tape: Any, training: bool) -> Any:
         tf = tensorflow()
-        kernel = tf.stop_gradient(layer.kernel)
+        units = layer.kernel.shape[1]
         a = pe.as_steps(x)
-        z = tf.matmul(pe.flat_rows(a, a.shape[-1]), kernel)
-        z = tf.reshape(z, [tf.shape(a)[0], a.shape[1], kernel.shape[1]])
-        if layer.use_bias:
-            z = z + tf.stop_gradient(layer.bias)
-        probe = pe.probe(tape, z)
-        z = z + probe
-        out = tf.reshape(z, tf.concat([tf.shape(x)[:-1], [kernel.shape[1]]], 0))
-        out.set_shape(x.shape[:-1].concatenate([kernel.shape[1]]))
+        z, probe = pe.probed_product(tape, a, layer.kernel, layer.bias if layer.use_bias else None)
+        out = tf.reshape(z, tf.concat([tf.shape(x)[:-1], [units]], 0))
+        out.set_shape(x.shape[:-1].concatenate([units]))
         if layer.activation is not None:
             out = layer.activation(out)
 

@@ -151,14 +151,8 @@ class MultiHeadAttentionLayer(LayerBase):
         probes = []
 
         def project(a: Any, kernel: Any, bias: Optional[Any], shape: list[int]) -> Any:
-            flat = tf.reshape(tf.stop_gradient(kernel), [a.shape[-1], -1])
-            z = tf.reshape(tf.matmul(pe.flat_rows(a, a.shape[-1]), flat),
-                           [tf.shape(a)[0], tf.shape(a)[1], flat.shape[1]])
-            if bias is not None:
-                z = z + tf.reshape(tf.stop_gradient(bias), [-1])
-            probe = pe.probe(tape, z)
+            z, probe = pe.probed_product(tape, a, kernel, bias)
             probes.append(probe)
-            z = z + probe
             return tf.reshape(z, [tf.shape(a)[0], tf.shape(a)[1], *shape])
 
         w = layer.projection_weights()

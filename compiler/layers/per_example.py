@@ -114,6 +114,27 @@ def probe(tape: Any, like: Any) -> Any:
     return zeros
 
 
+def probed_product(tape: Any, a: Any, kernel: Any, bias: Any = None) -> tuple[Any, Any]:
+    """`a @ kernel (+ bias)` with the weights held constant, plus a probe watched by `tape`.
+
+    Args:
+        a: The product's input, [batch, steps, in].
+        kernel: The weight, [in, ...] (its trailing axes are flattened to `out`).
+        bias: The bias, of `out` values in any shape, or None.
+
+    Returns:
+        (the output [batch, steps, out] with the probe added, the probe).
+    """
+    tf = tensorflow()
+    flat = tf.reshape(tf.stop_gradient(kernel), [a.shape[-1], -1])
+    z = tf.matmul(flat_rows(a, a.shape[-1]), flat)
+    z = tf.reshape(z, [tf.shape(a)[0], tf.shape(a)[1], flat.shape[1]])
+    if bias is not None:
+        z = z + tf.reshape(tf.stop_gradient(bias), [-1])
+    zeros = probe(tape, z)
+    return z + zeros, zeros
+
+
 def as_steps(x: Any) -> Any:
     """[batch, ..., features] as [batch, steps, features] (a 2-D input has one step)."""
     tf = tensorflow()
