@@ -26,9 +26,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import compiler  # noqa: E402
 from compiler.build import compile_spec  # noqa: E402
-from compiler.tf import tensorflow  # noqa: E402
+from compiler.tf import tensorflow, tf_keras  # noqa: E402
 
-tf = tensorflow()
+tf, keras = tensorflow(), tf_keras()
 import numpy as np  # noqa: E402
 from reference import build_reference  # noqa: E402  (tests/reference.py)
 
@@ -65,11 +65,11 @@ def row(name: str, ta: list[float], tb: list[float], a: str, b: str) -> str:
 
 def compile_time(runs: int) -> str:
     def ours():
-        tf.keras.backend.clear_session()
+        keras.backend.clear_session()
         compile_spec(compiler.load_spec(SPEC))
 
     def reference():
-        tf.keras.backend.clear_session()
+        keras.backend.clear_session()
         build_reference()
 
     ours(), reference()  # warm-up

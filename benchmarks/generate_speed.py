@@ -37,10 +37,10 @@ from compiler.build import compile_spec  # noqa: E402
 from compiler.build import build_state_model  # noqa: E402
 from compiler.export.savedmodel import export_saved_model  # noqa: E402
 from compiler.export.signatures import one_token_step  # noqa: E402
-from compiler.tf import tensorflow  # noqa: E402
+from compiler.tf import tensorflow, tf_keras  # noqa: E402
 from compiler.training.weights import copy_weights, reshaped_spec  # noqa: E402
 
-tf = tensorflow()
+tf, keras = tensorflow(), tf_keras()
 
 SPEC = os.path.join(ROOT, "specs", "lstm-text.yaml")
 
@@ -61,7 +61,7 @@ def main() -> None:
 
     work = tempfile.mkdtemp(prefix="keraspec-generate-bench-")
     try:
-        tf.keras.utils.set_random_seed(0)
+        keras.utils.set_random_seed(0)
         model = compile_spec(reshaped_spec(spec, batch_size=None, stateful=False)).model
         prefix = tf.train.Checkpoint(model=model).write(os.path.join(work, "ckpt"))
         report = export_saved_model(spec, os.path.join(work, "models"), weights=prefix)

@@ -1,7 +1,7 @@
-"""Training throughput: `keraspec train` against a hand-written tf.keras loop, and DP vs non-DP.
+"""Training throughput: `keraspec train` against a hand-written tf-keras loop, and DP vs non-DP.
 
 1. Tokens per second of `compiler.train` (what `keraspec train` runs) against the
-   reference's way of training, written by hand: the same model built directly with tf.keras
+   reference's way of training, written by hand: the same model built directly with tf-keras
    (tests/reference.py), `model.fit` on a `tf.data` pipeline of shuffled windows of the same
    corpus. Several rounds, alternating which side goes first.
 2. Tokens per second of per-example DP training (num_microbatches = batch size, one record
@@ -36,9 +36,9 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import compiler  # noqa: E402
-from compiler.tf import tensorflow  # noqa: E402
+from compiler.tf import tensorflow, tf_keras  # noqa: E402
 
-tf = tensorflow()
+tf, keras = tensorflow(), tf_keras()
 import numpy as np  # noqa: E402
 from reference import build_reference  # noqa: E402  (tests/reference.py)
 
@@ -72,7 +72,7 @@ def keraspec_tokens_per_second(spec, steps: int) -> float:
     return tokens / (stamps[steps] - stamps[1])
 
 
-class _Stamps(tf.keras.callbacks.Callback):
+class _Stamps(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.times: list[float] = []
@@ -95,7 +95,7 @@ def hand_written_tokens_per_second(sizes: dict, steps: int) -> float:
         .batch(batch, drop_remainder=True)
         .repeat()
     )
-    tf.keras.utils.set_random_seed(1)
+    keras.utils.set_random_seed(1)
     model = build_reference(**{k: v for k, v in sizes.items() if k != "sequence_length"})
     stamps = _Stamps()
     model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, callbacks=[stamps])

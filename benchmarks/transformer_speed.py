@@ -94,7 +94,7 @@ def bench_generate(sizes: dict, tokens: int, rounds: int, threads: int) -> None:
     from compiler.build import compile_spec
     from compiler.data.tokenizer import EOR_ID, PAD_ID
     from compiler.export.savedmodel import export_saved_model, read_metadata
-    from compiler.tf import tensorflow
+    from compiler.tf import tensorflow, tf_keras
     from compiler.training.weights import reshaped_spec
 
     tf = tensorflow()
@@ -109,7 +109,7 @@ def bench_generate(sizes: dict, tokens: int, rounds: int, threads: int) -> None:
     )
     work = tempfile.mkdtemp(prefix="keraspec-transformer-bench-")
     try:
-        tf.keras.utils.set_random_seed(0)
+        tf_keras().utils.set_random_seed(0)
         model = compile_spec(reshaped_spec(spec, batch_size=None, stateful=False)).model
         logits = model.get_layer("logits")
         bias = logits.bias.numpy()

@@ -20,7 +20,7 @@ from compiler.layers.base import fmt_shape
 from compiler.layers.states import POSITION, State, serving_states
 from compiler.privacy.accounting import PrivacyReport, privacy_report, weak_privacy_warning
 from compiler.privacy import fast as fast_dp
-from compiler.tf import tensorflow, tf_privacy_optimizers
+from compiler.tf import tensorflow, tf_keras, tf_privacy_optimizers
 
 
 def _optimizer_kwargs(opt: Any) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def _optimizer_kwargs(opt: Any) -> dict[str, Any]:
 
 
 def _optimizer_classes(tf: Any) -> dict[str, type]:
-    legacy = tf.keras.optimizers.legacy
+    legacy = tf_keras().optimizers.legacy
     return {
         "rmsprop": legacy.RMSprop,
         "adam": legacy.Adam,
@@ -43,7 +43,7 @@ class CompiledModel:
 
     Attributes:
         spec: The resolved spec it was built from.
-        model: The compiled `tf.keras.Model` (Sequential for a chain).
+        model: The compiled `tf_keras.Model` (Sequential for a chain).
         optimizer: The optimizer instance (a tensorflow-privacy class for DP specs).
         loss: The loss object.
         metrics: The metric identifiers passed to `compile`.
@@ -297,7 +297,8 @@ def _build_model(tf: Any, spec: s.Spec, analysis: Analysis, source: Source,
         except errors as e:
             raise refused(i, e) from e
 
-    sequential_class, functional_class = tf.keras.Sequential, tf.keras.Model
+    keras = tf_keras()
+    sequential_class, functional_class = keras.Sequential, keras.Model
     dp_args: dict[str, Any] = {}
     if dp is not None:
         sequential_class, functional_class = fast_dp.model_classes()
@@ -314,7 +315,7 @@ def _build_model(tf: Any, spec: s.Spec, analysis: Analysis, source: Source,
                 raise refused(i, e) from e
         return model
     tensors = {
-        spec.input.name: tf.keras.Input(
+        spec.input.name: keras.Input(
             batch_shape=batch_shape, dtype="int32", name=spec.input.name
         )
     }
@@ -395,8 +396,9 @@ def _build_loss(tf: Any, spec: s.Spec) -> Any:
     per_example = privacy is not None and (
         (privacy.num_microbatches or 0) > 1 or privacy.implementation == "fast"
     )
-    reduction = tf.keras.losses.Reduction.NONE if per_example else tf.keras.losses.Reduction.AUTO
-    return tf.keras.losses.SparseCategoricalCrossentropy(
+    keras = tf_keras()
+    reduction = keras.losses.Reduction.NONE if per_example else keras.losses.Reduction.AUTO
+    return keras.losses.SparseCategoricalCrossentropy(
         from_logits=spec.training.loss.from_logits, reduction=reduction
     )
 
@@ -417,12 +419,12 @@ def build_state_model(spec: Union[s.Spec, CheckedSpec]) -> tuple[Any, list[State
     """
     c = checked(spec)
     resolved, analysis, source = c.spec, c.analysis, c.source
-    tf = tensorflow()
+    tf, keras = tensorflow(), tf_keras()
     index = {layer.name: i for i, layer in enumerate(resolved.model.layers)}
     states = serving_states(resolved, analysis)
-    tokens = tf.keras.Input(shape=(None,), dtype="int32", name=resolved.input.name)
+    tokens = keras.Input(shape=(None,), dtype="int32", name=resolved.input.name)
     state_inputs = {
-        st.name: tf.keras.Input(shape=st.shape, dtype=st.dtype, name=st.name) for st in states
+        st.name: keras.Input(shape=st.shape, dtype=st.dtype, name=st.name) for st in states
     }
     position = state_inputs.get(POSITION)
     tensors = {resolved.input.name: tokens}
@@ -447,7 +449,7 @@ def build_state_model(spec: Union[s.Spec, CheckedSpec]) -> tuple[Any, list[State
             ) from e
     if position is not None:
         state_outputs[POSITION] = position + tf.shape(tokens)[1]
-    model = tf.keras.Model(
+    model = keras.Model(
         [tokens, *state_inputs.values()],
         [tensors[analysis.output], *(state_outputs[st.name] for st in states)],
         name=_keras_name(resolved.name) + "_serving",

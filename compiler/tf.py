@@ -1,10 +1,16 @@
-"""The one place TensorFlow is imported, configured for tf-keras and tensorflow-privacy.
+"""The one place TensorFlow, tf-keras and tensorflow-privacy are imported.
 
-Three settings must be in force before TensorFlow's first import, or DP training breaks:
-`TF_USE_LEGACY_KERAS=1` makes `tf.keras` the Keras 2 API (tf-keras) that tensorflow-privacy
-supports; `sys.skip_tf_privacy_import` stops tensorflow_privacy's `__init__` from importing
-the estimator API removed in TF 2.16; the C++ log level keeps TensorFlow's start-up noise out
-of the user's terminal (keraspec's own diagnostics are printed by the CLI, not logged).
+keraspec builds with tf-keras (Keras 2), imported as its own package, `tf_keras`: never
+through `tf.keras`, whose meaning depends on `TF_USE_LEGACY_KERAS` and is the user's to
+choose. keraspec never sets that variable, so a program using Keras 3 keeps `tf.keras` and
+`keras` as they were, and can call keraspec before or after building its own models.
+tensorflow-privacy's optimizers are given tf-keras classes and work either way (measured: the
+same weights after a step with `tf.keras` as Keras 3 or as tf-keras).
+
+Nothing here changes the process's environment or logging: the CLI, which owns its process,
+quiets TensorFlow itself (`compiler.cli.app`). The library only keeps TensorFlow's native
+start-up lines (oneDNN, CUDA probing, written by C++ before any log level applies) off
+stderr while it is imported, and replays them if the import fails.
 """
 
 from __future__ import annotations
@@ -16,8 +22,6 @@ import tempfile
 import warnings
 from types import ModuleType
 from typing import Iterator
-
-from compiler.diagnostics import CompileError, Diagnostic
 
 
 @contextlib.contextmanager
@@ -49,44 +53,29 @@ def _quiet_stderr() -> Iterator[None]:
 
 
 def tensorflow() -> ModuleType:
-    """Import and return TensorFlow, configured for tf-keras.
-
-    Raises:
-        CompileError: when TensorFlow was already imported with Keras 3 as `tf.keras`.
-    """
-    if "tensorflow" not in sys.modules:
-        os.environ["TF_USE_LEGACY_KERAS"] = "1"
-        # 3: also the "failed call to cuInit" error every CPU-only machine logs.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        sys.skip_tf_privacy_import = True  # type: ignore[attr-defined]
+    """Import and return TensorFlow."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
     with _quiet_stderr():
         import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")
-    try:
-        import absl.logging
-
-        absl.logging.set_verbosity(absl.logging.ERROR)
-    except ImportError:  # pragma: no cover - absl ships with tensorflow
-        pass
-    if not tf.keras.__name__.startswith("tf_keras"):
-        raise CompileError(
-            [
-                Diagnostic(
-                    "error",
-                    "keras3",
-                    "expected tf.keras to be tf-keras (Keras 2), received "
-                    f"{tf.keras.__name__}: TensorFlow was imported before keraspec could set "
-                    "TF_USE_LEGACY_KERAS=1; set it in the environment or import compiler first",
-                    file="<environment>",
-                )
-            ]
-        )
     return tf
 
 
+def tf_keras() -> ModuleType:
+    """Import and return tf-keras (Keras 2), whatever `tf.keras` is in this process."""
+    tensorflow()
+    import tf_keras as keras
+
+    return keras
+
+
 def tf_privacy_optimizers() -> tuple[ModuleType, ModuleType]:
-    """tensorflow-privacy's Keras optimizer factories (standard, vectorized)."""
+    """tensorflow-privacy's Keras optimizer factories (standard, vectorized).
+
+    Its package `__init__` imports the estimator API TensorFlow 2.16 removed; the library's
+    own switch, `sys.skip_tf_privacy_import`, skips it, and the factories are imported from
+    their modules.
+    """
     tensorflow()
     sys.skip_tf_privacy_import = True  # type: ignore[attr-defined]
     # The factories are current API, but warn of a deprecation on every call.

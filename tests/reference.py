@@ -1,7 +1,7 @@
 """A hand-written copy of the reference builder (gretel-synthetics 0.21 default_model.py /
-dp_model.py), written directly against tf.keras, as the yardstick for the lstm-text template."""
+dp_model.py), written directly against tf-keras, as the yardstick for the lstm-text template."""
 
-from compiler.tf import tensorflow, tf_privacy_optimizers
+from compiler.tf import tf_keras, tf_privacy_optimizers
 
 
 def build_reference(
@@ -17,43 +17,43 @@ def build_reference(
     dp_noise_multiplier=0.1,
     dp_microbatches=1,
 ):
-    tf = tensorflow()
-    model = tf.keras.Sequential(
+    keras = tf_keras()
+    model = keras.Sequential(
         [
-            tf.keras.layers.Embedding(
+            keras.layers.Embedding(
                 vocab_size, embedding_dim, batch_input_shape=[batch_size, None]
             ),
-            tf.keras.layers.Dropout(dropout_rate),
-            tf.keras.layers.LSTM(
+            keras.layers.Dropout(dropout_rate),
+            keras.layers.LSTM(
                 rnn_units,
                 return_sequences=True,
                 stateful=True,
                 recurrent_initializer=rnn_initializer,
             ),
-            tf.keras.layers.Dropout(dropout_rate),
-            tf.keras.layers.LSTM(
+            keras.layers.Dropout(dropout_rate),
+            keras.layers.LSTM(
                 rnn_units,
                 return_sequences=True,
                 stateful=True,
                 recurrent_initializer=rnn_initializer,
             ),
-            tf.keras.layers.Dropout(dropout_rate),
-            tf.keras.layers.Dense(vocab_size),
+            keras.layers.Dropout(dropout_rate),
+            keras.layers.Dense(vocab_size),
         ]
     )
     if dp:
         standard, _ = tf_privacy_optimizers()
-        optimizer = standard.make_keras_optimizer_class(tf.keras.optimizers.legacy.RMSprop)(
+        optimizer = standard.make_keras_optimizer_class(keras.optimizers.legacy.RMSprop)(
             l2_norm_clip=dp_l2_norm_clip,
             noise_multiplier=dp_noise_multiplier,
             num_microbatches=dp_microbatches,
             learning_rate=learning_rate,
         )
     else:
-        optimizer = tf.keras.optimizers.legacy.RMSprop(learning_rate=learning_rate)
+        optimizer = keras.optimizers.legacy.RMSprop(learning_rate=learning_rate)
 
     def loss(labels, logits):
-        return tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        return keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
 
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return model

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 import compiler
 from compiler.build import compile_spec
 from compiler.cli import app
-from compiler.tf import tensorflow
+from compiler.tf import tensorflow, tf_keras
 
-tf = tensorflow()
+tf, keras = tensorflow(), tf_keras()
 SPECS = spec_files()
 
 
@@ -45,9 +45,9 @@ def test_each_spec_compiles_and_trains_one_step(path):
     spec = shrink(compiler.load_spec(path))
     compiled = compile_spec(spec)
     model = compiled.model
-    expected_class = tf.keras.Sequential if compiled.analysis.sequential else tf.keras.Model
+    expected_class = keras.Sequential if compiled.analysis.sequential else keras.Model
     assert isinstance(model, expected_class)
-    assert compiled.analysis.sequential or not isinstance(model, tf.keras.Sequential)
+    assert compiled.analysis.sequential or not isinstance(model, keras.Sequential)
     before = _weights(model)
     privacy = spec.training.privacy
     fast = privacy is not None and privacy.implementation == "fast"
@@ -78,7 +78,7 @@ def test_lstm_text_is_the_reference_model():
     for a, b in zip(ours.layers, ref.layers):
         assert _strip_names(a.get_config()) == _strip_names(b.get_config())
     assert ours.layers[0].get_config()["batch_input_shape"] == (64, None)
-    assert type(compiled.optimizer) is tf.keras.optimizers.legacy.RMSprop
+    assert type(compiled.optimizer) is keras.optimizers.legacy.RMSprop
     assert _strip_names(compiled.optimizer.get_config()) == _strip_names(ref.optimizer.get_config())
     assert compiled.optimizer.get_config()["rho"] == pytest.approx(0.9)
     assert compiled.optimizer.get_config()["centered"] is False
@@ -96,7 +96,7 @@ def test_lstm_text_dp_is_the_reference_dp_model():
                  "model.params.noise_multiplier=0.1", "model.params.stateful=true"]
     compiled = compile_spec(compiler.load_spec(ROOT / "specs" / "lstm-text-dp.yaml", reference))
     ref = build_reference(dp=True)
-    assert type(compiled.optimizer).__mro__[1] is tf.keras.optimizers.legacy.RMSprop
+    assert type(compiled.optimizer).__mro__[1] is keras.optimizers.legacy.RMSprop
     assert _strip_names(compiled.optimizer.get_config()) == _strip_names(ref.optimizer.get_config())
     assert compiled.optimizer._num_microbatches == 1
     assert compiled.optimizer._dp_sum_query._l2_norm_clip == 3.0
@@ -134,7 +134,7 @@ def _dp_model(impl, micro, noise, clip=0.05):
 
 def _expected_dp_gradient(model, x, y, micro, clip):
     """Mean over microbatches of each microbatch's gradient, clipped to `clip` (by hand)."""
-    sce = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    sce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     clipped = []
     for xs, ys in zip(np.split(x, micro), np.split(y, micro)):
         with tf.GradientTape() as tape:
@@ -195,7 +195,7 @@ def test_compile_cli_writes_artifacts(tmp_path):
         "spec.resolved.yaml",
         "summary.txt",
     ]
-    rebuilt = tf.keras.models.model_from_json((out / "model.json").read_text())
+    rebuilt = keras.models.model_from_json((out / "model.json").read_text())
     spec = compiler.load_spec(out / "spec.resolved.yaml")
     assert rebuilt.count_params() == compile_spec(spec).model.count_params()
     assert spec.model.layers[2].units == 16
@@ -293,7 +293,7 @@ def test_compile_artifacts_load_in_plain_keras_and_record_privacy(tmp_path, name
     assert result.exit_code == 0, result.output
     text = (out / "model.json").read_text()
     assert "FastDP" not in text
-    rebuilt = tf.keras.models.model_from_json(text)
+    rebuilt = keras.models.model_from_json(text)
     spec = compiler.load_spec(out / "spec.resolved.yaml")
     assert rebuilt.count_params() == compile_spec(spec).model.count_params()
     optimizer = json.loads((out / "optimizer.json").read_text())

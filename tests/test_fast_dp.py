@@ -12,9 +12,9 @@ import compiler
 from compiler.privacy import fast as fast_dp
 from compiler.build import compile_spec
 from compiler.lang.render import dump_json, to_data
-from compiler.tf import tensorflow
+from compiler.tf import tensorflow, tf_keras
 
-tf = tensorflow()
+tf, keras = tensorflow(), tf_keras()
 VOCAB, BATCH, STEPS, CLIP = 12, 4, 6, 0.05
 
 # Batch 4 of 6 steps, one microbatch per example, SGD or Adam at learning rate 1.
@@ -117,7 +117,7 @@ def _batch(spec, seed=0, sequences=True):
 
 def _brute_force(model, x, y, w):
     """Each example's gradient, one example at a time, as tensorflow-privacy defines its loss."""
-    sce = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+    sce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
     out = []
     for b in range(len(x)):
         with tf.GradientTape() as tape:

@@ -17,10 +17,10 @@ from compiler.cli import app
 from compiler.data.tokenizer import EOR_ID, PAD_ID
 from compiler.diff import diff_specs
 from compiler.export.savedmodel import export_saved_model, read_metadata
-from compiler.tf import tensorflow
+from compiler.tf import tensorflow, tf_keras
 from compiler.training import train
 
-tf = tensorflow()
+tf, keras = tensorflow(), tf_keras()
 runner = CliRunner()
 
 # Every layer a transformer block may hold, with the options that change weight shapes.
@@ -75,7 +75,7 @@ def test_static_parameter_counts_equal_the_compiled_models(source):
 def test_attention_weights_are_named_and_shaped_as_keras_multi_head_attention():
     model = compile_spec(_blocks()).model
     mine = {w.name.split("/", 1)[1]: tuple(w.shape) for w in model.get_layer("att").weights}
-    reference = tf.keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, name="ref")
+    reference = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4, name="ref")
     x = tf.zeros([1, 3, 8])
     reference(x, x)
     theirs = {w.name.split("/", 1)[1]: tuple(w.shape) for w in reference.weights}
@@ -120,7 +120,7 @@ def test_compiled_model_json_loads_in_tf_keras(tmp_path):
                                  str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     text = (tmp_path / "out" / "model.json").read_text()
-    rebuilt = tf.keras.models.model_from_json(text, custom_objects=compiler.custom_objects())
+    rebuilt = keras.models.model_from_json(text, custom_objects=compiler.custom_objects())
     original = compile_spec(compiler.load_spec("specs/transformer-small.yaml")).model
     rebuilt.set_weights(original.get_weights())
     x = np.random.default_rng(1).integers(0, 96, size=(2, 64)).astype(np.int32)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import logging
 import os
 import sys
 from pathlib import Path
@@ -149,6 +150,7 @@ def _options(
     ),
 ) -> None:
     """Declarative architecture specs for Keras: validate, diff, compile, train, export."""
+    _quiet_tensorflow()
     _SETTINGS.debug = debug
     _SETTINGS.memory_limit = None
     if memory_limit is not None:
@@ -159,6 +161,18 @@ def _options(
                 f"expected a size such as 512MiB or 64GiB, received {memory_limit!r}",
                 param_hint="--memory-limit",
             )
+
+
+def _quiet_tensorflow() -> None:
+    """Keep TensorFlow's logs out of the terminal: the CLI prints its own diagnostics.
+
+    The command line owns its process, so it may set what the library never does. Level 3
+    also hides the "failed call to cuInit" error every CPU-only machine logs. Nothing is
+    imported: commands that need no TensorFlow stay fast.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in ("tensorflow", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @dataclasses.dataclass

@@ -220,10 +220,10 @@ def record_losses(run_dir: str, records: list[str], batch: int = 256) -> np.ndar
     """Each record's mean next-token loss under the run's latest weights, `<eor>` to `<eor>`."""
     from compiler.data.tokenizer import EOR_ID
     from compiler.generation import load_run_model
-    from compiler.tf import tensorflow
+    from compiler.tf import tensorflow, tf_keras
     from compiler.training.rundir import LATEST
 
-    tf = tensorflow()
+    tf, keras = tensorflow(), tf_keras()
     trained, model, _ = load_run_model(run_dir, None, LATEST, stateful=False)
     tokenizer = trained.tokenizer
     encoded = [np.concatenate(([EOR_ID], tokenizer.encode(r), [EOR_ID])) for r in records]
@@ -232,7 +232,7 @@ def record_losses(run_dir: str, records: list[str], batch: int = 256) -> np.ndar
     for i, e in enumerate(encoded):
         ids[i, : len(e)] = e
     lengths = np.array([len(e) - 1 for e in encoded])
-    sce = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
+    sce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
     call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     out = []
     for start in range(0, len(ids), batch):

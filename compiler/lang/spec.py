@@ -226,7 +226,7 @@ Metric = Literal[
 
 class RMSprop(StrictModel):
     type: Literal["rmsprop"]
-    """The optimizer: tf.keras.optimizers.legacy.RMSprop."""
+    """The optimizer: tf_keras.optimizers.legacy.RMSprop."""
     learning_rate: PositiveFloat = 0.001
     """Step size."""
     rho: Annotated[float, Field(gt=0, lt=1)] = 0.9
@@ -241,7 +241,7 @@ class RMSprop(StrictModel):
 
 class Adam(StrictModel):
     type: Literal["adam"]
-    """The optimizer: tf.keras.optimizers.legacy.Adam."""
+    """The optimizer: tf_keras.optimizers.legacy.Adam."""
     learning_rate: PositiveFloat = 0.001
     """Step size."""
     beta_1: Annotated[float, Field(ge=0, lt=1)] = 0.9
@@ -256,7 +256,7 @@ class Adam(StrictModel):
 
 class SGD(StrictModel):
     type: Literal["sgd"]
-    """The optimizer: tf.keras.optimizers.legacy.SGD."""
+    """The optimizer: tf_keras.optimizers.legacy.SGD."""
     learning_rate: PositiveFloat = 0.01
     """Step size."""
     momentum: NonNegativeFloat = 0.0
@@ -267,7 +267,7 @@ class SGD(StrictModel):
 
 class Adagrad(StrictModel):
     type: Literal["adagrad"]
-    """The optimizer: tf.keras.optimizers.legacy.Adagrad."""
+    """The optimizer: tf_keras.optimizers.legacy.Adagrad."""
     learning_rate: PositiveFloat = 0.001
     """Step size."""
     initial_accumulator_value: NonNegativeFloat = 0.1

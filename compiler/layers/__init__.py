@@ -56,7 +56,7 @@ Layer = Annotated[Union[tuple(LAYER_TYPES.values())], Field(discriminator="type"
 
 def custom_objects() -> dict[str, type]:
     """keraspec's own Keras layer classes by registered name, for loading a compiled
-    model's JSON: `tf.keras.models.model_from_json(text, custom_objects=...)`."""
+    model's JSON: `tf_keras.models.model_from_json(text, custom_objects=...)`."""
     from compiler.layers import multi_head_attention, position_embedding
 
     classes = [position_embedding.keras_layer_class(), multi_head_attention.keras_layer_class()]

@@ -1,4 +1,4 @@
-"""activation: a function applied element-wise (tf.keras.layers.Activation)."""
+"""activation: a function applied element-wise (tf_keras.layers.Activation)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from compiler.layers.base import Activation, LayerBase
 
 
 class ActivationLayer(LayerBase):
-    """tf.keras.layers.Activation."""
+    """tf_keras.layers.Activation."""
 
     keras_class = "Activation"
 

@@ -116,7 +116,7 @@ class LayerBase(StrictModel):
     # Depends on each token's position (a position table, a cache written by position): the
     # serving signatures then take and return each row's `position`.
     uses_position: ClassVar[bool] = False
-    # The tf.keras.layers class the layer builds; spec fields are named after its arguments.
+    # The tf_keras.layers class the layer builds; spec fields are named after its arguments.
     keras_class: ClassVar[str]
 
     name: Optional[Identifier] = Field(
@@ -199,7 +199,9 @@ class LayerBase(StrictModel):
 
     def keras(self, tf: Any, **overrides: Any) -> Any:
         """The Keras layer, with `overrides` over the spec's arguments."""
-        cls = getattr(tf.keras.layers, self.keras_class)
+        from compiler.tf import tf_keras
+
+        cls = getattr(tf_keras().layers, self.keras_class)
         return cls(**{**self.keras_kwargs(), **overrides})
 
     def state_keras(self, tf: Any) -> Any:

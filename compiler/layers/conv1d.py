@@ -1,4 +1,4 @@
-"""conv1d: a convolution along time (tf.keras.layers.Conv1D), causal for decoders.
+"""conv1d: a convolution along time (tf_keras.layers.Conv1D), causal for decoders.
 
 With causal padding, position t sees positions t - (kernel_size - 1) * dilation_rate .. t.
 Served one token at a time, the layer keeps those earlier inputs as its state (`window`,
@@ -25,7 +25,7 @@ from compiler.tf import tensorflow
 
 
 class Conv1DLayer(LayerBase):
-    """tf.keras.layers.Conv1D along the time axis, stride 1 (one output per position)."""
+    """tf_keras.layers.Conv1D along the time axis, stride 1 (one output per position)."""
 
     keras_class = "Conv1D"
 

@@ -1,4 +1,4 @@
-"""dense: a weight product on the last axis (tf.keras.layers.Dense)."""
+"""dense: a weight product on the last axis (tf_keras.layers.Dense)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from compiler.tf import tensorflow
 
 
 class DenseLayer(LayerBase):
-    """tf.keras.layers.Dense, applied to the last axis."""
+    """tf_keras.layers.Dense, applied to the last axis."""
 
     keras_class = "Dense"
 

@@ -1,4 +1,4 @@
-"""dropout (tf.keras.layers.Dropout)."""
+"""dropout (tf_keras.layers.Dropout)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from compiler.layers.base import LayerBase, Rate
 
 
 class DropoutLayer(LayerBase):
-    """tf.keras.layers.Dropout."""
+    """tf_keras.layers.Dropout."""
 
     keras_class = "Dropout"
 

@@ -1,4 +1,4 @@
-"""embedding: token ids to dense vectors (tf.keras.layers.Embedding)."""
+"""embedding: token ids to dense vectors (tf_keras.layers.Embedding)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from compiler.tf import tensorflow
 
 
 class EmbeddingLayer(LayerBase):
-    """tf.keras.layers.Embedding: token ids to dense vectors."""
+    """tf_keras.layers.Embedding: token ids to dense vectors."""
 
     reads_tokens = True
     keras_class = "Embedding"

@@ -1,4 +1,4 @@
-"""gru (tf.keras.layers.GRU): its gates, its h state, its fast-DP recurrence."""
+"""gru (tf_keras.layers.GRU): its gates, its h state, its fast-DP recurrence."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from compiler.tf import tensorflow
 
 
 class GRULayer(RecurrentLayer):
-    """tf.keras.layers.GRU."""
+    """tf_keras.layers.GRU."""
 
     keras_class = "GRU"
     gates = 3  # update, reset, candidate

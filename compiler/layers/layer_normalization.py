@@ -1,4 +1,4 @@
-"""layer_normalization over the last axis (tf.keras.layers.LayerNormalization)."""
+"""layer_normalization over the last axis (tf_keras.layers.LayerNormalization)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from compiler.tf import tensorflow
 
 
 class LayerNormalizationLayer(LayerBase):
-    """tf.keras.layers.LayerNormalization over the last axis."""
+    """tf_keras.layers.LayerNormalization over the last axis."""
 
     keras_class = "LayerNormalization"
 

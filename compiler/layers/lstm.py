@@ -1,4 +1,4 @@
-"""lstm (tf.keras.layers.LSTM): its gates, its h and c states, its fast-DP recurrence."""
+"""lstm (tf_keras.layers.LSTM): its gates, its h and c states, its fast-DP recurrence."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from compiler.tf import tensorflow
 
 
 class LSTMLayer(RecurrentLayer):
-    """tf.keras.layers.LSTM."""
+    """tf_keras.layers.LSTM."""
 
     keras_class = "LSTM"
     gates = 4  # input, forget, candidate, output

@@ -1,5 +1,5 @@
-"""add and concatenate: the layers that merge several inputs (tf.keras.layers.Add,
-tf.keras.layers.Concatenate)."""
+"""add and concatenate: the layers that merge several inputs (tf_keras.layers.Add,
+tf_keras.layers.Concatenate)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class _Merge(LayerBase):
 
 
 class AddLayer(_Merge):
-    """tf.keras.layers.Add: element-wise sum of inputs of one shape."""
+    """tf_keras.layers.Add: element-wise sum of inputs of one shape."""
 
     keras_class = "Add"
 
@@ -55,7 +55,7 @@ class AddLayer(_Merge):
 
 
 class ConcatenateLayer(_Merge):
-    """tf.keras.layers.Concatenate along `axis`."""
+    """tf_keras.layers.Concatenate along `axis`."""
 
     keras_class = "Concatenate"
 

@@ -1,7 +1,7 @@
 """multi_head_attention: self-attention over the sequence, causal for decoders.
 
 The Keras layer is keraspec's own (`SelfAttention`, registered as `keraspec>SelfAttention`):
-tf.keras.layers.MultiHeadAttention takes the query and the value as two inputs and keeps
+tf_keras.layers.MultiHeadAttention takes the query and the value as two inputs and keeps
 its projections in sublayers it builds on first call, while a spec layer takes one input,
 and the serving signatures need the projections to extend a cache. The arithmetic is
 Keras's (`EinsumDense` projections to `[batch, time, heads, key_dim]`, the query scaled by
@@ -34,10 +34,10 @@ from compiler.layers.base import (
     Weight,
     fmt_shape,
 )
-from compiler.tf import tensorflow
+from compiler.tf import tensorflow, tf_keras
 
 class MultiHeadAttentionLayer(LayerBase):
-    """Self-attention (tf.keras.layers.MultiHeadAttention with query = value = the input)."""
+    """Self-attention (tf_keras.layers.MultiHeadAttention with query = value = the input)."""
 
     keras_class = "SelfAttention"
     uses_position = True
@@ -188,10 +188,10 @@ class MultiHeadAttentionLayer(LayerBase):
 def keras_layer_class() -> type:
     """The Keras layer: self-attention with Keras MultiHeadAttention's arithmetic, and a
     cached form for the serving signatures."""
-    tf = tensorflow()
+    tf, keras = tensorflow(), tf_keras()
 
-    @tf.keras.utils.register_keras_serializable(package="keraspec")
-    class SelfAttention(tf.keras.layers.Layer):
+    @keras.utils.register_keras_serializable(package="keraspec")
+    class SelfAttention(keras.layers.Layer):
         def __init__(self, num_heads: int, key_dim: Optional[int] = None,
                      value_dim: Optional[int] = None, dropout: float = 0.0,
                      use_bias: bool = True, causal: bool = True,
@@ -203,9 +203,9 @@ def keras_layer_class() -> type:
             self.dropout = dropout
             self.use_bias = use_bias
             self.causal = causal
-            self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
-            self.bias_initializer = tf.keras.initializers.get(bias_initializer)
-            self.dropout_layer = tf.keras.layers.Dropout(dropout)
+            self.kernel_initializer = keras.initializers.get(kernel_initializer)
+            self.bias_initializer = keras.initializers.get(bias_initializer)
+            self.dropout_layer = keras.layers.Dropout(dropout)
             self.supports_masking = False
 
         def build(self, input_shape: Any) -> None:
@@ -297,8 +297,8 @@ def keras_layer_class() -> type:
                 "dropout": self.dropout,
                 "use_bias": self.use_bias,
                 "causal": self.causal,
-                "kernel_initializer": tf.keras.initializers.serialize(self.kernel_initializer),
-                "bias_initializer": tf.keras.initializers.serialize(self.bias_initializer),
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             }
 
     return SelfAttention

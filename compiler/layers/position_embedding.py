@@ -2,7 +2,7 @@
 
 Keras 2 has no such layer, so keraspec defines one (`PositionEmbedding`, registered as
 `keraspec>PositionEmbedding`, so that a compiled model's JSON loads with
-`tf.keras.models.model_from_json` once `compiler.custom_objects()` has run). Position `t`
+`tf_keras.models.model_from_json` once `compiler.custom_objects()` has run). Position `t`
 of a sequence gets row `t` of the table; the serving signatures pass each row's first
 position (`position`), so that a token fed alone gets the row of its place in the record.
 """
@@ -16,7 +16,7 @@ from pydantic import Field
 
 from compiler.layers import per_example as pe
 from compiler.layers.base import Context, Initializer, LayerBase, PositiveInt, Shape, Weight
-from compiler.tf import tensorflow
+from compiler.tf import tensorflow, tf_keras
 
 
 class PositionEmbeddingLayer(LayerBase):
@@ -108,15 +108,15 @@ class PositionEmbeddingLayer(LayerBase):
 def keras_layer_class() -> type:
     """The Keras layer: `x + table[position + t]` for each row's first `position` (0 when
     not given)."""
-    tf = tensorflow()
+    tf, keras = tensorflow(), tf_keras()
 
-    @tf.keras.utils.register_keras_serializable(package="keraspec")
-    class PositionEmbedding(tf.keras.layers.Layer):
+    @keras.utils.register_keras_serializable(package="keraspec")
+    class PositionEmbedding(keras.layers.Layer):
         def __init__(self, sequence_length: int, embeddings_initializer: str = "uniform",
                      **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.sequence_length = sequence_length
-            self.embeddings_initializer = tf.keras.initializers.get(embeddings_initializer)
+            self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
 
         def build(self, input_shape: Any) -> None:
             self.embeddings = self.add_weight(
@@ -144,7 +144,7 @@ def keras_layer_class() -> type:
                 **super().get_config(),
                 "sequence_length": self.sequence_length,
                 "embeddings_initializer":
-                    tf.keras.initializers.serialize(self.embeddings_initializer),
+                    keras.initializers.serialize(self.embeddings_initializer),
             }
 
     return PositionEmbedding

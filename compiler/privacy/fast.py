@@ -20,7 +20,7 @@ from typing import Any
 from compiler.data.sampling import secret_key
 from compiler.layers import LAYER_TYPES
 from compiler.layers.per_example import Term
-from compiler.tf import tensorflow
+from compiler.tf import tensorflow, tf_keras
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +67,7 @@ def model_classes() -> tuple[type, type]:
     clipping norm, noise multiplier and batch size), and draw a secret noise key
     (`model.dp_noise.key`).
     """
-    tf = tensorflow()
+    tf, keras = tensorflow(), tf_keras()
 
     def setup(model: Any, graph: Graph, dp: FastDP) -> None:
         model.call_graph = graph
@@ -85,8 +85,8 @@ def model_classes() -> tuple[type, type]:
         )
 
     # The architecture is plain Keras; the DP step is training behaviour. `to_json` names
-    # the plain class, so the JSON loads with tf.keras.models.model_from_json.
-    class FastDPSequential(tf.keras.Sequential):
+    # the plain class, so the JSON loads with tf_keras.models.model_from_json.
+    class FastDPSequential(keras.Sequential):
         def __init__(self, *args: Any, graph: Graph, dp: FastDP, **kwargs: Any):
             super().__init__(*args, **kwargs)
             setup(self, graph, dp)
@@ -97,7 +97,7 @@ def model_classes() -> tuple[type, type]:
         def _updated_config(self) -> dict[str, Any]:
             return {**super()._updated_config(), "class_name": "Sequential"}
 
-    class FastDPModel(tf.keras.Model):
+    class FastDPModel(keras.Model):
         def __init__(self, *args: Any, graph: Graph, dp: FastDP, **kwargs: Any):
             super().__init__(*args, **kwargs)
             setup(self, graph, dp)
@@ -218,8 +218,7 @@ def noised_mean(gradients: list[Any], dp: FastDP, key: Any, step: Any) -> list[A
 
 def train_step(model: Any, data: Any) -> dict[str, Any]:
     """Keras `train_step` of a model compiled with the fast implementation."""
-    tf = tensorflow()
-    x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = tf_keras().utils.unpack_x_y_sample_weight(data)
     dp: FastDP = model.dp
     gradients, _, _, y_pred = clipped_gradients(
         model, x, y, sample_weight, l2_norm_clip=dp.l2_norm_clip

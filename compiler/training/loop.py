@@ -123,8 +123,11 @@ def _compile(tf: Any, spec: CheckedSpec, seed: int, weighted: bool,
              noise: Optional[float] = None) -> Any:
     from compiler.build import compile_spec
 
-    tf.keras.utils.set_random_seed(seed)
-    experimental = tf.keras.backend.experimental
+    from compiler.tf import tf_keras
+
+    keras = tf_keras()
+    keras.utils.set_random_seed(seed)
+    experimental = keras.backend.experimental
     was_enabled = experimental.is_tf_random_generator_enabled()
     # Dropout's random state must live in variables the checkpoint can hold.
     experimental.enable_tf_random_generator()
