@@ -21,6 +21,7 @@ SLOW_FILES = [
     "test_compile.py",
     "test_train.py",
     "test_distribution.py",
+    "test_keras3.py",
     "test_faults.py",
     "test_audit.py",
     "test_fast_dp.py",

@@ -75,6 +75,9 @@ _NEEDS = {
 }
 
 
+# The first Python TensorFlow 2.21 has no wheel for.
+_FIRST_PYTHON_WITHOUT_TENSORFLOW = (3, 14)
+
 _EVALUATE_HINT = "pip install 'keraspec[evaluate]'"
 
 
@@ -101,16 +104,16 @@ def _require(command: str, *, tensorflow: bool = False) -> None:
         )
         raise typer.Exit(1)
     missing = [m for m in missing if m not in _EXTRA_OF]
-    if missing and sys.version_info >= (3, 13):
+    if missing and sys.version_info >= _FIRST_PYTHON_WITHOUT_TENSORFLOW:
         from rich.markup import escape
 
         version = ".".join(map(str, sys.version_info[:3]))
         _console(stderr=True).print(
-            f"[bold red]error:[/bold red] keraspec {command} needs Python 3.11 or 3.12, "
-            f"received Python {version}: its pinned TensorFlow stack (numpy 1.26) has no "
-            "build for a later Python. The spec commands (validate, render, schema, "
-            "templates, diff) run on this one; install "
-            f"{escape('keraspec[tensorflow]')} under Python 3.11 or 3.12 for the rest."
+            f"[bold red]error:[/bold red] keraspec {command} needs Python 3.11 to 3.13, "
+            f"received Python {version}: TensorFlow 2.21 publishes no build for a later "
+            "Python. The spec commands (validate, render, schema, templates, diff, explain) "
+            f"run on this one; install {escape('keraspec[tensorflow]')} under Python 3.11 "
+            "to 3.13 for the rest."
         )
         raise typer.Exit(1)
     if missing:
