@@ -1,4 +1,5 @@
 import fcntl
+import importlib.util
 import pathlib
 import shutil
 
@@ -6,6 +7,12 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
+# tensorflow-privacy 0.9.0 installs on Python 3.11 only: DP's standard and vectorized
+# implementations, and the tests that compare against them, need it.
+TF_PRIVACY = importlib.util.find_spec("tensorflow_privacy") is not None
+needs_tf_privacy = pytest.mark.skipif(
+    not TF_PRIVACY, reason="tensorflow-privacy is installed on Python 3.11 only"
+)
 CASES = ROOT / "tests" / "cases"
 
 

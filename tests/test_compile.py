@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ROOT, spec_files
+from conftest import ROOT, needs_tf_privacy, spec_files
 from reference import build_reference
 from shrink import BATCH, VOCAB, shrink
 from typer.testing import CliRunner
@@ -91,6 +91,7 @@ def test_lstm_text_is_the_reference_model():
     np.testing.assert_array_equal(ours(x, training=False).numpy(), ref(x, training=False).numpy())
 
 
+@needs_tf_privacy
 def test_lstm_text_dp_is_the_reference_dp_model():
     reference = ["model.params.num_microbatches=1", "model.params.implementation=standard",
                  "model.params.noise_multiplier=0.1", "model.params.stateful=true"]
@@ -146,6 +147,7 @@ def _expected_dp_gradient(model, x, y, micro, clip):
     return [np.mean(parts, axis=0) for parts in zip(*clipped)]
 
 
+@needs_tf_privacy
 @pytest.mark.parametrize("impl", ["standard", "vectorized"])
 @pytest.mark.parametrize("micro", [BATCH, 2])
 def test_dp_update_is_mean_of_clipped_microbatch_gradients(impl, micro):
@@ -164,6 +166,7 @@ def test_dp_update_is_mean_of_clipped_microbatch_gradients(impl, micro):
     assert total <= 0.05 + 1e-6  # the mean of clipped gradients is within the clip norm
 
 
+@needs_tf_privacy
 @pytest.mark.parametrize("impl", ["standard"])  # vectorized noises through the same query
 def test_dp_noise_differs_between_steps(impl):
     spec, compiled = _dp_model(impl, BATCH, noise=1.0)

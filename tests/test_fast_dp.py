@@ -5,7 +5,7 @@ Small models (vocab 12, widths 5-7, batch 4, 6 steps) so every case runs in a se
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, needs_tf_privacy
 from shrink import shrink
 
 import compiler
@@ -186,6 +186,7 @@ def _update(compiled, x, y, w):
     return [b - v.numpy() for b, v in zip(before, model.trainable_variables)]
 
 
+@needs_tf_privacy
 @pytest.mark.parametrize(
     "case, optimizer",
     # tensorflow-privacy takes seconds per case to trace: the brute-force test above covers

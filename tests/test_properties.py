@@ -3,6 +3,7 @@ always give located diagnostics, never another exception."""
 
 import copy
 
+from conftest import TF_PRIVACY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -44,9 +45,13 @@ def chain_specs(draw):
         "validation_split": draw(st.sampled_from([0.0, 0.1])),
     }
     if draw(st.booleans()):
+        # tensorflow-privacy's implementations exist on Python 3.11 only.
+        implementations = ["standard", "vectorized", "fast"] if TF_PRIVACY else ["fast"]
+        implementation = draw(st.sampled_from(implementations))
+        micro = batch if implementation == "fast" else draw(st.sampled_from([1, batch]))
         training["privacy"] = {"l2_norm_clip": draw(st.floats(0.1, 5)),
                                "noise_multiplier": draw(st.floats(0, 2)),
-                               "num_microbatches": draw(st.sampled_from([1, batch]))}
+                               "num_microbatches": micro, "implementation": implementation}
     return {"apiVersion": "keraspec/v1", "name": "generated",
             "input": {"vocab_size": vocab}, "model": {"layers": layers}, "training": training}
 

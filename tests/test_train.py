@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, TF_PRIVACY, needs_tf_privacy
 from conftest import copy_fruit_run
 from training_fixtures import CORPUS_ROWS, load, write_corpus, write_spec
 from typer.testing import CliRunner
@@ -204,7 +204,7 @@ def _diagnostics(spec, data, run_dir):
     raise AssertionError("expected an error")
 
 
-@pytest.mark.parametrize("implementation", ["standard", "fast"])
+@pytest.mark.parametrize("implementation", [pytest.param("standard", marks=needs_tf_privacy), "fast"])
 def test_dp_run_reports_the_epsilon_of_its_steps_and_records(tmp_path, corpus, implementation):
     spec = load(write_spec(tmp_path / "s.yaml", dp=True, epochs=1, noise=1.1, length=12,
                            implementation=implementation))
@@ -246,7 +246,9 @@ def _gradient(compiled, x, y, w):
 
 
 def test_no_state_crosses_batches_in_dp_training(tmp_path):
-    spec = compiler.load_spec(write_spec(tmp_path / "s.yaml", dp=True, dropout=0.0, noise=0.0),
+    implementation = "standard" if TF_PRIVACY else "fast"
+    spec = compiler.load_spec(write_spec(tmp_path / "s.yaml", dp=True, dropout=0.0, noise=0.0,
+                                         implementation=implementation),
                               ["model.params.stateful=true"])  # the reference's layers
     assert any(getattr(layer, "stateful", False) for layer in spec.model.layers)
     rng = np.random.default_rng(0)
