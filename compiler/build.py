@@ -299,38 +299,37 @@ def _build_model(tf: Any, spec: s.Spec, analysis: Analysis, source: Source,
 
     keras = tf_keras()
     sequential_class, functional_class = keras.Sequential, keras.Model
-    dp_args: dict[str, Any] = {}
     if dp is not None:
         sequential_class, functional_class = fast_dp.model_classes()
-        dp_args = dict(graph=call_graph(spec, analysis), dp=dp)
     if analysis.sequential:
         # The reference form: the first layer carries batch_input_shape. Layers are added
         # one by one so that a layer TensorFlow refuses is named in the error.
-        model = sequential_class(name=_keras_name(spec.name), **dp_args)
+        model = sequential_class(name=_keras_name(spec.name))
         for i in range(len(spec.model.layers)):
             keras_layer = build(i, batch_input_shape=list(batch_shape)) if i == 0 else build(i)
             try:
                 model.add(keras_layer)
             except errors as e:
                 raise refused(i, e) from e
-        return model
-    tensors = {
-        spec.input.name: keras.Input(
-            batch_shape=batch_shape, dtype="int32", name=spec.input.name
-        )
-    }
-    for info in analysis.layers:
-        i = index[info.name]
-        inputs = [tensors[n] for n in info.inputs]
-        keras_layer = build(i)
-        try:
-            tensors[info.name] = keras_layer(inputs if len(inputs) > 1 else inputs[0])
-        except errors as e:
-            raise refused(i, e) from e
-    return functional_class(
-        tensors[spec.input.name], tensors[analysis.output], name=_keras_name(spec.name),
-        **dp_args,
-    )
+    else:
+        tensors = {
+            spec.input.name: keras.Input(
+                batch_shape=batch_shape, dtype="int32", name=spec.input.name
+            )
+        }
+        for info in analysis.layers:
+            i = index[info.name]
+            inputs = [tensors[n] for n in info.inputs]
+            keras_layer = build(i)
+            try:
+                tensors[info.name] = keras_layer(inputs if len(inputs) > 1 else inputs[0])
+            except errors as e:
+                raise refused(i, e) from e
+        model = functional_class(tensors[spec.input.name], tensors[analysis.output],
+                                 name=_keras_name(spec.name))
+    if dp is not None:
+        fast_dp.attach(model, call_graph(spec, analysis), dp)
+    return model
 
 
 def _fast(spec: s.Spec) -> bool:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 import compiler
 from compiler.build import compile_spec
 from compiler.cli import app
+from compiler.lang.render import dump_json, to_data
 from compiler.tf import tensorflow, tf_keras
 
 tf, keras = tensorflow(), tf_keras()
@@ -282,6 +283,26 @@ def test_compile_cli_keeps_tensorflow_noise_out_of_the_terminal():
     assert run.stderr == ""  # no oneDNN / CUDA / absl start-up lines, no deprecation warnings
     assert run.stdout.startswith("char-small: Sequential\n")
     assert "total params: 229,472" in run.stdout
+
+
+@pytest.mark.parametrize("path", spec_files(), ids=lambda p: p.name)
+def test_compiled_model_json_of_every_spec_loads_with_custom_objects(tmp_path, path):
+    # The spec at test size, through `compile -o` as a user runs it.
+    small = tmp_path / "small.json"
+    small.write_text(dump_json(to_data(shrink(compiler.load_spec(path)).spec)))
+    out = tmp_path / "compiled"
+    result = CliRunner().invoke(app, ["compile", str(small), "-o", str(out),
+                                      "--examples", "3600"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "model.json").read_text())
+    assert config["class_name"] in ("Sequential", "Functional")  # never keraspec's DP class
+    assert config["config"]["layers"]  # the architecture, not only a name
+    rebuilt = keras.models.model_from_json(json.dumps(config),
+                                           custom_objects=compiler.custom_objects())
+    expected = compile_spec(compiler.load_spec(out / "spec.resolved.yaml"))
+    assert rebuilt.count_params() == expected.analysis.total_params
+    assert [layer.name for layer in rebuilt.layers if layer.weights] == [
+        layer.name for layer in expected.model.layers if layer.weights]
 
 
 @pytest.mark.parametrize("name", ["lstm-text-dp.yaml", "residual-lstm.yaml"])

@@ -11,7 +11,6 @@ import json
 
 from compiler.lang.source import Path
 from compiler.lang.spec import GENERATION_SIGNATURES, Spec
-from compiler.layers import RecurrentLayer
 
 
 class Rules:
@@ -55,7 +54,7 @@ class Rules:
         stateful = [
             (i, layer.name)
             for i, layer in enumerate(spec.model.layers)
-            if isinstance(layer, RecurrentLayer) and layer.stateful
+            if layer.is_stateful
         ]
         d = tr.distribution
         if p is None and stateful and d is not None and d.strategy != "one_device":

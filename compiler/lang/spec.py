@@ -669,7 +669,7 @@ def distribution_summary(spec: "Spec") -> Optional[dict[str, Any]]:
         "replicas": d.replicas,
         "global_batch": spec.training.batch_size,
         "replica_batch": spec.training.batch_size // d.replicas,
-        "stateful": any(getattr(layer, "stateful", False) for layer in spec.model.layers),
+        "stateful": any(layer.is_stateful for layer in spec.model.layers),
     }
 
 

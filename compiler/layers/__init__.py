@@ -53,14 +53,11 @@ LAYER_TYPES: dict[str, type[LayerBase]] = {
 Layer = Annotated[Union[tuple(LAYER_TYPES.values())], Field(discriminator="type")]
 
 
-
 def custom_objects() -> dict[str, type]:
     """keraspec's own Keras layer classes by registered name, for loading a compiled
     model's JSON: `tf_keras.models.model_from_json(text, custom_objects=...)`."""
-    from compiler.layers import multi_head_attention, position_embedding
-
-    classes = [position_embedding.keras_layer_class(), multi_head_attention.keras_layer_class()]
-    return {f"keraspec>{cls.__name__}": cls for cls in classes}
+    classes = [layer_type.custom_keras_class() for layer_type in LAYER_TYPES.values()]
+    return {f"keraspec>{cls.__name__}": cls for cls in classes if cls is not None}
 
 
 __all__ = ["LAYER_TYPES", "Layer", "LayerBase", "RecurrentLayer", "custom_objects"]

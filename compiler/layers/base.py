@@ -190,6 +190,15 @@ class LayerBase(StrictModel):
         """Settings the fast DP step cannot train: (field, value, expected, hint)."""
         return []
 
+    @property
+    def is_stateful(self) -> bool:
+        """Whether the layer carries state from one batch into the next (Keras' `stateful`)."""
+        return False
+
+    def with_stateful(self, stateful: bool) -> "LayerBase":
+        """The same layer, stateful or not where the type can be (same weights)."""
+        return self
+
     # ----------------------------------------------------------------- TensorFlow
 
     def keras_kwargs(self) -> dict[str, Any]:
@@ -201,8 +210,14 @@ class LayerBase(StrictModel):
         """The Keras layer, with `overrides` over the spec's arguments."""
         from compiler.tf import tf_keras
 
-        cls = getattr(tf_keras().layers, self.keras_class)
+        cls = self.custom_keras_class() or getattr(tf_keras().layers, self.keras_class)
         return cls(**{**self.keras_kwargs(), **overrides})
+
+    @classmethod
+    def custom_keras_class(cls) -> Optional[type]:
+        """keraspec's own Keras layer class for the type (registered as
+        `keraspec>ClassName`, which a model's JSON names), or None for a Keras class."""
+        return None
 
     def state_keras(self, tf: Any) -> Any:
         """The Keras layer as the serving model builds it (stateless, returning states)."""

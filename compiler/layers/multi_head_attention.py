@@ -138,8 +138,9 @@ class MultiHeadAttentionLayer(LayerBase):
     def steps_as_sequence(self) -> bool:
         return True
 
-    def keras(self, tf: Any, **overrides: Any) -> Any:
-        return keras_layer_class()(**{**self.keras_kwargs(), **overrides})
+    @classmethod
+    def custom_keras_class(cls) -> type:
+        return keras_layer_class()
 
     @staticmethod
     def per_example(layer: Any, x: Any, tape: Any, training: bool) -> Any:

@@ -75,8 +75,9 @@ class PositionEmbeddingLayer(LayerBase):
     def steps_as_sequence(self) -> bool:
         return True
 
-    def keras(self, tf: Any, **overrides: Any) -> Any:
-        return keras_layer_class()(**{**self.keras_kwargs(), **overrides})
+    @classmethod
+    def custom_keras_class(cls) -> type:
+        return keras_layer_class()
 
     def call_with_state(self, keras_layer: Any, x: Any, states: list[Any],
                         position: Any) -> tuple[Any, list[Any]]:

@@ -120,6 +120,13 @@ class RecurrentLayer(LayerBase):
     def state_keras(self, tf: Any) -> Any:
         return self.keras(tf, stateful=False, return_state=True)
 
+    @property
+    def is_stateful(self) -> bool:
+        return self.stateful
+
+    def with_stateful(self, stateful: bool) -> "RecurrentLayer":
+        return self.model_copy(update={"stateful": stateful})
+
     def call_with_state(self, keras_layer: Any, x: Any, states: list[Any],
                         position: Any) -> tuple[Any, list[Any]]:
         out, *final = keras_layer(x, initial_state=states)

@@ -63,52 +63,46 @@ class Graph:
 def model_classes() -> tuple[type, type]:
     """Keras model classes (Sequential, functional) whose `fit` is fast per-example DP-SGD.
 
-    Both take, besides Keras's arguments, `graph` (the layers in call order) and `dp` (the
-    clipping norm, noise multiplier and batch size), and draw a secret noise key
-    (`model.dp_noise.key`).
+    Their constructors are Keras' own, so a model's config (`to_json`, `get_config`) is the
+    plain architecture, naming the plain class; `attach` gives a built model its DP step's
+    settings and secret noise key.
     """
-    tf, keras = tensorflow(), tf_keras()
+    keras = tf_keras()
 
-    def setup(model: Any, graph: Graph, dp: FastDP) -> None:
-        model.call_graph = graph
-        model.dp = dp
-        # Noise must be unpredictable: its key comes from the operating system's entropy,
-        # not from the run's seed. Each step's noise is drawn from (key, step), so every
-        # replica of a distributed run draws the same noise (the key is a variable: a
-        # distribution strategy gives every worker the chief's), and a resumed run, whose
-        # checkpoint holds the key and the step, goes on with the stream instead of
-        # repeating it.
-        # (Held in a tf.train.Checkpoint, not as a model variable: checkpoints name it
-        # model/dp_noise/key, and the model's weights stay the layers' own.)
-        model.dp_noise = tf.train.Checkpoint(
-            key=tf.Variable(secret_key(), trainable=False, name="dp_noise_key")
-        )
-
-    # The architecture is plain Keras; the DP step is training behaviour. `to_json` names
-    # the plain class, so the JSON loads with tf_keras.models.model_from_json.
-    class FastDPSequential(keras.Sequential):
-        def __init__(self, *args: Any, graph: Graph, dp: FastDP, **kwargs: Any):
-            super().__init__(*args, **kwargs)
-            setup(self, graph, dp)
+    class _FastDPStep:
+        plain_class: str  # the class `to_json` names: the architecture is plain Keras
 
         def train_step(self, data: Any) -> dict[str, Any]:
             return train_step(self, data)
 
         def _updated_config(self) -> dict[str, Any]:
-            return {**super()._updated_config(), "class_name": "Sequential"}
+            return {**super()._updated_config(), "class_name": self.plain_class}
 
-    class FastDPModel(keras.Model):
-        def __init__(self, *args: Any, graph: Graph, dp: FastDP, **kwargs: Any):
-            super().__init__(*args, **kwargs)
-            setup(self, graph, dp)
+    class FastDPSequential(_FastDPStep, keras.Sequential):
+        plain_class = "Sequential"
 
-        def train_step(self, data: Any) -> dict[str, Any]:
-            return train_step(self, data)
-
-        def _updated_config(self) -> dict[str, Any]:
-            return {**super()._updated_config(), "class_name": "Functional"}
+    class FastDPModel(_FastDPStep, keras.Model):
+        plain_class = "Functional"
 
     return FastDPSequential, FastDPModel
+
+
+def attach(model: Any, graph: Graph, dp: FastDP) -> None:
+    """Give a model of `model_classes()` its call graph, DP settings and noise key."""
+    tf = tensorflow()
+    model.call_graph = graph
+    model.dp = dp
+    # Noise must be unpredictable: its key comes from the operating system's entropy,
+    # not from the run's seed. Each step's noise is drawn from (key, step), so every
+    # replica of a distributed run draws the same noise (the key is a variable: a
+    # distribution strategy gives every worker the chief's), and a resumed run, whose
+    # checkpoint holds the key and the step, goes on with the stream instead of
+    # repeating it.
+    # (Held in a tf.train.Checkpoint, not as a model variable: checkpoints name it
+    # model/dp_noise/key, and the model's weights stay the layers' own.)
+    model.dp_noise = tf.train.Checkpoint(
+        key=tf.Variable(secret_key(), trainable=False, name="dp_noise_key")
+    )
 
 
 def forward(

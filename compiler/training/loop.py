@@ -101,8 +101,10 @@ def _random_generators(model: Any) -> list[Any]:
     return found
 
 
-def _recurrent_states(model: Any) -> list[Any]:
-    return [v for layer in model.layers if getattr(layer, "stateful", False) for v in layer.states]
+def _recurrent_states(model: Any, spec: CheckedSpec) -> list[Any]:
+    """The state variables of the stateful layers of `model`, built from `spec`."""
+    return [v for layer in spec.model.layers if layer.is_stateful
+            for v in model.get_layer(layer.name).states]
 
 
 def _weights_digest(model: Any) -> str:
@@ -111,12 +113,6 @@ def _weights_digest(model: Any) -> str:
     for weight in model.trainable_weights:
         digest.update(weight.numpy().tobytes())
     return digest.hexdigest()
-
-
-def _reset_states(model: Any) -> None:
-    for layer in model.layers:
-        if getattr(layer, "stateful", False):
-            layer.reset_states()
 
 
 def _compile(tf: Any, spec: CheckedSpec, seed: int, weighted: bool,
@@ -238,7 +234,7 @@ class _Loop:
         parts: dict[str, Any] = dict(model=self.model, optimizer=self.optimizer,
                                      rng=_random_generators(self.model))
         if with_states:
-            parts["states"] = _recurrent_states(self.model)
+            parts["states"] = _recurrent_states(self.model, self.train_spec)
         if self.secrets is not None:
             parts["secrets"] = self.secrets
         return self.tf.train.Checkpoint(**parts)
@@ -390,7 +386,7 @@ class _Loop:
             return "early_stopping"
         while state.epoch < self.epochs:
             if state.step_in_epoch == 0:
-                _reset_states(self.model)
+                self.model.reset_states()
             self.model.reset_metrics()
             iterator = iter(self._epoch_batches())
             logs: dict[str, float] = {}
@@ -508,7 +504,7 @@ class _Loop:
         state = self.state
         entry = {"epoch": state.epoch + 1, "step": state.step, **logs}
         if self.data.validation is not None:
-            _reset_states(self.model)
+            self.model.reset_states()
             order = np.arange(len(self.data.validation))
             val = self.model.evaluate(
                 self._dataset(self.data.validation, order),
@@ -516,7 +512,7 @@ class _Loop:
                 verbose=0,
                 return_dict=True,
             )
-            _reset_states(self.model)
+            self.model.reset_states()
             entry.update({f"val_{k}": float(v) for k, v in val.items()})
             with self.val_writer.as_default(step=state.step):
                 for key, value in val.items():

@@ -13,7 +13,6 @@ from typing import Any, Union
 
 from compiler.lang import spec as s
 from compiler.lang.checked import CheckedSpec, derived, spec_of
-from compiler.layers import RecurrentLayer
 
 AnySpec = Union[s.Spec, CheckedSpec]
 from compiler.diagnostics import Diagnostic, RunError
@@ -22,12 +21,7 @@ from compiler.diagnostics import Diagnostic, RunError
 def with_stateful(original: AnySpec, stateful: bool) -> AnySpec:
     """The spec with every recurrent layer's `stateful` set (same layers, same weights)."""
     spec = spec_of(original)
-    layers = [
-        layer.model_copy(update={"stateful": stateful})
-        if isinstance(layer, RecurrentLayer)
-        else layer
-        for layer in spec.model.layers
-    ]
+    layers = [layer.with_stateful(stateful) for layer in spec.model.layers]
     return derived(original, spec.model_copy(
         update={"model": spec.model.model_copy(update={"layers": layers})}))
 
