@@ -217,14 +217,20 @@ def test_cluster_options_and_tf_config_errors_are_clear(tmp_path, corpus, monkey
         with pytest.raises(compiler.RunError) as e:
             distribution.cluster_config(cluster, task)
         assert e.value.diagnostics[0].code == code
-    monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(compiler.RunError) as e:
-        distribution.read_tf_config()
+        distribution.parse_tf_config("{not json")
     assert "expected TF_CONFIG as" in e.value.diagnostics[0].message
-    monkeypatch.delenv("TF_CONFIG")
     runner = CliRunner()
     spec = _spec(tmp_path)
     args = ["train", str(spec), "--data", str(corpus), "-o", str(tmp_path / "run")]
+    # The CLI reads TF_CONFIG (the library never does) and says what is wrong with it.
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "expected TF_CONFIG as" in result.output
+    monkeypatch.delenv("TF_CONFIG")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "expected the cluster for strategy multi_worker" in (
+        result.output)
     result = runner.invoke(app, args + ["--task", "0"])
     assert result.exit_code == 1 and "expected --cluster and --task together" in result.output
     plain = tmp_path / "plain.yaml"

@@ -10,6 +10,7 @@ import pytest
 from conftest import ROOT
 from typer.testing import CliRunner
 
+import compiler
 from compiler.cli import app
 
 HEADER = "apiVersion: keraspec/v1\nname: hostile\n"
@@ -112,6 +113,32 @@ def test_memory_limit_option_sets_the_budget(monkeypatch):
     assert "memory limit of 1 GiB, received an estimated 1.25 GiB" in tight.output
     bad = CliRunner().invoke(app, ["--memory-limit", "lots", "validate", "specs/"])
     assert bad.exit_code == 2
+
+
+def test_spec_size_limit_is_an_argument_the_cli_takes_as_an_option_or_variable(
+    tmp_path, monkeypatch
+):
+    spec = ROOT / "specs" / "char-small.yaml"
+    size = spec.stat().st_size
+    with pytest.raises(compiler.SpecError) as e:
+        compiler.load_spec(spec, max_bytes=size - 1)
+    assert [d.code for d in e.value.diagnostics] == ["too_large"]
+    assert f"at most {size - 1:,} bytes, received {size:,}" in e.value.diagnostics[0].message
+    assert compiler.load_spec(spec, max_bytes=size).name == "char-small"
+    # A --set value is held to the same limit.
+    with pytest.raises(compiler.SpecError) as e:
+        compiler.load_spec(spec, ["name=" + "x" * (size + 1)], max_bytes=size)
+    assert "expected at most" in e.value.diagnostics[0].message
+    small = CliRunner().invoke(app, ["--max-spec-bytes", "100", "validate", str(spec)])
+    assert small.exit_code == 1 and "at most 100 bytes" in small.output
+    monkeypatch.setenv("KERASPEC_MAX_SPEC_BYTES", "200")
+    from_env = CliRunner().invoke(app, ["validate", str(spec)])
+    assert from_env.exit_code == 1 and "at most 200 bytes" in from_env.output
+    monkeypatch.setenv("KERASPEC_MAX_SPEC_BYTES", "4MiB")
+    assert CliRunner().invoke(app, ["validate", str(spec)]).exit_code == 0
+    # The library reads no variable: its default stays 1 MiB whatever the environment says.
+    monkeypatch.setenv("KERASPEC_MAX_SPEC_BYTES", "100")
+    assert compiler.load_spec(spec).name == "char-small"
 
 
 def test_a_thousand_and_one_layers_is_over_the_bound(tmp_path):

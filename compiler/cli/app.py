@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from compiler.diagnostics import Diagnostic
 
 from compiler.cli.output import _console, _print_diagnostics
+from compiler.lang.source import MAX_SPEC_BYTES
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -136,6 +137,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _options(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, metavar=FLAG,
         help="Print the version and exit.",
@@ -151,19 +153,31 @@ def _options(
         envvar="KERASPEC_MEMORY_LIMIT",
         help="Training memory a spec may plan to use, e.g. 64GiB (default: 80% of RAM).",
     ),
+    max_spec_bytes: Optional[str] = typer.Option(
+        None,
+        "--max-spec-bytes",
+        metavar="SIZE",
+        envvar="KERASPEC_MAX_SPEC_BYTES",
+        help="The largest spec file (and --set value) read, e.g. 4MiB (default: 1MiB).",
+    ),
 ) -> None:
     """Declarative architecture specs for Keras: validate, diff, compile, train, export."""
     _quiet_tensorflow()
-    _SETTINGS.debug = debug
-    _SETTINGS.memory_limit = None
-    if memory_limit is not None:
-        try:
-            _SETTINGS.memory_limit = parse_size(memory_limit)
-        except ValueError:
-            raise typer.BadParameter(
-                f"expected a size such as 512MiB or 64GiB, received {memory_limit!r}",
-                param_hint="--memory-limit",
-            )
+    settings = ctx.ensure_object(Settings)  # main() passes its own, to read `debug` back
+    settings.debug = debug
+    settings.memory_limit = _size_option(memory_limit, "--memory-limit")
+    settings.max_spec_bytes = _size_option(max_spec_bytes, "--max-spec-bytes") or MAX_SPEC_BYTES
+
+
+def _size_option(text: Optional[str], name: str) -> Optional[int]:
+    if text is None:
+        return None
+    try:
+        return parse_size(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected a size such as 512MiB or 64GiB, received {text!r}", param_hint=name
+        )
 
 
 def _quiet_tensorflow() -> None:
@@ -179,14 +193,23 @@ def _quiet_tensorflow() -> None:
 
 
 @dataclasses.dataclass
-class _Settings:
-    """The global options, for the commands (set by `_options`)."""
+class Settings:
+    """The global options, on the root typer context's `obj` (filled by `_options`)."""
 
     debug: bool = False
     memory_limit: Optional[int] = None  # bytes; None: 80% of the machine's RAM
+    max_spec_bytes: int = MAX_SPEC_BYTES
 
 
-_SETTINGS = _Settings()
+def _settings(ctx: typer.Context) -> Settings:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, Settings) else Settings()
+
+
+def _spec_limits(ctx: typer.Context) -> dict[str, int]:
+    """The limits every spec a command loads is held to, as `load_spec` takes them."""
+    settings = _settings(ctx)
+    return {"memory_limit": _memory_limit(settings), "max_bytes": settings.max_spec_bytes}
 
 
 def parse_size(text: str) -> int:
@@ -204,10 +227,10 @@ def parse_size(text: str) -> int:
     return int(value)
 
 
-def _memory_limit() -> int:
+def _memory_limit(settings: Settings) -> int:
     """Bytes training may plan to use: --memory-limit, else 80% of the machine's RAM."""
-    if _SETTINGS.memory_limit is not None:
-        return _SETTINGS.memory_limit
+    if settings.memory_limit is not None:
+        return settings.memory_limit
     try:
         return int(0.8 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
@@ -246,14 +269,14 @@ SetOption = typer.Option(
 )
 
 
-def _load_or_exit(spec: Path, overrides: Optional[List[str]]) -> Any:
+def _load_or_exit(ctx: typer.Context, spec: Path, overrides: Optional[List[str]]) -> Any:
     from compiler.diagnostics import SpecError
     from compiler.lang.parse import load_spec
 
     if not spec.is_file():
         raise typer.BadParameter(f"no such file: {spec}", param_hint="SPEC")
     try:
-        return load_spec(spec, overrides or (), memory_limit=_memory_limit())
+        return load_spec(spec, overrides or (), **_spec_limits(ctx))
     except SpecError as e:
         _print_diagnostics(_console(stderr=True), e.diagnostics)
         raise typer.Exit(1)
@@ -266,10 +289,11 @@ def _fail(diagnostics: Iterable["Diagnostic"]) -> "typer.Exit":
 
 def main() -> None:
     """Console entry point: no traceback reaches the user unless --debug is given."""
+    settings = Settings()
     try:
-        app()
+        app(obj=settings)
     except Exception as e:  # noqa: BLE001 - the last line of defence
-        if _SETTINGS.debug:
+        if settings.debug:
             raise
         print(
             f"keraspec: internal error: {type(e).__name__}: {e}\n"

@@ -39,6 +39,7 @@ from compiler.cli.output import (
 
 @app.command()
 def train(
+    ctx: typer.Context,
     spec: Path = typer.Argument(..., help="The spec file."),
     data: Path = DataOption,
     output: Path = typer.Option(
@@ -57,10 +58,15 @@ def train(
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Report format."),
     cluster: Optional[str] = typer.Option(
         None, "--cluster", help="multi_worker: the workers' host:port addresses, comma-separated "
-        "(written to TF_CONFIG; the chief first).",
+        "(the chief first); instead of TF_CONFIG.",
     ),
     task: Optional[int] = typer.Option(
         None, "--task", min=0, max=4096, help="multi_worker: this worker's index in --cluster.",
+    ),
+    tf_config: Optional[str] = typer.Option(
+        None, "--tf-config", envvar="TF_CONFIG", metavar="JSON",
+        help="multi_worker: the cluster and this worker's task as TensorFlow's TF_CONFIG "
+        "(read from that variable when not given).",
     ),
 ) -> None:
     """Train a spec on a corpus of records into a run directory (resumes an existing run).
@@ -77,7 +83,7 @@ def train(
         raise _fail([Diagnostic("error", "cluster_task", f"expected --cluster and --task "
                                 f"together, received only {given}", "", "<arguments>")])
 
-    resolved = _load_or_exit(spec, overrides)
+    resolved = _load_or_exit(ctx, spec, overrides)
     distribution = resolved.training.distribution
     if cluster is not None and (distribution is None or distribution.strategy != "multi_worker"):
         strategy = "none" if distribution is None else distribution.strategy
@@ -85,11 +91,16 @@ def train(
                                 f"strategy multi_worker with --cluster, received {strategy}",
                                 "training.distribution", str(spec))])
     config = None
-    if cluster is not None:
-        from compiler.training.distribution import cluster_config
+    multi_worker = distribution is not None and distribution.strategy == "multi_worker"
+    if cluster is not None or (tf_config and multi_worker):
+        from compiler.training.distribution import cluster_config, parse_tf_config
 
         try:
-            config = cluster_config([a.strip() for a in cluster.split(",") if a.strip()], task)
+            if cluster is not None:
+                addresses = [a.strip() for a in cluster.split(",") if a.strip()]
+                config = cluster_config(addresses, task)
+            else:
+                config = parse_tf_config(tf_config)
         except KeraspecError as e:
             raise _fail(e.diagnostics)
     _print_diagnostics(_console(stderr=True), list(resolved.warnings))
@@ -133,6 +144,7 @@ def train(
 
 @app.command()
 def audit(
+    ctx: typer.Context,
     spec: Path = typer.Argument(..., help="The spec file (DP or not)."),
     data: Path = DataOption,
     output: Path = typer.Option(
@@ -162,7 +174,7 @@ def audit(
     from compiler.evaluate.audit import audit as audit_spec
     from compiler.diagnostics import KeraspecError
 
-    resolved = _load_or_exit(spec, overrides)
+    resolved = _load_or_exit(ctx, spec, overrides)
     with _TrainProgress(enabled=fmt is TextOrJson.text) as progress:
         try:
             report = audit_spec(resolved, data, output, canaries=canaries, epochs=epochs,
@@ -341,6 +353,7 @@ def evaluate(
 
 @app.command()
 def export(
+    ctx: typer.Context,
     source: Path = typer.Argument(..., help="A run directory, or a spec with --weights."),
     output: Path = typer.Option(..., "--output", "-o", help="The model base directory (BASE)."),
     version: Optional[int] = typer.Option(
@@ -373,7 +386,7 @@ def export(
         )
     spec_source: Any = source
     if weights is not None:
-        spec_source = _load_or_exit(source, None)
+        spec_source = _load_or_exit(ctx, source, None)
     from compiler.export.savedmodel import export_saved_model
 
     try:

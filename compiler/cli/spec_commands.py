@@ -25,7 +25,7 @@ from compiler.cli.app import (
     YamlOrJson,
     _fail,
     _load_or_exit,
-    _memory_limit,
+    _spec_limits,
     _require,
     app,
 )
@@ -60,6 +60,7 @@ def _spec_files(paths: List[Path]) -> list[Path]:
 
 @app.command()
 def validate(
+    ctx: typer.Context,
     paths: List[Path] = typer.Argument(..., help="Spec files or directories to search."),
     strict: bool = typer.Option(False, "--strict", metavar=FLAG, help="Fail on warnings too."),
     fmt: ValidateFormat = typer.Option(
@@ -83,8 +84,8 @@ def validate(
     files = _spec_files(paths)
     if not files:
         raise typer.BadParameter("no .yaml, .yml or .json files found", param_hint="PATH")
-    limit = _memory_limit()
-    results = [validate_spec(f, overrides or (), memory_limit=limit) for f in files]
+    limits = _spec_limits(ctx)
+    results = [validate_spec(f, overrides or (), **limits) for f in files]
     if examples is not None:
         from compiler.privacy.accounting import delta_diagnostic
 
@@ -220,6 +221,7 @@ def templates(
 
 @app.command()
 def render(
+    ctx: typer.Context,
     spec: Path = typer.Argument(..., help="The spec file."),
     overrides: Optional[List[str]] = SetOption,
     fmt: YamlOrJson = typer.Option(YamlOrJson.yaml, "--format", "-f", help="Output format."),
@@ -235,7 +237,7 @@ def render(
     """Print the fully expanded spec: template applied, defaults filled."""
     from compiler.lang.render import render as render_spec
 
-    resolved = _load_or_exit(spec, overrides)
+    resolved = _load_or_exit(ctx, spec, overrides)
     text = render_spec(resolved, fmt.value)
     if output is None:
         typer.echo(text, nl=False)
@@ -252,6 +254,7 @@ def render(
 
 @app.command("compile")
 def compile_command(
+    ctx: typer.Context,
     spec: Path = typer.Argument(..., help="The spec file."),
     overrides: Optional[List[str]] = SetOption,
     output: Optional[Path] = typer.Option(
@@ -269,7 +272,7 @@ def compile_command(
     _require("compile")
     from compiler.diagnostics import KeraspecError
 
-    resolved = _load_or_exit(spec, overrides)
+    resolved = _load_or_exit(ctx, spec, overrides)
     from compiler.build import compile_spec  # imports TensorFlow
 
     try:
@@ -289,6 +292,7 @@ def compile_command(
 
 @app.command()
 def privacy(
+    ctx: typer.Context,
     spec: Path = typer.Argument(..., help="The spec file (with a training.privacy block)."),
     examples: int = typer.Option(..., "--examples", min=1, max=MAX_EXAMPLES,
                                  help="Number of training examples."),
@@ -315,7 +319,7 @@ def privacy(
         weak_privacy_warning,
     )
 
-    resolved = _load_or_exit(spec, overrides)
+    resolved = _load_or_exit(ctx, spec, overrides)
     try:
         report = privacy_report(
             resolved, examples, epochs=epochs, delta=delta, target_epsilon=target_epsilon,

@@ -83,7 +83,8 @@ def _parse_dotted(text: str) -> Optional[Path]:
     return tuple(parts) if parts else None
 
 
-def apply_overrides(source: Source, overrides: Sequence[str]) -> list[Diagnostic]:
+def apply_overrides(source: Source, overrides: Sequence[str], *,
+                    max_bytes: int = MAX_SPEC_BYTES) -> list[Diagnostic]:
     """Apply `dotted.path=value` assignments to `source.data` in place.
 
     Values are read as YAML scalars or flow collections (`64`, `0.2`, `true`, `null`,
@@ -113,9 +114,9 @@ def apply_overrides(source: Source, overrides: Sequence[str]) -> list[Diagnostic
         try:
             # The same limits as files, and no aliases: a value has no use for them.
             prescan(raw_value, OVERRIDE_FILE, max_aliases=0)
-            if len(raw_value) > MAX_SPEC_BYTES:
+            if len(raw_value) > max_bytes:
                 raise SpecError([Diagnostic("error", "too_large", f"expected at most "
-                                            f"{MAX_SPEC_BYTES:,} characters")])
+                                            f"{max_bytes:,} characters")])
         except SpecError as e:
             fail(f"expected a plain YAML value after '=', received one that is not: "
                  f"{e.diagnostics[0].message}", at.column)
@@ -393,11 +394,12 @@ def _structure_diagnostics(exc: Any, source: Source, root: type) -> list[Diagnos
 
 
 def validate_source(source: Source, overrides: Sequence[str] = (), *,
-                    memory_limit: Optional[int] = None) -> Validation:
+                    memory_limit: Optional[int] = None,
+                    max_bytes: int = MAX_SPEC_BYTES) -> Validation:
     """Run the pipeline on a loaded document. Never raises for bad input."""
     from pydantic import ValidationError
 
-    problems = apply_overrides(source, overrides)
+    problems = apply_overrides(source, overrides, max_bytes=max_bytes)
     if problems:
         return Validation(source.name, source, None, None, problems)
     try:
@@ -441,6 +443,7 @@ def validate(
     *,
     name: Optional[str] = None,
     memory_limit: Optional[int] = None,
+    max_bytes: int = MAX_SPEC_BYTES,
 ) -> Validation:
     """Load and validate a spec file or text, collecting every diagnostic.
 
@@ -451,18 +454,20 @@ def validate(
         name: What diagnostics call the document (defaults to the path or "<string>").
         memory_limit: Bytes training may plan to use; a spec estimated above it is an
             error (`memory_budget`). None: no budget rule.
+        max_bytes: The largest spec (and `--set` value) read, in bytes; a larger one is an
+            error (`too_large`) before it is read. Default 1 MiB.
     """
     try:
         if isinstance(spec, bytes) or (isinstance(spec, str) and "\n" in spec):
-            source = load_text(spec, name or "<string>")
+            source = load_text(spec, name or "<string>", max_bytes=max_bytes)
         else:
-            source = load_file(spec)
+            source = load_file(spec, max_bytes=max_bytes)
             if name:
                 source.name = name
     except SpecError as e:
         label = name or (os.fspath(spec) if not isinstance(spec, bytes) else "<string>")
         return Validation(label, None, None, None, e.diagnostics)
-    return validate_source(source, overrides, memory_limit=memory_limit)
+    return validate_source(source, overrides, memory_limit=memory_limit, max_bytes=max_bytes)
 
 
 def load_spec(
@@ -471,6 +476,7 @@ def load_spec(
     *,
     name: Optional[str] = None,
     memory_limit: Optional[int] = None,
+    max_bytes: int = MAX_SPEC_BYTES,
 ) -> CheckedSpec:
     """Load, validate and resolve a spec.
 
@@ -479,6 +485,7 @@ def load_spec(
         overrides: `dotted.path=value` assignments, as `keraspec render --set`.
         name: What diagnostics call the document.
         memory_limit: See `validate`.
+        max_bytes: See `validate`.
 
     Returns:
         The checked spec: the resolved `Spec` (template expanded, defaults filled), its
@@ -488,7 +495,8 @@ def load_spec(
         SpecError: carrying every diagnostic (errors first, then warnings) when any error
             was found.
     """
-    result = validate(spec, overrides, name=name, memory_limit=memory_limit)
+    result = validate(spec, overrides, name=name, memory_limit=memory_limit,
+                      max_bytes=max_bytes)
     checked = result.checked
     if checked is None:
         raise SpecError(result.diagnostics)

@@ -106,20 +106,21 @@ def _decode(raw: bytes, name: str) -> str:
 
 # Limits that keep loading bounded in time and memory whatever a file holds. Spec files are
 # a few kilobytes; these leave room for generous ones.
-MAX_SPEC_BYTES = int(os.environ.get("KERASPEC_MAX_SPEC_BYTES", 1 << 20))
+MAX_SPEC_BYTES = 1 << 20  # the default of every `max_bytes`
 MAX_DEPTH = 64
 MAX_ALIASES = 100
 MAX_VALUES = 100_000
 _PLAIN_TAGS = {"str", "int", "float", "bool", "null", "seq", "map"}
 
 
-def _check_size(size: int, name: str) -> None:
-    if size > MAX_SPEC_BYTES:
+def _check_size(size: int, name: str, max_bytes: int) -> None:
+    if size > max_bytes:
         raise _fail(
             name,
             "too_large",
-            f"expected a spec file of at most {MAX_SPEC_BYTES:,} bytes, received {size:,} "
-            "bytes (set KERASPEC_MAX_SPEC_BYTES to allow more)",
+            f"expected a spec file of at most {max_bytes:,} bytes, received {size:,} bytes "
+            "(keraspec --max-spec-bytes or KERASPEC_MAX_SPEC_BYTES, or max_bytes= in Python, "
+            "allows more)",
         )
 
 
@@ -247,12 +248,14 @@ def _plain(node: Any, path: Path, source: Source, name: str, budget: list[int]) 
     return str(node)
 
 
-def load_text(text: str | bytes, name: str = "<string>") -> Source:
+def load_text(text: str | bytes, name: str = "<string>", *,
+              max_bytes: int = MAX_SPEC_BYTES) -> Source:
     """Parse YAML or JSON text into a `Source`.
 
     Args:
         text: The document; bytes are decoded as UTF-8 (a BOM is allowed).
         name: What diagnostics call the document.
+        max_bytes: A longer document is an error (`too_large`).
 
     Raises:
         SpecError: on undecodable bytes, a syntax error, a duplicate key, an empty
@@ -261,7 +264,7 @@ def load_text(text: str | bytes, name: str = "<string>") -> Source:
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
-    _check_size(len(text), name)
+    _check_size(len(text), name, max_bytes)
     if isinstance(text, bytes):
         text = _decode(text, name)
     prescan(text, name)
@@ -296,13 +299,13 @@ def load_text(text: str | bytes, name: str = "<string>") -> Source:
     return source
 
 
-def load_file(path: str | os.PathLike[str]) -> Source:
+def load_file(path: str | os.PathLike[str], *, max_bytes: int = MAX_SPEC_BYTES) -> Source:
     """Read and parse a spec file; see `load_text`."""
     name = os.fspath(path)
     try:
         with open(name, "rb") as f:
-            _check_size(os.fstat(f.fileno()).st_size, name)  # before reading it all
-            raw = f.read(MAX_SPEC_BYTES + 1)
+            _check_size(os.fstat(f.fileno()).st_size, name, max_bytes)  # before reading it
+            raw = f.read(max_bytes + 1)
     except OSError as e:
         raise _fail(name, "unreadable", f"cannot read the file: {e.strerror}") from e
-    return load_text(raw, name)
+    return load_text(raw, name, max_bytes=max_bytes)

@@ -3,9 +3,10 @@
 `training.distribution` names the strategy; this module makes it. `one_device` is
 TensorFlow's default strategy. `mirrored` is MirroredStrategy over the machine's first N
 GPUs, or over N logical CPU devices on a machine without GPUs. `multi_worker` is
-MultiWorkerMirroredStrategy over the cluster that `TF_CONFIG` describes (TensorFlow's own
-convention: {"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker",
-"index": i}}; `keraspec train --cluster --task` writes it).
+MultiWorkerMirroredStrategy over a cluster given in TensorFlow's `TF_CONFIG` form
+({"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": i}}): the
+CLI makes it from `--cluster --task`, or reads the `TF_CONFIG` variable; this module reads
+no environment.
 
 Data: every worker reads the same corpus and cuts the same examples in the same order. Each
 global batch is split into one contiguous share per replica, in replica order, so the
@@ -17,13 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any, Optional
 
 from compiler.diagnostics import Diagnostic, RunError
 from compiler.lang import spec as s
-
-TF_CONFIG = "TF_CONFIG"
 
 
 def _error(code: str, message: str, where: str = "<environment>") -> RunError:
@@ -54,11 +52,12 @@ def cluster_config(cluster: list[str], task: int) -> dict[str, Any]:
     return {"cluster": {"worker": list(cluster)}, "task": {"type": "worker", "index": task}}
 
 
-def read_tf_config() -> Optional[dict[str, Any]]:
-    """TF_CONFIG from the environment, checked; None when it is not set."""
-    text = os.environ.get(TF_CONFIG)
-    if not text:
-        return None
+def parse_tf_config(text: str) -> dict[str, Any]:
+    """A cluster in TensorFlow's TF_CONFIG form (the CLI reads the variable), checked.
+
+    Raises:
+        RunError: the text is not a TF_CONFIG with a cluster and a chief or worker task.
+    """
     try:
         config = json.loads(text)
         workers = list(config["cluster"].get("chief", [])) + list(config["cluster"]["worker"])
@@ -136,7 +135,7 @@ def place(tf: Any, spec: s.Spec, cluster: Optional[dict[str, Any]] = None) -> Pl
         tf: TensorFlow.
         spec: The (checked) spec.
         cluster: For multi_worker, the cluster and this process's task, in TF_CONFIG's
-            form (`cluster_config`); None: TensorFlow's TF_CONFIG environment variable.
+            form (`cluster_config`, or `parse_tf_config` of the variable's text).
 
     Raises:
         RunError: the cluster or the devices do not match the spec.
@@ -147,12 +146,12 @@ def place(tf: Any, spec: s.Spec, cluster: Optional[dict[str, Any]] = None) -> Pl
     if d.strategy == "mirrored":
         devices = _local_devices(tf, d.devices_per_worker)
         return Placement(tf.distribute.MirroredStrategy(devices), 1, 0, len(devices))
-    config = cluster if cluster is not None else read_tf_config()
+    config = cluster
     if config is None:
         raise _error(
             "tf_config",
-            "expected TF_CONFIG in the environment (or --cluster and --task) for strategy "
-            "multi_worker, received neither",
+            "expected the cluster for strategy multi_worker (TF_CONFIG in the environment, "
+            "or --cluster and --task; in Python, train(..., cluster=...)), received none",
         )
     cluster = config["cluster"]
     addresses = list(cluster.get("chief", [])) + list(cluster["worker"])

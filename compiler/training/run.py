@@ -139,7 +139,8 @@ def train(
         callback: Called with a `Progress` at the start, after each step and epoch, and
             at the end.
         cluster: For a multi_worker spec, the cluster and this process's task
-            (`distribution.cluster_config`); None: the TF_CONFIG environment variable.
+            (`distribution.cluster_config`, or `distribution.parse_tf_config` of a TF_CONFIG
+            text); required for multi_worker.
 
     Returns:
         The report, also written to RUN_DIR/report.json.
