@@ -112,3 +112,12 @@ def test_compile_half_is_lazy():
         "assert 'tensorflow' not in sys.modules  # only a call imports it\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_equal_checked_specs_hash_alike(tmp_path):
+    copy = tmp_path / "copy.yaml"
+    copy.write_text((ROOT / "specs" / "char-small.yaml").read_text())
+    a, b = compiler.load_spec(ROOT / "specs" / "char-small.yaml"), compiler.load_spec(copy)
+    other = compiler.load_spec(ROOT / "specs" / "char-small.yaml", ["model.params.rnn_units=64"])
+    assert a == b and hash(a) == hash(b) and a == b.spec
+    assert a != other and len({a, b, other}) == 2

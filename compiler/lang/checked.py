@@ -10,6 +10,7 @@ field. A `Spec` built in Python is checked when a stage first receives it (`chec
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Optional, Union
 
 from compiler.diagnostics import Diagnostic, SpecError, errors_of, warnings_of
@@ -73,7 +74,12 @@ class CheckedSpec:
         return NotImplemented
 
     def __hash__(self) -> int:
-        return id(self)
+        # Equal checked specs hash alike (a `Spec` itself is unhashable: its layers are a list).
+        return hash(self._canonical)
+
+    @functools.cached_property
+    def _canonical(self) -> str:
+        return self.spec.model_dump_json()
 
     def diagnostic(self, path: Path, code: str, message: str,
                    severity: str = "error") -> Diagnostic:
