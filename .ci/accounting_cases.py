@@ -48,26 +48,66 @@ def cases() -> dict:
         (10000, 32, 10, 1.1, 1e-4, False),
     ]:
         for accountant in ("rdp", "pld"):
-            add(f"epsilon n={examples} b={batch} e={epochs} noise={noise} delta={delta} "
-                f"microbatching={micro}", accountant,
-                compute_epsilon(noise_multiplier=noise, batch_size=batch, examples=examples,
-                                epochs=epochs, delta=delta, microbatching=micro,
-                                accountant=accountant))
+            add(
+                f"epsilon n={examples} b={batch} e={epochs} noise={noise} delta={delta} "
+                f"microbatching={micro}",
+                accountant,
+                compute_epsilon(
+                    noise_multiplier=noise,
+                    batch_size=batch,
+                    examples=examples,
+                    epochs=epochs,
+                    delta=delta,
+                    microbatching=micro,
+                    accountant=accountant,
+                ),
+            )
     for accountant in ("rdp", "pld"):
-        add("poisson q=32/20000 steps=1500 noise=1.1", accountant,
-            epsilon_for_steps(1.1, 32 / 20000, 1500, 1e-6, False, accountant=accountant))
-        add("poisson q=32/3376 steps=60 noise=1.0", accountant,
-            epsilon_for_steps(1.0, 32 / 3376, 60, 1e-4, False, accountant=accountant))
-        add("shuffle 3 epochs noise=1.1", accountant,
-            epsilon_for_steps(1.1, 32 / 20000, 1251, 1e-6, False, accountant=accountant,
-                              sampling="shuffle", per_epoch=625), poisson=False)
-        noise = noise_for_epsilon(target_epsilon=2.0, accountant=accountant, q=64 / 20000,
-                                  steps=1560, delta=1e-5, microbatching=False)
+        add(
+            "poisson q=32/20000 steps=1500 noise=1.1",
+            accountant,
+            epsilon_for_steps(1.1, 32 / 20000, 1500, 1e-6, False, accountant=accountant),
+        )
+        add(
+            "poisson q=32/3376 steps=60 noise=1.0",
+            accountant,
+            epsilon_for_steps(1.0, 32 / 3376, 60, 1e-4, False, accountant=accountant),
+        )
+        add(
+            "shuffle 3 epochs noise=1.1",
+            accountant,
+            epsilon_for_steps(
+                1.1,
+                32 / 20000,
+                1251,
+                1e-6,
+                False,
+                accountant=accountant,
+                sampling="shuffle",
+                per_epoch=625,
+            ),
+            poisson=False,
+        )
+        noise = noise_for_epsilon(
+            target_epsilon=2.0,
+            accountant=accountant,
+            q=64 / 20000,
+            steps=1560,
+            delta=1e-5,
+            microbatching=False,
+        )
         add("noise for epsilon 2", accountant, noise)
-    add("microbatching noise=1.2", "rdp",
-        epsilon_for_steps(1.2, 64 / 10000, 200, 1e-5, True, accountant="rdp"))
-    return {"dp_accounting": version("dp-accounting"), "numpy": version("numpy"),
-            "python": sys.version.split()[0], "cases": out}
+    add(
+        "microbatching noise=1.2",
+        "rdp",
+        epsilon_for_steps(1.2, 64 / 10000, 200, 1e-5, True, accountant="rdp"),
+    )
+    return {
+        "dp_accounting": version("dp-accounting"),
+        "numpy": version("numpy"),
+        "python": sys.version.split()[0],
+        "cases": out,
+    }
 
 
 def compare(old_path: str, new_path: str) -> int:
@@ -78,17 +118,19 @@ def compare(old_path: str, new_path: str) -> int:
         rel = (b - a) / abs(a)
         kind = case["expect"]
         worst[kind] = max(worst.get(kind, 0.0), abs(rel))
-        ok = {"same": abs(rel) <= 1e-9, "pld": abs(rel) <= 1e-7,
-              "rdp": -1e-12 <= rel <= 0.02}[kind]
+        ok = {"same": abs(rel) <= 1e-9, "pld": abs(rel) <= 1e-7, "rdp": -1e-12 <= rel <= 0.02}[kind]
         if not ok:
             failures.append(f"  {key}: {a!r} -> {b!r} ({rel:+.3g}, expected {kind})")
-    print(f"accounting: {len(old['cases'])} cases, dp-accounting {old['dp_accounting']} "
-          f"(numpy {old['numpy']}, Python {old['python']}) vs {new['dp_accounting']} (numpy "
-          f"{new['numpy']}, Python {new['python']}); largest relative difference: "
-          + ", ".join(f"{k} {v:.2g}" for k, v in sorted(worst.items())))
+    print(
+        f"accounting: {len(old['cases'])} cases, dp-accounting {old['dp_accounting']} "
+        f"(numpy {old['numpy']}, Python {old['python']}) vs {new['dp_accounting']} (numpy "
+        f"{new['numpy']}, Python {new['python']}); largest relative difference: "
+        + ", ".join(f"{k} {v:.2g}" for k, v in sorted(worst.items()))
+    )
     if failures:
-        print("accounting differs beyond what is explained:\n" + "\n".join(failures),
-              file=sys.stderr)
+        print(
+            "accounting differs beyond what is explained:\n" + "\n".join(failures), file=sys.stderr
+        )
     return 1 if failures else 0
 
 

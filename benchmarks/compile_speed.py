@@ -30,6 +30,7 @@ from compiler.tf import tensorflow, tf_keras  # noqa: E402
 
 tf, keras = tensorflow(), tf_keras()
 import numpy as np  # noqa: E402
+
 from reference import build_reference  # noqa: E402  (tests/reference.py)
 
 SPEC = os.path.join(ROOT, "specs", "lstm-text.yaml")

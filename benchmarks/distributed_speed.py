@@ -65,13 +65,34 @@ def run(
         procs = []
         for i in range(workers):
             pin = (lambda c=cores[i]: os.sched_setaffinity(0, c)) if cores else None
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "compiler.cli", "train", spec, "--data", CORPUS, "-o",
-                 os.path.join(tmp, "run"), "--format", "json", "--max-steps", str(steps),
-                 "--cluster", cluster, "--task", str(i)],
-                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                preexec_fn=pin,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "compiler.cli",
+                        "train",
+                        spec,
+                        "--data",
+                        CORPUS,
+                        "-o",
+                        os.path.join(tmp, "run"),
+                        "--format",
+                        "json",
+                        "--max-steps",
+                        str(steps),
+                        "--cluster",
+                        cluster,
+                        "--task",
+                        str(i),
+                    ],
+                    cwd=ROOT,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    preexec_fn=pin,
+                )
+            )
         outs = [p.communicate() for p in procs]
         for p, (_, err) in zip(procs, outs):
             if p.returncode != 0:
@@ -92,12 +113,16 @@ def main() -> None:
         ("1 worker, 1 core", run(1, steps, [[cpus[0]]], args.quick)),
         ("2 workers, 1 core each", run(2, steps, [[cpus[0]], [cpus[1]]], args.quick)),
         (f"1 worker, {len(cpus)} cores", run(1, steps, None, args.quick)),
-        ("1 worker, 1 core, batch 32 (one worker's share, no exchange)",
-         run(1, steps, [[cpus[0]]], args.quick, batch=32)),
+        (
+            "1 worker, 1 core, batch 32 (one worker's share, no exchange)",
+            run(1, steps, [[cpus[0]]], args.quick, batch=32),
+        ),
     ]
     base = rows[0][1]["tokens_per_second"]
-    print(f"lstm-text, global batch {rows[0][1]['batch_size']}, sequence "
-          f"{rows[0][1]['sequence_length']}, {steps} steps; cpus {len(cpus)}")
+    print(
+        f"lstm-text, global batch {rows[0][1]['batch_size']}, sequence "
+        f"{rows[0][1]['sequence_length']}, {steps} steps; cpus {len(cpus)}"
+    )
     print("| run | steps/s | tokens/s | vs 1 worker, 1 core |")
     print("| --- | ---: | ---: | ---: |")
     for name, report in rows:
@@ -105,8 +130,10 @@ def main() -> None:
         per_step = report["batch_size"] * report["sequence_length"]
         print(f"| {name} | {tps / per_step:.2f} | {tps:,.0f} | {tps / base:.2f}x |")
     two = rows[1][1]["tokens_per_second"]
-    print(f"\nscaling efficiency of the second worker: {two / (2 * base):.0%} "
-          f"(2 workers deliver {two / base:.2f}x one worker's throughput)")
+    print(
+        f"\nscaling efficiency of the second worker: {two / (2 * base):.0%} "
+        f"(2 workers deliver {two / base:.2f}x one worker's throughput)"
+    )
 
 
 if __name__ == "__main__":

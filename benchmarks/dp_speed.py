@@ -78,8 +78,16 @@ def worker(implementation: str, sizes: dict, steps: int) -> None:
 
 
 def _run(implementation: str, sizes: dict, steps: int) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", implementation,
-           "--sizes", json.dumps(sizes), "--steps", str(steps)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        implementation,
+        "--sizes",
+        json.dumps(sizes),
+        "--steps",
+        str(steps),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         lines = [line for line in out.stderr.splitlines() if line.strip()]
@@ -107,11 +115,15 @@ def main() -> None:
     if args.quick:
         base.update(embedding_dim=64, rnn_units=64, batch_size=16, sequence_length=32)
         vocabs = [500]
-    print(f"cpus {os.cpu_count()}; batch {base['batch_size']}, sequence "
-          f"{base['sequence_length']}, embedding {base['embedding_dim']}, units "
-          f"{base['rnn_units']}; per-example DP = one microbatch per example")
-    print("| vocab | implementation | step (s, median) | x non-DP | step (s, best) | x non-DP "
-          "| peak memory (GiB) |")
+    print(
+        f"cpus {os.cpu_count()}; batch {base['batch_size']}, sequence "
+        f"{base['sequence_length']}, embedding {base['embedding_dim']}, units "
+        f"{base['rnn_units']}; per-example DP = one microbatch per example"
+    )
+    print(
+        "| vocab | implementation | step (s, median) | x non-DP | step (s, best) | x non-DP "
+        "| peak memory (GiB) |"
+    )
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for vocab in vocabs:
         sizes = dict(base, vocab_size=vocab)
@@ -135,8 +147,11 @@ def main() -> None:
             step = statistics.median(t for r in runs for t in r["times"])
             best = min(t for r in runs for t in r["times"])
             peak = max(r["peak_bytes"] for r in runs) / (1 << 30)
-            print(f"| {vocab} | {implementation} | {step:.2f} | {step / plain:.2f} | "
-                  f"{best:.2f} | {best / plain_best:.2f} | {peak:.2f} |", flush=True)
+            print(
+                f"| {vocab} | {implementation} | {step:.2f} | {step / plain:.2f} | "
+                f"{best:.2f} | {best / plain_best:.2f} | {peak:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

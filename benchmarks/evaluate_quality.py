@@ -41,10 +41,13 @@ def _scores(label: str, run_dir: str) -> None:
     result = evaluate(run_dir, DATA, count=1000, seed=0)
     took = time.perf_counter() - start
     s, b = result.synthetic_scores, result.baseline
-    print(f"| {label} (step {result.step}) | {s.valid_share:.1%} | {s.quality_score:.1f} "
-          f"({s.column_shapes:.3f} / {s.column_pair_trends:.3f}) | {s.memorized_share:.1%} | "
-          f"{b.valid_share:.1%} | {b.quality_score:.1f} | {b.memorized_share:.1%} | "
-          f"{took:.1f} s |", flush=True)
+    print(
+        f"| {label} (step {result.step}) | {s.valid_share:.1%} | {s.quality_score:.1f} "
+        f"({s.column_shapes:.3f} / {s.column_pair_trends:.3f}) | {s.memorized_share:.1%} | "
+        f"{b.valid_share:.1%} | {b.quality_score:.1f} | {b.memorized_share:.1%} | "
+        f"{took:.1f} s |",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -55,8 +58,10 @@ def main() -> None:
     args = parser.parse_args()
     run_dir = args.run_dir or os.path.join(tempfile.mkdtemp(prefix="keraspec-eval-"), "run")
     spec = compiler.load_spec(SPEC)
-    print("| run | valid | quality (shapes / pairs) | memorized | held-out valid | "
-          "held-out quality | held-out memorized | evaluate 1,000 generated |")
+    print(
+        "| run | valid | quality (shapes / pairs) | memorized | held-out valid | "
+        "held-out quality | held-out memorized | evaluate 1,000 generated |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     compiler.train(spec, DATA, run_dir, epochs=args.epochs)
     _scores(f"{args.epochs} epochs", run_dir)
@@ -73,8 +78,10 @@ def main() -> None:
     print("| generation of 200 records | records/s | acceptance rate |")
     print("| --- | ---: | ---: |")
     print(f"| plain | {200 / plain_time:.0f} | ({plain.valid_share:.1%} valid) |")
-    print(f"| --valid-only | {200 / valid_time:.0f} valid | {valid.acceptance_rate:.1%} "
-          f"of {valid.sampled} |")
+    print(
+        f"| --valid-only | {200 / valid_time:.0f} valid | {valid.acceptance_rate:.1%} "
+        f"of {valid.sampled} |"
+    )
 
     synthetic = os.path.join(os.path.dirname(run_dir), "synthetic.csv")
     records = generate(run_dir, count=1000, seed=2).records
@@ -83,8 +90,9 @@ def main() -> None:
     start = time.perf_counter()
     evaluate(run_dir, DATA, synthetic=synthetic)
     print()
-    print(f"evaluate 1,000 records from a file (--synthetic): "
-          f"{time.perf_counter() - start:.1f} s")
+    print(
+        f"evaluate 1,000 records from a file (--synthetic): " f"{time.perf_counter() - start:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import compiler  # noqa: E402
-from compiler.build import compile_spec  # noqa: E402
-from compiler.build import build_state_model  # noqa: E402
+from compiler.build import build_state_model, compile_spec  # noqa: E402
 from compiler.export.savedmodel import export_saved_model  # noqa: E402
 from compiler.export.signatures import one_token_step  # noqa: E402
 from compiler.tf import tensorflow, tf_keras  # noqa: E402
@@ -80,18 +79,22 @@ def main() -> None:
                 return i + 1, tf.argmax(logits, -1, output_type=tf.int32), values
 
             zeros = [tf.zeros([batch, st.units]) for st in states]
-            return tf.while_loop(lambda i, *_: i < tokens, body,
-                                 (tf.constant(0), tf.fill([batch], 1), zeros))
+            return tf.while_loop(
+                lambda i, *_: i < tokens, body, (tf.constant(0), tf.fill([batch], 1), zeros)
+            )
 
         def model_only():
             model_only_loop()[1].numpy()
+
         units = sizes["rnn_units"]
 
         def in_graph():
-            out = generate(prompt=tf.zeros([batch, 0], tf.int32),
-                           max_new_tokens=tf.fill([batch], tokens),
-                           temperature=tf.fill([batch], 1.0),
-                           seed=tf.range(batch, dtype=tf.int64))
+            out = generate(
+                prompt=tf.zeros([batch, 0], tf.int32),
+                max_new_tokens=tf.fill([batch], tokens),
+                temperature=tf.fill([batch], 1.0),
+                seed=tf.range(batch, dtype=tf.int64),
+            )
             return out["tokens"].numpy()
 
         reference = compile_spec(reshaped_spec(spec, batch_size=batch, stateful=True)).model
@@ -112,8 +115,12 @@ def main() -> None:
                 states = {n: out[n] for n in state_names}
                 ids = tf.random.categorical(out["logits"][:, -1, :], 1, dtype=tf.int32)
 
-        runners = {"in-graph generate": in_graph, "reference loop": reference_loop,
-                   "step client": step_client, "model ops only": model_only}
+        runners = {
+            "in-graph generate": in_graph,
+            "reference loop": reference_loop,
+            "step client": step_client,
+            "model ops only": model_only,
+        }
         for fn in runners.values():
             fn()  # trace and warm up
         times: dict[str, list[float]] = {name: [] for name in runners}
@@ -128,17 +135,23 @@ def main() -> None:
 
     rate = {name: batch * tokens / statistics.median(t) for name, t in times.items()}
     best = {name: batch * tokens / min(t) for name, t in times.items()}
-    print(f"tensorflow {tf.__version__}, cpus {os.cpu_count()}, vocab {sizes['vocab_size']}, "
-          f"units {units}, batch {batch}, {tokens} new tokens per row, {args.rounds} rounds")
+    print(
+        f"tensorflow {tf.__version__}, cpus {os.cpu_count()}, vocab {sizes['vocab_size']}, "
+        f"units {units}, batch {batch}, {tokens} new tokens per row, {args.rounds} rounds"
+    )
     print("| generation | tokens/s (median) | in-graph / this (medians) | (best) |")
     print("| --- | ---: | ---: | ---: |")
     for name in names:
-        print(f"| {name} | {rate[name]:,.0f} | {rate['in-graph generate'] / rate[name]:.1f}x "
-              f"| {best['in-graph generate'] / best[name]:.1f}x |")
+        print(
+            f"| {name} | {rate[name]:,.0f} | {rate['in-graph generate'] / rate[name]:.1f}x "
+            f"| {best['in-graph generate'] / best[name]:.1f}x |"
+        )
     outside = 1 - rate["in-graph generate"] / rate["model ops only"]
-    print(f"generate spends {outside:.0%} of its time outside the model's own ops "
-          f"({1e3 / rate['in-graph generate'] * batch:.3f} ms per token step, model ops "
-          f"{1e3 / rate['model ops only'] * batch:.3f} ms)")
+    print(
+        f"generate spends {outside:.0%} of its time outside the model's own ops "
+        f"({1e3 / rate['in-graph generate'] * batch:.3f} ms per token step, model ops "
+        f"{1e3 / rate['model ops only'] * batch:.3f} ms)"
+    )
 
 
 if __name__ == "__main__":

@@ -35,14 +35,22 @@ PLAIN_SPEC = os.path.join(ROOT, "specs", "lstm-text.yaml")
 
 
 def accounting() -> None:
-    print("| setting | records | steps | epsilon PLD | epsilon RDP | PLD / RDP | shuffled (no "
-          "amplification) |")
+    print(
+        "| setting | records | steps | epsilon PLD | epsilon RDP | PLD / RDP | shuffled (no "
+        "amplification) |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     settings = [
         ("bundled lstm-text-dp (noise 1.1, batch 64, 10 epochs)", [], 3600),
-        ("noise 0.8, batch 256, 15 epochs", ["model.params.noise_multiplier=0.8",
-                                               "model.params.batch_size=256",
-                                               "training.epochs=15"], 60000),
+        (
+            "noise 0.8, batch 256, 15 epochs",
+            [
+                "model.params.noise_multiplier=0.8",
+                "model.params.batch_size=256",
+                "training.epochs=15",
+            ],
+            60000,
+        ),
         ("noise 1.1, batch 32, 60 steps", ["model.params.batch_size=32"], 3376),
     ]
     for label, overrides, records in settings:
@@ -50,18 +58,31 @@ def accounting() -> None:
         steps = 60 if "60 steps" in label else None
         report = privacy_report(spec, records, steps=steps, compare=True)
         shuffled = privacy_report(
-            compiler.load_spec(DP_SPEC, overrides + ["training.privacy.sampling=shuffle",
-                                                     "model.params.implementation=standard"]),
-            records, steps=steps)
+            compiler.load_spec(
+                DP_SPEC,
+                overrides
+                + ["training.privacy.sampling=shuffle", "model.params.implementation=standard"],
+            ),
+            records,
+            steps=steps,
+        )
         pld, rdp = report.epsilons["pld"], report.epsilons["rdp"]
-        print(f"| {label} | {records:,} | {report.steps:,} | {pld:.3f} | {rdp:.3f} | "
-              f"{pld / rdp:.2f} | {shuffled.epsilon:.1f} |", flush=True)
+        print(
+            f"| {label} | {records:,} | {report.steps:,} | {pld:.3f} | {rdp:.3f} | "
+            f"{pld / rdp:.2f} | {shuffled.epsilon:.1f} |",
+            flush=True,
+        )
 
 
 def audits(canaries: int, epochs: int, units: int) -> None:
-    sizes = [f"model.params.rnn_units={units}", "model.params.embedding_dim=64",
-             "model.params.vocab_size=100", "model.params.sequence_length=64",
-             "model.params.dropout_rate=0", f"training.epochs={epochs}"]
+    sizes = [
+        f"model.params.rnn_units={units}",
+        "model.params.embedding_dim=64",
+        "model.params.vocab_size=100",
+        "model.params.sequence_length=64",
+        "model.params.dropout_rate=0",
+        f"training.epochs={epochs}",
+    ]
     rows = [
         ("no DP", PLAIN_SPEC, []),
         ("DP, noise 0.5", DP_SPEC, ["model.params.noise_multiplier=0.5"]),
@@ -69,8 +90,10 @@ def audits(canaries: int, epochs: int, units: int) -> None:
     ]
     print()
     print(f"audit: {canaries} canaries, {epochs} epochs, {units} units, bundled corpus")
-    print("| model | claimed epsilon | lower bound (95%) | correct / guesses | exposure mean "
-          "(bits, of max) | minutes |")
+    print(
+        "| model | claimed epsilon | lower bound (95%) | correct / guesses | exposure mean "
+        "(bits, of max) | minutes |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for label, path, overrides in rows:
         spec = compiler.load_spec(path, sizes + overrides)
@@ -79,9 +102,12 @@ def audits(canaries: int, epochs: int, units: int) -> None:
             result = audit(spec, CORPUS, scratch, canaries=canaries)
         minutes = (time.perf_counter() - start) / 60
         claimed = "none" if result.claimed_epsilon is None else f"{result.claimed_epsilon:.2f}"
-        print(f"| {label} | {claimed} | {result.epsilon_lower_bound:.3f} | "
-              f"{result.correct} / {result.guesses} | {result.exposure['mean']:.2f} of "
-              f"{result.exposure['possible']:.2f} | {minutes:.1f} |", flush=True)
+        print(
+            f"| {label} | {claimed} | {result.epsilon_lower_bound:.3f} | "
+            f"{result.correct} / {result.guesses} | {result.exposure['mean']:.2f} of "
+            f"{result.exposure['possible']:.2f} | {minutes:.1f} |",
+            flush=True,
+        )
 
 
 def main() -> None:

@@ -40,6 +40,7 @@ from compiler.tf import tensorflow, tf_keras  # noqa: E402
 
 tf, keras = tensorflow(), tf_keras()
 import numpy as np  # noqa: E402
+
 from reference import build_reference  # noqa: E402  (tests/reference.py)
 
 CORPUS = os.path.join(ROOT, "examples", "transactions.csv")
@@ -104,9 +105,7 @@ def hand_written_tokens_per_second(sizes: dict, steps: int) -> float:
 
 def _row(name: str, a: list[float], b: list[float], la: str, lb: str) -> str:
     ma, mb = statistics.median(a), statistics.median(b)
-    return (
-        f"| {name} | {la} {ma:,.0f} | {lb} {mb:,.0f} | {ma / mb:.3f} | {max(a) / max(b):.3f} |"
-    )
+    return f"| {name} | {la} {ma:,.0f} | {lb} {mb:,.0f} | {ma / mb:.3f} | {max(a) / max(b):.3f} |"
 
 
 def _shape(sizes: dict) -> str:
@@ -122,8 +121,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="steps per non-DP run")
     parser.add_argument("--dp-steps", type=int, default=None, help="steps per DP run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
-    parser.add_argument("--implementations", default="fast,fast-shuffle,standard,vectorized",
-                        help="DP rows to measure, comma-separated")
+    parser.add_argument(
+        "--implementations",
+        default="fast,fast-shuffle,standard,vectorized",
+        help="DP rows to measure, comma-separated",
+    )
     args = parser.parse_args()
     sizes = dict(
         vocab_size=2000, embedding_dim=256, rnn_units=256, batch_size=64, sequence_length=100
@@ -145,8 +147,16 @@ def main() -> None:
                 ours.append(keraspec_tokens_per_second(spec, steps))
             else:
                 theirs.append(hand_written_tokens_per_second(sizes, steps))
-    print(_row(f"keraspec train vs model.fit on tf.data ({steps} steps)", ours, theirs,
-               "keraspec", "hand-written"), flush=True)
+    print(
+        _row(
+            f"keraspec train vs model.fit on tf.data ({steps} steps)",
+            ours,
+            theirs,
+            "keraspec",
+            "hand-written",
+        ),
+        flush=True,
+    )
 
     plain = [keraspec_tokens_per_second(spec, max(dp_steps, 3)) for _ in range(args.rounds)]
     for row in args.implementations.split(","):
@@ -166,8 +176,17 @@ def main() -> None:
         rounds = args.rounds if fast else max(1, args.rounds // 2)
         dp_run_steps = max(dp_steps, steps // 2) if fast else dp_steps
         dp = [keraspec_tokens_per_second(dp_spec, dp_run_steps) for _ in range(rounds)]
-        print(_row(f"per-example DP ({implementation}, {sampling}) vs non-DP ({dp_run_steps} "
-                   "steps)", dp, plain, "DP", "non-DP"), flush=True)
+        print(
+            _row(
+                f"per-example DP ({implementation}, {sampling}) vs non-DP ({dp_run_steps} "
+                "steps)",
+                dp,
+                plain,
+                "DP",
+                "non-DP",
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -36,10 +36,12 @@ NO_STOPPING = ["training.early_stopping=null"]
 def _row(name: str, spec, report, run_dir: str) -> None:
     result = evaluate(run_dir, DATA, count=1000, seed=0)
     s = result.synthetic_scores
-    print(f"| {name} | {spec.analysis.total_params:,} | {report.steps} | "
-          f"{report.wall_time:.0f} | {report.tokens_per_second:,.0f} | "
-          f"{report.best_val_loss:.3f} | {s.valid_share:.1%} | {s.quality_score:.1f} |",
-          flush=True)
+    print(
+        f"| {name} | {spec.analysis.total_params:,} | {report.steps} | "
+        f"{report.wall_time:.0f} | {report.tokens_per_second:,.0f} | "
+        f"{report.best_val_loss:.3f} | {s.valid_share:.1%} | {s.quality_score:.1f} |",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -49,11 +51,13 @@ def main() -> None:
     args = parser.parse_args()
     work = args.run_dir or tempfile.mkdtemp(prefix="keraspec-transformer-quality-")
     lstm = compiler.load_spec(os.path.join(ROOT, "specs", "char-small.yaml"), NO_STOPPING)
-    transformer = compiler.load_spec(os.path.join(ROOT, "specs", "transformer-small.yaml"),
-                                     NO_STOPPING)
+    transformer = compiler.load_spec(
+        os.path.join(ROOT, "specs", "transformer-small.yaml"), NO_STOPPING
+    )
     print(f"cpus {os.cpu_count()}; equal wall time: char-small's {args.epochs} epochs")
-    print("| model | params | steps | wall time (s) | tokens/s | best val loss | valid | "
-          "quality |")
+    print(
+        "| model | params | steps | wall time (s) | tokens/s | best val loss | valid | " "quality |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     lstm_report = train(lstm, DATA, os.path.join(work, "char-small"), epochs=args.epochs)
     _row("char-small", lstm, lstm_report, os.path.join(work, "char-small"))

@@ -34,10 +34,24 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE = dict(vocab_size=2000, embedding_dim=256, num_heads=4, num_layers=2,
-                 mlp_units=1024, batch_size=64, sequence_length=100)
-QUICK = dict(vocab_size=500, embedding_dim=64, num_heads=4, num_layers=2, mlp_units=128,
-             batch_size=16, sequence_length=32)
+REFERENCE = dict(
+    vocab_size=2000,
+    embedding_dim=256,
+    num_heads=4,
+    num_layers=2,
+    mlp_units=1024,
+    batch_size=64,
+    sequence_length=100,
+)
+QUICK = dict(
+    vocab_size=500,
+    embedding_dim=64,
+    num_heads=4,
+    num_layers=2,
+    mlp_units=128,
+    batch_size=16,
+    sequence_length=32,
+)
 
 
 def _spec(private: bool, sizes: dict):
@@ -48,8 +62,12 @@ def _spec(private: bool, sizes: dict):
         return compiler.load_spec(os.path.join(ROOT, "specs", "transformer-text.yaml"), params)
     return compiler.load_spec(
         os.path.join(ROOT, "specs", "transformer-text-dp.yaml"),
-        params + ["model.params.implementation=fast", "model.params.noise_multiplier=1.0",
-                  "model.params.l2_norm_clip=1.0"],
+        params
+        + [
+            "model.params.implementation=fast",
+            "model.params.noise_multiplier=1.0",
+            "model.params.l2_norm_clip=1.0",
+        ],
     )
 
 
@@ -62,8 +80,16 @@ def worker(private: bool, sizes: dict, steps: int) -> None:
 
 
 def _run(private: bool, sizes: dict, steps: int) -> list[float]:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "dp" if private else "plain",
-           "--sizes", json.dumps(sizes), "--steps", str(steps)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        "dp" if private else "plain",
+        "--sizes",
+        json.dumps(sizes),
+        "--steps",
+        str(steps),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["times"]
 
@@ -74,16 +100,21 @@ def bench_dp(sizes: dict, steps: int) -> None:
         times["non-DP"] += _run(False, sizes, steps)
         times["fast DP"] += _run(True, sizes, steps)
     plain, plain_best = statistics.median(times["non-DP"]), min(times["non-DP"])
-    print(f"\nper-example DP step, batch {sizes['batch_size']}, sequence "
-          f"{sizes['sequence_length']}, embedding {sizes['embedding_dim']}, "
-          f"{sizes['num_heads']} heads, {sizes['num_layers']} blocks, vocab "
-          f"{sizes['vocab_size']} ({steps} timed steps x 2 processes each)")
+    print(
+        f"\nper-example DP step, batch {sizes['batch_size']}, sequence "
+        f"{sizes['sequence_length']}, embedding {sizes['embedding_dim']}, "
+        f"{sizes['num_heads']} heads, {sizes['num_layers']} blocks, vocab "
+        f"{sizes['vocab_size']} ({steps} timed steps x 2 processes each)"
+    )
     print("| training | step (s, median) | x non-DP | step (s, best) | x non-DP |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, values in times.items():
         median, best = statistics.median(values), min(values)
-        print(f"| {name} | {median:.3f} | {median / plain:.2f} | {best:.3f} | "
-              f"{best / plain_best:.2f} |", flush=True)
+        print(
+            f"| {name} | {median:.3f} | {median / plain:.2f} | {best:.3f} | "
+            f"{best / plain_best:.2f} |",
+            flush=True,
+        )
 
 
 def bench_generate(sizes: dict, tokens: int, rounds: int, threads: int) -> None:
@@ -127,25 +158,36 @@ def bench_generate(sizes: dict, tokens: int, rounds: int, threads: int) -> None:
             def body(i, ids):
                 last = model(ids, training=False)[:, -1, :]
                 return i + 1, tf.concat(
-                    [ids, tf.argmax(last, -1, output_type=tf.int32)[:, None]], axis=1)
+                    [ids, tf.argmax(last, -1, output_type=tf.int32)[:, None]], axis=1
+                )
 
             _, ids = tf.while_loop(
-                lambda i, ids: i < tokens, body, (0, prompt),
-                shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None])))
-            return ids[:, tf.shape(prompt)[1]:]
+                lambda i, ids: i < tokens,
+                body,
+                (0, prompt),
+                shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None])),
+            )
+            return ids[:, tf.shape(prompt)[1] :]
 
-        print(f"\ngeneration of {tokens} new tokens per row, greedy (embedding "
-              f"{sizes['embedding_dim']}, {sizes['num_heads']} heads, {sizes['num_layers']} "
-              f"blocks, vocab {sizes['vocab_size']}; TensorFlow threads: "
-              f"{threads or 'default'}; {rounds} rounds, medians)")
+        print(
+            f"\ngeneration of {tokens} new tokens per row, greedy (embedding "
+            f"{sizes['embedding_dim']}, {sizes['num_heads']} heads, {sizes['num_layers']} "
+            f"blocks, vocab {sizes['vocab_size']}; TensorFlow threads: "
+            f"{threads or 'default'}; {rounds} rounds, medians)"
+        )
         print("| batch | cached generate (tokens/s) | recomputed prefix (tokens/s) | speed-up |")
         print("| ---: | ---: | ---: | ---: |")
         for batch in (1, 16):
             prompt = np.full((batch, 4), 5, np.int32)
-            inputs = dict(prompt=tf.constant(prompt), max_new_tokens=tf.fill([batch], tokens),
-                          temperature=tf.zeros([batch]), seed=tf.zeros([batch], tf.int64))
-            full = tf.constant(np.concatenate(
-                [np.tile(np.array(start, np.int32), (batch, 1)), prompt], axis=1))
+            inputs = dict(
+                prompt=tf.constant(prompt),
+                max_new_tokens=tf.fill([batch], tokens),
+                temperature=tf.zeros([batch]),
+                seed=tf.zeros([batch], tf.int64),
+            )
+            full = tf.constant(
+                np.concatenate([np.tile(np.array(start, np.int32), (batch, 1)), prompt], axis=1)
+            )
             cached_ids = generate(**inputs)["tokens"].numpy()
             recomputed_ids = recompute(full).numpy()
             agree = (cached_ids == recomputed_ids).mean()
@@ -162,8 +204,7 @@ def bench_generate(sizes: dict, tokens: int, rounds: int, threads: int) -> None:
                     times[name].append(time.perf_counter() - t0)
             cached = batch * tokens / statistics.median(times["cached"])
             slow = batch * tokens / statistics.median(times["recompute"])
-            print(f"| {batch} | {cached:,.0f} | {slow:,.0f} | {cached / slow:.1f}x |",
-                  flush=True)
+            print(f"| {batch} | {cached:,.0f} | {slow:,.0f} | {cached / slow:.1f}x |", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -175,8 +216,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed DP steps per process")
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0,
-                        help="generate: TensorFlow's intra- and inter-op threads (0: default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="generate: TensorFlow's intra- and inter-op threads (0: default)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -189,8 +234,9 @@ def main() -> None:
     if "dp" in parts:
         bench_dp(sizes, 2 if args.quick else args.steps)
     if "generate" in parts:
-        bench_generate(sizes, 64 if args.quick else args.tokens,
-                       3 if args.quick else args.rounds, args.threads)
+        bench_generate(
+            sizes, 64 if args.quick else args.tokens, 3 if args.quick else args.rounds, args.threads
+        )
 
 
 if __name__ == "__main__":

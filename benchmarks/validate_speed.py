@@ -31,7 +31,7 @@ def main() -> None:
         'python -c "import tensorflow"': [sys.executable, "-c", "import tensorflow"],
     }
     times: dict[str, list[float]] = {name: [] for name in commands}
-    for name, cmd in commands.items():  # warm the file cache once
+    for cmd in commands.values():  # warm the file cache once
         _time(cmd)
     for _ in range(args.runs):
         for name, cmd in commands.items():
@@ -39,7 +39,8 @@ def main() -> None:
     n_specs = len([f for f in os.listdir(os.path.join(ROOT, "specs")) if not f.startswith(".")])
     validate, tf_import = (statistics.median(t) for t in times.values())
     print(
-        f"runs: {args.runs} each, interleaved; median wall time; {n_specs} specs; cpus: {os.cpu_count()}"
+        f"runs: {args.runs} each, interleaved; median wall time; {n_specs} specs; "
+        f"cpus: {os.cpu_count()}"
     )
     print("| command | median (s) | min (s) |")
     print("| --- | ---: | ---: |")

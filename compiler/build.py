@@ -1,7 +1,8 @@
 """Compiling: a resolved spec to a compiled tf-keras model, its optimizer, loss and metrics.
 
 Each spec layer builds its own Keras layer (`compiler.layers`); `_optimizer_classes` maps
-optimizer types to Keras 2 legacy classes, which tensorflow-privacy wraps. A chain compiles to `Sequential`, anything else to a functional `Model`.
+optimizer types to Keras 2 legacy classes, which tensorflow-privacy wraps. A chain compiles
+to `Sequential`, anything else to a functional `Model`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from compiler.lang.checks import Analysis
 from compiler.lang.source import Source
 from compiler.layers.base import fmt_shape
 from compiler.layers.states import POSITION, State, serving_states
-from compiler.privacy.accounting import PrivacyReport, privacy_report, weak_privacy_warning
 from compiler.privacy import fast as fast_dp
+from compiler.privacy.accounting import PrivacyReport, privacy_report, weak_privacy_warning
 from compiler.tf import tensorflow, tf_keras, tf_privacy_optimizers
 
 
@@ -83,9 +84,11 @@ class CompiledModel:
             settings = privacy.model_dump()
             if self.privacy is not None:  # derived from target_epsilon and the examples
                 epsilon = self.privacy.epsilon
-                settings.update(noise_multiplier=self.privacy.noise_multiplier,
-                                delta=self.privacy.delta,
-                                epsilon=None if math.isinf(epsilon) else epsilon)
+                settings.update(
+                    noise_multiplier=self.privacy.noise_multiplier,
+                    delta=self.privacy.delta,
+                    epsilon=None if math.isinf(epsilon) else epsilon,
+                )
             out["privacy"] = _plain(settings)
         return out
 
@@ -243,8 +246,15 @@ def compile_spec(
             weak = weak_privacy_warning(c, report)
             if weak is not None:
                 warnings.append(weak)
-        noise = next(n for n in (noise_multiplier, report and report.noise_multiplier,
-                                 privacy.noise_multiplier) if n is not None)
+        noise = next(
+            n
+            for n in (
+                noise_multiplier,
+                report and report.noise_multiplier,
+                privacy.noise_multiplier,
+            )
+            if n is not None
+        )
     model = _build_model(tf, resolved, analysis, source, _fast_dp(resolved, noise))
     optimizer = _build_optimizer(tf, resolved, noise, source)
     loss = _build_loss(tf, resolved)
@@ -263,8 +273,9 @@ def compile_spec(
         # the current (maybe distributed) scope, not inside a replica's first step.
         _ = optimizer.iterations
     dp_noise = model.dp_noise if _fast(resolved) else None
-    return CompiledModel(resolved, model, optimizer, loss, metrics, analysis, report, warnings,
-                         dp_noise)
+    return CompiledModel(
+        resolved, model, optimizer, loss, metrics, analysis, report, warnings, dp_noise
+    )
 
 
 def _keras_message(e: Exception) -> str:
@@ -278,8 +289,9 @@ def _keras_message(e: Exception) -> str:
     return f"TensorFlow refused it: {text[:500]}"
 
 
-def _build_model(tf: Any, spec: s.Spec, analysis: Analysis, source: Source,
-                 dp: Optional[fast_dp.FastDP]) -> Any:
+def _build_model(
+    tf: Any, spec: s.Spec, analysis: Analysis, source: Source, dp: Optional[fast_dp.FastDP]
+) -> Any:
     index = {layer.name: i for i, layer in enumerate(spec.model.layers)}
     batch_shape = (replica_batch(spec), spec.input.sequence_length)
 
@@ -325,8 +337,9 @@ def _build_model(tf: Any, spec: s.Spec, analysis: Analysis, source: Source,
                 tensors[info.name] = keras_layer(inputs if len(inputs) > 1 else inputs[0])
             except errors as e:
                 raise refused(i, e) from e
-        model = functional_class(tensors[spec.input.name], tensors[analysis.output],
-                                 name=_keras_name(spec.name))
+        model = functional_class(
+            tensors[spec.input.name], tensors[analysis.output], name=_keras_name(spec.name)
+        )
     if dp is not None:
         fast_dp.attach(model, call_graph(spec, analysis), dp)
     return model
@@ -370,12 +383,18 @@ def _build_optimizer(tf: Any, spec: s.Spec, noise: Optional[float], source: Sour
     try:
         standard, vectorized = tf_privacy_optimizers()
     except ImportError as e:
-        raise CompileError([source.diagnostic(
-            ("training", "privacy", "implementation"), "tensorflow_privacy",
-            f"expected tensorflow-privacy for implementation {privacy.implementation} (its "
-            f"optimizers), received an install without it ({e}); it needs Python 3.11 (pip "
-            "install 'keraspec[tensorflow]' there), or use implementation: fast, which needs "
-            "no tensorflow-privacy")]) from e
+        raise CompileError(
+            [
+                source.diagnostic(
+                    ("training", "privacy", "implementation"),
+                    "tensorflow_privacy",
+                    f"expected tensorflow-privacy for implementation {privacy.implementation} "
+                    f"(its optimizers), received an install without it ({e}); it needs Python "
+                    "3.11 (pip install 'keraspec[tensorflow]' there), or use implementation: "
+                    "fast, which needs no tensorflow-privacy",
+                )
+            ]
+        ) from e
     if privacy.implementation == "vectorized":
         dp_class = vectorized.make_vectorized_keras_optimizer_class(base)
     else:
@@ -437,7 +456,8 @@ def build_state_model(spec: Union[s.Spec, CheckedSpec]) -> tuple[Any, list[State
         try:
             if mine or layer.uses_position:
                 out, final = layer.call_with_state(
-                    layer.state_keras(tf), x, [state_inputs[n] for n in mine], position)
+                    layer.state_keras(tf), x, [state_inputs[n] for n in mine], position
+                )
                 state_outputs.update(zip(mine, final))
                 tensors[info.name] = out
             else:

@@ -22,8 +22,8 @@ import re
 import subprocess
 from typing import Any, Optional, Union
 
-from compiler.lang import spec as s
 from compiler.diagnostics import Diagnostic, SpecError
+from compiler.lang import spec as s
 from compiler.lang.checked import CheckedSpec, checked
 from compiler.lang.checks import Analysis
 from compiler.lang.parse import load_spec
@@ -50,23 +50,34 @@ def load_revision(reference: str) -> CheckedSpec:
     def refuse(message: str) -> SpecError:
         return SpecError([Diagnostic("error", "git", message, "", reference)])
 
-    if not revision or revision.startswith("-") or any(
-            c.isspace() or ord(c) < 32 for c in revision):
-        raise refuse(f"expected a git revision (a branch, tag or commit) before ':', received "
-                     f"{revision!r}")
+    if (
+        not revision
+        or revision.startswith("-")
+        or any(c.isspace() or ord(c) < 32 for c in revision)
+    ):
+        raise refuse(
+            f"expected a git revision (a branch, tag or commit) before ':', received "
+            f"{revision!r}"
+        )
     if not path:
         raise refuse("expected a file path after the revision (REV:PATH), received none")
-    commit = _git(["rev-parse", "--verify", "--quiet", "--end-of-options",
-                   f"{revision}^{{commit}}"], reference)
+    commit = _git(
+        ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{revision}^{{commit}}"],
+        reference,
+    )
     if commit.returncode != 0 or not re.fullmatch(rb"[0-9a-f]{40,64}\s*", commit.stdout):
-        raise refuse(f"expected a revision of this repository, received {revision!r}, which "
-                     "git does not know")
+        raise refuse(
+            f"expected a revision of this repository, received {revision!r}, which "
+            "git does not know"
+        )
     oid = commit.stdout.decode().strip()
     shown = _git(["cat-file", "blob", f"{oid}:{path}"], reference)
     if shown.returncode != 0:
         message = shown.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise refuse(f"expected a file at revision {revision!r}, received: "
-                     f"{message[-1] if message else 'git failed'}")
+        raise refuse(
+            f"expected a file at revision {revision!r}, received: "
+            f"{message[-1] if message else 'git failed'}"
+        )
     return load_spec(shown.stdout, name=reference)
 
 
@@ -74,11 +85,22 @@ def _git(arguments: list[str], reference: str) -> "subprocess.CompletedProcess[b
     try:
         return subprocess.run(["git", *arguments], capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise SpecError([Diagnostic("error", "git", f"expected git to read {reference}, "
-                                    f"received: {e}", "", reference)]) from e
+        raise SpecError(
+            [
+                Diagnostic(
+                    "error",
+                    "git",
+                    f"expected git to read {reference}, " f"received: {e}",
+                    "",
+                    reference,
+                )
+            ]
+        ) from e
 
 
-def weights_of(spec: CheckedSpec, analysis: Analysis) -> list[tuple[str, str, list[str], list[tuple]]]:
+def weights_of(
+    spec: CheckedSpec, analysis: Analysis
+) -> list[tuple[str, str, list[str], list[tuple]]]:
     """(layer, type, variable names, shapes) of every layer with weights, in model order."""
     shapes: dict[str, Any] = {spec.input.name: analysis.input_shape}
     layers = {layer.name: layer for layer in spec.model.layers}
@@ -88,8 +110,14 @@ def weights_of(spec: CheckedSpec, analysis: Analysis) -> list[tuple[str, str, li
         layer = layers[info.name]
         variables = layer.weights([shapes[n] for n in info.inputs], info.output_shape)
         if variables:
-            out.append((info.name, layer.type, [n for n, _ in variables],
-                        [shape for _, shape in variables]))
+            out.append(
+                (
+                    info.name,
+                    layer.type,
+                    [n for n, _ in variables],
+                    [shape for _, shape in variables],
+                )
+            )
     return out
 
 
@@ -98,14 +126,19 @@ def serving_interface(spec: CheckedSpec, analysis: Analysis) -> dict[str, Any]:
     vocab = spec.input.vocab_size
     states = {st.name: [st.dtype, [None, *st.shape]] for st in serving_states(spec, analysis)}
     tokens = {spec.input.name: ["int32", [None, None]]}
-    generation_in = {"max_new_tokens": ["int32", []], "temperature": ["float32", []],
-                     "seed": ["int64", []]}
+    generation_in = {
+        "max_new_tokens": ["int32", []],
+        "temperature": ["float32", []],
+        "seed": ["int64", []],
+    }
     generation_out = {"lengths": ["int32", [None]], "complete": ["bool", [None]]}
     interface = {
         "serving_default": {
             "inputs": tokens,
-            "outputs": {"logits": ["float32", [None, None, vocab]],
-                        "next_token_probs": ["float32", [None, vocab]]},
+            "outputs": {
+                "logits": ["float32", [None, None, vocab]],
+                "next_token_probs": ["float32", [None, vocab]],
+            },
         },
         "step": {
             "inputs": {**tokens, **states},
@@ -146,8 +179,7 @@ class SpecDiff:
         return {**dataclasses.asdict(self), "equivalent": self.equivalent}
 
 
-def _layer_rows(old: CheckedSpec, new: CheckedSpec, old_a: Analysis,
-                new_a: Analysis) -> list[dict]:
+def _layer_rows(old: CheckedSpec, new: CheckedSpec, old_a: Analysis, new_a: Analysis) -> list[dict]:
     params_old = {i.name: i.params for i in old_a.layers}
     params_new = {i.name: i.params for i in new_a.layers}
     old_layers = {layer.name: layer for layer in old.model.layers}
@@ -174,21 +206,51 @@ def _layer_rows(old: CheckedSpec, new: CheckedSpec, old_a: Analysis,
                 if before.get(key, _MISSING) != after.get(key, _MISSING)
             }
             status = "changed" if changes else "same"
-            rows.append({"layer": name, "type": layer.type, "status": status,
-                         "changes": changes, "params_old": params_old.get(name, 0),
-                         "params_new": params_new.get(name, 0)})
+            rows.append(
+                {
+                    "layer": name,
+                    "type": layer.type,
+                    "status": status,
+                    "changes": changes,
+                    "params_old": params_old.get(name, 0),
+                    "params_new": params_new.get(name, 0),
+                }
+            )
         elif name in renamed:
-            rows.append({"layer": name, "type": layer.type, "status": "renamed",
-                         "renamed_to": renamed[name], "changes": {},
-                         "params_old": params_old.get(name, 0),
-                         "params_new": params_new.get(renamed[name], 0)})
+            rows.append(
+                {
+                    "layer": name,
+                    "type": layer.type,
+                    "status": "renamed",
+                    "renamed_to": renamed[name],
+                    "changes": {},
+                    "params_old": params_old.get(name, 0),
+                    "params_new": params_new.get(renamed[name], 0),
+                }
+            )
         else:
-            rows.append({"layer": name, "type": layer.type, "status": "removed", "changes": {},
-                         "params_old": params_old.get(name, 0), "params_new": 0})
+            rows.append(
+                {
+                    "layer": name,
+                    "type": layer.type,
+                    "status": "removed",
+                    "changes": {},
+                    "params_old": params_old.get(name, 0),
+                    "params_new": 0,
+                }
+            )
     for name in added:
         if name not in renamed.values():
-            rows.append({"layer": name, "type": new_layers[name].type, "status": "added",
-                         "changes": {}, "params_old": 0, "params_new": params_new.get(name, 0)})
+            rows.append(
+                {
+                    "layer": name,
+                    "type": new_layers[name].type,
+                    "status": "added",
+                    "changes": {},
+                    "params_old": 0,
+                    "params_new": params_new.get(name, 0),
+                }
+            )
     return rows
 
 
@@ -229,8 +291,10 @@ def _serving(old_i: dict, new_i: dict) -> dict[str, Any]:
             a, b = old_i[signature][side], new_i[signature][side]
             for key in sorted(set(a) | set(b)):
                 if a.get(key) != b.get(key):
-                    problems.append(f"{signature}.{side[:-1]} {key}: "
-                                    f"{_tensor(a.get(key))} -> {_tensor(b.get(key))}")
+                    problems.append(
+                        f"{signature}.{side[:-1]} {key}: "
+                        f"{_tensor(a.get(key))} -> {_tensor(b.get(key))}"
+                    )
     return {"compatible": not problems, "differences": problems}
 
 
@@ -241,13 +305,20 @@ def _tensor(info: Optional[list]) -> str:
     return f"{dtype}[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
-def _privacy(old: CheckedSpec, new: CheckedSpec,
-             examples: Optional[int]) -> Optional[dict[str, Any]]:
+def _privacy(
+    old: CheckedSpec, new: CheckedSpec, examples: Optional[int]
+) -> Optional[dict[str, Any]]:
     a, b = old.training.privacy, new.training.privacy
     if a is None and b is None:
         return None
-    keys = ("l2_norm_clip", "noise_multiplier", "target_epsilon", "num_microbatches",
-            "implementation", "delta")
+    keys = (
+        "l2_norm_clip",
+        "noise_multiplier",
+        "target_epsilon",
+        "num_microbatches",
+        "implementation",
+        "delta",
+    )
     out: dict[str, Any] = {
         key: [None if a is None else getattr(a, key), None if b is None else getattr(b, key)]
         for key in keys
@@ -266,9 +337,14 @@ def _privacy(old: CheckedSpec, new: CheckedSpec,
     return out
 
 
-def diff_specs(old: Union[s.Spec, CheckedSpec], new: Union[s.Spec, CheckedSpec], *,
-               old_name: str = "OLD", new_name: str = "NEW",
-               examples: Optional[int] = None) -> SpecDiff:
+def diff_specs(
+    old: Union[s.Spec, CheckedSpec],
+    new: Union[s.Spec, CheckedSpec],
+    *,
+    old_name: str = "OLD",
+    new_name: str = "NEW",
+    examples: Optional[int] = None,
+) -> SpecDiff:
     """Compare two resolved specs statically.
 
     Args:
@@ -292,8 +368,11 @@ def diff_specs(old: Union[s.Spec, CheckedSpec], new: Union[s.Spec, CheckedSpec],
         new=new_name,
         fields=fields,
         layers=_layer_rows(old, new, old_a, new_a),
-        params={"old": old_a.total_params, "new": new_a.total_params,
-                "delta": new_a.total_params - old_a.total_params},
+        params={
+            "old": old_a.total_params,
+            "new": new_a.total_params,
+            "delta": new_a.total_params - old_a.total_params,
+        },
         checkpoint=_checkpoint(weights_of(old, old_a), weights_of(new, new_a)),
         serving=_serving(serving_interface(old, old_a), serving_interface(new, new_a)),
         privacy=_privacy(old, new, examples),
@@ -305,7 +384,9 @@ def _value(value: Any) -> str:
         return "—"
     if isinstance(value, float):
         return f"{value:.6g}"
-    return f"`{value}`" if not isinstance(value, (int,)) or isinstance(value, bool) else f"{value:,}"
+    return (
+        f"`{value}`" if not isinstance(value, (int,)) or isinstance(value, bool) else f"{value:,}"
+    )
 
 
 def render_markdown(diff: SpecDiff) -> str:
@@ -323,18 +404,24 @@ def render_markdown(diff: SpecDiff) -> str:
     lines += ["| field | change | old | new |", "| --- | --- | --- | --- |"]
     for f in diff.fields:
         lines.append(f"| `{f['path']}` | {f['change']} | {_value(f['old'])} | {_value(f['new'])} |")
-    lines += ["", "| layer | type | status | params old | params new | delta |",
-              "| --- | --- | --- | ---: | ---: | ---: |"]
+    lines += [
+        "",
+        "| layer | type | status | params old | params new | delta |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
+    ]
     for row in diff.layers:
         status = row["status"]
         if status == "renamed":
             status = f"renamed to `{row['renamed_to']}`"
         elif row["changes"]:
             status += ": " + ", ".join(
-                f"{k} {_value(a)} → {_value(b)}" for k, (a, b) in row["changes"].items())
+                f"{k} {_value(a)} → {_value(b)}" for k, (a, b) in row["changes"].items()
+            )
         delta = row["params_new"] - row["params_old"]
-        lines.append(f"| `{row['layer']}` | {row['type']} | {status} | {row['params_old']:,} "
-                     f"| {row['params_new']:,} | {delta:+,} |")
+        lines.append(
+            f"| `{row['layer']}` | {row['type']} | {status} | {row['params_old']:,} "
+            f"| {row['params_new']:,} | {delta:+,} |"
+        )
     for title, part in (("Checkpoint", diff.checkpoint), ("Serving", diff.serving)):
         if part["differences"]:
             lines += ["", f"**{title} differences:**", ""]

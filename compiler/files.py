@@ -77,10 +77,14 @@ def atomic_directory(path: Union[str, os.PathLike[str]]) -> Iterator[str]:
 
 
 # What a write can run out of, by errno and as TensorFlow words it in its own errors.
-_RESOURCE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
-                    errno.EFBIG}
-_RESOURCE_WORDS = ("No space left on device", "Disk quota exceeded", "Read-only file system",
-                   "Permission denied", "File too large")
+_RESOURCE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+_RESOURCE_WORDS = (
+    "No space left on device",
+    "Disk quota exceeded",
+    "Read-only file system",
+    "Permission denied",
+    "File too large",
+)
 
 
 def resource_problem(error: BaseException) -> Optional[str]:
@@ -95,8 +99,9 @@ def resource_problem(error: BaseException) -> Optional[str]:
 
 
 @contextlib.contextmanager
-def resource_errors(where: str, doing: str, advice: str,
-                    error: Callable[[list], Exception]) -> Iterator[None]:
+def resource_errors(
+    where: str, doing: str, advice: str, error: Callable[[list], Exception]
+) -> Iterator[None]:
     """Turn running out of a resource inside the block into an ordinary error.
 
     Args:
@@ -113,8 +118,17 @@ def resource_errors(where: str, doing: str, advice: str,
         problem = resource_problem(e)
         if problem is None:
             raise
-        raise error([Diagnostic("error", "resource", f"expected to write {doing}, received: "
-                                f"{problem}; {advice}", "", where)]) from e
+        raise error(
+            [
+                Diagnostic(
+                    "error",
+                    "resource",
+                    f"expected to write {doing}, received: " f"{problem}; {advice}",
+                    "",
+                    where,
+                )
+            ]
+        ) from e
 
 
 def file_sha256(path: str) -> str:
@@ -138,4 +152,3 @@ def digest_mismatch(root: str, digests: dict[str, str]) -> Optional[tuple[str, b
         if file_sha256(path) != digest:
             return path, False
     return None
-

@@ -25,11 +25,11 @@ import numpy as np
 
 from compiler.data.columns import Failure, Validators, load_validators
 from compiler.data.dataset import start_tokens, unit_of
+from compiler.data.tokenizer import EOR_ID, PAD_ID, Tokenizer, encode_prompt, load_tokenizer
 from compiler.diagnostics import Diagnostic, RunError
 from compiler.layers.states import context_length
 from compiler.training.rundir import BEST, SPEC_FILE, RunDir
 from compiler.training.trained import TrainedRun, open_trained
-from compiler.data.tokenizer import EOR_ID, PAD_ID, Tokenizer, encode_prompt, load_tokenizer
 from compiler.training.weights import copy_weights, load_weights, reshaped_spec
 
 
@@ -93,7 +93,10 @@ def describe_problem(failures: list[Failure]) -> str:
 
 
 def load_run_model(
-    run_dir: Union[str, TrainedRun], rows: Optional[int], which: str = BEST, *,
+    run_dir: Union[str, TrainedRun],
+    rows: Optional[int],
+    which: str = BEST,
+    *,
     stateful: bool = True,
 ) -> tuple[TrainedRun, Any, int]:
     """A trained run, its model with the checkpoint's weights, and the checkpoint's step.
@@ -167,10 +170,16 @@ def generate(
     """
     from compiler.export.savedmodel import resolve_export
 
-    if (count < 1 or (max_new_tokens is not None and max_new_tokens < 1) or max_invalid < 0
-            or not 0 <= temperature < float("inf")):
-        raise ValueError("expected count >= 1, max_new_tokens >= 1, max_invalid >= 0 and a "
-                         "finite temperature >= 0")
+    if (
+        count < 1
+        or (max_new_tokens is not None and max_new_tokens < 1)
+        or max_invalid < 0
+        or not 0 <= temperature < float("inf")
+    ):
+        raise ValueError(
+            "expected count >= 1, max_new_tokens >= 1, max_invalid >= 0 and a "
+            "finite temperature >= 0"
+        )
     if seed is None:
         seed = int(np.random.default_rng().integers(2**31))
     version_dir = resolve_export(path)
@@ -202,19 +211,32 @@ def generate(
     ids = encode_prompt(sampler.tokenizer, prompt)
     # The export's request limits bound a run directory's sampling too (the same spec), but
     # for its rows: a local loop runs up to RUN_BATCH_CAP at once.
-    _check_limits(sampler.spec, sampler.source, rows if version_dir else None, len(ids),
-                  max_new_tokens)
+    _check_limits(
+        sampler.spec, sampler.source, rows if version_dir else None, len(ids), max_new_tokens
+    )
     if valid_only and sampler.validators is None:
-        raise RunError([Diagnostic(
-            "error", "no_validators", "expected a run with validators for --valid-only (a "
-            "delimited corpus, or columns declared in the spec's data block), received one "
-            "whose records are not delimited", "", sampler.source)])
+        raise RunError(
+            [
+                Diagnostic(
+                    "error",
+                    "no_validators",
+                    "expected a run with validators for --valid-only (a "
+                    "delimited corpus, or columns declared in the spec's data block), received one "
+                    "whose records are not delimited",
+                    "",
+                    sampler.source,
+                )
+            ]
+        )
 
     def draw(batch: int) -> tuple[list[str], list[bool]]:
         # The first batch uses the seed itself: without valid_only, the records are those of
         # one batch of `count` rows, as before.
-        batch_seed = seed if batch == 0 else int(
-            np.random.SeedSequence([seed % 2**63, batch]).generate_state(1)[0])
+        batch_seed = (
+            seed
+            if batch == 0
+            else int(np.random.SeedSequence([seed % 2**63, batch]).generate_state(1)[0])
+        )
         texts, complete = sampler.sample(ids, max_new_tokens, temperature, batch_seed)
         return [prompt + t for t in texts], complete
 
@@ -231,15 +253,21 @@ def generate(
     return _valid_only(draw, sampler, count, max_invalid)
 
 
-def _checked(records: list[str], complete: list[bool], sampler: "_Sampler",
-             sampled: int) -> Generated:
+def _checked(
+    records: list[str], complete: list[bool], sampler: "_Sampler", sampled: int
+) -> Generated:
     validators = sampler.validators
     if validators is None:
         return Generated(records, complete, None, sampler.source, sampler.step, None, sampled)
     failures = [validators.failures(r) for r in records]
     return Generated(
-        records, complete, [not f for f in failures], sampler.source, sampler.step,
-        [describe_problem(f) if f else "" for f in failures], sampled,
+        records,
+        complete,
+        [not f for f in failures],
+        sampler.source,
+        sampler.step,
+        [describe_problem(f) if f else "" for f in failures],
+        sampled,
         validators.describe_source(),
     )
 
@@ -260,8 +288,11 @@ def _valid_only(draw, sampler: "_Sampler", count: int, max_invalid: int) -> Gene
             failures = validators.failures(record)
             if failures:
                 invalid += 1
-                key = "field count" if failures[0].column is None else \
-                    f"{failures[0].column}: {failures[0].reason}"
+                key = (
+                    "field count"
+                    if failures[0].column is None
+                    else f"{failures[0].column}: {failures[0].reason}"
+                )
                 reasons[key] = reasons.get(key, 0) + 1
             else:
                 kept.append(record)
@@ -270,18 +301,35 @@ def _valid_only(draw, sampler: "_Sampler", count: int, max_invalid: int) -> Gene
                 break
         if invalid > max_invalid:
             break
-    result = Generated(kept, kept_complete, [True] * len(kept), sampler.source, sampler.step,
-                       [""] * len(kept), sampled, validators.describe_source())
+    result = Generated(
+        kept,
+        kept_complete,
+        [True] * len(kept),
+        sampler.source,
+        sampler.step,
+        [""] * len(kept),
+        sampled,
+        validators.describe_source(),
+    )
     if len(kept) < count:
-        common = ", ".join(f"{k} ({n})" for k, n in sorted(reasons.items(),
-                                                            key=lambda kv: -kv[1])[:3])
-        raise ValidRecordsExhausted([Diagnostic(
-            "error", "max_invalid",
-            f"expected {count} valid records, received {len(kept)} before more than "
-            f"--max-invalid = {max_invalid} invalid ones (acceptance rate "
-            f"{len(kept) / sampled:.1%} of {sampled} sampled; most common failures: "
-            f"{common}); raise --max-invalid, lower --temperature, or train longer",
-            "", sampler.source)], result)
+        common = ", ".join(
+            f"{k} ({n})" for k, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3]
+        )
+        raise ValidRecordsExhausted(
+            [
+                Diagnostic(
+                    "error",
+                    "max_invalid",
+                    f"expected {count} valid records, received {len(kept)} before more than "
+                    f"--max-invalid = {max_invalid} invalid ones (acceptance rate "
+                    f"{len(kept) / sampled:.1%} of {sampled} sampled; most common failures: "
+                    f"{common}); raise --max-invalid, lower --temperature, or train longer",
+                    "",
+                    sampler.source,
+                )
+            ],
+            result,
+        )
     return result
 
 
@@ -296,8 +344,9 @@ class _Sampler:
 
     context: Optional[int] = None  # positions the model can place (None: unbounded)
 
-    def sample(self, ids: np.ndarray, max_new_tokens: int, temperature: float,
-               seed: int) -> tuple[list[str], list[bool]]:
+    def sample(
+        self, ids: np.ndarray, max_new_tokens: int, temperature: float, seed: int
+    ) -> tuple[list[str], list[bool]]:
         raise NotImplementedError
 
     def _room(self, positions: int, max_new_tokens: int) -> int:
@@ -305,10 +354,19 @@ class _Sampler:
         if self.context is None:
             return max_new_tokens
         if positions > self.context:
-            raise RunError([Diagnostic(
-                "error", "context", f"expected a prompt that fits the model's context of "
-                f"{self.context} positions with the record's start, received one taking "
-                f"{positions}", "--prompt", self.source)])
+            raise RunError(
+                [
+                    Diagnostic(
+                        "error",
+                        "context",
+                        f"expected a prompt that fits the model's context of "
+                        f"{self.context} positions with the record's start, received one taking "
+                        f"{positions}",
+                        "--prompt",
+                        self.source,
+                    )
+                ]
+            )
         return min(max_new_tokens, self.context - positions)
 
 
@@ -318,15 +376,17 @@ def _what_is_there(path: str) -> str:
         return "a path that does not exist"
     if not os.path.isdir(path):
         return "a file"
-    from compiler.export.serving import MODELS_CONFIG
     from compiler.export.savedmodel import resolve_export
+    from compiler.export.serving import MODELS_CONFIG
 
-    names = sorted(n for n in os.listdir(path)
-                   if resolve_export(os.path.join(path, n)) is not None)
+    names = sorted(n for n in os.listdir(path) if resolve_export(os.path.join(path, n)) is not None)
     if names:
         hint = ", ".join(os.path.join(path, n) for n in names[:5])
-        where = f" ({MODELS_CONFIG} lists them)" if os.path.exists(
-            os.path.join(path, MODELS_CONFIG)) else ""
+        where = (
+            f" ({MODELS_CONFIG} lists them)"
+            if os.path.exists(os.path.join(path, MODELS_CONFIG))
+            else ""
+        )
         return f"a base directory of exports: name one of them, e.g. {hint}{where}"
     return "a directory holding neither"
 
@@ -351,9 +411,16 @@ class _ExportSampler(_Sampler):
         loaded = self.tf.saved_model.load(version_dir)
         if "generate" not in loaded.signatures:
             raise RunError(
-                [Diagnostic("error", "no_generate_signature", "expected an export with a "
-                            f"generate signature, received one with {sorted(loaded.signatures)}",
-                            "", version_dir)]
+                [
+                    Diagnostic(
+                        "error",
+                        "no_generate_signature",
+                        "expected an export with a "
+                        f"generate signature, received one with {sorted(loaded.signatures)}",
+                        "",
+                        version_dir,
+                    )
+                ]
             )
         self.loaded = loaded  # the signature's function holds no reference to its object
         self.context = context_length(self.spec.spec)
@@ -375,8 +442,9 @@ class _ExportSampler(_Sampler):
         return texts, [bool(c) for c in out["complete"].numpy()]
 
 
-def _check_limits(spec: Any, where: str, count: Optional[int], prompt_tokens: int,
-                  max_new: int) -> None:
+def _check_limits(
+    spec: Any, where: str, count: Optional[int], prompt_tokens: int, max_new: int
+) -> None:
     """The spec's request limits (export.limits), checked before sampling, as located errors."""
     limits = spec.export.limits
     problems = [
@@ -385,10 +453,16 @@ def _check_limits(spec: Any, where: str, count: Optional[int], prompt_tokens: in
         ("--prompt", prompt_tokens, limits.max_prompt_length, "max_prompt_length"),
     ]
     found = [
-        Diagnostic("error", "export_limit",
-                   f"expected at most export.limits.{field} = {limit} (the export's request "
-                   f"limit), received {value}", flag, where)
-        for flag, value, limit, field in problems if value > limit
+        Diagnostic(
+            "error",
+            "export_limit",
+            f"expected at most export.limits.{field} = {limit} (the export's request "
+            f"limit), received {value}",
+            flag,
+            where,
+        )
+        for flag, value, limit, field in problems
+        if value > limit
     ]
     if found:
         raise RunError(found)
@@ -464,8 +538,9 @@ class _CachedRunSampler(_RunSampler):
         copy_weights(keras_model, model)
         self.context = context_length(serving_spec.spec)
         self.vocab = keras_model.output_shape[-1]
-        self.call = self.tf.function(lambda inputs: model(inputs, training=False),
-                                     reduce_retracing=True)
+        self.call = self.tf.function(
+            lambda inputs: model(inputs, training=False), reduce_retracing=True
+        )
 
     def _advance(self, tokens: np.ndarray) -> np.ndarray:
         outputs = self.call([self.tf.constant(tokens), *self.values])

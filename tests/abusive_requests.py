@@ -20,8 +20,11 @@ def main() -> None:
     step, serve = loaded.signatures["step"], loaded.signatures["serving_default"]
 
     def rows(n, new, temperature=1.0):
-        return dict(max_new_tokens=tf.fill([n], new), temperature=tf.fill([n], temperature),
-                    seed=tf.range(n, dtype=tf.int64))
+        return dict(
+            max_new_tokens=tf.fill([n], new),
+            temperature=tf.fill([n], temperature),
+            seed=tf.range(n, dtype=tf.int64),
+        )
 
     one = tf.constant([[5, 6]], tf.int32)
     requests = {
@@ -31,21 +34,31 @@ def main() -> None:
         "temperature_nan": lambda: generate(prompt=one, **rows(1, 4, float("nan"))),
         "temperature_negative": lambda: generate(prompt=one, **rows(1, 4, -1.0)),
         "negative_budget": lambda: generate(prompt=one, **rows(1, -3)),
-        "rows_over_max_batch": lambda: generate(prompt=tf.zeros([257, 2], tf.int32),
-                                                **rows(257, 4)),
+        "rows_over_max_batch": lambda: generate(
+            prompt=tf.zeros([257, 2], tf.int32), **rows(257, 4)
+        ),
         "per_row_mismatch": lambda: generate(
-            prompt=one, max_new_tokens=tf.constant([4, 4]), temperature=tf.constant([1.0]),
-            seed=tf.constant([0], tf.int64)),
-        "prompt_too_long": lambda: generate(prompt=tf.ones([1, 5000], tf.int32) * 5,
-                                            **rows(1, 4)),
-        "text_many_rows": lambda: text(prompt=tf.constant(["p" * 5000] + [""] * 9999),
-                                       **rows(10000, 4)),
+            prompt=one,
+            max_new_tokens=tf.constant([4, 4]),
+            temperature=tf.constant([1.0]),
+            seed=tf.constant([0], tf.int64),
+        ),
+        "prompt_too_long": lambda: generate(prompt=tf.ones([1, 5000], tf.int32) * 5, **rows(1, 4)),
+        "text_many_rows": lambda: text(
+            prompt=tf.constant(["p" * 5000] + [""] * 9999), **rows(10000, 4)
+        ),
         "text_long_prompt": lambda: text(prompt=tf.constant(["p" * 20000]), **rows(1, 4)),
         "step_batch_mismatch": lambda: step(
             tokens=tf.constant([[5]], tf.int32),
-            **{name: tf.zeros([0, shape[1]]) for name, shape in
-               ((n, s.shape) for n, s in step.structured_input_signature[1].items()
-                if n != "tokens")}),
+            **{
+                name: tf.zeros([0, shape[1]])
+                for name, shape in (
+                    (n, s.shape)
+                    for n, s in step.structured_input_signature[1].items()
+                    if n != "tokens"
+                )
+            },
+        ),
         "serving_too_long": lambda: serve(tokens=tf.ones([1, 5000], tf.int32) * 5),
     }
     out = {}

@@ -12,9 +12,10 @@ import tempfile
 
 import numpy as np
 import pytest
-from conftest import ROOT
 
 from compiler.tf import tensorflow
+
+from conftest import ROOT
 
 
 @functools.cache
@@ -24,9 +25,17 @@ def capi_binary():
         pytest.skip("gcc is needed to build the C API client")
     tf_dir = os.path.dirname(importlib.util.find_spec("tensorflow").origin)
     binary = os.path.join(tempfile.mkdtemp(prefix="keraspec-capi-"), "run_signature")
-    command = ["gcc", str(ROOT / "tests" / "capi" / "run_signature.c"), f"-I{tf_dir}/include",
-               f"-L{tf_dir}", "-l:libtensorflow_cc.so.2", "-l:libtensorflow_framework.so.2",
-               f"-Wl,-rpath,{tf_dir}", "-o", binary]
+    command = [
+        "gcc",
+        str(ROOT / "tests" / "capi" / "run_signature.c"),
+        f"-I{tf_dir}/include",
+        f"-L{tf_dir}",
+        "-l:libtensorflow_cc.so.2",
+        "-l:libtensorflow_framework.so.2",
+        f"-Wl,-rpath,{tf_dir}",
+        "-o",
+        binary,
+    ]
     # The gold linker reads TensorFlow's large libraries in 2 s where the default takes 10.
     gold = subprocess.run(command + ["-fuse-ld=gold"], capture_output=True)
     if gold.returncode != 0:
@@ -53,8 +62,12 @@ def assert_c_api_answers_as_python(path, requests):
     signatures = saved.meta_graphs[0].signature_def
     loaded = tf.saved_model.load(path)
     assert set(requests) == set(loaded.signatures), "every signature is covered"
-    dtypes = {np.dtype(np.int32): "int32", np.dtype(np.int64): "int64",
-              np.dtype(np.float32): "float", np.dtype(object): "string"}
+    dtypes = {
+        np.dtype(np.int32): "int32",
+        np.dtype(np.int64): "int64",
+        np.dtype(np.float32): "float",
+        np.dtype(object): "string",
+    }
     lines, order = [], []
     for name, inputs in requests.items():
         sig = signatures[name]
@@ -62,13 +75,19 @@ def assert_c_api_answers_as_python(path, requests):
             value = np.asarray(value)
             values = " ".join(_c_value(v) for v in value.reshape(-1))
             dims = " ".join(str(d) for d in value.shape)
-            lines.append(f"in {sig.inputs[key].name} {dtypes[value.dtype]} {value.ndim} "
-                         f"{dims} {values}")
+            lines.append(
+                f"in {sig.inputs[key].name} {dtypes[value.dtype]} {value.ndim} " f"{dims} {values}"
+            )
         keys = sorted(sig.outputs)
         lines += [f"out {sig.outputs[k].name}" for k in keys] + ["run"]
         order.append((name, keys))
-    run = subprocess.run([capi_binary(), path], input="\n".join(lines) + "\n",
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [capi_binary(), path],
+        input="\n".join(lines) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     blocks = run.stdout.split("end\n")
     assert len(blocks) == len(order) + 1 and not blocks[-1].strip(), run.stdout[-500:]
@@ -87,5 +106,6 @@ def assert_c_api_answers_as_python(path, requests):
                 assert got == list(want.reshape(-1)), (name, key)
             else:
                 got = np.array([float(v) for v in raw]).reshape(shape)
-                np.testing.assert_allclose(got, want.astype(np.float64), rtol=1e-5, atol=1e-6,
-                                           err_msg=f"{name}.{key}")
+                np.testing.assert_allclose(
+                    got, want.astype(np.float64), rtol=1e-5, atol=1e-6, err_msg=f"{name}.{key}"
+                )

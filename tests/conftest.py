@@ -65,9 +65,9 @@ def fruit_run(tmp_path_factory, worker_id):
 
     Returns the directory holding corpus.txt, s.yaml and run/.
     """
-    from training_fixtures import load, write_corpus, write_spec
-
     from compiler.training import train
+
+    from training_fixtures import load, write_corpus, write_spec
 
     base = tmp_path_factory.getbasetemp()
     shared = (base if worker_id == "master" else base.parent) / "fruit-run"

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 
 import compiler
-from compiler.training import distribution
 from compiler.build import compile_spec
 from compiler.tf import tensorflow
+from compiler.training import distribution
 
 SPEC = """
 apiVersion: keraspec/v1

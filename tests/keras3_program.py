@@ -31,8 +31,9 @@ def train_users_model(tf, keras, when: str) -> None:
     """A Keras 3 model of the user's own, trained a few steps."""
     import numpy as np
 
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
-                              keras.layers.Dense(1)])
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(1)]
+    )
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
     x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
     history = model.fit(x, x.sum(axis=1), epochs=3, batch_size=16, verbose=0)
@@ -52,8 +53,10 @@ def dp_step() -> None:
         return
     from training_fixtures import spec_text
 
-    spec = compiler.load_spec(spec_text(dp=True, batch=4, length=6, vocab=12, dropout=0.0,
-                                        implementation="standard"), name="dp.yaml")
+    spec = compiler.load_spec(
+        spec_text(dp=True, batch=4, length=6, vocab=12, dropout=0.0, implementation="standard"),
+        name="dp.yaml",
+    )
     tf_keras().utils.set_random_seed(0)
     compiled = compiler.compile_spec(spec)
     seen["dp_weights_before"] = [float(np.abs(w).sum()) for w in compiled.model.get_weights()]
@@ -64,11 +67,11 @@ def dp_step() -> None:
 
 def keraspec_calls() -> None:
     import compiler
+
     from training_fixtures import spec_text, write_corpus
 
     corpus = write_corpus(work / "corpus.csv", records=60)
-    spec = compiler.load_spec(spec_text(epochs=1, vocab=40, batch=4, length=8),
-                              name="tiny.yaml")
+    spec = compiler.load_spec(spec_text(epochs=1, vocab=40, batch=4, length=8), name="tiny.yaml")
     compiled = compiler.compile_spec(spec)
     seen["compiled_model_module"] = type(compiled.model).__module__
     report = compiler.train(spec, corpus, work / "run", max_steps=3)

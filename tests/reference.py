@@ -20,9 +20,7 @@ def build_reference(
     keras = tf_keras()
     model = keras.Sequential(
         [
-            keras.layers.Embedding(
-                vocab_size, embedding_dim, batch_input_shape=[batch_size, None]
-            ),
+            keras.layers.Embedding(vocab_size, embedding_dim, batch_input_shape=[batch_size, None]),
             keras.layers.Dropout(dropout_rate),
             keras.layers.LSTM(
                 rnn_units,

@@ -3,10 +3,11 @@
 import pathlib
 
 import pytest
-from conftest import ROOT
 
 import compiler
 from compiler.lang.templates import merge
+
+from conftest import ROOT
 
 SMALL = """\
 apiVersion: keraspec/v1

@@ -8,12 +8,13 @@ import random
 import numpy as np
 import pytest
 from scipy.stats import binom
-from training_fixtures import load, spec_text, write_corpus
 from typer.testing import CliRunner
 
-from compiler.evaluate.audit import audit, epsilon_lower_bound, make_canaries, p_value
 from compiler.cli import app
 from compiler.data.corpus import read_corpus, record_shape
+from compiler.evaluate.audit import audit, epsilon_lower_bound, make_canaries, p_value
+
+from training_fixtures import load, spec_text, write_corpus
 
 
 def _pure_bound(r, v, confidence):
@@ -29,7 +30,8 @@ def _pure_bound(r, v, confidence):
 def test_lower_bound_without_delta_is_the_randomised_response_quantile():
     for r, v in [(100, 95), (200, 150), (40, 40)]:
         assert epsilon_lower_bound(1000, r, v, 0.0, 0.95) == pytest.approx(
-            _pure_bound(r, v, 0.95), abs=1e-6)
+            _pure_bound(r, v, 0.95), abs=1e-6
+        )
     assert epsilon_lower_bound(1000, 100, 50, 0.0, 0.95) == 0.0  # chance: no evidence
     # delta makes the bound smaller (more guesses are allowed to be right)...
     assert 0 < epsilon_lower_bound(100, 100, 95, 1e-3, 0.95) < _pure_bound(100, 95, 0.95)
@@ -58,7 +60,8 @@ def re_number(text):
 
 def _write(tmp_path, name, **kw):
     text = spec_text(epochs=kw.pop("epochs"), dropout=0.0, length=16, **kw).replace(
-        "rnn_units: 16", "rnn_units: 64")
+        "rnn_units: 16", "rnn_units: 64"
+    )
     path = tmp_path / name
     path.write_text(text)
     return path
@@ -67,8 +70,9 @@ def _write(tmp_path, name, **kw):
 def test_audit_separates_a_memorising_model_from_a_dp_one(tmp_path):
     corpus = write_corpus(tmp_path / "corpus.txt", records=240)
     # Non-private, trained until it memorises: the audit guesses membership well.
-    plain = audit(load(_write(tmp_path, "plain.yaml", epochs=30)), corpus, tmp_path / "plain",
-                  canaries=100)
+    plain = audit(
+        load(_write(tmp_path, "plain.yaml", epochs=30)), corpus, tmp_path / "plain", canaries=100
+    )
     assert plain.claimed_epsilon is None and not plain.broken
     # The canaries' coins are secret (operating-system entropy), so the bound varies from
     # run to run (0.22 and above measured): what holds every time is that it is positive.
@@ -80,13 +84,27 @@ def test_audit_separates_a_memorising_model_from_a_dp_one(tmp_path):
     assert len(audited) == 240 + plain.included and 20 < plain.included < 80
     # DP (noise 1.0), through the CLI: the bound stays within the claimed epsilon.
     dp = _write(tmp_path, "dp.yaml", epochs=3, dp=True, noise=1.0, implementation="fast")
-    result = CliRunner().invoke(app, ["audit", str(dp), "--data", str(corpus), "-o",
-                                      str(tmp_path / "dp"), "--canaries", "100", "-f", "json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "audit",
+            str(dp),
+            "--data",
+            str(corpus),
+            "-o",
+            str(tmp_path / "dp"),
+            "--canaries",
+            "100",
+            "-f",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report == json.loads((tmp_path / "dp" / "audit.json").read_text())
-    assert {"claimed_epsilon", "epsilon_lower_bound", "confidence", "canaries",
-            "exposure"} <= set(report)
+    assert {"claimed_epsilon", "epsilon_lower_bound", "confidence", "canaries", "exposure"} <= set(
+        report
+    )
     assert report["claimed_epsilon"] is not None and not report["broken"]
     assert report["epsilon_lower_bound"] <= report["claimed_epsilon"]
     assert report["epsilon_lower_bound"] < plain.epsilon_lower_bound

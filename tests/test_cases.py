@@ -3,11 +3,12 @@
 import json
 
 import pytest
-from cases import Case, cases
 from typer.testing import CliRunner
 
 import compiler
 from compiler.cli import app
+
+from cases import Case, cases
 
 INVALID = cases("invalid")
 WARNINGS = cases("warnings")

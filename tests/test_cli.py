@@ -4,11 +4,12 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT, spec_files
 from typer.testing import CliRunner
 
 from compiler.cli import app
 from compiler.lang.schema import schema_text
+
+from conftest import ROOT, spec_files
 
 runner = CliRunner()
 
@@ -163,7 +164,8 @@ def test_help_text_flags_full_template_types_and_wrapped_diffs():
     assert params["rnn_initializer"]["type"].startswith("one of: glorot_uniform")
     assert params["num_microbatches"]["type"] == "integer (> 0, <= 2147483647) or null"
     assert params["rnn_units"]["description"] == "Units of each of the two LSTMs."
-    narrow = runner.invoke(app, ["diff", "specs/char-small.yaml", "specs/lstm-text-dp.yaml"],
-                           env={"COLUMNS": "60"})
+    narrow = runner.invoke(
+        app, ["diff", "specs/char-small.yaml", "specs/lstm-text-dp.yaml"], env={"COLUMNS": "60"}
+    )
     assert narrow.exit_code == 1 and "…" not in narrow.output
     assert "model.layers" in narrow.output and "changed" in narrow.output

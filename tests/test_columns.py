@@ -103,41 +103,70 @@ def _data_spec(data: str, dp: bool = False) -> str:
 
 
 def test_declared_columns_are_the_validators_even_for_a_private_run():
-    spec = compiler.load_spec(_data_spec(
-        "  header: true\n  fields:\n"
-        "    - {name: day, kind: date, format: '%Y-%m-%d', min: '2025-01-01'}\n"
-        "    - {name: kind, kind: categorical, values: [books, travel]}\n"
-        "    - {name: amount, kind: decimal, min: 0, max: 1000, decimals: 2}\n", dp=True))
+    spec = compiler.load_spec(
+        _data_spec(
+            "  header: true\n  fields:\n"
+            "    - {name: day, kind: date, format: '%Y-%m-%d', min: '2025-01-01'}\n"
+            "    - {name: kind, kind: categorical, values: [books, travel]}\n"
+            "    - {name: amount, kind: decimal, min: 0, max: 1000, decimals: 2}\n",
+            dp=True,
+        )
+    )
     v = learn_validators(["2025-01-01,books,1.00"], private=True, declared=spec.data)
     assert (v.source, v.header, v.names) == ("declared", True, ["day", "kind", "amount"])
     assert v.is_valid("2025-03-01,travel,999.99")
     assert [f.reason for f in v.failures("2024-12-31,food,1000.5")] == [
-        "range", "category", "range"]
+        "range",
+        "category",
+        "range",
+    ]
     assert "declared" in v.describe_source()
 
 
-@pytest.mark.parametrize("data, path, expected", [
-    ("  fields:\n    - {name: c, kind: categorical}\n", "data.fields[0].values",
-     "expected the allowed values"),
-    ("  fields:\n    - {name: d, kind: date}\n", "data.fields[0].format",
-     "expected the strftime format"),
-    ("  fields:\n    - {name: d, kind: date, format: '%Y', min: '2020', max: '2019'}\n",
-     "data.fields[0].max", "expected max >= min"),
-    ("  fields:\n    - {name: n, kind: integer, values: [a]}\n", "data.fields[0].values",
-     "expected no values for a integer field"),
-    ("  fields:\n    - {name: a}\n    - {name: a}\n", "data.fields[1].name",
-     "expected unique field names"),
-    ("  fields:\n    - {name: d, kind: date, format: '%Y-%m-%d', min: 'soon'}\n",
-     "data.fields[0].min", "expected a value in format"),
-    ("  delimiter: '\"'\n", "data.delimiter", "other than the quote character"),
-    ("  kind: csv\n", "data.kind", "unknown key"),
-])
+@pytest.mark.parametrize(
+    "data, path, expected",
+    [
+        (
+            "  fields:\n    - {name: c, kind: categorical}\n",
+            "data.fields[0].values",
+            "expected the allowed values",
+        ),
+        (
+            "  fields:\n    - {name: d, kind: date}\n",
+            "data.fields[0].format",
+            "expected the strftime format",
+        ),
+        (
+            "  fields:\n    - {name: d, kind: date, format: '%Y', min: '2020', max: '2019'}\n",
+            "data.fields[0].max",
+            "expected max >= min",
+        ),
+        (
+            "  fields:\n    - {name: n, kind: integer, values: [a]}\n",
+            "data.fields[0].values",
+            "expected no values for a integer field",
+        ),
+        (
+            "  fields:\n    - {name: a}\n    - {name: a}\n",
+            "data.fields[1].name",
+            "expected unique field names",
+        ),
+        (
+            "  fields:\n    - {name: d, kind: date, format: '%Y-%m-%d', min: 'soon'}\n",
+            "data.fields[0].min",
+            "expected a value in format",
+        ),
+        ("  delimiter: '\"'\n", "data.delimiter", "other than the quote character"),
+        ("  kind: csv\n", "data.kind", "unknown key"),
+    ],
+)
 def test_a_bad_data_block_is_a_located_error(data, path, expected):
     result = compiler.validate(_data_spec(data))
     assert not result.ok
     found = [d for d in result.diagnostics if d.path == path]
     assert found and expected in found[0].message and found[0].line is not None, [
-        (d.path, d.message) for d in result.diagnostics]
+        (d.path, d.message) for d in result.diagnostics
+    ]
 
 
 def test_validators_round_trip_and_a_corrupt_file_is_named(tmp_path):
@@ -155,19 +184,30 @@ def test_validators_round_trip_and_a_corrupt_file_is_named(tmp_path):
 
 def test_a_column_describes_its_rule():
     assert Column("c", "categorical", values=("a", "b", "c", "d")).describe() == (
-        "categorical of 4 (a, b, c, ...)")
+        "categorical of 4 (a, b, c, ...)"
+    )
     assert "[0, 10]" in Column("n", "integer", minimum=0.0, maximum=10.0).describe()
 
 
 def test_fields_without_a_kind_take_learned_rules_or_none_in_a_private_run():
     names = ["day", "kind", "amount", "city", "method", "ok"]
-    spec = compiler.load_spec(_data_spec(
-        "  fields:\n" + "".join(f"    - {{name: {n}}}\n" for n in names[:5])
-        + "    - {name: ok, kind: categorical, values: ['Y']}\n"))
+    spec = compiler.load_spec(
+        _data_spec(
+            "  fields:\n"
+            + "".join(f"    - {{name: {n}}}\n" for n in names[:5])
+            + "    - {name: ok, kind: categorical, values: ['Y']}\n"
+        )
+    )
     v = learn_validators(TRANSACTIONS, private=False, declared=spec.data)
     assert (v.source, v.names) == ("declared+learned", names)
-    assert [c.kind for c in v.columns] == ["date", "categorical", "decimal", "categorical",
-                                           "categorical", "categorical"]
+    assert [c.kind for c in v.columns] == [
+        "date",
+        "categorical",
+        "decimal",
+        "categorical",
+        "categorical",
+        "categorical",
+    ]
     assert [f.column for f in v.failures("2025-06-31,books,1.00,Oslo,online,N")] == ["day", "ok"]
     private = learn_validators(TRANSACTIONS, private=True, declared=spec.data)
     assert private.source == "declared" and private.names == names

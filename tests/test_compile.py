@@ -4,9 +4,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ROOT, needs_tf_privacy, spec_files
-from reference import build_reference
-from shrink import BATCH, VOCAB, shrink
 from typer.testing import CliRunner
 
 import compiler
@@ -14,6 +11,10 @@ from compiler.build import compile_spec
 from compiler.cli import app
 from compiler.lang.render import dump_json, to_data
 from compiler.tf import tensorflow, tf_keras
+
+from conftest import ROOT, needs_tf_privacy, spec_files
+from reference import build_reference
+from shrink import BATCH, VOCAB, shrink
 
 tf, keras = tensorflow(), tf_keras()
 SPECS = spec_files()
@@ -94,8 +95,12 @@ def test_lstm_text_is_the_reference_model():
 
 @needs_tf_privacy
 def test_lstm_text_dp_is_the_reference_dp_model():
-    reference = ["model.params.num_microbatches=1", "model.params.implementation=standard",
-                 "model.params.noise_multiplier=0.1", "model.params.stateful=true"]
+    reference = [
+        "model.params.num_microbatches=1",
+        "model.params.implementation=standard",
+        "model.params.noise_multiplier=0.1",
+        "model.params.stateful=true",
+    ]
     compiled = compile_spec(compiler.load_spec(ROOT / "specs" / "lstm-text-dp.yaml", reference))
     ref = build_reference(dp=True)
     assert type(compiled.optimizer).__mro__[1] is keras.optimizers.legacy.RMSprop
@@ -291,18 +296,19 @@ def test_compiled_model_json_of_every_spec_loads_with_custom_objects(tmp_path, p
     small = tmp_path / "small.json"
     small.write_text(dump_json(to_data(shrink(compiler.load_spec(path)).spec)))
     out = tmp_path / "compiled"
-    result = CliRunner().invoke(app, ["compile", str(small), "-o", str(out),
-                                      "--examples", "3600"])
+    result = CliRunner().invoke(app, ["compile", str(small), "-o", str(out), "--examples", "3600"])
     assert result.exit_code == 0, result.output
     config = json.loads((out / "model.json").read_text())
     assert config["class_name"] in ("Sequential", "Functional")  # never keraspec's DP class
     assert config["config"]["layers"]  # the architecture, not only a name
-    rebuilt = keras.models.model_from_json(json.dumps(config),
-                                           custom_objects=compiler.custom_objects())
+    rebuilt = keras.models.model_from_json(
+        json.dumps(config), custom_objects=compiler.custom_objects()
+    )
     expected = compile_spec(compiler.load_spec(out / "spec.resolved.yaml"))
     assert rebuilt.count_params() == expected.analysis.total_params
     assert [layer.name for layer in rebuilt.layers if layer.weights] == [
-        layer.name for layer in expected.model.layers if layer.weights]
+        layer.name for layer in expected.model.layers if layer.weights
+    ]
 
 
 @pytest.mark.parametrize("name", ["lstm-text-dp.yaml", "residual-lstm.yaml"])
@@ -310,10 +316,21 @@ def test_compile_artifacts_load_in_plain_keras_and_record_privacy(tmp_path, name
     # Small sizes, the same classes: the DP template compiles to keraspec's fast DP model
     # class, the residual spec to a functional one.
     out = tmp_path / "compiled"
-    overrides = (["--set", "model.params.rnn_units=8", "--set", "model.params.vocab_size=40",
-                  "--set", "model.params.embedding_dim=4"] if "dp" in name else [])
-    result = CliRunner().invoke(app, ["compile", f"specs/{name}", *overrides, "-o", str(out),
-                                      "--examples", "3600"])
+    overrides = (
+        [
+            "--set",
+            "model.params.rnn_units=8",
+            "--set",
+            "model.params.vocab_size=40",
+            "--set",
+            "model.params.embedding_dim=4",
+        ]
+        if "dp" in name
+        else []
+    )
+    result = CliRunner().invoke(
+        app, ["compile", f"specs/{name}", *overrides, "-o", str(out), "--examples", "3600"]
+    )
     assert result.exit_code == 0, result.output
     text = (out / "model.json").read_text()
     assert "FastDP" not in text
@@ -321,13 +338,19 @@ def test_compile_artifacts_load_in_plain_keras_and_record_privacy(tmp_path, name
     spec = compiler.load_spec(out / "spec.resolved.yaml")
     assert rebuilt.count_params() == compile_spec(spec).model.count_params()
     optimizer = json.loads((out / "optimizer.json").read_text())
-    assert optimizer["class_name"] == optimizer["base_class"] == (
-        "RMSprop" if "dp" in name else type(compile_spec(spec).optimizer).__name__)
+    assert (
+        optimizer["class_name"]
+        == optimizer["base_class"]
+        == ("RMSprop" if "dp" in name else type(compile_spec(spec).optimizer).__name__)
+    )
     if "dp" in name:
         privacy = optimizer["privacy"]
         assert privacy["l2_norm_clip"] == 3.0 and privacy["noise_multiplier"] == 1.1
         assert (privacy["implementation"], privacy["sampling"], privacy["accountant"]) == (
-            "fast", "poisson", "pld")
-        assert privacy["delta"] == pytest.approx(3600 ** -1.1) and 0 < privacy["epsilon"] < 10
+            "fast",
+            "poisson",
+            "pld",
+        )
+        assert privacy["delta"] == pytest.approx(3600**-1.1) and 0 < privacy["epsilon"] < 10
     else:
         assert "privacy" not in optimizer

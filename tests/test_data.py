@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from training_fixtures import load, write_corpus, write_spec
 
 import compiler
 from compiler.data.corpus import read_corpus
@@ -16,6 +15,8 @@ from compiler.data.tokenizer import (
     load_tokenizer,
     save_tokenizer,
 )
+
+from training_fixtures import load, write_corpus, write_spec
 
 
 def test_corpus_records_are_lines_without_endings(tmp_path):
@@ -98,8 +99,9 @@ def test_a_sentencepiece_prompt_with_an_unseen_character_is_an_error_naming_it(t
 
     corpus = read_corpus(write_corpus(tmp_path / "c.txt", records=400))
     extra = "  tokenizer: {type: sentencepiece, vocab_size: 40}\n"
-    tok = fit_tokenizer(load(write_spec(tmp_path / "s.yaml", vocab=40, extra=extra)),
-                        corpus.records)
+    tok = fit_tokenizer(
+        load(write_spec(tmp_path / "s.yaml", vocab=40, extra=extra)), corpus.records
+    )
     assert tok.decode(encode_prompt(tok, "apple,")) == "apple,"  # no stray leading space
     with pytest.raises(compiler.DataError) as e:
         encode_prompt(tok, "apple,Z")  # Z never occurs in the corpus
@@ -154,22 +156,50 @@ def test_a_record_example_holds_exactly_one_record():
 
 def test_prepare_splits_records_not_examples_and_checks_sizes():
     records = _records([5] * 100)
-    data = prepare(records, unit="record", batch_size=8, sequence_length=8,
-                   validation_split=0.2, seed=1, data_name="c.txt")
+    data = prepare(
+        records,
+        unit="record",
+        batch_size=8,
+        sequence_length=8,
+        validation_split=0.2,
+        seed=1,
+        data_name="c.txt",
+    )
     assert (data.records, data.validation_records) == (80, 20)
     assert len(data.train) == 80 and len(data.validation) == 20
     with pytest.raises(compiler.DataError) as e:
-        prepare(records[:5], unit="record", batch_size=8, sequence_length=8,
-                validation_split=0, seed=1, data_name="c.txt")
+        prepare(
+            records[:5],
+            unit="record",
+            batch_size=8,
+            sequence_length=8,
+            validation_split=0,
+            seed=1,
+            data_name="c.txt",
+        )
     assert "at least one training batch of 8 records" in e.value.diagnostics[0].message
     with pytest.raises(compiler.DataError) as e:
-        prepare(records[:10], unit="window", batch_size=8, sequence_length=8,
-                validation_split=0, seed=1, data_name="c.txt")
+        prepare(
+            records[:10],
+            unit="window",
+            batch_size=8,
+            sequence_length=8,
+            validation_split=0,
+            seed=1,
+            data_name="c.txt",
+        )
     message = e.value.diagnostics[0].message
     assert "batch of 8 windows of 9 tokens (= 72 tokens), received 60 tokens (6 windows)" in message
     with pytest.raises(compiler.DataError) as e:
-        prepare(records, unit="record", batch_size=8, sequence_length=8,
-                validation_split=0.05, seed=1, data_name="c.txt")
+        prepare(
+            records,
+            unit="record",
+            batch_size=8,
+            sequence_length=8,
+            validation_split=0.05,
+            seed=1,
+            data_name="c.txt",
+        )
     assert e.value.diagnostics[0].path == "training.validation_split"
 
 

@@ -14,16 +14,17 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT
-from training_fixtures import spec_text, write_corpus
 
 import compiler
 from compiler.privacy import fast as fast_dp
-from compiler.training import loop as training
-from compiler.training.rundir import RunDir
 from compiler.tf import tensorflow
+from compiler.training import loop as training
 from compiler.training import train
+from compiler.training.rundir import RunDir
 from compiler.training.weights import with_stateful
+
+from conftest import ROOT
+from training_fixtures import spec_text, write_corpus
 
 tf = tensorflow()
 TIMEOUT = 240
@@ -58,10 +59,29 @@ def _workers(spec, corpus, run_dir, *args):
     env.pop("TF_CONFIG", None)
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "compiler.cli", "train", str(spec), "--data", str(corpus),
-             "-o", str(run_dir), "--format", "json", "--cluster", cluster, "--task", str(i),
-             *args],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "compiler.cli",
+                "train",
+                str(spec),
+                "--data",
+                str(corpus),
+                "-o",
+                str(run_dir),
+                "--format",
+                "json",
+                "--cluster",
+                cluster,
+                "--task",
+                str(i),
+                *args,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(2)
     ]
@@ -100,8 +120,12 @@ def test_two_workers_train_like_one_process(tmp_path, corpus, dp, monkeypatch):
     # Without a seed in the spec each worker draws one: they must agree on the chief's.
     # Without DP, 22 steps cross the end of the first epoch: validation runs distributed.
     steps = 6 if dp else 22
-    spec = _spec(tmp_path, seed=dp, validation_split=0.0 if dp else 0.1,
-                 **({"dp": True, "noise": 0.0, "implementation": "fast"} if dp else {}))
+    spec = _spec(
+        tmp_path,
+        seed=dp,
+        validation_split=0.0 if dp else 0.1,
+        **({"dp": True, "noise": 0.0, "implementation": "fast"} if dp else {}),
+    )
     (rc0, out0, err0), (rc1, out1, err1) = _finish(
         _workers(spec, corpus, tmp_path / "run", "--max-steps", str(steps))
     )
@@ -119,14 +143,19 @@ def test_two_workers_train_like_one_process(tmp_path, corpus, dp, monkeypatch):
     assert (tmp_path / "run" / "report.json").is_file()
     # One process over the same global batches in the same order: the same weights.
     # (Keras cannot run stateful RNNs under tf.distribute: both train stateless copies.)
-    single = with_stateful(compiler.load_spec(
-        spec, ["training.distribution=null", f"training.seed={chief['seed']}"]), False)
+    single = with_stateful(
+        compiler.load_spec(spec, ["training.distribution=null", f"training.seed={chief['seed']}"]),
+        False,
+    )
     if dp:
         # DP batches come from the chief's secret sampling key: the one process takes it.
         prefix = RunDir(str(tmp_path / "run")).pointer("latest")["prefix"]
         reader = tf.train.load_checkpoint(prefix)
-        keys = {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(prefix)
-                if name.endswith("key/.ATTRIBUTES/VARIABLE_VALUE")}
+        keys = {
+            name: reader.get_tensor(name)
+            for name, _ in tf.train.list_variables(prefix)
+            if name.endswith("key/.ATTRIBUTES/VARIABLE_VALUE")
+        }
         sampling = keys.pop("secrets/sampling_key/.ATTRIBUTES/VARIABLE_VALUE")
         (noise,) = keys.values()
         monkeypatch.setattr(training, "secret_key", lambda: sampling.copy())
@@ -135,15 +164,20 @@ def test_two_workers_train_like_one_process(tmp_path, corpus, dp, monkeypatch):
     assert report.seed == chief["seed"]
     if not dp:
         assert report.history[0]["val_loss"] == pytest.approx(
-            chief["history"][0]["val_loss"], rel=1e-4)
+            chief["history"][0]["val_loss"], rel=1e-4
+        )
     ours, theirs = _weights(tmp_path / "run"), _weights(tmp_path / "single")
     assert ours.keys() == theirs.keys() and ours
     for name in ours:  # RMSprop steps of float sums taken in another order
         np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-3, atol=5e-5, err_msg=name)
     if not dp:
         # The run moves back to one process (stateful again): it resumes where it stopped.
-        back = train(compiler.load_spec(spec, ["training.distribution=null"]), corpus,
-                     tmp_path / "run", max_steps=24)
+        back = train(
+            compiler.load_spec(spec, ["training.distribution=null"]),
+            corpus,
+            tmp_path / "run",
+            max_steps=24,
+        )
         assert back.steps == 24 and back.history[0] == chief["history"][0]
 
 
@@ -178,7 +212,10 @@ def test_a_lost_worker_stops_the_other_and_both_resume(tmp_path, corpus):
 def test_dp_on_two_replicas_noises_once_per_global_step():
     out = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tests", "distributed_dp.py"), "2.0", "10"],
-        cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -206,14 +243,18 @@ def test_distribution_is_checked_without_tensorflow(tmp_path):
 def test_cluster_options_and_tf_config_errors_are_clear(tmp_path, corpus, monkeypatch):
     from typer.testing import CliRunner
 
-    from compiler.training import distribution
     from compiler.cli import app
+    from compiler.training import distribution
 
     assert distribution.cluster_config(["a:1", "b:2"], 1) == {
-        "cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
-    for cluster, task, code in [(["a:1", "b"], 0, "cluster_address"),
-                                (["a:1", "b:99999"], 0, "cluster_address"),
-                                (["a:1", "b:2"], 2, "cluster_task")]:
+        "cluster": {"worker": ["a:1", "b:2"]},
+        "task": {"type": "worker", "index": 1},
+    }
+    for cluster, task, code in [
+        (["a:1", "b"], 0, "cluster_address"),
+        (["a:1", "b:99999"], 0, "cluster_address"),
+        (["a:1", "b:2"], 2, "cluster_task"),
+    ]:
         with pytest.raises(compiler.RunError) as e:
             distribution.cluster_config(cluster, task)
         assert e.value.diagnostics[0].code == code
@@ -230,13 +271,27 @@ def test_cluster_options_and_tf_config_errors_are_clear(tmp_path, corpus, monkey
     monkeypatch.delenv("TF_CONFIG")
     result = runner.invoke(app, args)
     assert result.exit_code == 1 and "expected the cluster for strategy multi_worker" in (
-        result.output)
+        result.output
+    )
     result = runner.invoke(app, args + ["--task", "0"])
     assert result.exit_code == 1 and "expected --cluster and --task together" in result.output
     plain = tmp_path / "plain.yaml"
     plain.write_text(spec_text(), encoding="utf-8")
-    result = runner.invoke(app, ["train", str(plain), "--data", str(corpus), "-o",
-                                 str(tmp_path / "run"), "--cluster", "a:1,b:2", "--task", "0"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(plain),
+            "--data",
+            str(corpus),
+            "-o",
+            str(tmp_path / "run"),
+            "--cluster",
+            "a:1,b:2",
+            "--task",
+            "0",
+        ],
+    )
     assert result.exit_code == 1 and "strategy multi_worker with --cluster" in result.output
     assert not (tmp_path / "run").exists() and "TF_CONFIG" not in os.environ
 
@@ -247,9 +302,11 @@ def test_render_and_compile_state_the_per_replica_batch(tmp_path):
 
     spec = compiler.load_spec(_spec(tmp_path))
     text = render(spec)
-    assert text.startswith("# distribution: 2 replicas, each training on 4 examples of the "
-                           "global batch of 8;\n# stateful layers are built for the "
-                           "per-replica batch of 4\n")
+    assert text.startswith(
+        "# distribution: 2 replicas, each training on 4 examples of the "
+        "global batch of 8;\n# stateful layers are built for the "
+        "per-replica batch of 4\n"
+    )
     assert compiler.load_spec(text) == spec  # the note is a comment: same spec
     compiled = compile_spec(spec)
     assert compiled.model.input_shape[0] == 4

@@ -20,6 +20,7 @@ from compiler.data.dataset import split_records
 from compiler.evaluate import evaluate, write_html
 from compiler.generation import ValidRecordsExhausted, generate
 from compiler.training import train
+
 from conftest import copy_fruit_run
 from training_fixtures import load, spec_text, write_spec
 
@@ -87,7 +88,8 @@ def test_held_out_records_score_high_and_scrambled_records_score_low(table):
     broken = evaluate(root / "run", data, synthetic=unpaired)
     assert abs(broken.synthetic_scores.column_shapes - real.synthetic_scores.column_shapes) < 0.02
     assert broken.synthetic_scores.column_pair_trends < (
-        real.synthetic_scores.column_pair_trends - 0.1)
+        real.synthetic_scores.column_pair_trends - 0.1
+    )
 
 
 def test_the_run_split_gives_a_held_out_baseline_and_columns_from_the_data(table):
@@ -97,8 +99,12 @@ def test_the_run_split_gives_a_held_out_baseline_and_columns_from_the_data(table
     assert baseline is not None and baseline.records == 80  # validation_split 0.2 of 400
     assert baseline.valid_share >= 0.95 and baseline.quality_score >= 80
     kinds = {c.name: c.kind for c in result.columns}
-    assert kinds == {"field_1": "date", "field_2": "categorical", "field_3": "decimal",
-                     "field_4": "categorical"}
+    assert kinds == {
+        "field_1": "date",
+        "field_2": "categorical",
+        "field_3": "decimal",
+        "field_4": "categorical",
+    }
     city = next(c for c in result.columns if c.name == "field_4")
     assert "Paris, FR" in city.rule or "categorical of 4" in city.rule
     assert "not a privacy guarantee" in json.dumps(result.to_dict())
@@ -133,7 +139,9 @@ def test_a_trained_model_scores_above_an_untrained_one(fruit):
     trained = evaluate(root / "trained", corpus, count=200, seed=0)
     untrained = evaluate(root / "untrained", corpus, count=200, seed=0)
     assert trained.quality_score > untrained.quality_score + 20, (
-        trained.quality_score, untrained.quality_score)
+        trained.quality_score,
+        untrained.quality_score,
+    )
     assert trained.valid_share > untrained.valid_share + 0.2
     assert trained.generation == {"count": 200, "seed": 0, "temperature": 1.0}
     assert trained.step > untrained.step == 1
@@ -155,23 +163,40 @@ def test_valid_only_stops_cleanly_when_the_budget_runs_out(fruit):
     root, _ = fruit
     validators = load_validators(str(root / "untrained"))
     with pytest.raises(ValidRecordsExhausted) as e:
-        generate(root / "untrained", count=50, seed=0, valid_only=True, max_invalid=20,
-                 temperature=3.0)
+        generate(
+            root / "untrained", count=50, seed=0, valid_only=True, max_invalid=20, temperature=3.0
+        )
     found = e.value.generated
     assert len(found.records) < 50 and all(map(validators.is_valid, found.records))
     assert found.sampled == len(found.records) + 21
     assert "--max-invalid = 20" in str(e.value)
-    out = CliRunner().invoke(app, ["generate", str(root / "untrained"), "-n", "50",
-                                   "--valid-only", "--max-invalid", "20", "--temperature",
-                                   "3", "--seed", "0"])
+    out = CliRunner().invoke(
+        app,
+        [
+            "generate",
+            str(root / "untrained"),
+            "-n",
+            "50",
+            "--valid-only",
+            "--max-invalid",
+            "20",
+            "--temperature",
+            "3",
+            "--seed",
+            "0",
+        ],
+    )
     assert out.exit_code == 1 and "Traceback" not in out.output
     assert "expected 50 valid records" in out.output and "acceptance rate" in out.output
 
 
 def test_a_dp_run_keeps_no_value_of_its_records(table, tmp_path):
     _, data = table
-    spec = load(write_spec(tmp_path / "dp.yaml", dp=True, vocab=64, batch=8, noise=1.0,
-                           implementation="fast"))
+    spec = load(
+        write_spec(
+            tmp_path / "dp.yaml", dp=True, vocab=64, batch=8, noise=1.0, implementation="fast"
+        )
+    )
     train(spec, data, tmp_path / "run", max_steps=1)
     saved = (tmp_path / "run" / "validators.json").read_text()
     assert json.loads(saved)["source"] == "field_count"
@@ -204,8 +229,10 @@ def test_records_that_are_not_delimited_are_compared_by_length(tmp_path):
     data = tmp_path / "text.txt"
     rng = random.Random(0)
     words = ["alpha", "beta", "gamma", "delta"]
-    data.write_text("\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(1, 4)))
-                              for _ in range(200)) + "\n")
+    data.write_text(
+        "\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(1, 4))) for _ in range(200))
+        + "\n"
+    )
     (tmp_path / "s.yaml").write_text(spec_text(vocab=40, validation_split=0.0))
     train(load(tmp_path / "s.yaml"), data, tmp_path / "run", max_steps=1)
     result = evaluate(tmp_path / "run", data, synthetic=data)
@@ -219,19 +246,46 @@ def test_evaluate_cli_json_report_and_thresholds(table, tmp_path):
     synthetic.write_text("\n".join(table_records(100, 8) + ["garbage"]) + "\n")
     runner = CliRunner()
     report = tmp_path / "report.html"
-    out = runner.invoke(app, ["evaluate", str(root / "run"), "--data", str(data),
-                              "--synthetic", str(synthetic), "-o", str(report),
-                              "--format", "json"])
+    out = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(root / "run"),
+            "--data",
+            str(data),
+            "--synthetic",
+            str(synthetic),
+            "-o",
+            str(report),
+            "--format",
+            "json",
+        ],
+    )
     assert out.exit_code == 0, out.output
     payload = json.loads(out.stdout)
     assert {"valid_share", "quality_score", "memorized_share", "columns"} <= set(payload)
     assert payload["valid_share"] == pytest.approx(100 / 101)
     assert [c["name"] for c in payload["columns"]][:4] == [
-        "field_1", "field_2", "field_3", "field_4"]
+        "field_1",
+        "field_2",
+        "field_3",
+        "field_4",
+    ]
     assert payload["failing"][0]["record"] == "garbage"
     assert report.is_file() and payload["report"] == str(report)
-    text = runner.invoke(app, ["evaluate", str(root / "run"), "--data", str(data),
-                               "--synthetic", str(synthetic), "--min-quality", "99.9"])
+    text = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(root / "run"),
+            "--data",
+            str(data),
+            "--synthetic",
+            str(synthetic),
+            "--min-quality",
+            "99.9",
+        ],
+    )
     assert text.exit_code == 1 and "quality_score >= 99.9" in text.output
     assert "held-out real" in text.output and "valid_share" in text.output
 
@@ -239,17 +293,38 @@ def test_evaluate_cli_json_report_and_thresholds(table, tmp_path):
 def test_evaluate_cli_errors_name_the_file_and_write_nothing(table, tmp_path):
     root, data = table
     runner = CliRunner()
-    missing = runner.invoke(app, ["evaluate", str(root / "run"), "--data",
-                                  str(tmp_path / "nope.csv"), "--synthetic", str(data)])
+    missing = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(root / "run"),
+            "--data",
+            str(tmp_path / "nope.csv"),
+            "--synthetic",
+            str(data),
+        ],
+    )
     assert missing.exit_code == 1 and "no such file" in missing.output
     assert str(tmp_path / "nope.csv") in missing.output and "Traceback" not in missing.output
     nowhere = tmp_path / "no" / "report.html"
-    bad = runner.invoke(app, ["evaluate", str(root / "run"), "--data", str(data),
-                              "--synthetic", str(data), "-o", str(nowhere)])
+    bad = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(root / "run"),
+            "--data",
+            str(data),
+            "--synthetic",
+            str(data),
+            "-o",
+            str(nowhere),
+        ],
+    )
     assert bad.exit_code == 1 and "does not exist" in bad.output
     assert not nowhere.parent.exists()
-    not_run = runner.invoke(app, ["evaluate", str(tmp_path), "--data", str(data),
-                                  "--synthetic", str(data)])
+    not_run = runner.invoke(
+        app, ["evaluate", str(tmp_path), "--data", str(data), "--synthetic", str(data)]
+    )
     assert not_run.exit_code == 1 and "run directory" in not_run.output
 
 
@@ -267,11 +342,22 @@ def _open_in_browser(browser: str, page, scratch) -> tuple[str, str, list[str]]:
     """The page's DOM after its scripts ran, the browser's log, and the URLs the page asked
     the network for (from Chromium's net log; the browser's own requests have no origin)."""
     netlog = scratch / f"{page.stem}.netlog.json"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={scratch / 'profile'}",
-             f"--log-net-log={netlog}", "--enable-logging=stderr", "--v=0",
-             "--virtual-time-budget=10000", "--dump-dom", page.as_uri()]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={scratch / 'profile'}",
+        f"--log-net-log={netlog}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
     done = subprocess.run([browser, *flags], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     log = json.loads(netlog.read_text())
@@ -314,8 +400,12 @@ def test_distances_equal_sdmetrics_dcr():
     from compiler.data.columns import Column, split_record
     from compiler.evaluate import fidelity
 
-    columns = [Column("day", "date", format="%Y-%m-%d"), Column("kind", "categorical"),
-               Column("amount", "decimal"), Column("flag", "integer")]
+    columns = [
+        Column("day", "date", format="%Y-%m-%d"),
+        Column("kind", "categorical"),
+        Column("amount", "decimal"),
+        Column("flag", "integer"),
+    ]
     rng = random.Random(0)
 
     def rows(count):

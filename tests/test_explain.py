@@ -15,9 +15,12 @@ from compiler.lang.schema import json_schema
 
 def test_every_schema_property_has_a_description():
     schema = json_schema()
-    missing = [f"{name}.{key}" for name, node in schema["$defs"].items()
-               for key, prop in node.get("properties", {}).items()
-               if not prop.get("description", "").strip()]
+    missing = [
+        f"{name}.{key}"
+        for name, node in schema["$defs"].items()
+        for key, prop in node.get("properties", {}).items()
+        if not prop.get("description", "").strip()
+    ]
     assert missing == []
 
 
@@ -46,7 +49,8 @@ def test_an_object_lists_its_fields_and_template_params_are_explained():
     assert units.default == "256" and "LSTM" in units.description
     (root,) = explain("")
     assert {"apiVersion", "name", "model", "training", "export", "data"} <= {
-        n for n, _, _ in root.fields}
+        n for n, _, _ in root.fields
+    }
 
 
 def test_an_unknown_field_is_an_error_with_a_suggestion():

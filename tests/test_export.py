@@ -11,20 +11,20 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT
-from conftest import copy_fruit_run
-from capi_client import assert_c_api_answers_as_python
-from training_fixtures import load
 from typer.testing import CliRunner
 
 import compiler
 from compiler.build import compile_spec
 from compiler.cli import app
-from compiler.export.savedmodel import _verify, export_saved_model
-from compiler.training.rundir import RunDir
-from compiler.tf import tensorflow
 from compiler.data.tokenizer import EOR_ID, load_tokenizer
+from compiler.export.savedmodel import _verify, export_saved_model
+from compiler.tf import tensorflow
+from compiler.training.rundir import RunDir
 from compiler.training.weights import load_weights, reshaped_spec
+
+from capi_client import assert_c_api_answers_as_python
+from conftest import ROOT, copy_fruit_run
+from training_fixtures import load
 
 tf = tensorflow()
 
@@ -48,9 +48,11 @@ def _keras_model(run_dir, spec):
 
 def _rows(rows, max_new_tokens, temperature, seed):
     """Per-row generation inputs: each row its budget, temperature and seed."""
-    return dict(max_new_tokens=tf.fill([rows], max_new_tokens),
-                temperature=tf.fill([rows], float(temperature)),
-                seed=tf.range(rows, dtype=tf.int64) + seed)
+    return dict(
+        max_new_tokens=tf.fill([rows], max_new_tokens),
+        temperature=tf.fill([rows], float(temperature)),
+        seed=tf.range(rows, dtype=tf.int64) + seed,
+    )
 
 
 def _tokens(rows=3, length=9, seed=0):
@@ -71,11 +73,16 @@ def test_layout_models_config_and_metadata(trained):
     text_format.Parse((root / "models" / "models.config").read_text(), config)
     (entry,) = config.model_config_list.config
     assert (entry.name, entry.base_path, entry.model_platform) == (
-        "tiny", "/models/tiny", "tensorflow")
+        "tiny",
+        "/models/tiny",
+        "tensorflow",
+    )
     assert set(report.signatures) == {"serving_default", "step", "generate", "generate_text"}
     assert report.signatures["serving_default"]["inputs"] == {"tokens": ["int32", [None, None]]}
     assert report.signatures["serving_default"]["outputs"]["logits"] == [
-        "float32", [None, None, 40]]
+        "float32",
+        [None, None, 40],
+    ]
     assert report.max_logit_difference <= 1e-4
     assert not [n for n in os.listdir(root / "models" / "tiny") if n.startswith(".")]
 
@@ -124,8 +131,11 @@ def test_step_carries_state_like_a_whole_sequence(trained):
     loaded = tf.saved_model.load(report.path)
     tokens = _tokens(rows=2, length=6)
     whole = loaded.signatures["serving_default"](tokens=tf.constant(tokens))["logits"].numpy()
-    states = {name: tf.zeros([2, shape[1]]) for name, (_, shape)
-              in report.signatures["step"]["inputs"].items() if name != "tokens"}
+    states = {
+        name: tf.zeros([2, shape[1]])
+        for name, (_, shape) in report.signatures["step"]["inputs"].items()
+        if name != "tokens"
+    }
     assert sorted(states) == ["lstm_1_c", "lstm_1_h", "lstm_c", "lstm_h"]
     step = loaded.signatures["step"]
     for t in range(6):
@@ -152,7 +162,7 @@ def test_generate_is_greedy_at_temperature_zero_and_stops_at_end_of_record(train
                 break
             expected.append(nxt)
         assert tokens[row, : lengths[row]].tolist() == expected
-        assert (tokens[row, lengths[row]:] == 0).all()
+        assert (tokens[row, lengths[row] :] == 0).all()
         assert complete[row] == (len(expected) < 12)
 
 
@@ -175,9 +185,12 @@ def test_generate_text_matches_generate_on_token_ids(trained):
     args = _rows(2, 20, 0.7, 9)
     text = loaded.signatures["generate_text"](prompt=tf.constant(["pe", "pe"]), **args)
     ids = loaded.signatures["generate"](
-        prompt=tf.constant(np.tile(tokenizer.encode("pe"), (2, 1))), **args)
-    decoded = ["pe" + tokenizer.decode(row[:n]) for row, n in
-               zip(ids["tokens"].numpy(), ids["lengths"].numpy())]
+        prompt=tf.constant(np.tile(tokenizer.encode("pe"), (2, 1))), **args
+    )
+    decoded = [
+        "pe" + tokenizer.decode(row[:n])
+        for row, n in zip(ids["tokens"].numpy(), ids["lengths"].numpy())
+    ]
     assert [t.decode() for t in text["text"].numpy()] == decoded
     with pytest.raises(tf.errors.InvalidArgumentError, match="vocabulary"):
         loaded.signatures["generate_text"](prompt=tf.constant(["Z"]), **_rows(1, 20, 0.7, 9))
@@ -208,8 +221,9 @@ def test_versions_increment_and_are_never_overwritten(trained):
     assert (first.version, second.version) == (1, 2)
     before = sorted(os.listdir(base / "tiny"))
     mtime = os.path.getmtime(base / "tiny" / "1" / "saved_model.pb")
-    result = CliRunner().invoke(app, ["export", str(root / "run"), "-o", str(base),
-                                      "--version", "1"])
+    result = CliRunner().invoke(
+        app, ["export", str(root / "run"), "-o", str(base), "--version", "1"]
+    )
     assert result.exit_code == 1 and "never overwritten" in result.output
     assert sorted(os.listdir(base / "tiny")) == before
     assert os.path.getmtime(base / "tiny" / "1" / "saved_model.pb") == mtime
@@ -230,9 +244,13 @@ def test_a_killed_export_leaves_no_version(trained, tmp_path):
     root, _, _ = trained
     base = tmp_path / "models"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "compiler.cli", "export", str(root / "run"),
-                             "-o", str(base)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "compiler.cli", "export", str(root / "run"), "-o", str(base)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -256,17 +274,25 @@ def test_every_signature_runs_through_the_c_api(trained):
     rng = np.random.default_rng(0)
     requests = {
         "serving_default": {"tokens": _tokens(2, 5)},
-        "step": {"tokens": _tokens(2, 3), **{n: rng.normal(size=(2, 16)).astype(np.float32)
-                                            for n in ("lstm_h", "lstm_c", "lstm_1_h",
-                                                      "lstm_1_c")}},
-        "generate": {"prompt": np.array([[5, 6], [7, 0]], np.int32),
-                     "max_new_tokens": np.array([8, 5], np.int32),
-                     "temperature": np.array([0.8, 0.0], np.float32),
-                     "seed": np.array([4, 5], np.int64)},
-        "generate_text": {"prompt": np.array([b"pe", b""], object),
-                          "max_new_tokens": np.array([8, 5], np.int32),
-                          "temperature": np.array([0.8, 0.0], np.float32),
-                          "seed": np.array([4, 5], np.int64)},
+        "step": {
+            "tokens": _tokens(2, 3),
+            **{
+                n: rng.normal(size=(2, 16)).astype(np.float32)
+                for n in ("lstm_h", "lstm_c", "lstm_1_h", "lstm_1_c")
+            },
+        },
+        "generate": {
+            "prompt": np.array([[5, 6], [7, 0]], np.int32),
+            "max_new_tokens": np.array([8, 5], np.int32),
+            "temperature": np.array([0.8, 0.0], np.float32),
+            "seed": np.array([4, 5], np.int64),
+        },
+        "generate_text": {
+            "prompt": np.array([b"pe", b""], object),
+            "max_new_tokens": np.array([8, 5], np.int32),
+            "temperature": np.array([0.8, 0.0], np.float32),
+            "seed": np.array([4, 5], np.int64),
+        },
     }
     assert_c_api_answers_as_python(report.path, requests)
 
@@ -276,15 +302,15 @@ def test_cli_export_inspect_and_generate(trained, tmp_path):
     runner = CliRunner()
     base = root / "models"
     latest = max(int(n) for n in os.listdir(base / "tiny") if n.isdigit())
-    result = runner.invoke(app, ["export", str(root / "run"), "-o", str(base), "--format",
-                                 "json"])
+    result = runner.invoke(app, ["export", str(root / "run"), "-o", str(base), "--format", "json"])
     assert result.exit_code == 0, result.output
     exported = json.loads(result.stdout)
     assert exported["version"] == latest + 1 and exported["checkpoint"] == "best"
     best = RunDir(str(root / "run")).pointer("best")["step"]
     assert exported["step"] == best
-    text = runner.invoke(app, ["export", str(root / "run"), "-o", str(base), "--checkpoint",
-                               "latest"])
+    text = runner.invoke(
+        app, ["export", str(root / "run"), "-o", str(base), "--checkpoint", "latest"]
+    )
     assert text.exit_code == 0, text.output
     latest_step = RunDir(str(root / "run")).pointer("latest")["step"]
     assert f"from the run's latest checkpoint, step {latest_step}" in text.output
@@ -295,8 +321,21 @@ def test_cli_export_inspect_and_generate(trained, tmp_path):
     assert info["version"] == latest + 1 and info["step"] > 0
     assert info["signatures"]["generate"]["inputs"]["seed"] == ["int64", [None]]
     assert "template: lstm-text" not in info["spec"] and "apiVersion: keraspec/v1" in info["spec"]
-    result = runner.invoke(app, ["generate", str(base / "tiny"), "-n", "4", "--seed", "2",
-                                 "--prompt", "p", "--format", "json"])
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            str(base / "tiny"),
+            "-n",
+            "4",
+            "--seed",
+            "2",
+            "--prompt",
+            "p",
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert len(payload["records"]) == 4 and all(r.startswith("p") for r in payload["records"])
@@ -321,8 +360,7 @@ def test_inspect_a_run_directory(trained):
     latest = RunDir(str(root / "run")).pointer("latest")
     assert run["name"] == "tiny" and run["checkpoints"]["latest"]["step"] == latest["step"]
     assert run["checkpoints"]["best"]["step"] == RunDir(str(root / "run")).pointer("best")["step"]
-    assert run["data_sha256"] == json.loads((root / "run" / "run.json").read_text())[
-        "data_sha256"]
+    assert run["data_sha256"] == json.loads((root / "run" / "run.json").read_text())["data_sha256"]
     assert run["report"]["stopped_by"] == "epochs" and run["validators"] == "learned"
     assert "loss" in run["checkpoints"]["latest"]["metrics"]
     text = runner.invoke(app, ["inspect", str(root / "run"), "--spec"])
@@ -334,21 +372,45 @@ def test_export_weights_trained_elsewhere(trained, tmp_path):
     root, spec, _ = trained
     keras = _keras_model(root / "run", spec)
     keras.save_weights(str(tmp_path / "weights.h5"))
-    result = CliRunner().invoke(app, [
-        "export", str(root / "s.yaml"), "--weights", str(tmp_path / "weights.h5"),
-        "--tokenizer", str(root / "run"), "-o", str(tmp_path / "models"), "--name", "other",
-        "--format", "json"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(root / "s.yaml"),
+            "--weights",
+            str(tmp_path / "weights.h5"),
+            "--tokenizer",
+            str(root / "run"),
+            "-o",
+            str(tmp_path / "models"),
+            "--name",
+            "other",
+            "--format",
+            "json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["path"] == str(tmp_path / "models" / "other" / "1") and report["step"] is None
     assert "generate_text" in report["signatures"]
     tokens = _tokens()
-    served = tf.saved_model.load(report["path"]).signatures["serving_default"](
-        tokens=tf.constant(tokens))["logits"].numpy()
+    served = (
+        tf.saved_model.load(report["path"])
+        .signatures["serving_default"](tokens=tf.constant(tokens))["logits"]
+        .numpy()
+    )
     np.testing.assert_allclose(served, keras(tokens, training=False).numpy(), atol=1e-5)
-    missing = CliRunner().invoke(app, [
-        "export", str(root / "s.yaml"), "--weights", str(tmp_path / "nope.h5"), "-o",
-        str(tmp_path / "models")])
+    missing = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(root / "s.yaml"),
+            "--weights",
+            str(tmp_path / "nope.h5"),
+            "-o",
+            str(tmp_path / "models"),
+        ],
+    )
     assert missing.exit_code == 1 and "nope.h5" in missing.output
     assert "Traceback" not in missing.output
 
@@ -356,9 +418,16 @@ def test_export_weights_trained_elsewhere(trained, tmp_path):
 def test_abusive_requests_fail_at_once_naming_the_limit(trained):
     _, _, report = trained
     run = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tests", "abusive_requests.py"), report.path,
-         str(6 << 30)],  # 6 GiB of address space: TensorFlow itself needs about 4
-        capture_output=True, text=True, timeout=240, cwd=ROOT,
+        [
+            sys.executable,
+            os.path.join(ROOT, "tests", "abusive_requests.py"),
+            report.path,
+            str(6 << 30),
+        ],  # 6 GiB of address space: TensorFlow itself needs about 4
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
     assert run.returncode == 0, run.stderr[-3000:]
@@ -404,9 +473,12 @@ def test_no_temperature_samples_a_masked_id(trained):
 def test_a_row_answers_the_same_alone_and_batched_with_others(trained):
     _, _, report = trained
     generate = tf.saved_model.load(report.path).signatures["generate"]
-    alone = generate(prompt=tf.constant([[5, 6, 7]], tf.int32),
-                     max_new_tokens=tf.constant([12]), temperature=tf.constant([0.9]),
-                     seed=tf.constant([42], tf.int64))
+    alone = generate(
+        prompt=tf.constant([[5, 6, 7]], tf.int32),
+        max_new_tokens=tf.constant([12]),
+        temperature=tf.constant([0.9]),
+        seed=tf.constant([42], tf.int64),
+    )
     rng = np.random.default_rng(3)
     prompts = np.zeros((8, 5), np.int32)
     for i in range(8):  # other prompts, of other lengths, right-padded with 0
@@ -419,8 +491,12 @@ def test_a_row_answers_the_same_alone_and_batched_with_others(trained):
     temperatures[5] = 0.9
     seeds = rng.integers(0, 1000, 8)
     seeds[5] = 42
-    batched = generate(prompt=tf.constant(prompts), max_new_tokens=tf.constant(budgets),
-                       temperature=tf.constant(temperatures), seed=tf.constant(seeds))
+    batched = generate(
+        prompt=tf.constant(prompts),
+        max_new_tokens=tf.constant(budgets),
+        temperature=tf.constant(temperatures),
+        seed=tf.constant(seeds),
+    )
     n = int(alone["lengths"][0])
     assert int(batched["lengths"][5]) == n
     assert batched["tokens"].numpy()[5, :n].tolist() == alone["tokens"].numpy()[0, :n].tolist()
@@ -437,8 +513,10 @@ def test_batching_parameters_parse_as_tf_servings_message(trained, tmp_path):
     cls = batching_parameters_class()
     # The message as tensorflow_serving/servables/tensorflow/session_bundle_config.proto
     # publishes it: field numbers and the wrapper types the server parses.
-    fields = {f.name: (f.number, f.message_type.full_name if f.message_type else f.type)
-              for f in cls.DESCRIPTOR.fields}
+    fields = {
+        f.name: (f.number, f.message_type.full_name if f.message_type else f.type)
+        for f in cls.DESCRIPTOR.fields
+    }
     assert cls.DESCRIPTOR.full_name == "tensorflow.serving.BatchingParameters"
     assert fields["max_batch_size"] == (1, "google.protobuf.Int64Value")
     assert fields["batch_timeout_micros"] == (2, "google.protobuf.Int64Value")
@@ -463,11 +541,23 @@ def test_generate_cli_checks_the_exports_limits_before_sending(trained):
     root, _, _ = trained
     runner = CliRunner()
     # More rows than one request may hold: the client sends two requests (256 + 44).
-    many = runner.invoke(app, ["generate", str(root / "models" / "tiny"), "-n", "300",
-                               "--max-new-tokens", "3", "--seed", "1"])
+    many = runner.invoke(
+        app,
+        [
+            "generate",
+            str(root / "models" / "tiny"),
+            "-n",
+            "300",
+            "--max-new-tokens",
+            "3",
+            "--seed",
+            "1",
+        ],
+    )
     assert many.exit_code == 0 and len(many.stdout.splitlines()) == 300
-    long = runner.invoke(app, ["generate", str(root / "models" / "tiny"), "--max-new-tokens",
-                               "5000"])
+    long = runner.invoke(
+        app, ["generate", str(root / "models" / "tiny"), "--max-new-tokens", "5000"]
+    )
     assert long.exit_code == 1
     assert "--max-new-tokens: expected at most export.limits.max_new_tokens = 1024" in long.output
     hot = runner.invoke(app, ["generate", str(root / "models" / "tiny"), "--temperature", "inf"])
@@ -494,12 +584,12 @@ def test_an_export_carries_the_run_validators_and_generates_valid_only(trained):
     assert saved is not None and saved == load_validators(str(root / "run"))
     # A prompt, as a user fixing one field would give: this 6-epoch model still starts many
     # records mid-word (measured: 2-4% valid without a prompt, 71% with this one).
-    result = compiler.generate(report.path, count=10, seed=1, valid_only=True,
-                               temperature=0.5, prompt="apple,")
+    result = compiler.generate(
+        report.path, count=10, seed=1, valid_only=True, temperature=0.5, prompt="apple,"
+    )
     assert len(result.records) == 10 and all(map(saved.is_valid, result.records))
     assert all(r.startswith("apple,") for r in result.records)
     assert result.sampled >= 10 and result.source == report.path
     # Evaluating the export finds its run's held-out records through the export's metadata.
     evaluated = evaluate(report.path, root / "corpus.txt", count=100)
     assert evaluated.baseline is not None and evaluated.step == report.step
-

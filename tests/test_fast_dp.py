@@ -5,14 +5,15 @@ Small models (vocab 12, widths 5-7, batch 4, 6 steps) so every case runs in a se
 
 import numpy as np
 import pytest
-from conftest import ROOT, needs_tf_privacy
-from shrink import shrink
 
 import compiler
-from compiler.privacy import fast as fast_dp
 from compiler.build import compile_spec
 from compiler.lang.render import dump_json, to_data
+from compiler.privacy import fast as fast_dp
 from compiler.tf import tensorflow, tf_keras
+
+from conftest import ROOT, needs_tf_privacy
+from shrink import shrink
 
 tf, keras = tensorflow(), tf_keras()
 VOCAB, BATCH, STEPS, CLIP = 12, 4, 6, 0.05
@@ -56,8 +57,14 @@ MODELS = {
 def _spec(model="lstm", impl="fast", noise=0.0, optimizer="sgd", clip=CLIP):
     rnn, extra, sequences = MODELS[model]
     text = SPEC % dict(
-        rnn=rnn, extra=extra, sequences=str(sequences).lower(), out=VOCAB, impl=impl,
-        noise=noise, optimizer=optimizer, clip=clip,
+        rnn=rnn,
+        extra=extra,
+        sequences=str(sequences).lower(),
+        out=VOCAB,
+        impl=impl,
+        noise=noise,
+        optimizer=optimizer,
+        clip=clip,
     )
     return compiler.load_spec(text)
 
@@ -70,7 +77,9 @@ def _residual_spec(impl, noise=0.0):
             layer["rate"] = 0.0
     data["training"]["optimizer"] = {"type": "sgd", "learning_rate": 1.0}
     data["training"]["privacy"] = {
-        "l2_norm_clip": CLIP, "noise_multiplier": noise, "num_microbatches": BATCH,
+        "l2_norm_clip": CLIP,
+        "noise_multiplier": noise,
+        "num_microbatches": BATCH,
         "implementation": impl,
     }
     return compiler.load_spec(dump_json(data))
@@ -100,8 +109,9 @@ model:
 def _transformer_spec(impl, noise=0.0, optimizer="sgd"):
     """Every layer of a transformer block: position table, attention (with and without
     biases, other head sizes), causal convolution, residuals."""
-    return compiler.load_spec(TRANSFORMER % dict(impl=impl, noise=noise, clip=CLIP,
-                                                 optimizer=optimizer))
+    return compiler.load_spec(
+        TRANSFORMER % dict(impl=impl, noise=noise, clip=CLIP, optimizer=optimizer)
+    )
 
 
 def _batch(spec, seed=0, sequences=True):
@@ -122,8 +132,12 @@ def _brute_force(model, x, y, w):
     for b in range(len(x)):
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(sce(y[b : b + 1], model(x[b : b + 1], training=False)) * w[b])
-        out.append([tf.convert_to_tensor(g).numpy() for g in tape.gradient(
-            loss, model.trainable_variables)])
+        out.append(
+            [
+                tf.convert_to_tensor(g).numpy()
+                for g in tape.gradient(loss, model.trainable_variables)
+            ]
+        )
     return out
 
 
@@ -164,7 +178,11 @@ def test_per_example_norms_and_clipped_sum_equal_brute_force(case):
     model = compile_spec(spec).model
     x, y, w = _batch(spec, seed=1, sequences=_sequences(case))
     grads, norms, _, _ = fast_dp.clipped_gradients(
-        model, tf.constant(x), tf.constant(y), tf.constant(w), l2_norm_clip=CLIP,
+        model,
+        tf.constant(x),
+        tf.constant(y),
+        tf.constant(w),
+        l2_norm_clip=CLIP,
         training=False,
     )
     each = _brute_force(model, x, y, w)
@@ -193,8 +211,7 @@ def _update(compiled, x, y, w):
     # every layer form; these cover each layer type, the residual graph, and an optimizer
     # with slots (SGD at learning rate 1 shows the gradient itself; Adam's first step mostly
     # its signs).
-    [("lstm", "adam"), ("gru-reset-before", "sgd"), ("residual", "sgd"),
-     ("transformer", "adam")],
+    [("lstm", "adam"), ("gru-reset-before", "sgd"), ("residual", "sgd"), ("transformer", "adam")],
 )
 def test_update_equals_tensorflow_privacy_microbatched(case, optimizer):
     kw = {} if case == "residual" else {"optimizer": optimizer}
@@ -223,8 +240,9 @@ def test_padding_contributes_nothing():
     other_x[masked] = (x[masked] + 5) % VOCAB  # other tokens where the weights are zero
     other_y[masked] = (y[masked] + 3) % VOCAB
     results = [
-        fast_dp.clipped_gradients(model, tf.constant(a), tf.constant(b), tf.constant(w),
-                                  l2_norm_clip=CLIP, training=False)
+        fast_dp.clipped_gradients(
+            model, tf.constant(a), tf.constant(b), tf.constant(w), l2_norm_clip=CLIP, training=False
+        )
         for a, b in ((x, y), (other_x, other_y))
     ]
     np.testing.assert_allclose(results[0][1].numpy(), results[1][1].numpy(), rtol=1e-6)
@@ -254,9 +272,16 @@ def test_noise_has_the_dp_sgd_standard_deviation():
 
 
 def test_dropout_layers_drop_in_the_training_step():
-    spec = shrink(compiler.load_spec(ROOT / "specs" / "lstm-text-dp.yaml", [
-        "model.params.implementation=fast", "model.params.num_microbatches=64",
-        "model.params.dropout_rate=0.5"]))
+    spec = shrink(
+        compiler.load_spec(
+            ROOT / "specs" / "lstm-text-dp.yaml",
+            [
+                "model.params.implementation=fast",
+                "model.params.num_microbatches=64",
+                "model.params.dropout_rate=0.5",
+            ],
+        )
+    )
     model = compile_spec(spec).model
     x = np.random.default_rng(0).integers(0, VOCAB, (BATCH, STEPS)).astype(np.int32)
     with tf.GradientTape() as tape:
@@ -268,9 +293,17 @@ def test_dropout_layers_drop_in_the_training_step():
 
 
 def test_stateful_layers_train_from_zero_state():
-    spec = shrink(compiler.load_spec(ROOT / "specs" / "lstm-text-dp.yaml", [
-        "model.params.implementation=fast", "model.params.num_microbatches=64",
-        "model.params.dropout_rate=0", "model.params.stateful=true"]))
+    spec = shrink(
+        compiler.load_spec(
+            ROOT / "specs" / "lstm-text-dp.yaml",
+            [
+                "model.params.implementation=fast",
+                "model.params.num_microbatches=64",
+                "model.params.dropout_rate=0",
+                "model.params.stateful=true",
+            ],
+        )
+    )
     model = compile_spec(spec).model
     assert any(getattr(layer, "stateful", False) for layer in model.layers)
     x = np.random.default_rng(1).integers(0, VOCAB, (BATCH, STEPS)).astype(np.int32)
@@ -301,10 +334,12 @@ def test_masked_slots_contribute_nothing():
     extra_x = np.concatenate([x, rng.integers(0, VOCAB, (3, STEPS)).astype(np.int32)])
     extra_y = np.concatenate([y, rng.integers(0, VOCAB, (3, STEPS)).astype(np.int32)])
     extra_w = np.concatenate([w, np.zeros((3, STEPS), np.float32)])
-    plain = fast_dp.clipped_gradients(model, *map(tf.constant, (x, y, w)), l2_norm_clip=CLIP,
-                                      training=False)
-    padded = fast_dp.clipped_gradients(model, *map(tf.constant, (extra_x, extra_y, extra_w)),
-                                       l2_norm_clip=CLIP, training=False)
+    plain = fast_dp.clipped_gradients(
+        model, *map(tf.constant, (x, y, w)), l2_norm_clip=CLIP, training=False
+    )
+    padded = fast_dp.clipped_gradients(
+        model, *map(tf.constant, (extra_x, extra_y, extra_w)), l2_norm_clip=CLIP, training=False
+    )
     np.testing.assert_allclose(padded[1].numpy()[:BATCH], plain[1].numpy(), rtol=1e-6)
     assert (padded[1].numpy()[BATCH:] == 0).all()  # no norm
     for a, b in zip(plain[0], padded[0]):  # equal up to the order of float sums
@@ -319,8 +354,9 @@ def test_noise_is_divided_by_the_expected_batch_not_the_sampled_one():
     before = [v.numpy() for v in model.trainable_variables]
     # Two slots, both masked: the update is the noise alone, divided by the expected batch 4.
     model.train_on_batch(zeros, zeros, sample_weight=np.zeros((2, STEPS), np.float32))
-    draws = np.concatenate([(b - v.numpy()).ravel()
-                            for b, v in zip(before, model.trainable_variables)])
+    draws = np.concatenate(
+        [(b - v.numpy()).ravel() for b, v in zip(before, model.trainable_variables)]
+    )
     assert draws.size > 400
     ratio = float(np.std(draws)) / (clip * noise / BATCH)
     assert 0.8 < ratio < 1.2  # dividing by the 2 slots would give 2

@@ -19,15 +19,16 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT
-from training_fixtures import load, write_corpus, write_spec
 from typer.testing import CliRunner
 
 from compiler.cli import app
-from compiler.export.serving import base_lock, update_models_config
 from compiler.export.savedmodel import export_saved_model
-from compiler.training.rundir import RunDir
+from compiler.export.serving import base_lock, update_models_config
 from compiler.training import train
+from compiler.training.rundir import RunDir
+
+from conftest import ROOT
+from training_fixtures import load, write_corpus, write_spec
 
 
 def _snapshot(directory) -> dict[str, str]:
@@ -73,9 +74,23 @@ def run_copy(trained, tmp_path):
 def _start_train(spec, corpus, run_dir, *extra):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "compiler.cli", "train", str(spec), "--data", str(corpus),
-         "-o", str(run_dir), *extra], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "compiler.cli",
+            "train",
+            str(spec),
+            "--data",
+            str(corpus),
+            "-o",
+            str(run_dir),
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _wait_for(path, timeout=120):
@@ -124,8 +139,12 @@ def test_the_lock_names_its_holder_and_frees_the_directory_after(tmp_path, train
         assert result.exit_code == 1 and f"process {os.getpid()}" in result.output
     # Readers are never refused: they hold only the checkpoint they read.
     with run.writer():
-        assert _cli("generate", tmp_path / "run", "-n", "2", "--max-new-tokens", "3",
-                    "--seed", "0").exit_code == 0
+        assert (
+            _cli(
+                "generate", tmp_path / "run", "-n", "2", "--max-new-tokens", "3", "--seed", "0"
+            ).exit_code
+            == 0
+        )
 
 
 def test_cleanup_leaves_a_checkpoint_that_a_reader_holds(run_copy):
@@ -162,15 +181,20 @@ def test_concurrent_exports_all_end_up_in_models_config(tmp_path):
 RUN_FILE_DAMAGE = {
     "run.json as []": ("run.json", b"[]", "run.json"),
     "run.json garbage": ("run.json", b"\x00\x01garbage", "run.json"),
-    "run.json wrong types": ("run.json", b'{"data_sha256": 1, "seed": "x", "spec": {}}',
-                             "run.json"),
+    "run.json wrong types": (
+        "run.json",
+        b'{"data_sha256": 1, "seed": "x", "spec": {}}',
+        "run.json",
+    ),
     "latest.json as []": ("checkpoints/latest.json", b"[]", "latest.json"),
     "best.json garbage": ("checkpoints/best.json", b"{not json", "best.json"),
-    "best.json escaping": ("checkpoints/best.json", b'{"directory": "../../x", "step": 1}',
-                           "best.json"),
+    "best.json escaping": (
+        "checkpoints/best.json",
+        b'{"directory": "../../x", "step": 1}',
+        "best.json",
+    ),
     "tokenizer.json shorter": ("tokenizer.json", None, "tokenizer.json"),
-    "validators.json edited": ("validators.json", b'{"source": "field_count"}',
-                               "validators.json"),
+    "validators.json edited": ("validators.json", b'{"source": "field_count"}', "validators.json"),
 }
 
 
@@ -186,10 +210,11 @@ def test_a_damaged_run_file_is_an_error_naming_it_and_nothing_is_removed(run_cop
     path.write_bytes(content)
     before = _snapshot(run_dir)
     which = "latest" if "latest" in name else "best"  # readers read the pointer they ask for
-    for args in (["train", spec_path, "--data", corpus, "-o", run_dir, "--max-steps", "999"],
-                 ["export", run_dir, "-o", run_dir.parent / "models", "--checkpoint", which],
-                 ["generate", run_dir, "-n", "1", "--max-new-tokens", "2", "--checkpoint",
-                  which]):
+    for args in (
+        ["train", spec_path, "--data", corpus, "-o", run_dir, "--max-steps", "999"],
+        ["export", run_dir, "-o", run_dir.parent / "models", "--checkpoint", which],
+        ["generate", run_dir, "-n", "1", "--max-new-tokens", "2", "--checkpoint", which],
+    ):
         result = _cli(*args)
         assert result.exit_code == 1, (args[0], result.output)
         assert named in result.output, (args[0], result.output)
@@ -226,8 +251,10 @@ def test_a_damaged_checkpoint_is_an_error_naming_it_and_the_way_on(run_copy, dam
     else:
         assert reader.exit_code == 1 and named in reader.output
     # Moving the damaged pointer aside, as the message says, goes on from the other one.
-    if json.loads((run_dir / "checkpoints" / "best.json").read_text())["directory"] != \
-            directory.name:
+    if (
+        json.loads((run_dir / "checkpoints" / "best.json").read_text())["directory"]
+        != directory.name
+    ):
         os.rename(run_dir / "checkpoints" / "latest.json", run_dir / "latest.json.bad")
         assert _cli("generate", run_dir, "-n", "1", "--max-new-tokens", "2").exit_code == 0
 
@@ -275,8 +302,9 @@ def test_an_unparseable_models_config_publishes_nothing(trained, tmp_path):
 @contextlib.contextmanager
 def _small_disk(path, size):
     os.makedirs(path)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                             capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
@@ -285,8 +313,7 @@ def _small_disk(path, size):
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
-def test_a_full_disk_while_training_is_an_error_and_the_run_resumes_with_room(trained,
-                                                                              tmp_path):
+def test_a_full_disk_while_training_is_an_error_and_the_run_resumes_with_room(trained, tmp_path):
     root, corpus, spec_path = trained
     with _small_disk(tmp_path / "disk", "160k") as disk:
         run_dir = disk / "run"
@@ -297,8 +324,18 @@ def test_a_full_disk_while_training_is_an_error_and_the_run_resumes_with_room(tr
         assert not list((run_dir / "checkpoints").glob(".tmp-*"))  # nothing half-written
         saved = RunDir(str(run_dir)).pointer("latest")
         subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
-        resumed = _cli("train", spec, "--data", corpus, "-o", run_dir, "--max-steps",
-                       str(saved["step"] + 2), "--format", "json")
+        resumed = _cli(
+            "train",
+            spec,
+            "--data",
+            corpus,
+            "-o",
+            run_dir,
+            "--max-steps",
+            str(saved["step"] + 2),
+            "--format",
+            "json",
+        )
         assert resumed.exit_code == 0, resumed.output
         assert json.loads(resumed.stdout)["steps"] == saved["step"] + 2
 
@@ -323,12 +360,17 @@ def _train_on(tmp_path, data, trained):
 
 
 HOSTILE = {
-    "a record over the limit": (lambda p: p.write_text("a,b\n" * 10 + "x" * 1_000_001 + "\n"),
-                                "1,000,000 characters", ":11"),
-    "a bare carriage return": (lambda p: p.write_bytes(b"a,b\nc\rd,e\n"), "carriage return",
-                               ":2:2"),
-    "a NUL after 8 KiB": (lambda p: p.write_bytes(b"a,b\n" * 4000 + b"x\x00y\n"), "NUL",
-                          ":4001"),
+    "a record over the limit": (
+        lambda p: p.write_text("a,b\n" * 10 + "x" * 1_000_001 + "\n"),
+        "1,000,000 characters",
+        ":11",
+    ),
+    "a bare carriage return": (
+        lambda p: p.write_bytes(b"a,b\nc\rd,e\n"),
+        "carriage return",
+        ":2:2",
+    ),
+    "a NUL after 8 KiB": (lambda p: p.write_bytes(b"a,b\n" * 4000 + b"x\x00y\n"), "NUL", ":4001"),
 }
 
 
@@ -368,21 +410,23 @@ def test_files_that_are_not_regular_are_refused_unopened(tmp_path, trained, kind
 
 def test_diff_passes_no_option_to_git(tmp_path):
     target = tmp_path / "written"
-    result = _cli("diff", "--", f"--output={target}:specs/char-small.yaml",
-                  "specs/char-small.yaml")
+    result = _cli("diff", "--", f"--output={target}:specs/char-small.yaml", "specs/char-small.yaml")
     assert result.exit_code == 2 and "expected a git revision" in result.output
     assert not target.exists()
     unknown = _cli("diff", "no-such-branch:specs/char-small.yaml", "specs/char-small.yaml")
     assert unknown.exit_code == 2 and "git does not know" in unknown.output
 
 
-@pytest.mark.parametrize("args, option", [
-    (["generate", "x", "--max-new-tokens", "4294967301"], "--max-new-tokens"),
-    (["generate", "x", "--count", "100000000"], "--count"),
-    (["train", "s.yaml", "--data", "d", "-o", "r", "--max-steps", str(2**31)], "--max-steps"),
-    (["privacy", "s.yaml", "--examples", str(10**13)], "--examples"),
-    (["export", "r", "-o", "m", "--version", str(2**31)], "--version"),
-])
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["generate", "x", "--max-new-tokens", "4294967301"], "--max-new-tokens"),
+        (["generate", "x", "--count", "100000000"], "--count"),
+        (["train", "s.yaml", "--data", "d", "-o", "r", "--max-steps", str(2**31)], "--max-steps"),
+        (["privacy", "s.yaml", "--examples", str(10**13)], "--examples"),
+        (["export", "r", "-o", "m", "--version", str(2**31)], "--version"),
+    ],
+)
 def test_integer_options_have_ranges(args, option):
     result = _cli(*args)
     assert result.exit_code == 2 and option in result.output

@@ -7,11 +7,12 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
 from typer.testing import CliRunner
 
 import compiler
 from compiler.cli import app
+
+from conftest import ROOT
 
 HEADER = "apiVersion: keraspec/v1\nname: hostile\n"
 
@@ -36,22 +37,45 @@ def _huge_units() -> str:
 # name: (content, expected code, expected line)
 CASES = {
     "alias_bomb": (_alias_bomb, "too_many_values", None),
-    "many_aliases": (lambda: HEADER + "a: &a 1\nb: [" + ", ".join(["*a"] * 500) + "]\n",
-                     "too_many_aliases", 4),
+    "many_aliases": (
+        lambda: HEADER + "a: &a 1\nb: [" + ", ".join(["*a"] * 500) + "]\n",
+        "too_many_aliases",
+        4,
+    ),
     "deep_flow": (lambda: HEADER + "model: " + "[" * 5000 + "]" * 5000 + "\n", "too_deep", 3),
-    "deep_block": (lambda: HEADER + "".join("  " * i + f"k{i}:\n" for i in range(200)),
-                   "too_deep", None),
-    "python_tag": (lambda: HEADER.replace("name: hostile", "name: !!python/object/apply:"
-                                          "os.system ['echo pwned']"), "tag", 2),
+    "deep_block": (
+        lambda: HEADER + "".join("  " * i + f"k{i}:\n" for i in range(200)),
+        "too_deep",
+        None,
+    ),
+    "python_tag": (
+        lambda: HEADER.replace(
+            "name: hostile", "name: !!python/object/apply:" "os.system ['echo pwned']"
+        ),
+        "tag",
+        2,
+    ),
     "custom_tag": (lambda: HEADER + "input: !Ref other\n", "tag", 3),
-    "comments_20mb": (lambda: HEADER + (
-        "# padding padding padding padding padding padding padding padding padding pad\n"
-        * 260_000), "too_large", 1),
+    "comments_20mb": (
+        lambda: HEADER
+        + (
+            "# padding padding padding padding padding padding padding padding padding pad\n"
+            * 260_000
+        ),
+        "too_large",
+        1,
+    ),
     "huge_units": (_huge_units, "out_of_range", 7),
-    "memory_budget": (lambda: HEADER + (
-        "input: {vocab_size: 2000000, batch_size: 4096, sequence_length: 4096}\n"
-        "model:\n  layers:\n    - {type: embedding, output_dim: 1024}\n"
-        "    - {type: dense, units: 2000000}\n"), "memory_budget", 5),
+    "memory_budget": (
+        lambda: HEADER
+        + (
+            "input: {vocab_size: 2000000, batch_size: 4096, sequence_length: 4096}\n"
+            "model:\n  layers:\n    - {type: embedding, output_dim: 1024}\n"
+            "    - {type: dense, units: 2000000}\n"
+        ),
+        "memory_budget",
+        5,
+    ),
 }
 
 
@@ -69,7 +93,11 @@ def test_hostile_spec_is_an_ordinary_diagnostic(tmp_path, name):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     run = subprocess.run(
         [sys.executable, "-m", "compiler.cli", "validate", "--format", "json", str(path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=30, preexec_fn=_limits,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        preexec_fn=_limits,
         env={**os.environ, "KERASPEC_MEMORY_LIMIT": "8GiB"},
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -95,8 +123,9 @@ def test_hostile_spec_is_an_ordinary_diagnostic(tmp_path, name):
     ],
 )
 def test_hostile_set_values_are_refused_at_the_argument(value, fragment):
-    result = CliRunner().invoke(app, ["validate", "specs/char-small.yaml", "--set",
-                                      f"model.params.rnn_units={value}"])
+    result = CliRunner().invoke(
+        app, ["validate", "specs/char-small.yaml", "--set", f"model.params.rnn_units={value}"]
+    )
     assert result.exit_code == 1
     assert "--set:1:" in result.output and fragment in result.output
     assert "Traceback" not in result.output
@@ -107,8 +136,7 @@ def test_memory_limit_option_sets_the_budget(monkeypatch):
     monkeypatch.setenv("KERASPEC_MEMORY_LIMIT", "64GiB")
     ok = CliRunner().invoke(app, ["validate", "specs/lstm-text.yaml"])
     assert ok.exit_code == 0
-    tight = CliRunner().invoke(app, ["--memory-limit", "1GiB", "validate",
-                                     "specs/lstm-text.yaml"])
+    tight = CliRunner().invoke(app, ["--memory-limit", "1GiB", "validate", "specs/lstm-text.yaml"])
     assert tight.exit_code == 1
     assert "memory limit of 1 GiB, received an estimated 1.25 GiB" in tight.output
     bad = CliRunner().invoke(app, ["--memory-limit", "lots", "validate", "specs/"])
@@ -143,9 +171,13 @@ def test_spec_size_limit_is_an_argument_the_cli_takes_as_an_option_or_variable(
 
 def test_a_thousand_and_one_layers_is_over_the_bound(tmp_path):
     path = tmp_path / "long.yaml"
-    path.write_text(HEADER + "input: {vocab_size: 4}\nmodel:\n  layers:\n" + (
-        "    - {type: dropout, rate: 0.1}\n" * 1001))
+    path.write_text(
+        HEADER
+        + "input: {vocab_size: 4}\nmodel:\n  layers:\n"
+        + ("    - {type: dropout, rate: 0.1}\n" * 1001)
+    )
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 1
     assert f"{path}:6:5: error: model.layers: expected at most 1000 item(s), received 1001" in (
-        result.output)
+        result.output
+    )

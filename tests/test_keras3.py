@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import ROOT
 
 PROGRAM = ROOT / "tests" / "keras3_program.py"
@@ -21,8 +22,14 @@ def _run(order: str, work, legacy: bool = False) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     if legacy:  # the user's own choice, which keraspec must keep
         env["TF_USE_LEGACY_KERAS"] = "1"
-    done = subprocess.run([sys.executable, str(PROGRAM), order, str(work)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(PROGRAM), order, str(work)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -84,21 +91,32 @@ def _string_constants(path) -> list[str]:
         id(node.body[0].value)
         for node in ast.walk(tree)
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-        and node.body and isinstance(node.body[0], ast.Expr)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
         and isinstance(node.body[0].value, ast.Constant)
     }
-    return [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)
-            and isinstance(node.value, str) and id(node) not in docstrings]
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+    ]
 
 
 def test_no_module_of_keraspec_names_tf_use_legacy_keras_in_code(tmp_path):
     modules = sorted((ROOT / "compiler").rglob("*.py"))
     assert len(modules) > 40
-    named = [str(p.relative_to(ROOT)) for p in modules
-             if any("TF_USE_LEGACY_KERAS" in s for s in _string_constants(p))]
+    named = [
+        str(p.relative_to(ROOT))
+        for p in modules
+        if any("TF_USE_LEGACY_KERAS" in s for s in _string_constants(p))
+    ]
     assert named == []
     # The scan sees a write in code, and not a docstring that explains the variable.
     writer = tmp_path / "writer.py"
-    writer.write_text('"""Never sets TF_USE_LEGACY_KERAS."""\nimport os\n\n'
-                      'os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")\n')
+    writer.write_text(
+        '"""Never sets TF_USE_LEGACY_KERAS."""\nimport os\n\n'
+        'os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")\n'
+    )
     assert _string_constants(writer) == ["TF_USE_LEGACY_KERAS", "1"]

@@ -9,7 +9,6 @@ import sys
 
 import dp_accounting
 import pytest
-from conftest import ROOT
 from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 from typer.testing import CliRunner
@@ -24,6 +23,8 @@ from compiler.privacy.accounting import (
     privacy_report,
 )
 from compiler.tf import tensorflow
+
+from conftest import ROOT
 
 PER_EXAMPLE = ROOT / "specs" / "lstm-text-dp-per-example.yaml"
 
@@ -52,11 +53,22 @@ def _tfp_poisson_epsilon(**kw) -> float:
 def test_rdp_epsilon_agrees_with_tensorflow_privacy(
     examples, batch, epochs, noise, delta, microbatching
 ):
-    ours = compute_epsilon(noise_multiplier=noise, batch_size=batch, examples=examples,
-                           epochs=epochs, delta=delta, microbatching=microbatching)
-    theirs = _tfp_poisson_epsilon(number_of_examples=examples, batch_size=batch,
-                                  num_epochs=epochs, noise_multiplier=noise, delta=delta,
-                                  used_microbatching=microbatching)
+    ours = compute_epsilon(
+        noise_multiplier=noise,
+        batch_size=batch,
+        examples=examples,
+        epochs=epochs,
+        delta=delta,
+        microbatching=microbatching,
+    )
+    theirs = _tfp_poisson_epsilon(
+        number_of_examples=examples,
+        batch_size=batch,
+        num_epochs=epochs,
+        noise_multiplier=noise,
+        delta=delta,
+        used_microbatching=microbatching,
+    )
     assert ours == pytest.approx(theirs, abs=6e-4)  # the statement prints 3 decimals
 
 
@@ -119,33 +131,50 @@ def test_no_noise_means_no_guarantee():
 def test_default_delta_is_below_one_over_records():
     spec = compiler.load_spec(PER_EXAMPLE, ["training.privacy.delta=null"])
     report = privacy_report(spec, 3600)
-    assert report.delta == pytest.approx(3600 ** -1.1) == default_delta(3600)
+    assert report.delta == pytest.approx(3600**-1.1) == default_delta(3600)
     assert report.delta < 1 / 3600 / 2
     assert "examples^-1.1" in report.delta_rule
 
 
 def test_privacy_cli_prints_both_accountants_and_warns():
     runner = CliRunner()
-    weak = runner.invoke(app, ["privacy", "specs/lstm-text-dp.yaml", "--examples", "10000",
-                               "--set", "model.params.noise_multiplier=0.1"])
+    weak = runner.invoke(
+        app,
+        [
+            "privacy",
+            "specs/lstm-text-dp.yaml",
+            "--examples",
+            "10000",
+            "--set",
+            "model.params.noise_multiplier=0.1",
+        ],
+    )
     assert weak.exit_code == 0
     assert "warning: training.privacy: epsilon is" in weak.output
     assert "no meaningful privacy guarantee" in weak.output
     text = runner.invoke(app, ["privacy", str(PER_EXAMPLE), "--examples", "50000"]).output
-    pld, rdp = (float(re.search(rf"{name} \(dp_accounting[^)]*\): ([0-9.]+)", text)[1])
-                for name in ("PLD", "RDP"))
+    pld, rdp = (
+        float(re.search(rf"{name} \(dp_accounting[^)]*\): ([0-9.]+)", text)[1])
+        for name in ("PLD", "RDP")
+    )
     assert pld < rdp and "sampling: poisson" in text
-    report = json.loads(runner.invoke(
-        app, ["privacy", str(PER_EXAMPLE), "--examples", "50000", "-f", "json"]).output)
+    report = json.loads(
+        runner.invoke(
+            app, ["privacy", str(PER_EXAMPLE), "--examples", "50000", "-f", "json"]
+        ).output
+    )
     assert report["epsilon"] == pytest.approx(pld, abs=1e-4) and report["warning"] is None
     assert report["accountant"] == "pld" and report["sampling"] == "poisson"
     # The spec's delta, 1e-6, is 1 / records at a million records: a warning says why.
-    loose = runner.invoke(app, ["privacy", str(PER_EXAMPLE), "--examples", "1000000",
-                                "--epochs", "0.01"])
+    loose = runner.invoke(
+        app, ["privacy", str(PER_EXAMPLE), "--examples", "1000000", "--epochs", "0.01"]
+    )
     assert "lstm-text-dp-per-example.yaml:18:12: warning: training.privacy.delta" in loose.output
     assert "publishes one whole record" in loose.output
-    solved = runner.invoke(app, ["privacy", str(PER_EXAMPLE), "--examples", "50000",
-                                 "--target-epsilon", "3", "-f", "json"])
+    solved = runner.invoke(
+        app,
+        ["privacy", str(PER_EXAMPLE), "--examples", "50000", "--target-epsilon", "3", "-f", "json"],
+    )
     assert 0.98 * 3.0 <= json.loads(solved.output)["epsilon"] <= 3.0
     missing = runner.invoke(app, ["privacy", "specs/lstm-text.yaml", "--examples", "100"])
     assert missing.exit_code == 1
@@ -157,14 +186,17 @@ def test_validate_with_examples_warns_on_a_delta_of_one_over_records_or_more():
     ok = runner.invoke(app, ["validate", str(PER_EXAMPLE), "--examples", "999999", "-f", "json"])
     codes = {d["code"] for d in json.loads(ok.stdout)["files"][0]["diagnostics"]}
     assert "privacy_delta" not in codes
-    loose = runner.invoke(app, ["validate", str(PER_EXAMPLE), "--examples", "1000000",
-                                "-f", "json"])
-    (found,) = [d for d in json.loads(loose.stdout)["files"][0]["diagnostics"]
-                if d["code"] == "privacy_delta"]
+    loose = runner.invoke(
+        app, ["validate", str(PER_EXAMPLE), "--examples", "1000000", "-f", "json"]
+    )
+    (found,) = [
+        d
+        for d in json.loads(loose.stdout)["files"][0]["diagnostics"]
+        if d["code"] == "privacy_delta"
+    ]
     assert found["severity"] == "warning" and found["line"] == 18
     assert found["path"] == "training.privacy.delta"
-    strict = runner.invoke(app, ["validate", "--strict", str(PER_EXAMPLE), "--examples",
-                                 "1000000"])
+    strict = runner.invoke(app, ["validate", "--strict", str(PER_EXAMPLE), "--examples", "1000000"])
     assert strict.exit_code == 1
 
 
@@ -173,15 +205,22 @@ def test_rdp_report_names_the_old_dp_accounting_series_only_where_it_applies():
 
     # tensorflow-privacy pins dp-accounting 0.4.3 on Python 3.11; 3.12 and later take 0.6.
     assert rdp_series_cut_short() == (sys.version_info < (3, 12))
-    low = compiler.load_spec(PER_EXAMPLE, ["training.privacy.accountant=rdp",
-                                           "training.privacy.noise_multiplier=0.9"])
-    high = compiler.load_spec(PER_EXAMPLE, ["training.privacy.accountant=rdp",
-                                            "training.privacy.noise_multiplier=2.0"])
-    caveat = [a for a in privacy_report(low, 20000, steps=100).assumptions
-              if "dp-accounting before 0.5" in a]
+    low = compiler.load_spec(
+        PER_EXAMPLE, ["training.privacy.accountant=rdp", "training.privacy.noise_multiplier=0.9"]
+    )
+    high = compiler.load_spec(
+        PER_EXAMPLE, ["training.privacy.accountant=rdp", "training.privacy.noise_multiplier=2.0"]
+    )
+    caveat = [
+        a
+        for a in privacy_report(low, 20000, steps=100).assumptions
+        if "dp-accounting before 0.5" in a
+    ]
     assert len(caveat) == (1 if rdp_series_cut_short() else 0)
-    assert not any("dp-accounting before 0.5" in a
-                   for a in privacy_report(high, 20000, steps=100).assumptions)
-    assert not any("dp-accounting before 0.5" in a
-                   for a in privacy_report(compiler.load_spec(PER_EXAMPLE), 20000,
-                                           steps=100).assumptions)  # PLD alone
+    assert not any(
+        "dp-accounting before 0.5" in a for a in privacy_report(high, 20000, steps=100).assumptions
+    )
+    assert not any(
+        "dp-accounting before 0.5" in a
+        for a in privacy_report(compiler.load_spec(PER_EXAMPLE), 20000, steps=100).assumptions
+    )  # PLD alone

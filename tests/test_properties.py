@@ -3,12 +3,13 @@ always give located diagnostics, never another exception."""
 
 import copy
 
-from conftest import TF_PRIVACY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import compiler
 from compiler.lang.render import dump_yaml, render, to_data
+
+from conftest import TF_PRIVACY
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -20,8 +21,11 @@ def chain_specs(draw):
     width = draw(st.integers(1, 12))
     layers = [{"type": "embedding", "output_dim": width}]
     for _ in range(draw(st.integers(0, 3))):
-        kind = draw(st.sampled_from(["dropout", "lstm", "gru", "dense", "layer_normalization",
-                                     "activation"]))
+        kind = draw(
+            st.sampled_from(
+                ["dropout", "lstm", "gru", "dense", "layer_normalization", "activation"]
+            )
+        )
         if kind == "dropout":
             layers.append({"type": kind, "rate": draw(st.floats(0, 0.9))})
         elif kind in ("lstm", "gru"):
@@ -29,8 +33,13 @@ def chain_specs(draw):
             layers.append({"type": kind, "units": width, "return_sequences": True})
         elif kind == "dense":
             width = draw(st.integers(1, 12))
-            layers.append({"type": kind, "units": width,
-                           "activation": draw(st.sampled_from(["relu", "tanh", "linear"]))})
+            layers.append(
+                {
+                    "type": kind,
+                    "units": width,
+                    "activation": draw(st.sampled_from(["relu", "tanh", "linear"])),
+                }
+            )
         elif kind == "layer_normalization":
             layers.append({"type": kind})
         else:
@@ -49,11 +58,19 @@ def chain_specs(draw):
         implementations = ["standard", "vectorized", "fast"] if TF_PRIVACY else ["fast"]
         implementation = draw(st.sampled_from(implementations))
         micro = batch if implementation == "fast" else draw(st.sampled_from([1, batch]))
-        training["privacy"] = {"l2_norm_clip": draw(st.floats(0.1, 5)),
-                               "noise_multiplier": draw(st.floats(0, 2)),
-                               "num_microbatches": micro, "implementation": implementation}
-    return {"apiVersion": "keraspec/v1", "name": "generated",
-            "input": {"vocab_size": vocab}, "model": {"layers": layers}, "training": training}
+        training["privacy"] = {
+            "l2_norm_clip": draw(st.floats(0.1, 5)),
+            "noise_multiplier": draw(st.floats(0, 2)),
+            "num_microbatches": micro,
+            "implementation": implementation,
+        }
+    return {
+        "apiVersion": "keraspec/v1",
+        "name": "generated",
+        "input": {"vocab_size": vocab},
+        "model": {"layers": layers},
+        "training": training,
+    }
 
 
 @settings(max_examples=60, **SETTINGS)
@@ -91,8 +108,9 @@ def _at(node, path):
     return node
 
 
-MUTANTS = st.sampled_from(["delete", "string", "list", "mapping", "huge", "negative",
-                           "misspell", "nest", "null", "float"])
+MUTANTS = st.sampled_from(
+    ["delete", "string", "list", "mapping", "huge", "negative", "misspell", "nest", "null", "float"]
+)
 
 
 @settings(max_examples=150, **SETTINGS)
@@ -108,9 +126,15 @@ def test_mutated_specs_give_located_diagnostics_never_crashes(data, mutation, pi
         parent[key[:-1] + "x"] = parent.pop(key)
     else:
         parent[key] = {
-            "string": "surprise", "list": [1, "a"], "mapping": {"a": {"b": 1}},
-            "huge": 10**40, "negative": -7, "null": None, "float": 2.5,
-            "nest": [[[[[[[[1]]]]]]]], "misspell": "x",
+            "string": "surprise",
+            "list": [1, "a"],
+            "mapping": {"a": {"b": 1}},
+            "huge": 10**40,
+            "negative": -7,
+            "null": None,
+            "float": 2.5,
+            "nest": [[[[[[[[1]]]]]]]],
+            "misspell": "x",
         }[mutation]
     text = dump_yaml(data)
     result = compiler.validate(text, name="<mutant>")  # never raises

@@ -5,10 +5,11 @@ import re
 import subprocess
 
 import pytest
-from conftest import CASES, ROOT
 from typer.testing import CliRunner
 
 from compiler.cli import app
+
+from conftest import CASES, ROOT
 
 runner = CliRunner()
 DIFF_CASES = sorted(p for p in (CASES / "diff").iterdir() if p.is_dir())
@@ -98,8 +99,12 @@ def test_validate_github_format_is_one_annotation_per_diagnostic():
         m = _ANNOTATION.match(line)
         assert m, line
         severity, file, row, col, title, message = m.groups()
-        assert (severity, file, int(row), int(col)) == (d["severity"], d["file"], d["line"],
-                                                          d["column"])
+        assert (severity, file, int(row), int(col)) == (
+            d["severity"],
+            d["file"],
+            d["line"],
+            d["column"],
+        )
         assert title.startswith(f"keraspec {d['code']}")
         unescaped = message.replace("%0A", "\n").replace("%0D", "\r").replace("%25", "%")
         assert unescaped == f"{d['path']}: {d['message']}"
@@ -114,8 +119,17 @@ def test_version_option():
 
 def test_render_to_a_file_points_at_the_schema_relative_to_it(tmp_path):
     out = tmp_path / "deep" / "spec.yaml"
-    result = runner.invoke(app, ["render", "specs/char-small.yaml", "-o", str(out), "--schema",
-                                 str(ROOT / "schema" / "keraspec.schema.json")])
+    result = runner.invoke(
+        app,
+        [
+            "render",
+            "specs/char-small.yaml",
+            "-o",
+            str(out),
+            "--schema",
+            str(ROOT / "schema" / "keraspec.schema.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     first = out.read_text().splitlines()[0]
     assert first.startswith("# yaml-language-server: $schema=")
@@ -130,8 +144,10 @@ def test_a_tensorflow_command_without_the_extra_says_what_to_install(monkeypatch
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        importlib.util, "find_spec",
-        lambda name, *a: None if name.startswith("tensorflow") else real(name, *a))
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.startswith("tensorflow") else real(name, *a),
+    )
     result = runner.invoke(app, ["compile", "specs/char-small.yaml"])
     assert result.exit_code == 1
     assert "pip install 'keraspec[tensorflow]'" in result.output

@@ -4,13 +4,14 @@ import json
 
 import jsonschema
 import pytest
-from cases import cases
-from conftest import ROOT, spec_files
 from ruamel.yaml import YAML
 
 import compiler
 from compiler.lang.render import render, to_data
 from compiler.lang.schema import SCHEMA_PATH, schema_text
+
+from cases import cases
+from conftest import ROOT, spec_files
 
 SPECS = spec_files()
 SCHEMA = json.loads((ROOT / SCHEMA_PATH).read_text())

@@ -10,22 +10,22 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, TF_PRIVACY, needs_tf_privacy
-from conftest import copy_fruit_run
-from training_fixtures import CORPUS_ROWS, load, write_corpus, write_spec
 from typer.testing import CliRunner
 
 import compiler
 from compiler.cli import app
 from compiler.data.corpus import read_corpus
 from compiler.data.dataset import prepare, split_records
-from compiler.export.savedmodel import export_saved_model
-from compiler.training.rundir import RunDir
-from compiler.tf import tensorflow
 from compiler.data.tokenizer import CharTokenizer
+from compiler.export.savedmodel import export_saved_model
+from compiler.tf import tensorflow
 from compiler.training import train
 from compiler.training.loop import _compile
 from compiler.training.run import training_spec
+from compiler.training.rundir import RunDir
+
+from conftest import ROOT, TF_PRIVACY, copy_fruit_run, needs_tf_privacy
+from training_fixtures import CORPUS_ROWS, load, write_corpus, write_spec
 
 tf = tensorflow()
 
@@ -57,12 +57,20 @@ def test_training_lowers_validation_loss_below_the_untrained_model(tmp_path, cor
     # The untrained model (same seed, same initial weights) on the same validation windows.
     records = read_corpus(corpus).records
     tok = CharTokenizer.fit(records)
-    data = prepare([tok.encode(r) for r in records], unit="window", batch_size=8,
-                   sequence_length=12, validation_split=0.1, seed=3, data_name="c")
+    data = prepare(
+        [tok.encode(r) for r in records],
+        unit="window",
+        batch_size=8,
+        sequence_length=12,
+        validation_split=0.1,
+        seed=3,
+        data_name="c",
+    )
     untrained = _compile(tf, spec, 3, weighted=False).model
     full = len(data.validation) // 8 * 8  # the stateful model takes whole batches only
-    before = untrained.evaluate(data.validation.inputs[:full], data.validation.targets[:full],
-                                batch_size=8, verbose=0)[0]
+    before = untrained.evaluate(
+        data.validation.inputs[:full], data.validation.targets[:full], batch_size=8, verbose=0
+    )[0]
     assert report.best_val_loss < 0.8 * before  # measured 0.60 x
     assert report.stopped_by == "epochs" and report.epochs == 3
     assert report.steps == 3 * report.steps_per_epoch == 3 * (report.examples // 8)
@@ -111,8 +119,9 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, corpus):
 
 
 def test_fast_dp_resume_goes_on_with_the_saved_noise_stream(tmp_path, corpus):
-    spec = load(write_spec(tmp_path / "s.yaml", dp=True, noise=1.0, dropout=0.2,
-                           implementation="fast"))
+    spec = load(
+        write_spec(tmp_path / "s.yaml", dp=True, noise=1.0, dropout=0.2, implementation="fast")
+    )
     train(spec, corpus, tmp_path / "run", max_steps=2)
     first = _checkpoint_values(tmp_path / "run")
     train(spec, corpus, tmp_path / "run", max_steps=4)
@@ -166,8 +175,7 @@ def _write(path, data: bytes):
         ("run_dir_foreign", "run_dir_foreign"),
     ],
 )
-def test_bad_input_fails_before_training_and_leaves_run_dir_as_it_was(tmp_path, corpus, case,
-                                                                      code):
+def test_bad_input_fails_before_training_and_leaves_run_dir_as_it_was(tmp_path, corpus, case, code):
     spec = load(write_spec(tmp_path / "s.yaml", vocab=8 if case == "vocab" else 40))
     data = {
         "missing": tmp_path / "nope.txt",
@@ -204,16 +212,26 @@ def _diagnostics(spec, data, run_dir):
     raise AssertionError("expected an error")
 
 
-@pytest.mark.parametrize("implementation", [pytest.param("standard", marks=needs_tf_privacy), "fast"])
+@pytest.mark.parametrize(
+    "implementation", [pytest.param("standard", marks=needs_tf_privacy), "fast"]
+)
 def test_dp_run_reports_the_epsilon_of_its_steps_and_records(tmp_path, corpus, implementation):
-    spec = load(write_spec(tmp_path / "s.yaml", dp=True, epochs=1, noise=1.1, length=12,
-                           implementation=implementation))
+    spec = load(
+        write_spec(
+            tmp_path / "s.yaml",
+            dp=True,
+            epochs=1,
+            noise=1.1,
+            length=12,
+            implementation=implementation,
+        )
+    )
     report = train(spec, corpus, tmp_path / "run", max_steps=5)
     assert report.unit == "record" and report.steps == 5
     assert report.examples == report.records == 216  # 240 records, 10% held out
     expected = compiler.privacy.privacy_report(spec, examples=216, steps=5)
     assert report.privacy["epsilon"] == pytest.approx(expected.epsilon, rel=1e-9)
-    assert report.privacy["delta"] == pytest.approx(216 ** -1.1)  # below 1 / records
+    assert report.privacy["delta"] == pytest.approx(216**-1.1)  # below 1 / records
     assert report.privacy["accountant"] == "pld"
     method = "poisson" if implementation == "fast" else "shuffle"
     assert report.privacy["sampling"]["method"] == method
@@ -247,13 +265,22 @@ def _gradient(compiled, x, y, w):
 
 def test_no_state_crosses_batches_in_dp_training(tmp_path):
     implementation = "standard" if TF_PRIVACY else "fast"
-    spec = compiler.load_spec(write_spec(tmp_path / "s.yaml", dp=True, dropout=0.0, noise=0.0,
-                                         implementation=implementation),
-                              ["model.params.stateful=true"])  # the reference's layers
+    spec = compiler.load_spec(
+        write_spec(
+            tmp_path / "s.yaml", dp=True, dropout=0.0, noise=0.0, implementation=implementation
+        ),
+        ["model.params.stateful=true"],
+    )  # the reference's layers
     assert any(getattr(layer, "stateful", False) for layer in spec.model.layers)
     rng = np.random.default_rng(0)
-    batch = lambda: (rng.integers(2, 40, (8, 12)).astype(np.int32),  # noqa: E731
-                     rng.integers(2, 40, (8, 12)).astype(np.int32), np.ones((8, 12), np.float32))
+
+    def batch():
+        return (
+            rng.integers(2, 40, (8, 12)).astype(np.int32),
+            rng.integers(2, 40, (8, 12)).astype(np.int32),
+            np.ones((8, 12), np.float32),
+        )
+
     b, a = batch(), batch()
 
     def gradients_after(compiled, previous):
@@ -274,19 +301,58 @@ def test_no_state_crosses_batches_in_dp_training(tmp_path):
 def test_cli_train_json_report_and_generate(tmp_path, corpus):
     runner = CliRunner()
     spec = write_spec(tmp_path / "s.yaml", epochs=1)
-    result = runner.invoke(app, ["train", str(spec), "--data", str(corpus), "-o",
-                                 str(tmp_path / "run"), "--format", "json", "--max-steps", "3"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(spec),
+            "--data",
+            str(corpus),
+            "-o",
+            str(tmp_path / "run"),
+            "--format",
+            "json",
+            "--max-steps",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["steps"] == 3 and report["stopped_by"] == "max_steps"
-    result = runner.invoke(app, ["generate", str(tmp_path / "run"), "-n", "3", "--seed", "1",
-                                 "--max-new-tokens", "10", "--prompt", "pe"])
+    result = runner.invoke(
+        app,
+        [
+            "generate",
+            str(tmp_path / "run"),
+            "-n",
+            "3",
+            "--seed",
+            "1",
+            "--max-new-tokens",
+            "10",
+            "--prompt",
+            "pe",
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert len(lines) == 3 and all(line.startswith("pe") for line in lines)
     assert all(len(line) <= 12 for line in lines)
-    again = runner.invoke(app, ["generate", str(tmp_path / "run"), "-n", "3", "--seed", "1",
-                                "--max-new-tokens", "10", "--prompt", "pe"])
+    again = runner.invoke(
+        app,
+        [
+            "generate",
+            str(tmp_path / "run"),
+            "-n",
+            "3",
+            "--seed",
+            "1",
+            "--max-new-tokens",
+            "10",
+            "--prompt",
+            "pe",
+        ],
+    )
     assert again.stdout == result.stdout  # same seed, same records
     bad = runner.invoke(app, ["generate", str(tmp_path / "run"), "--prompt", "ZZ"])
     assert bad.exit_code == 1 and "'Z'" in bad.output and "Traceback" not in bad.output
@@ -306,8 +372,11 @@ def test_generated_records_learn_the_corpus_shape(tmp_path, fruit_run):
     assert len(result.records) == 200 and result.step > 0
     # Corpus records are "fruit,colour,digit". Most sampled records are such records, ended
     # by <eor>, and most of those pair a corpus fruit with its own colour.
-    shaped = [r for r, done in zip(result.records, result.complete)
-              if done and re.fullmatch(r"[a-z]+,[a-z]+,[1-9]", r)]
+    shaped = [
+        r
+        for r, done in zip(result.records, result.complete)
+        if done and re.fullmatch(r"[a-z]+,[a-z]+,[1-9]", r)
+    ]
     pairs = [r for r in shaped if tuple(r.split(",")[1::-1]) in CORPUS_ROWS]
     assert len(shaped) >= 60 and len(pairs) >= 50, result.records[:20]
     # The run's validators (learned column rules) pass every real pair and nothing unshaped.
@@ -317,8 +386,14 @@ def test_generated_records_learn_the_corpus_shape(tmp_path, fruit_run):
 
 def _run_cli(*args, **kwargs):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "compiler.cli", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "compiler.cli", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
 
 
 def _wait_for_step(run_dir, step, timeout=120):
@@ -336,8 +411,9 @@ def test_a_killed_run_leaves_a_checkpoint_that_loads_and_resumes(tmp_path, sig):
     corpus = write_corpus(tmp_path / "corpus.txt", records=4000)
     spec = write_spec(tmp_path / "s.yaml", epochs=1, validation_split=0.0)
     run_dir = tmp_path / "run"
-    proc = _run_cli("train", str(spec), "--data", str(corpus), "-o", str(run_dir),
-                    "--checkpoint-every", "2")
+    proc = _run_cli(
+        "train", str(spec), "--data", str(corpus), "-o", str(run_dir), "--checkpoint-every", "2"
+    )
     try:
         _wait_for_step(run_dir, 4)
         proc.send_signal(sig)

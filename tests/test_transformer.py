@@ -7,8 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from capi_client import assert_c_api_answers_as_python
-from training_fixtures import transformer_spec_text, write_corpus
 from typer.testing import CliRunner
 
 import compiler
@@ -19,6 +17,9 @@ from compiler.diff import diff_specs
 from compiler.export.savedmodel import export_saved_model, read_metadata
 from compiler.tf import tensorflow, tf_keras
 from compiler.training import train
+
+from capi_client import assert_c_api_answers_as_python
+from training_fixtures import transformer_spec_text, write_corpus
 
 tf, keras = tensorflow(), tf_keras()
 runner = CliRunner()
@@ -54,16 +55,22 @@ def _blocks():
     return compiler.load_spec(BLOCKS)
 
 
-@pytest.mark.parametrize("source", ["blocks", "specs/transformer-small.yaml",
-                                    "specs/transformer-text-dp.yaml"])
+@pytest.mark.parametrize(
+    "source", ["blocks", "specs/transformer-small.yaml", "specs/transformer-text-dp.yaml"]
+)
 def test_static_parameter_counts_equal_the_compiled_models(source):
     if source == "blocks":
         spec = _blocks()
     else:
-        spec = compiler.load_spec(source, ["model.params.vocab_size=50",
-                                           "model.params.embedding_dim=24",
-                                           "model.params.mlp_units=40",
-                                           "model.params.num_layers=3"])
+        spec = compiler.load_spec(
+            source,
+            [
+                "model.params.vocab_size=50",
+                "model.params.embedding_dim=24",
+                "model.params.mlp_units=40",
+                "model.params.num_layers=3",
+            ],
+        )
     model = compile_spec(spec, examples=1000).model
     static = {info.name: info.params for info in spec.analysis.layers}
     for layer in model.layers:
@@ -89,10 +96,10 @@ def test_logits_at_a_position_ignore_later_tokens():
     base = model(x, training=False).numpy()
     for t in (0, 4, 8):
         changed = x.copy()
-        changed[:, t + 1:] = (changed[:, t + 1:] + 7) % 20
+        changed[:, t + 1 :] = (changed[:, t + 1 :] + 7) % 20
         other = model(changed, training=False).numpy()
         np.testing.assert_array_equal(other[:, : t + 1], base[:, : t + 1])
-        assert np.abs(other[:, t + 1:] - base[:, t + 1:]).max() > 1e-3  # later ones see it
+        assert np.abs(other[:, t + 1 :] - base[:, t + 1 :]).max() > 1e-3  # later ones see it
 
 
 def test_the_one_token_step_over_the_states_reproduces_the_whole_sequence():
@@ -116,8 +123,9 @@ def test_the_one_token_step_over_the_states_reproduces_the_whole_sequence():
 
 
 def test_compiled_model_json_loads_in_tf_keras(tmp_path):
-    result = runner.invoke(app, ["compile", "specs/transformer-small.yaml", "-o",
-                                 str(tmp_path / "out")])
+    result = runner.invoke(
+        app, ["compile", "specs/transformer-small.yaml", "-o", str(tmp_path / "out")]
+    )
     assert result.exit_code == 0, result.output
     text = (tmp_path / "out" / "model.json").read_text()
     rebuilt = keras.models.model_from_json(text, custom_objects=compiler.custom_objects())
@@ -158,8 +166,11 @@ def test_a_trained_dp_transformer_exports_every_signature_with_its_caches(dp_exp
 
 def _zero_states(loaded, rows):
     step = loaded.signatures["step"]
-    return {name: tf.zeros([rows, *spec.shape[1:]], spec.dtype)
-            for name, spec in step.structured_input_signature[1].items() if name != "tokens"}
+    return {
+        name: tf.zeros([rows, *spec.shape[1:]], spec.dtype)
+        for name, spec in step.structured_input_signature[1].items()
+        if name != "tokens"
+    }
 
 
 def test_step_token_by_token_reproduces_serving_default(dp_export):
@@ -169,7 +180,7 @@ def test_step_token_by_token_reproduces_serving_default(dp_export):
     for pieces in ([1] * 12, [5, 1, 6]):
         states, got, at = _zero_states(loaded, 3), [], 0
         for n in pieces:
-            out = loaded.signatures["step"](tokens=tf.constant(tokens[:, at:at + n]), **states)
+            out = loaded.signatures["step"](tokens=tf.constant(tokens[:, at : at + n]), **states)
             got.append(out["logits"].numpy())
             states = {k: out[k] for k in states}
             at += n
@@ -182,8 +193,11 @@ def test_generate_at_temperature_zero_is_a_greedy_loop_over_serving_default(dp_e
     start = read_metadata(export.path)["start_tokens"]
     prompts = [[5, 6, 7], [8, 0, 0], [0, 0, 0]]
     out = loaded.signatures["generate"](
-        prompt=tf.constant(prompts, tf.int32), max_new_tokens=tf.fill([3], 8),
-        temperature=tf.zeros([3]), seed=tf.zeros([3], tf.int64))
+        prompt=tf.constant(prompts, tf.int32),
+        max_new_tokens=tf.fill([3], 8),
+        temperature=tf.zeros([3]),
+        seed=tf.zeros([3], tf.int64),
+    )
     for row, prompt in enumerate(prompts):
         ids = start + [i for i in prompt if i != PAD_ID]
         expected = []
@@ -204,8 +218,11 @@ def test_generation_ends_at_the_context_and_longer_requests_fail_naming_it(dp_ex
     start = len(read_metadata(export.path)["start_tokens"])
     rows, prompt = 32, [5, 6, 7]
     out = loaded.signatures["generate"](
-        prompt=tf.constant([prompt] * rows, tf.int32), max_new_tokens=tf.fill([rows], 100),
-        temperature=tf.fill([rows], 3.0), seed=tf.range(rows, dtype=tf.int64))
+        prompt=tf.constant([prompt] * rows, tf.int32),
+        max_new_tokens=tf.fill([rows], 100),
+        temperature=tf.fill([rows], 3.0),
+        seed=tf.range(rows, dtype=tf.int64),
+    )
     lengths, complete = out["lengths"].numpy(), out["complete"].numpy()
     room = 16 - start - len(prompt)  # positions left for generated tokens
     assert lengths.max() <= room
@@ -222,12 +239,19 @@ def test_generation_ends_at_the_context_and_longer_requests_fail_naming_it(dp_ex
 def test_every_transformer_signature_runs_through_the_c_api(dp_export):
     _, export, loaded = dp_export
     rng = np.random.default_rng(3)
-    states = {k: (v.numpy() + rng.normal(size=v.shape).astype(np.float32) * 0.1
-                  if v.dtype == tf.float32 else np.array([2, 0], np.int32))
-              for k, v in _zero_states(loaded, 2).items()}
-    per_row = {"max_new_tokens": np.array([6, 3], np.int32),
-               "temperature": np.array([0.8, 0.0], np.float32),
-               "seed": np.array([4, 5], np.int64)}
+    states = {
+        k: (
+            v.numpy() + rng.normal(size=v.shape).astype(np.float32) * 0.1
+            if v.dtype == tf.float32
+            else np.array([2, 0], np.int32)
+        )
+        for k, v in _zero_states(loaded, 2).items()
+    }
+    per_row = {
+        "max_new_tokens": np.array([6, 3], np.int32),
+        "temperature": np.array([0.8, 0.0], np.float32),
+        "seed": np.array([4, 5], np.int64),
+    }
     requests = {
         "serving_default": {"tokens": rng.integers(2, 20, (2, 5)).astype(np.int32)},
         "step": {"tokens": rng.integers(2, 20, (2, 3)).astype(np.int32), **states},
@@ -241,9 +265,23 @@ def test_generating_from_the_run_and_from_the_export_agree_greedily(dp_export):
     root, export, _ = dp_export
     texts = []
     for source in (root / "run", export.path):
-        result = runner.invoke(app, ["generate", str(source), "-n", "2", "--temperature", "0",
-                                     "--prompt", "pe", "--max-new-tokens", "20",
-                                     "--format", "json"])
+        result = runner.invoke(
+            app,
+            [
+                "generate",
+                str(source),
+                "-n",
+                "2",
+                "--temperature",
+                "0",
+                "--prompt",
+                "pe",
+                "--max-new-tokens",
+                "20",
+                "--format",
+                "json",
+            ],
+        )
         assert result.exit_code == 0, result.output
         texts.append(json.loads(result.output)["records"])
     assert texts[0] == texts[1]
@@ -272,13 +310,17 @@ def test_diff_reports_attention_parameters_and_cache_compatibility():
     old = compiler.load_spec("specs/transformer-small.yaml")
     new = compiler.load_spec("specs/transformer-small.yaml", ["model.params.num_heads=8"])
     d = diff_specs(old, new)
-    assert (d.params["old"], d.params["new"]) == (old.analysis.total_params,
-                                                  new.analysis.total_params)
+    assert (d.params["old"], d.params["new"]) == (
+        old.analysis.total_params,
+        new.analysis.total_params,
+    )
     assert not d.checkpoint["compatible"]
     assert any("block_1_attention.query/kernel" in p for p in d.checkpoint["differences"])
     assert not d.serving["compatible"]
-    assert any("block_1_attention_key" in p and "64, 4, 24" in p and "64, 8, 12" in p
-               for p in d.serving["differences"])
+    assert any(
+        "block_1_attention_key" in p and "64, 4, 24" in p and "64, 8, 12" in p
+        for p in d.serving["differences"]
+    )
 
 
 def test_a_model_that_sees_later_tokens_exports_serving_default_alone():
@@ -286,10 +328,16 @@ def test_a_model_that_sees_later_tokens_exports_serving_default_alone():
 
     spec = compiler.load_spec("tests/cases/warnings/not_causal.yaml")
     assert signatures_to_export(spec, text_in_graph=True) == ["serving_default"]
-    causal = compiler.load_spec("tests/cases/warnings/not_causal.yaml",
-                                ["model.layers[1].causal=true", "model.layers[2].padding=causal"])
+    causal = compiler.load_spec(
+        "tests/cases/warnings/not_causal.yaml",
+        ["model.layers[1].causal=true", "model.layers[2].padding=causal"],
+    )
     assert signatures_to_export(causal, text_in_graph=True) == [
-        "serving_default", "step", "generate", "generate_text"]
+        "serving_default",
+        "step",
+        "generate",
+        "generate_text",
+    ]
 
 
 def test_the_memory_estimate_counts_attention_scores_over_the_sequence():
@@ -301,7 +349,7 @@ def test_the_memory_estimate_counts_attention_scores_over_the_sequence():
 
     # Outputs and gates grow with batch x sequence; each position's scores also with the
     # sequence: four times the positions cost four times an LSTM's, more for attention.
-    assert activations("specs/char-small.yaml", 256) == 4 * activations("specs/char-small.yaml",
-                                                                          64)
+    assert activations("specs/char-small.yaml", 256) == 4 * activations("specs/char-small.yaml", 64)
     assert activations("specs/transformer-small.yaml", 256) > 5 * activations(
-        "specs/transformer-small.yaml", 64)
+        "specs/transformer-small.yaml", 64
+    )

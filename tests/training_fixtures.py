@@ -72,13 +72,19 @@ def load(path: pathlib.Path) -> compiler.Spec:
     return compiler.load_spec(path)
 
 
-def transformer_spec_text(*, dp: bool = False, epochs: int = 2, dropout: float = 0.1,
-                          length: int = 16, noise: float = 0.5, learning_rate: float = 0.01,
-                          extra: str = "") -> str:
+def transformer_spec_text(
+    *,
+    dp: bool = False,
+    epochs: int = 2,
+    dropout: float = 0.1,
+    length: int = 16,
+    noise: float = 0.5,
+    learning_rate: float = 0.01,
+    extra: str = "",
+) -> str:
     """The transformer-text(-dp) template at a few thousand parameters: one block, two heads."""
     template = "transformer-text-dp" if dp else "transformer-text"
-    privacy = (f", l2_norm_clip: 1.0, noise_multiplier: {noise}, implementation: fast"
-               if dp else "")
+    privacy = f", l2_norm_clip: 1.0, noise_multiplier: {noise}, implementation: fast" if dp else ""
     return (
         "apiVersion: keraspec/v1\n"
         "name: tiny-transformer\n"

@@ -139,11 +139,18 @@ def _version(value: bool) -> None:
 def _options(
     ctx: typer.Context,
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, metavar=FLAG,
+        False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        metavar=FLAG,
         help="Print the version and exit.",
     ),
     debug: bool = typer.Option(
-        False, "--debug", metavar=FLAG, envvar="KERASPEC_DEBUG",
+        False,
+        "--debug",
+        metavar=FLAG,
+        envvar="KERASPEC_DEBUG",
         help="Show a traceback for internal errors (for bug reports).",
     ),
     memory_limit: Optional[str] = typer.Option(
@@ -177,7 +184,7 @@ def _size_option(text: Optional[str], name: str) -> Optional[int]:
     except ValueError:
         raise typer.BadParameter(
             f"expected a size such as 512MiB or 64GiB, received {text!r}", param_hint=name
-        )
+        ) from None
 
 
 def _quiet_tensorflow() -> None:
@@ -279,7 +286,7 @@ def _load_or_exit(ctx: typer.Context, spec: Path, overrides: Optional[List[str]]
         return load_spec(spec, overrides or (), **_spec_limits(ctx))
     except SpecError as e:
         _print_diagnostics(_console(stderr=True), e.diagnostics)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from e
 
 
 def _fail(diagnostics: Iterable["Diagnostic"]) -> "typer.Exit":
@@ -302,4 +309,3 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(3)
-

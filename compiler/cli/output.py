@@ -119,8 +119,10 @@ def _print_markdown(text: str) -> None:
 def _cells(line: str) -> list[str]:
     from rich.markup import escape
 
-    return [escape(c.strip().replace("\\|", "|").strip("`")) for c in
-            line.strip().strip("|").split(" | ")]
+    return [
+        escape(c.strip().replace("\\|", "|").strip("`"))
+        for c in line.strip().strip("|").split(" | ")
+    ]
 
 
 class _TrainProgress:
@@ -159,21 +161,22 @@ class _TrainProgress:
         if p.event == "start" and p.step > 0 and self.enabled:
             console = _console(stderr=True)
             if p.step >= p.total_steps:
-                console.print(f"already complete at step {p.step} (epoch {p.epoch}/"
-                              f"{p.epochs}); nothing to do")
+                console.print(
+                    f"already complete at step {p.step} (epoch {p.epoch}/"
+                    f"{p.epochs}); nothing to do"
+                )
             else:
                 console.print(f"resuming from step {p.step} (epoch {p.epoch}/{p.epochs})")
-        metrics = "  ".join(
-            f"{k} {v:.4f}" for k, v in p.logs.items() if isinstance(v, float)
-        )
+        metrics = "  ".join(f"{k} {v:.4f}" for k, v in p.logs.items() if isinstance(v, float))
         if p.epsilon is not None:
             metrics += f"  ε {p.epsilon:.3g}"
         if self.bar is None:
             return
         if not self.bar.console.is_terminal and p.event == "epoch":
             # A pipe or a log file keeps no redrawn bar: one line per epoch instead.
-            self.bar.console.print(f"epoch {p.epoch}/{p.epochs}  step {p.step}/"
-                                   f"{p.total_steps}  {metrics}")
+            self.bar.console.print(
+                f"epoch {p.epoch}/{p.epochs}  step {p.step}/" f"{p.total_steps}  {metrics}"
+            )
         fields = {"epoch": f"{p.epoch}/{p.epochs}", "metrics": metrics}
         if self.task is None:
             self.task = self.bar.add_task("train", total=p.total_steps, completed=p.step, **fields)
@@ -268,9 +271,11 @@ def _print_evaluation(result: Any, output: Optional[Path]) -> None:
     def num(value: Optional[float]) -> str:
         return "-" if value is None else f"{value:.3f}"
 
-    table = Table(title=f"[bold]{result.name}[/bold] ← {result.source}"
-                  + (f" (step {result.step})" if result.step is not None else ""),
-                  title_justify="left")
+    table = Table(
+        title=f"[bold]{result.name}[/bold] ← {result.source}"
+        + (f" (step {result.step})" if result.step is not None else ""),
+        title_justify="left",
+    )
     table.add_column("")
     table.add_column("synthetic", justify="right")
     if result.baseline is not None:
@@ -294,8 +299,13 @@ def _print_evaluation(result: Any, output: Optional[Path]) -> None:
         columns.add_column(column)
     for c in result.columns:
         failures = ", ".join(f"{k} {v}" for k, v in sorted(c.failures.items())) or "0"
-        columns.add_row(c.name, c.rule or f"{c.kind} (field count only)", failures,
-                        num(c.score), num(c.baseline_score))
+        columns.add_row(
+            c.name,
+            c.rule or f"{c.kind} (field count only)",
+            failures,
+            num(c.score),
+            num(c.baseline_score),
+        )
     console.print(columns)
     if result.validators:
         console.print(f"validators: {result.validators}")
@@ -326,8 +336,11 @@ def _print_run(run: dict[str, Any], spec: bool) -> None:
     from rich.table import Table
 
     console = _console()
-    table = Table(title=f"[bold]{escape(str(run['name']))}[/bold] run {escape(run['path'])}",
-                  title_justify="left", show_header=False)
+    table = Table(
+        title=f"[bold]{escape(str(run['name']))}[/bold] run {escape(run['path'])}",
+        title_justify="left",
+        show_header=False,
+    )
     table.add_column("", style="cyan")
     table.add_column("")
     rows = [
@@ -336,19 +349,32 @@ def _print_run(run: dict[str, Any], spec: bool) -> None:
         ("validators", str(run["validators"] or "none")),
     ]
     for which, c in run["checkpoints"].items():
-        metrics = ", ".join(f"{k} {v:.4g}" for k, v in (c.get("metrics") or {}).items()
-                            if isinstance(v, (int, float)))
-        rows.append((f"{which} checkpoint", f"step {c['step']} (epoch {c['epoch']})"
-                     + (f": {metrics}" if metrics else "")))
+        metrics = ", ".join(
+            f"{k} {v:.4g}"
+            for k, v in (c.get("metrics") or {}).items()
+            if isinstance(v, (int, float))
+        )
+        rows.append(
+            (
+                f"{which} checkpoint",
+                f"step {c['step']} (epoch {c['epoch']})" + (f": {metrics}" if metrics else ""),
+            )
+        )
     if not run["checkpoints"]:
         rows.append(("checkpoints", "none yet"))
     report = run["report"]
     if report:
-        rows.append(("last report", f"stopped by {report['stopped_by']} after {report['epochs']} "
-                     f"epochs, {report['steps']} steps, {report['wall_time'] or 0:.0f} s"))
+        rows.append(
+            (
+                "last report",
+                f"stopped by {report['stopped_by']} after {report['epochs']} "
+                f"epochs, {report['steps']} steps, {report['wall_time'] or 0:.0f} s",
+            )
+        )
         if report.get("epsilon") is not None:
-            rows.append(("privacy", f"epsilon {report['epsilon']:.4g}, delta "
-                         f"{report['delta']:.3g}"))
+            rows.append(
+                ("privacy", f"epsilon {report['epsilon']:.4g}, delta " f"{report['delta']:.3g}")
+            )
     for row in rows:
         table.add_row(*(escape(str(v)) for v in row))
     console.print(table)

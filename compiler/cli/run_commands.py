@@ -1,5 +1,4 @@
-"""Commands that train and use models: train, audit, generate, evaluate, export, inspect.
-"""
+"""Commands that train and use models: train, audit, generate, evaluate, export, inspect."""
 
 from __future__ import annotations
 
@@ -47,24 +46,39 @@ def train(
     ),
     epochs: Optional[int] = EpochsOption,
     max_steps: Optional[int] = typer.Option(
-        None, "--max-steps", min=1, max=INT32,
+        None,
+        "--max-steps",
+        min=1,
+        max=INT32,
         help="Stop after this many steps in total (across resumes).",
     ),
     checkpoint_every: Optional[int] = typer.Option(
-        None, "--checkpoint-every", min=1, max=INT32,
+        None,
+        "--checkpoint-every",
+        min=1,
+        max=INT32,
         help="Also save the latest checkpoint every N steps.",
     ),
     overrides: Optional[List[str]] = SetOption,
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Report format."),
     cluster: Optional[str] = typer.Option(
-        None, "--cluster", help="multi_worker: the workers' host:port addresses, comma-separated "
+        None,
+        "--cluster",
+        help="multi_worker: the workers' host:port addresses, comma-separated "
         "(the chief first); instead of TF_CONFIG.",
     ),
     task: Optional[int] = typer.Option(
-        None, "--task", min=0, max=4096, help="multi_worker: this worker's index in --cluster.",
+        None,
+        "--task",
+        min=0,
+        max=4096,
+        help="multi_worker: this worker's index in --cluster.",
     ),
     tf_config: Optional[str] = typer.Option(
-        None, "--tf-config", envvar="TF_CONFIG", metavar="JSON",
+        None,
+        "--tf-config",
+        envvar="TF_CONFIG",
+        metavar="JSON",
         help="multi_worker: the cluster and this worker's task as TensorFlow's TF_CONFIG "
         "(read from that variable when not given).",
     ),
@@ -80,16 +94,34 @@ def train(
 
     if (cluster is None) != (task is None):
         given = "--task" if cluster is None else "--cluster"
-        raise _fail([Diagnostic("error", "cluster_task", f"expected --cluster and --task "
-                                f"together, received only {given}", "", "<arguments>")])
+        raise _fail(
+            [
+                Diagnostic(
+                    "error",
+                    "cluster_task",
+                    f"expected --cluster and --task " f"together, received only {given}",
+                    "",
+                    "<arguments>",
+                )
+            ]
+        )
 
     resolved = _load_or_exit(ctx, spec, overrides)
     distribution = resolved.training.distribution
     if cluster is not None and (distribution is None or distribution.strategy != "multi_worker"):
         strategy = "none" if distribution is None else distribution.strategy
-        raise _fail([Diagnostic("error", "cluster_task", "expected training.distribution."
-                                f"strategy multi_worker with --cluster, received {strategy}",
-                                "training.distribution", str(spec))])
+        raise _fail(
+            [
+                Diagnostic(
+                    "error",
+                    "cluster_task",
+                    "expected training.distribution."
+                    f"strategy multi_worker with --cluster, received {strategy}",
+                    "training.distribution",
+                    str(spec),
+                )
+            ]
+        )
     config = None
     multi_worker = distribution is not None and distribution.strategy == "multi_worker"
     if cluster is not None or (tf_config and multi_worker):
@@ -102,7 +134,7 @@ def train(
             else:
                 config = parse_tf_config(tf_config)
         except KeraspecError as e:
-            raise _fail(e.diagnostics)
+            raise _fail(e.diagnostics) from e
     _print_diagnostics(_console(stderr=True), list(resolved.warnings))
     from compiler.training import train as train_spec
 
@@ -120,14 +152,14 @@ def train(
             )
         except KeraspecError as e:
             progress.stop()
-            raise _fail(e.diagnostics)
+            raise _fail(e.diagnostics) from e
         except KeyboardInterrupt:
             progress.stop()
             _console(stderr=True).print(
                 f"aborted by a second Ctrl-C without saving; {output} resumes from its latest "
                 "checkpoint: run the same command again"
             )
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
     if fmt is TextOrJson.json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -151,7 +183,10 @@ def audit(
         ..., "--output", "-o", help="Audit directory: audit corpus, run/ and audit.json."
     ),
     canaries: int = typer.Option(
-        1000, "--canaries", min=2, max=10**6,
+        1000,
+        "--canaries",
+        min=2,
+        max=10**6,
         help="Canaries to make (each trained on with probability 1/2).",
     ),
     epochs: Optional[int] = EpochsOption,
@@ -171,33 +206,46 @@ def audit(
     broken).
     """
     _require("train")
-    from compiler.evaluate.audit import audit as audit_spec
     from compiler.diagnostics import KeraspecError
+    from compiler.evaluate.audit import audit as audit_spec
 
     resolved = _load_or_exit(ctx, spec, overrides)
     with _TrainProgress(enabled=fmt is TextOrJson.text) as progress:
         try:
-            report = audit_spec(resolved, data, output, canaries=canaries, epochs=epochs,
-                                max_steps=max_steps, confidence=confidence,
-                                callback=progress.update)
+            report = audit_spec(
+                resolved,
+                data,
+                output,
+                canaries=canaries,
+                epochs=epochs,
+                max_steps=max_steps,
+                confidence=confidence,
+                callback=progress.update,
+            )
         except KeraspecError as e:
             progress.stop()
-            raise _fail(e.diagnostics)
+            raise _fail(e.diagnostics) from e
     if fmt is TextOrJson.json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
         console = _console()
-        claimed = "none (no DP)" if report.claimed_epsilon is None else (
-            f"{report.claimed_epsilon:.4g}")
+        claimed = (
+            "none (no DP)" if report.claimed_epsilon is None else (f"{report.claimed_epsilon:.4g}")
+        )
         exposure = report.exposure
         for label, value in [
             ("claimed epsilon", claimed),
-            (f"epsilon lower bound ({report.confidence:.0%} confidence, delta "
-             f"{report.delta:.3g})", f"{report.epsilon_lower_bound:.4g}"),
+            (
+                f"epsilon lower bound ({report.confidence:.0%} confidence, delta "
+                f"{report.delta:.3g})",
+                f"{report.epsilon_lower_bound:.4g}",
+            ),
             ("canaries (trained on)", f"{report.canaries} ({report.included})"),
             ("guesses (correct)", f"{report.guesses} ({report.correct})"),
-            ("exposure, bits: mean / max of possible",
-             f"{exposure['mean']:.2f} / {exposure['max']:.2f} of {exposure['possible']:.2f}"),
+            (
+                "exposure, bits: mean / max of possible",
+                f"{exposure['mean']:.2f} / {exposure['max']:.2f} of {exposure['possible']:.2f}",
+            ),
             ("audit", f"{output}/audit.json"),
         ]:
             console.print(f"{label}: {value}")
@@ -216,22 +264,31 @@ def generate(
     path: Path = typer.Argument(
         ..., help="An export (BASE/NAME or BASE/NAME/VERSION) or a run directory."
     ),
-    count: int = typer.Option(5, "--count", "-n", min=1, max=MAX_RECORDS,
-                              help="Records to generate."),
+    count: int = typer.Option(
+        5, "--count", "-n", min=1, max=MAX_RECORDS, help="Records to generate."
+    ),
     prompt: str = typer.Option("", "--prompt", help="Text each record starts with."),
     max_new_tokens: Optional[int] = typer.Option(
-        None, "--max-new-tokens", min=1, max=INT32,
+        None,
+        "--max-new-tokens",
+        min=1,
+        max=INT32,
         help="Default: twice the training sequence length.",
     ),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 is greedy."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Same seed, same records."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="Run directory: best or latest."),
     valid_only: bool = typer.Option(
-        False, "--valid-only", metavar=FLAG,
+        False,
+        "--valid-only",
+        metavar=FLAG,
         help="Keep sampling until COUNT records pass the validators.",
     ),
     max_invalid: int = typer.Option(
-        MAX_INVALID, "--max-invalid", min=0, max=10**9,
+        MAX_INVALID,
+        "--max-invalid",
+        min=0,
+        max=10**9,
         help="With --valid-only: give up after this many invalid records.",
     ),
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
@@ -243,11 +300,11 @@ def generate(
     if checkpoint not in ("best", "latest"):
         raise typer.BadParameter("expected best or latest", param_hint="--checkpoint")
     if not math.isfinite(temperature):
-        raise typer.BadParameter(f"expected a finite number >= 0, received {temperature}",
-                                 param_hint="--temperature")
+        raise typer.BadParameter(
+            f"expected a finite number >= 0, received {temperature}", param_hint="--temperature"
+        )
     if seed is not None and not -(2**63) <= seed < 2**63:
-        raise typer.BadParameter(f"expected a 64-bit integer, received {seed}",
-                                 param_hint="--seed")
+        raise typer.BadParameter(f"expected a 64-bit integer, received {seed}", param_hint="--seed")
     from compiler.generation import ValidRecordsExhausted
     from compiler.generation import generate as generate_records
 
@@ -267,10 +324,13 @@ def generate(
     except ValidRecordsExhausted as e:
         result, exhausted = e.generated, e  # print what was found, then the error
     except KeraspecError as e:
-        raise _fail(e.diagnostics)
+        raise _fail(e.diagnostics) from e
     if fmt is TextOrJson.json:
-        payload = {**dataclasses.asdict(result), "valid_share": result.valid_share,
-                   "acceptance_rate": result.acceptance_rate}
+        payload = {
+            **dataclasses.asdict(result),
+            "valid_share": result.valid_share,
+            "acceptance_rate": result.acceptance_rate,
+        }
         typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))
     else:
         for record in result.records:
@@ -286,14 +346,17 @@ def evaluate(
         ..., help="A run directory or an export (BASE/NAME or BASE/NAME/VERSION)."
     ),
     data: Path = typer.Option(
-        ..., "--data", "-d", help="The real records: the run's training file for a held-out "
-        "baseline.",
+        ...,
+        "--data",
+        "-d",
+        help="The real records: the run's training file for a held-out " "baseline.",
     ),
     synthetic: Optional[Path] = typer.Option(
         None, "--synthetic", help="Evaluate these records (one per line) instead of generating."
     ),
-    count: int = typer.Option(1000, "--count", "-n", min=1, max=MAX_RECORDS,
-                              help="Records to generate."),
+    count: int = typer.Option(
+        1000, "--count", "-n", min=1, max=MAX_RECORDS, help="Records to generate."
+    ),
     seed: int = typer.Option(0, "--seed", min=0, max=2**62, help="Seed of generation."),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 is greedy."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="Run directory: best or latest."),
@@ -315,40 +378,77 @@ def evaluate(
     if checkpoint not in ("best", "latest"):
         raise typer.BadParameter("expected best or latest", param_hint="--checkpoint")
     if not math.isfinite(temperature):
-        raise typer.BadParameter(f"expected a finite number >= 0, received {temperature}",
-                                 param_hint="--temperature")
+        raise typer.BadParameter(
+            f"expected a finite number >= 0, received {temperature}", param_hint="--temperature"
+        )
     if output is not None and not (output.parent if str(output.parent) else Path(".")).is_dir():
-        raise _fail([Diagnostic("error", "report_dir", "expected an existing directory for "
-                                "the report, received one that does not exist", "--output",
-                                str(output))])
+        raise _fail(
+            [
+                Diagnostic(
+                    "error",
+                    "report_dir",
+                    "expected an existing directory for "
+                    "the report, received one that does not exist",
+                    "--output",
+                    str(output),
+                )
+            ]
+        )
     if output is not None and output.is_dir():
-        raise _fail([Diagnostic("error", "report_path", "expected a file path for the HTML "
-                                "report, received a directory", "--output", str(output))])
+        raise _fail(
+            [
+                Diagnostic(
+                    "error",
+                    "report_path",
+                    "expected a file path for the HTML " "report, received a directory",
+                    "--output",
+                    str(output),
+                )
+            ]
+        )
     from compiler.evaluate import evaluate as evaluate_records
     from compiler.evaluate import write_html
 
     try:
-        result = evaluate_records(path, data, synthetic=synthetic, count=count, seed=seed,
-                                  temperature=temperature, checkpoint=checkpoint)
+        result = evaluate_records(
+            path,
+            data,
+            synthetic=synthetic,
+            count=count,
+            seed=seed,
+            temperature=temperature,
+            checkpoint=checkpoint,
+        )
     except KeraspecError as e:
-        raise _fail(e.diagnostics)
+        raise _fail(e.diagnostics) from e
     if output is not None:
         write_html(result, str(output))
     if fmt is TextOrJson.json:
-        typer.echo(json.dumps({**result.to_dict(), "report": None if output is None
-                               else str(output)}, indent=2, ensure_ascii=False))
+        typer.echo(
+            json.dumps(
+                {**result.to_dict(), "report": None if output is None else str(output)},
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
     else:
         _print_evaluation(result, output)
     low = []
     if min_quality is not None and result.quality_score < min_quality:
-        low.append(("--min-quality", f"quality_score >= {min_quality:g}",
-                    f"{result.quality_score:.1f}"))
+        low.append(
+            ("--min-quality", f"quality_score >= {min_quality:g}", f"{result.quality_score:.1f}")
+        )
     if min_valid is not None and (result.valid_share or 0.0) < min_valid:
-        low.append(("--min-valid", f"valid_share >= {min_valid:g}",
-                    f"{result.valid_share}"))
+        low.append(("--min-valid", f"valid_share >= {min_valid:g}", f"{result.valid_share}"))
     if low:
-        raise _fail([Diagnostic("error", "below_threshold", f"expected {want}, received {got}",
-                                flag, str(path)) for flag, want, got in low])
+        raise _fail(
+            [
+                Diagnostic(
+                    "error", "below_threshold", f"expected {want}, received {got}", flag, str(path)
+                )
+                for flag, want, got in low
+            ]
+        )
 
 
 @app.command()
@@ -357,7 +457,10 @@ def export(
     source: Path = typer.Argument(..., help="A run directory, or a spec with --weights."),
     output: Path = typer.Option(..., "--output", "-o", help="The model base directory (BASE)."),
     version: Optional[int] = typer.Option(
-        None, "--version", min=1, max=INT32,
+        None,
+        "--version",
+        min=1,
+        max=INT32,
         help="Version to write (default: the next free one).",
     ),
     name: Optional[str] = typer.Option(None, "--name", help="Model name (default: the spec's)."),
@@ -401,7 +504,7 @@ def export(
             serving_root=serving_root,
         )
     except KeraspecError as e:
-        raise _fail(e.diagnostics)
+        raise _fail(e.diagnostics) from e
     if fmt is TextOrJson.json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
@@ -415,8 +518,10 @@ def export(
         console.print(f"from the run's {report.checkpoint} checkpoint, step {report.step}")
     _print_signatures(console, report.signatures)
     console.print(f"listed in {report.models_config}")
-    console.print(f"server-side batching: --enable_batching --batching_parameters_file="
-                  f"{report.batching_parameters}")
+    console.print(
+        f"server-side batching: --enable_batching --batching_parameters_file="
+        f"{report.batching_parameters}"
+    )
 
 
 @app.command()
@@ -435,7 +540,7 @@ def inspect(
         try:
             run = inspect_run(RunDir(str(path)))
         except KeraspecError as e:
-            raise _fail(e.diagnostics)
+            raise _fail(e.diagnostics) from e
         if fmt is TextOrJson.json:
             typer.echo(json.dumps(run, indent=2))
         else:
@@ -447,11 +552,19 @@ def inspect(
     try:
         info = inspect_export(path)
     except KeraspecError as e:
-        raise _fail(e.diagnostics)
+        raise _fail(e.diagnostics) from e
     if info is None:
         raise _fail(
-            [Diagnostic("error", "not_an_export", "expected BASE/NAME or BASE/NAME/VERSION "
-                        "holding saved_model.pb, received neither", "", str(path))]
+            [
+                Diagnostic(
+                    "error",
+                    "not_an_export",
+                    "expected BASE/NAME or BASE/NAME/VERSION "
+                    "holding saved_model.pb, received neither",
+                    "",
+                    str(path),
+                )
+            ]
         )
     if fmt is TextOrJson.json:
         typer.echo(json.dumps(info, indent=2))

@@ -25,8 +25,8 @@ from compiler.cli.app import (
     YamlOrJson,
     _fail,
     _load_or_exit,
-    _spec_limits,
     _require,
+    _spec_limits,
     app,
 )
 from compiler.cli.output import (
@@ -71,7 +71,10 @@ def validate(
     ),
     overrides: Optional[List[str]] = SetOption,
     examples: Optional[int] = typer.Option(
-        None, "--examples", min=1, max=MAX_EXAMPLES,
+        None,
+        "--examples",
+        min=1,
+        max=MAX_EXAMPLES,
         help="Training records, to check a DP spec's delta against 1 / records.",
     ),
 ) -> None:
@@ -90,8 +93,7 @@ def validate(
         from compiler.privacy.accounting import delta_diagnostic
 
         for r in results:
-            found = (None if r.spec is None
-                     else delta_diagnostic(r.spec, examples, source=r.source))
+            found = None if r.spec is None else delta_diagnostic(r.spec, examples, source=r.source)
             if found is not None:
                 r.diagnostics.append(found)
     failed = [r for r in results if _failed(r, strict)]
@@ -122,7 +124,9 @@ def validate(
 @app.command()
 def schema(
     output: Optional[Path] = typer.Option(
-        None, "--output", "-o",
+        None,
+        "--output",
+        "-o",
         help="Write to this file (into keraspec.schema.json for a directory) instead of "
         "standard output.",
     ),
@@ -155,7 +159,7 @@ def explain(
     try:
         found = explain_path(path)
     except KeraspecError as e:
-        raise _fail(e.diagnostics)
+        raise _fail(e.diagnostics) from e
     if fmt is TextOrJson.json:
         typer.echo(json.dumps([dataclasses.asdict(f) for f in found], indent=2))
         return
@@ -264,7 +268,10 @@ def compile_command(
         help="Write model.json, optimizer.json, spec.resolved.yaml and summary.txt here.",
     ),
     examples: Optional[int] = typer.Option(
-        None, "--examples", min=1, max=MAX_EXAMPLES,
+        None,
+        "--examples",
+        min=1,
+        max=MAX_EXAMPLES,
         help="Training examples, for a DP spec's privacy guarantee.",
     ),
 ) -> None:
@@ -283,7 +290,7 @@ def compile_command(
             write_compiled(compiled, output)
     except KeraspecError as e:
         _print_diagnostics(_console(stderr=True), e.diagnostics)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from e
     _print_diagnostics(_console(stderr=True), compiled.warnings)
     typer.echo(compiled.summary_text(), nl=False)
     if output is not None:
@@ -294,10 +301,12 @@ def compile_command(
 def privacy(
     ctx: typer.Context,
     spec: Path = typer.Argument(..., help="The spec file (with a training.privacy block)."),
-    examples: int = typer.Option(..., "--examples", min=1, max=MAX_EXAMPLES,
-                                 help="Number of training examples."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", min=0, max=INT32,
-                                           help="Default: training.epochs."),
+    examples: int = typer.Option(
+        ..., "--examples", min=1, max=MAX_EXAMPLES, help="Number of training examples."
+    ),
+    epochs: Optional[float] = typer.Option(
+        None, "--epochs", min=0, max=INT32, help="Default: training.epochs."
+    ),
     delta: Optional[float] = typer.Option(
         None, "--delta", help="Default: privacy.delta, else examples^-1.1."
     ),
@@ -322,12 +331,16 @@ def privacy(
     resolved = _load_or_exit(ctx, spec, overrides)
     try:
         report = privacy_report(
-            resolved, examples, epochs=epochs, delta=delta, target_epsilon=target_epsilon,
+            resolved,
+            examples,
+            epochs=epochs,
+            delta=delta,
+            target_epsilon=target_epsilon,
             compare=True,
         )
     except SpecError as e:
         _print_diagnostics(_console(stderr=True), e.diagnostics)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from e
     warning = epsilon_warning(report)
     delta_problem = delta_warning(report.delta, examples)
     if fmt is TextOrJson.json:
@@ -343,16 +356,24 @@ def privacy(
 
     if target_epsilon is not None or (resolved.training.privacy.noise_multiplier is None):
         console.print(f"noise_multiplier: {report.noise_multiplier:.4f}")
-    console.print(f"epsilon: {shown(report.epsilon)} at delta {report.delta:.3g} "
-                  f"({report.accountant}, the spec's accountant)")
+    console.print(
+        f"epsilon: {shown(report.epsilon)} at delta {report.delta:.3g} "
+        f"({report.accountant}, the spec's accountant)"
+    )
     for name, value in report.epsilons.items():
         console.print(f"  {ACCOUNTANT_NAMES[name]}: {shown(value)}")
     console.print(f"sampling: {report.sampling}, {report.steps} steps")
     console.print("assumptions:")
     for a in report.assumptions:
         console.print(escape(f"  - {a}"))
-    problems = [d for d in (weak_privacy_warning(resolved, report),
-                            delta_diagnostic(resolved, examples, delta)) if d is not None]
+    problems = [
+        d
+        for d in (
+            weak_privacy_warning(resolved, report),
+            delta_diagnostic(resolved, examples, delta),
+        )
+        if d is not None
+    ]
     if problems:
         _print_diagnostics(_console(stderr=True), problems)
 
@@ -362,7 +383,10 @@ def diff_command(
     old: str = typer.Argument(..., help="The old spec: a file, or REV:PATH from git."),
     new: str = typer.Argument(..., help="The new spec: a file, or REV:PATH from git."),
     examples: Optional[int] = typer.Option(
-        None, "--examples", min=1, max=MAX_EXAMPLES,
+        None,
+        "--examples",
+        min=1,
+        max=MAX_EXAMPLES,
         help="Training examples, for the epsilon of DP specs.",
     ),
     fmt: DiffFormat = typer.Option(DiffFormat.text, "--format", "-f", help="Output format."),
@@ -376,17 +400,20 @@ def diff_command(
 
     try:
         result = diff_specs(
-            load_revision(old), load_revision(new), old_name=old, new_name=new,
+            load_revision(old),
+            load_revision(new),
+            old_name=old,
+            new_name=new,
             examples=examples,
         )
     except SpecError as e:
         _print_diagnostics(_console(stderr=True), e.diagnostics)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from e
     except ImportError as e:
         from rich.markup import escape
 
         _console(stderr=True).print(escape(f"keraspec diff --examples needs {_EXTRA_HINT} ({e})"))
-        raise typer.Exit(2)
+        raise typer.Exit(2) from e
     if fmt is DiffFormat.json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     elif fmt is DiffFormat.markdown:

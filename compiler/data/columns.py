@@ -49,8 +49,7 @@ FORMATS: dict[str, tuple[str, ...]] = {
         "%d/%m/%Y %H:%M",
         "%m/%d/%Y %H:%M",
     ),
-    "date": ("%Y-%m-%d", "%Y/%m/%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y",
-             "%m-%d-%Y"),
+    "date": ("%Y-%m-%d", "%Y/%m/%d", "%d/%m/%Y", "%m/%d/%Y", "%d.%m.%Y", "%d-%m-%Y", "%m-%d-%Y"),
     "time": ("%H:%M:%S", "%H:%M", "%H:%M:%S.%f"),
 }
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -118,7 +117,11 @@ class Column:
         number = parse_number(value, self.kind)
         if number is None:
             return "type"
-        if self.kind == "decimal" and self.decimals is not None and _decimals(value) > self.decimals:
+        if (
+            self.kind == "decimal"
+            and self.decimals is not None
+            and _decimals(value) > self.decimals
+        ):
             return "decimals"
         if (self.minimum is not None and number < self.minimum) or (
             self.maximum is not None and number > self.maximum
@@ -145,14 +148,18 @@ class Column:
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v)
-                for k, v in dataclasses.asdict(self).items() if v is not None}
+        return {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in dataclasses.asdict(self).items()
+            if v is not None
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Column":
         fields = {f.name for f in dataclasses.fields(cls)}
-        values = {k: (tuple(v) if isinstance(v, list) else v)
-                  for k, v in data.items() if k in fields}
+        values = {
+            k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in fields
+        }
         return cls(**values)
 
 
@@ -205,8 +212,11 @@ class Validators:
         """Every rule the record breaks; empty when it is valid."""
         row = self.split(record)
         if row is None or len(row) != self.fields:
-            received = "an unparseable record" if row is None else (
-                f"{len(row)} field" + ("s" if len(row) != 1 else ""))
+            received = (
+                "an unparseable record"
+                if row is None
+                else (f"{len(row)} field" + ("s" if len(row) != 1 else ""))
+            )
             return [Failure(None, "fields", received)]
         if self.columns is None:
             return []
@@ -225,9 +235,9 @@ class Validators:
             "learned": "learned from the training records when the run started",
             "declared": "declared in the spec's data block",
             "declared+learned": "declared in the spec's data block, the rules of fields "
-                                "without a kind learned from the training records",
+            "without a kind learned from the training records",
             "field_count": "the field count only: a DP run learns no rule from its records "
-                           "(declare the columns in the spec's data block for more)",
+            "(declare the columns in the spec's data block for more)",
         }[self.source]
 
     def to_dict(self) -> dict[str, Any]:
@@ -320,21 +330,29 @@ def infer_column(name: str, values: Sequence[str]) -> Column:
             span = last - first
             low, high = first - span * MARGIN, last + span * MARGIN
             if temporal == "time":  # a time of day wraps nowhere: stay within the day
-                low, high = max(low, first.replace(hour=0, minute=0, second=0, microsecond=0)), \
-                    min(high, first.replace(hour=23, minute=59, second=59, microsecond=999999))
+                low, high = max(low, first.replace(hour=0, minute=0, second=0, microsecond=0)), min(
+                    high, first.replace(hour=23, minute=59, second=59, microsecond=999999)
+                )
             return Column(
-                name, temporal, nullable,
-                minimum=_format_bound(low, fmt), maximum=_format_bound(high, fmt), format=fmt,
+                name,
+                temporal,
+                nullable,
+                minimum=_format_bound(low, fmt),
+                maximum=_format_bound(high, fmt),
+                format=fmt,
                 layouts=tuple(sorted({_layout(v) for v in present})),
             )
     counts = collections.Counter(present)
     distinct, n = len(counts), len(present)
-    if distinct <= MAX_CATEGORIES and (distinct * _REPEATS <= n or (distinct <= 20 and
-                                                                   distinct * 2 <= n)):
+    if distinct <= MAX_CATEGORIES and (
+        distinct * _REPEATS <= n or (distinct <= 20 and distinct * 2 <= n)
+    ):
         return Column(name, "categorical", nullable, values=tuple(sorted(counts)))
     longest = max(len(v) for v in present)
     return Column(
-        name, "text", nullable,
+        name,
+        "text",
+        nullable,
         max_length=int(longest * (1 + _LENGTH_MARGIN)) + 1,
         characters="".join(sorted(set("".join(present)))),
     )
@@ -374,9 +392,7 @@ def _widen(low: float, high: float) -> tuple[float, float]:
 
 def infer_columns(rows: Sequence[Sequence[str]], names: Sequence[str]) -> tuple[Column, ...]:
     """Every column's rule, learned from rows of the same field count."""
-    return tuple(
-        infer_column(name, [row[i] for row in rows]) for i, name in enumerate(names)
-    )
+    return tuple(infer_column(name, [row[i] for row in rows]) for i, name in enumerate(names))
 
 
 def _looks_like_header(first: Sequence[str], rest: Sequence[Sequence[str]]) -> bool:
@@ -398,16 +414,22 @@ def _looks_like_header(first: Sequence[str], rest: Sequence[Sequence[str]]) -> b
     if typed:
         return False
     seen = [set(row[i] for row in rest) for i in range(len(first))]
-    return len(set(first)) == len(first) and all(
-        v != "" and not v[0].isdigit() and v not in seen[i] for i, v in enumerate(first)
-    ) and len(rest) >= 2 and any(
-        infer_column("", [row[i] for row in rest]).kind == "categorical"
-        for i in range(len(first))
+    return (
+        len(set(first)) == len(first)
+        and all(v != "" and not v[0].isdigit() and v not in seen[i] for i, v in enumerate(first))
+        and len(rest) >= 2
+        and any(
+            infer_column("", [row[i] for row in rest]).kind == "categorical"
+            for i in range(len(first))
+        )
     )
 
 
 def learn_validators(
-    records: Sequence[str], *, private: bool, declared: Any = None,
+    records: Sequence[str],
+    *,
+    private: bool,
+    declared: Any = None,
     header_line: Optional[str] = None,
 ) -> Optional[Validators]:
     """The validators of a run's generated records.
@@ -428,7 +450,8 @@ def learn_validators(
         return _declared_validators(records, private, declared)
     shape = record_shape(list(records))
     delimiter = (declared.delimiter if declared is not None else None) or (
-        shape["delimiter"] if shape else None)
+        shape["delimiter"] if shape else None
+    )
     if delimiter is None:
         return None
     quotechar = declared.quotechar if declared is not None else '"'
@@ -437,25 +460,27 @@ def learn_validators(
     if not counts:
         return None
     fields = int(shape["fields"]) if shape else counts.most_common(1)[0][0]
-    header = bool(declared.header) if declared is not None and declared.header is not None \
-        else None
+    header = bool(declared.header) if declared is not None and declared.header is not None else None
     if private:
         return Validators("field_count", str(delimiter), quotechar, fields, bool(header))
     good = [r for r in rows if r is not None and len(r) == fields]
     if header is None:
-        header = bool(good) and rows[0] is not None and len(rows[0]) == fields and \
-            _looks_like_header(rows[0], good[1:])
+        header = (
+            bool(good)
+            and rows[0] is not None
+            and len(rows[0]) == fields
+            and _looks_like_header(rows[0], good[1:])
+        )
     names = default_names(fields)
-    named = None if header_line is None else split_record(header_line, str(delimiter),
-                                                          quotechar)
+    named = None if header_line is None else split_record(header_line, str(delimiter), quotechar)
     if named is not None and len(named) == fields:
         names = unique_names(named)  # the declared header, outside the records
-    elif header_line is None and header and good and rows[0] is not None \
-            and len(rows[0]) == fields:
+    elif header_line is None and header and good and rows[0] is not None and len(rows[0]) == fields:
         names = unique_names(rows[0])  # a detected header: the first record
         good = good[1:]
-    return Validators("learned", str(delimiter), quotechar, fields, header,
-                      infer_columns(good, names))
+    return Validators(
+        "learned", str(delimiter), quotechar, fields, header, infer_columns(good, names)
+    )
 
 
 def _declared_validators(records: Sequence[str], private: bool, declared: Any) -> Validators:
@@ -470,13 +495,17 @@ def _declared_validators(records: Sequence[str], private: bool, declared: Any) -
         good = [r for r in rows if r is not None and len(r) == len(fields)]
         learned = infer_columns(good, [f.name for f in fields])
     columns = tuple(
-        declared_column(f) if f.kind is not None
-        else (learned[i] if learned is not None else Column(f.name, "text"))
+        (
+            declared_column(f)
+            if f.kind is not None
+            else (learned[i] if learned is not None else Column(f.name, "text"))
+        )
         for i, f in enumerate(fields)
     )
     source = "declared+learned" if learned is not None else "declared"
-    return Validators(source, delimiter, declared.quotechar, len(columns),
-                      bool(declared.header), columns)
+    return Validators(
+        source, delimiter, declared.quotechar, len(columns), bool(declared.header), columns
+    )
 
 
 def unique_names(values: Iterable[str]) -> list[str]:
@@ -537,7 +566,15 @@ def load_validators(directory: str, shape: Optional[dict[str, Any]] = None) -> O
     except FileNotFoundError:
         return Validators.from_shape(shape) if shape else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise DataError([Diagnostic("error", "validators_corrupt",
-                                    f"expected the validators keraspec wrote, received a file "
-                                    f"that does not read as them ({type(e).__name__}: {e})",
-                                    "", path)]) from None
+        raise DataError(
+            [
+                Diagnostic(
+                    "error",
+                    "validators_corrupt",
+                    f"expected the validators keraspec wrote, received a file "
+                    f"that does not read as them ({type(e).__name__}: {e})",
+                    "",
+                    path,
+                )
+            ]
+        ) from None

@@ -68,30 +68,55 @@ def read_corpus(path: Union[str, os.PathLike[str]], *, header: bool = False) -> 
     try:
         mode = os.stat(name).st_mode
     except FileNotFoundError:
-        raise _error(name, "data_missing", "expected a text file of records, received no such file")
+        raise _error(
+            name, "data_missing", "expected a text file of records, received no such file"
+        ) from None
     except OSError as e:
-        raise _error(name, "data_unreadable", f"expected a readable file, received: {e.strerror}")
+        raise _error(
+            name, "data_unreadable", f"expected a readable file, received: {e.strerror}"
+        ) from e
     if not stat.S_ISREG(mode):
         # Never opened: a named pipe would block, a device would never end.
-        kind = ("a directory" if stat.S_ISDIR(mode) else "a named pipe" if stat.S_ISFIFO(mode)
-                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        kind = (
+            "a directory"
+            if stat.S_ISDIR(mode)
+            else (
+                "a named pipe"
+                if stat.S_ISFIFO(mode)
+                else (
+                    "a device"
+                    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                    else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+                )
+            )
+        )
         raise _error(name, "data_not_file", f"expected a text file of records, received {kind}")
     try:
         with open(name, "rb") as f:
             raw = f.read(MAX_CORPUS_BYTES + 1)
     except OSError as e:
-        raise _error(name, "data_unreadable", f"expected a readable file, received: {e.strerror}")
+        raise _error(
+            name, "data_unreadable", f"expected a readable file, received: {e.strerror}"
+        ) from e
     except MemoryError:
-        raise _error(name, "data_too_large", "expected a corpus that fits in memory, received "
-                     f"{os.path.getsize(name):,} bytes")
+        raise _error(
+            name,
+            "data_too_large",
+            "expected a corpus that fits in memory, received " f"{os.path.getsize(name):,} bytes",
+        ) from None
     if len(raw) > MAX_CORPUS_BYTES:
-        raise _error(name, "data_too_large", f"expected at most {MAX_CORPUS_BYTES:,} bytes (4 "
-                     "GiB), received a larger file; split it or sample it")
+        raise _error(
+            name,
+            "data_too_large",
+            f"expected at most {MAX_CORPUS_BYTES:,} bytes (4 "
+            "GiB), received a larger file; split it or sample it",
+        )
     if not raw.strip():
         received = f"{len(raw)} bytes of whitespace only" if raw else "an empty file"
         raise _error(
-            name, "data_empty", f"expected at least one record (a non-blank line), received {received}"
+            name,
+            "data_empty",
+            f"expected at least one record (a non-blank line), received {received}",
         )
     nul = raw.find(b"\0")  # anywhere: one rule for the whole file
     if nul >= 0:
@@ -123,20 +148,35 @@ def read_corpus(path: Union[str, os.PathLike[str]], *, header: bool = False) -> 
             line = line[:-1]
         cr = line.find("\r")
         if cr >= 0:
-            raise _error(name, "data_bare_cr", "expected records that end at a line feed, "
-                         "received a carriage return (\\r) inside a line (a file from an old Mac, "
-                         "or a field holding one); replace it", number, cr + 1)
+            raise _error(
+                name,
+                "data_bare_cr",
+                "expected records that end at a line feed, "
+                "received a carriage return (\\r) inside a line (a file from an old Mac, "
+                "or a field holding one); replace it",
+                number,
+                cr + 1,
+            )
         if len(line) > MAX_RECORD_CHARS:
-            raise _error(name, "data_record_too_long", f"expected records of at most "
-                         f"{MAX_RECORD_CHARS:,} characters, received {len(line):,}", number)
+            raise _error(
+                name,
+                "data_record_too_long",
+                f"expected records of at most "
+                f"{MAX_RECORD_CHARS:,} characters, received {len(line):,}",
+                number,
+            )
         if line.strip():
             records.append(line)
         else:
             blank += 1
     first = records.pop(0) if header and records else None
     if header and not records:
-        raise _error(name, "data_empty", "expected at least one record after the header line "
-                     "(data.header: true), received the header only")
+        raise _error(
+            name,
+            "data_empty",
+            "expected at least one record after the header line "
+            "(data.header: true), received the header only",
+        )
     return Corpus(
         path=name,
         records=records,
@@ -182,4 +222,3 @@ def _fields(record: str, delimiter: str) -> int:
     except csv.Error:
         return 0
     return len(rows[0]) if len(rows) == 1 else 0
-

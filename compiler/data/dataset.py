@@ -23,8 +23,8 @@ from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 
-from compiler.diagnostics import DataError, Diagnostic
 from compiler.data.tokenizer import EOR_ID, PAD_ID
+from compiler.diagnostics import DataError, Diagnostic
 
 Unit = Literal["window", "record"]
 
@@ -158,9 +158,12 @@ def prepare(
         validation = record_examples(val_records, sequence_length)[0] if len(val_idx) else None
     tokens = int(sum(len(r) + 1 for r in train_records))
     if len(train) < batch_size:
-        raise _problem("data_too_small", _too_small(unit, "training", len(train), tokens,
-                                                    batch_size, sequence_length), "data",
-                       data_name)
+        raise _problem(
+            "data_too_small",
+            _too_small(unit, "training", len(train), tokens, batch_size, sequence_length),
+            "data",
+            data_name,
+        )
     if validation_split > 0 and (validation is None or len(validation) < batch_size):
         have = 0 if validation is None else len(validation)
         raise _problem(

@@ -285,4 +285,3 @@ def encode_prompt(tokenizer: Tokenizer, text: str, *, name: str = "prompt") -> n
                 )
             ]
         ) from None
-

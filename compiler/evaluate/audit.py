@@ -99,7 +99,9 @@ def _alphabets(records: list[str]) -> dict[str, str]:
 def _scramble(value: str, alphabets: dict[str, str], rng: random.Random) -> str:
     out = []
     for c in value:
-        kind = "digit" if c.isdigit() else "lower" if c.islower() else "upper" if c.isupper() else ""
+        kind = (
+            "digit" if c.isdigit() else "lower" if c.islower() else "upper" if c.isupper() else ""
+        )
         pool = alphabets.get(kind, "")
         out.append(rng.choice(pool) if c.isascii() and pool else c)
     return "".join(out)
@@ -130,14 +132,27 @@ def make_canaries(
         else:
             length = len(rng.choice(records))
             candidate = "".join(rng.choice(chars) for _ in range(max(1, length))).strip()
-        if candidate and candidate not in corpus and candidate not in taken and "\n" not in candidate:
+        if (
+            candidate
+            and candidate not in corpus
+            and candidate not in taken
+            and "\n" not in candidate
+        ):
             made.append(candidate)
             taken.add(candidate)
     if len(made) < count:
-        raise DataError([Diagnostic(
-            "error", "audit_canaries",
-            f"expected {count} distinct canaries in the corpus's format, could make "
-            f"{len(made)}; use fewer --canaries", "data", "")])
+        raise DataError(
+            [
+                Diagnostic(
+                    "error",
+                    "audit_canaries",
+                    f"expected {count} distinct canaries in the corpus's format, could make "
+                    f"{len(made)}; use fewer --canaries",
+                    "data",
+                    "",
+                )
+            ]
+        )
     return made
 
 
@@ -310,22 +325,26 @@ def audit(
                 records.insert(rng.randrange(1, len(records) + 1), canary)
         head = [] if corpus.header is None else [corpus.header]  # the declared header
         write_atomic(data_path, "\n".join(head + records) + "\n")
-        write_atomic(state_path, json.dumps(
-            {"canaries": made, "included": included.tolist(), "candidates": pool}))
+        write_atomic(
+            state_path,
+            json.dumps({"canaries": made, "included": included.tolist(), "candidates": pool}),
+        )
     # Every record of the audit corpus must be a training record: an included canary held
     # out for validation would be counted as trained on.
-    audited = spec.variant(spec.spec.model_copy(
-        update={"training": spec.training.model_copy(update={"validation_split": 0.0})}
-    ))
+    audited = spec.variant(
+        spec.spec.model_copy(
+            update={"training": spec.training.model_copy(update={"validation_split": 0.0})}
+        )
+    )
     run_dir = os.path.join(audit_dir, RUN_SUBDIR)
-    report = train(audited, data_path, run_dir, epochs=epochs, max_steps=max_steps,
-                   callback=callback)
+    report = train(
+        audited, data_path, run_dir, epochs=epochs, max_steps=max_steps, callback=callback
+    )
     losses = record_losses(run_dir, made + pool)
     canary_losses, pool_losses = losses[: len(made)], losses[len(made) :]
     scores = -canary_losses
     claimed = report.privacy["epsilon"] if report.privacy is not None else None
-    delta = report.privacy["delta"] if report.privacy is not None else default_delta(
-        report.records)
+    delta = report.privacy["delta"] if report.privacy is not None else default_delta(report.records)
     bound, guesses, correct = best_guesses(scores, included, delta, confidence)
     result = AuditReport(
         claimed_epsilon=claimed,

@@ -126,8 +126,7 @@ class Evaluation:
     spec: str
     # The typed frames behind the plots of the HTML report; not part of the JSON.
     frames: Any = dataclasses.field(default=None, repr=False, compare=False)
-    fidelity_columns: tuple[Column, ...] = dataclasses.field(default=(), repr=False,
-                                                             compare=False)
+    fidelity_columns: tuple[Column, ...] = dataclasses.field(default=(), repr=False, compare=False)
 
     @property
     def valid_share(self) -> Optional[float]:
@@ -179,7 +178,12 @@ class _Source:
 
 
 def _open_source(path: str) -> _Source:
-    from compiler.export.savedmodel import METADATA_DIR, read_metadata, resolve_export, verify_export
+    from compiler.export.savedmodel import (
+        METADATA_DIR,
+        read_metadata,
+        resolve_export,
+        verify_export,
+    )
     from compiler.lang.parse import load_spec
     from compiler.training.rundir import SPEC_FILE
     from compiler.training.trained import open_trained
@@ -190,22 +194,46 @@ def _open_source(path: str) -> _Source:
         meta_dir = os.path.join(version_dir, METADATA_DIR)
         spec_path = os.path.join(meta_dir, SPEC_FILE)
         if not os.path.isfile(spec_path):
-            raise RunError([Diagnostic(
-                "error", "not_a_keraspec_export", "expected an export written by keraspec "
-                f"export (with {os.path.join(METADATA_DIR, SPEC_FILE)}), received a SavedModel "
-                "without it", "", version_dir)])
+            raise RunError(
+                [
+                    Diagnostic(
+                        "error",
+                        "not_a_keraspec_export",
+                        "expected an export written by keraspec export (with "
+                        f"{os.path.join(METADATA_DIR, SPEC_FILE)}), received a SavedModel "
+                        "without it",
+                        "",
+                        version_dir,
+                    )
+                ]
+            )
         metadata = read_metadata(version_dir)
         run = metadata.get("run") or {}
         spec = load_spec(spec_path)
-        return _Source(spec.name, version_dir, metadata.get("step"), spec,
-                       _read(spec_path), load_validators(meta_dir, metadata.get("record_shape")),
-                       run.get("data_sha256"), run.get("seed"), run.get("privacy"))
+        return _Source(
+            spec.name,
+            version_dir,
+            metadata.get("step"),
+            spec,
+            _read(spec_path),
+            load_validators(meta_dir, metadata.get("record_shape")),
+            run.get("data_sha256"),
+            run.get("seed"),
+            run.get("privacy"),
+        )
     trained = open_trained(path)  # a located error when it is not a trained run
     identity = trained.identity
-    return _Source(trained.spec.name, path, trained.step, trained.spec,
-                   _read(trained.run.file(SPEC_FILE)), trained.validators,
-                   identity.get("data_sha256"), identity.get("seed"),
-                   trained.run.read_report().get("privacy"))
+    return _Source(
+        trained.spec.name,
+        path,
+        trained.step,
+        trained.spec,
+        _read(trained.run.file(SPEC_FILE)),
+        trained.validators,
+        identity.get("data_sha256"),
+        identity.get("seed"),
+        trained.run.read_report().get("privacy"),
+    )
 
 
 def _read(path: str) -> str:
@@ -245,40 +273,51 @@ def evaluate(
     notes: list[str] = []
     # The columns fidelity is measured on: declared, else learned from the real records now
     # (an evaluation is local: it may look at values a DP run's validators must not keep).
-    structure = learn_validators(corpus.records, private=False, declared=spec.data,
-                                 header_line=corpus.header) or source.validators
+    structure = (
+        learn_validators(
+            corpus.records, private=False, declared=spec.data, header_line=corpus.header
+        )
+        or source.validators
+    )
     detected_header = bool(structure and structure.header and not declared_header(spec))
     training, held_out = _split(source, corpus, detected_header, notes)
     if synthetic is None:
         from compiler.generation import generate
 
-        synthetic_records = generate(path, count=count, seed=seed, temperature=temperature,
-                                     checkpoint=checkpoint).records
+        synthetic_records = generate(
+            path, count=count, seed=seed, temperature=temperature, checkpoint=checkpoint
+        ).records
         synthetic_name = "generated"
         generation: Optional[dict[str, Any]] = {
-            "count": count, "seed": seed, "temperature": temperature}
+            "count": count,
+            "seed": seed,
+            "temperature": temperature,
+        }
     else:
         synthetic_records, synthetic_name = _read_synthetic(
-            synthetic, {corpus.header, corpus.records[0] if detected_header else None})
+            synthetic, {corpus.header, corpus.records[0] if detected_header else None}
+        )
         generation = None
     if structure is None:
         # Not delimited: each record is one text column.
         structure = Validators("learned", _WHOLE, '"', 1, False, (Column("record", "text"),))
         notes.append("the records are not delimited: fidelity compares record lengths only")
     scorer = _Scorer(structure, source.validators, training, corpus.path, seed or 0)
-    synthetic_scores, quality, synthetic_dcr, synthetic_frame = scorer.score(
-        synthetic_records, 1)
+    synthetic_scores, quality, synthetic_dcr, synthetic_frame = scorer.score(synthetic_records, 1)
     baseline = baseline_quality = held_dcr = None
     if held_out:
         baseline, baseline_quality, held_dcr, _ = scorer.score(held_out, 2)
     if synthetic_scores.well_formed < FEW_RECORDS:
-        notes.append(f"only {synthetic_scores.well_formed} records have the field count: the "
-                     "fidelity scores rest on too few records to say much")
+        notes.append(
+            f"only {synthetic_scores.well_formed} records have the field count: the "
+            "fidelity scores rest on too few records to say much"
+        )
     closer = None
     if synthetic_dcr is not None and held_dcr is not None and len(held_dcr):
         closer = float(np.mean(synthetic_dcr < np.quantile(held_dcr, 0.05)))
-    columns, failing = _column_reports(scorer.columns, structure, source.validators,
-                                       synthetic_records, quality, baseline_quality)
+    columns, failing = _column_reports(
+        scorer.columns, structure, source.validators, synthetic_records, quality, baseline_quality
+    )
     return Evaluation(
         name=source.name,
         source=source.path,
@@ -300,8 +339,9 @@ def evaluate(
     )
 
 
-def _split(source: _Source, corpus: Any, detected_header: bool,
-           notes: list[str]) -> tuple[list[str], list[str]]:
+def _split(
+    source: _Source, corpus: Any, detected_header: bool, notes: list[str]
+) -> tuple[list[str], list[str]]:
     """The training records and the held-out ones, as the run split them (its seed and
     validation_split) when `corpus` is the file it trained on."""
     from compiler.data.dataset import split_records
@@ -312,8 +352,10 @@ def _split(source: _Source, corpus: Any, detected_header: bool,
     if source.data_sha256 == corpus.sha256 and source.seed is not None and split > 0:
         train_idx, held_idx = split_records(len(records), split, int(source.seed))
     elif source.data_sha256 is not None and source.data_sha256 != corpus.sha256:
-        notes.append(f"{corpus.path} is not the file the run trained on (its sha256 differs): "
-                     "every record is compared as a training record, and nothing is held out")
+        notes.append(
+            f"{corpus.path} is not the file the run trained on (its sha256 differs): "
+            "every record is compared as a training record, and nothing is held out"
+        )
     elif split == 0:
         notes.append("the run held no records out (validation_split: 0): no held-out baseline")
     if detected_header:  # the first line names the columns: it is no record
@@ -321,8 +363,9 @@ def _split(source: _Source, corpus: Any, detected_header: bool,
     return [records[i] for i in train_idx], [records[i] for i in held_idx]
 
 
-def _read_synthetic(synthetic: Union[str, os.PathLike[str], Sequence[str]],
-                    headers: set[Optional[str]]) -> tuple[list[str], str]:
+def _read_synthetic(
+    synthetic: Union[str, os.PathLike[str], Sequence[str]], headers: set[Optional[str]]
+) -> tuple[list[str], str]:
     if isinstance(synthetic, (str, os.PathLike)):
         records, name = list(read_corpus(synthetic).records), os.fspath(synthetic)
         if records and records[0] in headers:
@@ -330,16 +373,31 @@ def _read_synthetic(synthetic: Union[str, os.PathLike[str], Sequence[str]],
     else:
         records, name = list(synthetic), "<records>"
     if not records:
-        raise DataError([Diagnostic("error", "no_synthetic_records", "expected at least one "
-                                    "synthetic record, received none", "", name)])
+        raise DataError(
+            [
+                Diagnostic(
+                    "error",
+                    "no_synthetic_records",
+                    "expected at least one " "synthetic record, received none",
+                    "",
+                    name,
+                )
+            ]
+        )
     return records, name
 
 
 class _Scorer:
     """Scores sets of records against the training records."""
 
-    def __init__(self, structure: Validators, validators: Optional[Validators],
-                 training: list[str], data_name: str, seed: int):
+    def __init__(
+        self,
+        structure: Validators,
+        validators: Optional[Validators],
+        training: list[str],
+        data_name: str,
+        seed: int,
+    ):
         from compiler.evaluate import fidelity
 
         self.fidelity = fidelity
@@ -349,9 +407,17 @@ class _Scorer:
         self.seed = seed
         rows = [r for r in map(self.parse, training) if r is not None]
         if not rows:
-            raise DataError([Diagnostic("error", "no_real_records", "expected real records "
-                                        f"with {structure.fields} fields, received none", "",
-                                        data_name)])
+            raise DataError(
+                [
+                    Diagnostic(
+                        "error",
+                        "no_real_records",
+                        "expected real records " f"with {structure.fields} fields, received none",
+                        "",
+                        data_name,
+                    )
+                ]
+            )
         self.train_frame = fidelity.frame(self.columns, rows)
         self.train_keys = {_key(r, self.parse) for r in training}
 
@@ -359,24 +425,42 @@ class _Scorer:
         """The scores of `texts`, with the fidelity detail, the distances and the frame."""
         fid = self.fidelity
         rows = [r for r in map(self.parse, texts) if r is not None]
-        valid = None if self.validators is None else float(
-            np.mean([self.validators.is_valid(t) for t in texts]))
+        valid = (
+            None
+            if self.validators is None
+            else float(np.mean([self.validators.is_valid(t) for t in texts]))
+        )
         memorized = float(np.mean([_key(t, self.parse) in self.train_keys for t in texts]))
         frame = fid.frame(self.columns, rows)
         if not rows:
-            return Scores(len(texts), 0, valid, 0.0, None, None, memorized, None), None, None, \
-                frame
+            return Scores(len(texts), 0, valid, 0.0, None, None, memorized, None), None, None, frame
         quality = fid.fidelity(self.columns, self.train_frame, frame)
         dcr = fid.distances(self.columns, frame, self.train_frame, self.seed + salt)
-        return Scores(
-            len(texts), len(rows), valid, 100 * quality.score, quality.column_shapes,
-            quality.column_pair_trends, memorized, _summary(dcr),
-        ), quality, dcr, frame
+        return (
+            Scores(
+                len(texts),
+                len(rows),
+                valid,
+                100 * quality.score,
+                quality.column_shapes,
+                quality.column_pair_trends,
+                memorized,
+                _summary(dcr),
+            ),
+            quality,
+            dcr,
+            frame,
+        )
 
 
-def _column_reports(columns: list[Column], structure: Validators,
-                    validators: Optional[Validators], records: list[str], quality: Any,
-                    baseline: Any) -> tuple[list[ColumnReport], list[dict[str, str]]]:
+def _column_reports(
+    columns: list[Column],
+    structure: Validators,
+    validators: Optional[Validators],
+    records: list[str],
+    quality: Any,
+    baseline: Any,
+) -> tuple[list[ColumnReport], list[dict[str, str]]]:
     """Per column: its rule, failures and shape scores; and the first failing records."""
     from compiler.generation import describe_problem
 
@@ -396,14 +480,29 @@ def _column_reports(columns: list[Column], structure: Validators,
     for column in columns:
         rule = rules.get(column.name)
         metric, value = quality.shapes.get(column.name) if quality else (None, None)
-        reports.append(ColumnReport(
-            column.name, column.kind, None if rule is None else rule.describe(),
-            counts.get(column.name, {}), metric, value,
-            baseline.shapes.get(column.name, (None, None))[1] if baseline else None,
-        ))
+        reports.append(
+            ColumnReport(
+                column.name,
+                column.kind,
+                None if rule is None else rule.describe(),
+                counts.get(column.name, {}),
+                metric,
+                value,
+                baseline.shapes.get(column.name, (None, None))[1] if baseline else None,
+            )
+        )
     if "fields" in counts:
-        reports.append(ColumnReport("(field count)", "structure", f"{structure.fields} fields",
-                                    counts["fields"], None, None, None))
+        reports.append(
+            ColumnReport(
+                "(field count)",
+                "structure",
+                f"{structure.fields} fields",
+                counts["fields"],
+                None,
+                None,
+                None,
+            )
+        )
     return reports, failing
 
 

@@ -98,8 +98,12 @@ def fidelity(columns: Sequence[Column], real: Any, synthetic: Any) -> Fidelity:
     report = QualityReport()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        report.generate({_TABLE: real}, {_TABLE: synthetic},
-                        {"tables": {_TABLE: metadata(columns)}}, verbose=False)
+        report.generate(
+            {_TABLE: real},
+            {_TABLE: synthetic},
+            {"tables": {_TABLE: metadata(columns)}},
+            verbose=False,
+        )
     shapes: dict[str, tuple[str, float]] = {}
     for row in report.get_details("Column Shapes").to_dict("records"):
         score = row.get("Score")
@@ -163,8 +167,9 @@ def distances(columns: Sequence[Column], rows: Any, reference: Any, seed: int) -
                 with np.errstate(invalid="ignore", divide="ignore"):
                     part = (gap > 0).astype(float) if span == 0 else np.minimum(gap / span, 1.0)
                 missing_a, missing_b = np.isnan(a), np.isnan(b)
-                part = np.where(missing_a & missing_b, 0.0,
-                                np.where(missing_a | missing_b, 1.0, part))
+                part = np.where(
+                    missing_a & missing_b, 0.0, np.where(missing_a | missing_b, 1.0, part)
+                )
             else:
                 part = (a != b).astype(float)
             total += part
@@ -182,8 +187,12 @@ def _encode(column: Column, values: Any, reference: Any) -> tuple[bool, Any, Any
 
     if column.kind == "categorical":
         codes = {v: i for i, v in enumerate(pd.unique(pd.concat([values, reference])))}
-        return (False, values.map(codes).to_numpy(dtype=float),
-                reference.map(codes).to_numpy(dtype=float), 0.0)
+        return (
+            False,
+            values.map(codes).to_numpy(dtype=float),
+            reference.map(codes).to_numpy(dtype=float),
+            0.0,
+        )
     if column.kind in ("date", "datetime", "time"):
         x = _seconds(values)
         r = _seconds(reference)

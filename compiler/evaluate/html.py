@@ -85,8 +85,7 @@ def render_html(evaluation: Evaluation) -> str:
         f'<div class="plots">{"".join(plots)}</div>',
         _failing(e),
         "<h2>Spec</h2>",
-        f"<details><summary>The run's resolved spec</summary><pre>{_h(e.spec)}</pre>"
-        "</details>",
+        f"<details><summary>The run's resolved spec</summary><pre>{_h(e.spec)}</pre>" "</details>",
         f'<p class="sub">{_h(NOT_A_GUARANTEE)}</p>',
         "</body></html>",
     ]
@@ -109,8 +108,9 @@ def _provenance(e: Evaluation) -> str:
     where = f"{e.source}" + (f", step {e.step}" if e.step is not None else "")
     if e.generation:
         g = e.generation
-        made = (f"{g['count']} records generated (seed {g['seed']}, temperature "
-                f"{g['temperature']})")
+        made = (
+            f"{g['count']} records generated (seed {g['seed']}, temperature " f"{g['temperature']})"
+        )
     else:
         made = f"records read from {e.synthetic}"
     return f"{made} from {where}; real records from {e.data}."
@@ -118,59 +118,105 @@ def _provenance(e: Evaluation) -> str:
 
 def _cards(e: Evaluation) -> str:
     cards = [
-        ("quality score", f"{e.quality_score:.1f}", "0-100, SDMetrics column shapes and pair "
-         "trends"),
+        (
+            "quality score",
+            f"{e.quality_score:.1f}",
+            "0-100, SDMetrics column shapes and pair " "trends",
+        ),
         ("valid", _pct(e.valid_share), "pass the validators"),
         ("memorized", _pct(e.memorized_share), "exact copies of training records"),
     ]
     if e.baseline is not None:
-        cards.append(("held-out quality", f"{e.baseline.quality_score:.1f}",
-                      "real records the model never saw"))
-    return '<div class="cards">' + "".join(
-        f'<div class="card"><div class="value">{_h(v)}</div><div class="label">{_h(k)}</div>'
-        f'<div class="sub">{_h(d)}</div></div>'
-        for k, v, d in cards
-    ) + "</div>"
+        cards.append(
+            (
+                "held-out quality",
+                f"{e.baseline.quality_score:.1f}",
+                "real records the model never saw",
+            )
+        )
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card"><div class="value">{_h(v)}</div><div class="label">{_h(k)}</div>'
+            f'<div class="sub">{_h(d)}</div></div>'
+            for k, v, d in cards
+        )
+        + "</div>"
+    )
 
 
 def _scores_table(e: Evaluation) -> str:
     rows = [("synthetic", e.synthetic_scores)]
     if e.baseline is not None:
         rows.append(("held-out real (baseline)", e.baseline))
-    head = ("records", "records", "with field count", "valid", "quality", "column shapes",
-            "pair trends", "memorized", "DCR p5", "DCR median")
+    head = (
+        "records",
+        "records",
+        "with field count",
+        "valid",
+        "quality",
+        "column shapes",
+        "pair trends",
+        "memorized",
+        "DCR p5",
+        "DCR median",
+    )
     body = []
     for label, s in rows:
-        body.append("<tr>" + f"<td>{_h(label)}</td>" + "".join(
-            f'<td class="num">{_h(v)}</td>' for v in _score_cells(s)) + "</tr>")
-    table = ("<table><tr>" + "".join(f"<th>{_h(h)}</th>" for h in head) + "</tr>"
-             + "".join(body) + "</table>")
+        body.append(
+            "<tr>"
+            + f"<td>{_h(label)}</td>"
+            + "".join(f'<td class="num">{_h(v)}</td>' for v in _score_cells(s))
+            + "</tr>"
+        )
+    table = (
+        "<table><tr>"
+        + "".join(f"<th>{_h(h)}</th>" for h in head)
+        + "</tr>"
+        + "".join(body)
+        + "</table>"
+    )
     if e.closer_than_holdout is not None:
-        table += (f"<p>{_pct(e.closer_than_holdout)} of synthetic records are closer to a "
-                  "training record than 95% of held-out real records are (about 5% when the "
-                  "model copies nothing).</p>")
+        table += (
+            f"<p>{_pct(e.closer_than_holdout)} of synthetic records are closer to a "
+            "training record than 95% of held-out real records are (about 5% when the "
+            "model copies nothing).</p>"
+        )
     return "<h2>Scores</h2>" + table
 
 
 def _score_cells(s: Scores) -> list[str]:
     dcr = s.dcr or {}
-    return [str(s.records), str(s.well_formed), _pct(s.valid_share), f"{s.quality_score:.1f}",
-            _num(s.column_shapes), _num(s.column_pair_trends), _pct(s.memorized_share),
-            _num(dcr.get("p5")), _num(dcr.get("median"))]
+    return [
+        str(s.records),
+        str(s.well_formed),
+        _pct(s.valid_share),
+        f"{s.quality_score:.1f}",
+        _num(s.column_shapes),
+        _num(s.column_pair_trends),
+        _pct(s.memorized_share),
+        _num(dcr.get("p5")),
+        _num(dcr.get("median")),
+    ]
 
 
 def _privacy(e: Evaluation) -> str:
     p = e.privacy
     if p and p.get("epsilon") is not None:
-        text = (f"Trained with DP-SGD: ({p['epsilon']:.3g}, {p.get('delta', 0):.3g})-DP per "
-                f"{p.get('privacy_unit', 'record')}, {p.get('accountant', '')} accountant, "
-                f"{p.get('sampling', {}).get('method', '') if isinstance(p.get('sampling'), dict) else ''} "
-                "sampling.")
+        sampling = p.get("sampling")
+        method = sampling.get("method", "") if isinstance(sampling, dict) else ""
+        text = (
+            f"Trained with DP-SGD: ({p['epsilon']:.3g}, {p.get('delta', 0):.3g})-DP per "
+            f"{p.get('privacy_unit', 'record')}, {p.get('accountant', '')} accountant, "
+            f"{method} sampling."
+        )
     else:
         text = "Not trained with DP: the model has no formal privacy guarantee."
-    return (f"<h2>Privacy</h2><p>{_h(text)}</p><p class=\"note\">This report shows statistics "
-            "of the real records (plots, failing values): it is for the data's owner, and "
-            "no DP guarantee covers it. Do not publish it.</p>")
+    return (
+        f'<h2>Privacy</h2><p>{_h(text)}</p><p class="note">This report shows statistics '
+        "of the real records (plots, failing values): it is for the data's owner, and "
+        "no DP guarantee covers it. Do not publish it.</p>"
+    )
 
 
 def _columns_table(e: Evaluation) -> str:
@@ -178,22 +224,32 @@ def _columns_table(e: Evaluation) -> str:
     rows = []
     for c in e.columns:
         failures = ", ".join(f"{k} {v}" for k, v in sorted(c.failures.items())) or "0"
-        rows.append("<tr>" + "".join(
-            f"<td>{_h(v)}</td>" for v in (c.name, c.kind, c.rule or "field count only",
-                                          failures, c.metric or "")
-        ) + f'<td class="num">{_num(c.score)}</td><td class="num">{_num(c.baseline_score)}'
-            "</td></tr>")
-    return ("<table><tr>" + "".join(f"<th>{_h(h)}</th>" for h in head) + "</tr>"
-            + "".join(rows) + "</table>")
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td>{_h(v)}</td>"
+                for v in (c.name, c.kind, c.rule or "field count only", failures, c.metric or "")
+            )
+            + f'<td class="num">{_num(c.score)}</td><td class="num">{_num(c.baseline_score)}'
+            "</td></tr>"
+        )
+    return (
+        "<table><tr>"
+        + "".join(f"<th>{_h(h)}</th>" for h in head)
+        + "</tr>"
+        + "".join(rows)
+        + "</table>"
+    )
 
 
 def _failing(e: Evaluation) -> str:
     if not e.failing:
         return ""
-    rows = "".join(f"<tr><td><code>{_h(f['record'])}</code></td><td>{_h(f['problem'])}</td>"
-                   "</tr>" for f in e.failing)
-    return ("<h2>Failing records</h2><table><tr><th>record</th><th>why</th></tr>"
-            + rows + "</table>")
+    rows = "".join(
+        f"<tr><td><code>{_h(f['record'])}</code></td><td>{_h(f['problem'])}</td>" "</tr>"
+        for f in e.failing
+    )
+    return "<h2>Failing records</h2><table><tr><th>record</th><th>why</th></tr>" + rows + "</table>"
 
 
 def _plots(e: Evaluation) -> list[str]:
@@ -207,8 +263,10 @@ def _plots(e: Evaluation) -> list[str]:
     for i, column in enumerate(e.fidelity_columns):
         title = column.name + (" (length)" if column.kind == "text" else "")
         if not len(synthetic) or synthetic[column.name].isna().all():
-            out.append(f'<div class="plot"><b>{_h(title)}</b><p>No synthetic value parses '
-                       f"as {_h(column.kind)}.</p></div>")
+            out.append(
+                f'<div class="plot"><b>{_h(title)}</b><p>No synthetic value parses '
+                f"as {_h(column.kind)}.</p></div>"
+            )
             continue
         kind = "bar" if column.kind == "categorical" else None
         with warnings.catch_warnings():
@@ -218,8 +276,7 @@ def _plots(e: Evaluation) -> list[str]:
             except (ValueError, TypeError, np.linalg.LinAlgError):
                 # A density needs spread: a constant or near-constant column gets bars.
                 figure = get_column_plot(real, synthetic, column.name, plot_type="bar")
-        figure.update_layout(title=title, height=360,
-                             margin={"l": 40, "r": 20, "t": 50, "b": 40})
+        figure.update_layout(title=title, height=360, margin={"l": 40, "r": 20, "t": 50, "b": 40})
         payload = json.dumps(figure.to_plotly_json(), cls=plotly.utils.PlotlyJSONEncoder)
         payload = payload.replace("</", "<\\/")  # record values cannot close the script
         div = f"plot-{i}"

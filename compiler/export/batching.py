@@ -102,8 +102,9 @@ def write_batching_parameters(base: str, limits: ExportLimits) -> str:
             with open(path, encoding="utf-8") as f:
                 text_format.Parse(f.read(), existing)
             if existing.HasField("max_batch_size"):
-                message.max_batch_size.value = min(message.max_batch_size.value,
-                                                   existing.max_batch_size.value)
+                message.max_batch_size.value = min(
+                    message.max_batch_size.value, existing.max_batch_size.value
+                )
         except (OSError, text_format.ParseError):
             pass
     write_atomic(path, text_format.MessageToString(message))

@@ -63,9 +63,9 @@ from compiler.files import (
     resource_errors,
 )
 from compiler.lang import spec as s
-from compiler.layers.states import context_length
 from compiler.lang.checked import CheckedSpec, checked
 from compiler.lang.render import dump_yaml, to_data
+from compiler.layers.states import context_length
 
 METADATA_DIR = os.path.join("assets.extra", "keraspec")
 
@@ -117,8 +117,11 @@ def resolve_export(path: Union[str, os.PathLike[str]]) -> Optional[str]:
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return path
     if os.path.isdir(path):
-        versions = [n for n in os.listdir(path) if n.isdigit()
-                    and os.path.isfile(os.path.join(path, n, "saved_model.pb"))]
+        versions = [
+            n
+            for n in os.listdir(path)
+            if n.isdigit() and os.path.isfile(os.path.join(path, n, "saved_model.pb"))
+        ]
         if versions:
             return os.path.join(path, max(versions, key=int))
     return None
@@ -149,8 +152,9 @@ def _signature_list(spec: s.Spec, tokenizer: Optional[Tokenizer], where: str) ->
 
 
 def _next_version(model_dir: str, first: int) -> int:
-    taken = [int(n) for n in os.listdir(model_dir) if n.isdigit()] if os.path.isdir(
-        model_dir) else []
+    taken = (
+        [int(n) for n in os.listdir(model_dir) if n.isdigit()] if os.path.isdir(model_dir) else []
+    )
     return max([first - 1, *taken]) + 1
 
 
@@ -217,32 +221,46 @@ def export_saved_model(
     else:
         provenance = None
         validators = Validators.from_shape(record_shape) if record_shape else None
-        spec = (checked(source) if isinstance(source, (s.Spec, CheckedSpec))
-                else load_spec(source))
+        spec = checked(source) if isinstance(source, (s.Spec, CheckedSpec)) else load_spec(source)
         tokenizer = load_tokenizer(tokenizer_dir) if tokenizer_dir else None
         weights_path = weights
     where = os.fspath(base)
     name = name or spec.name
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name):
-        raise _error("model_name", f"expected a model name of letters, digits, _ and -, "
-                     f"received {name!r}", where)
+        raise _error(
+            "model_name",
+            f"expected a model name of letters, digits, _ and -, " f"received {name!r}",
+            where,
+        )
     signatures = _signature_list(spec, tokenizer, where)
     if tokenizer is not None and tokenizer.size > spec.input.vocab_size:
-        raise _error("vocab_size", f"expected a tokenizer of at most input.vocab_size = "
-                     f"{spec.input.vocab_size} ids, received {tokenizer.size}", where)
+        raise _error(
+            "vocab_size",
+            f"expected a tokenizer of at most input.vocab_size = "
+            f"{spec.input.vocab_size} ids, received {tokenizer.size}",
+            where,
+        )
 
     model_dir = os.path.join(where, name)
     for path in (model_dir, os.path.join(where, MODELS_CONFIG)):
         if os.path.islink(path):
-            raise _error("base_link", "expected a plain file or directory, received a "
-                         "symbolic link: keraspec never writes through a link out of -o", path)
+            raise _error(
+                "base_link",
+                "expected a plain file or directory, received a "
+                "symbolic link: keraspec never writes through a link out of -o",
+                path,
+            )
     read_models_config(where)  # a models.config that does not parse: before anything is written
     if version is None:
         version = _next_version(model_dir, spec.export.version)
     final = os.path.join(model_dir, str(version))
     if os.path.exists(final):
-        raise _error("version_exists", f"expected a new version, received {version}, which "
-                     f"exists already in {model_dir}; versions are never overwritten", final)
+        raise _error(
+            "version_exists",
+            f"expected a new version, received {version}, which "
+            f"exists already in {model_dir}; versions are never overwritten",
+            final,
+        )
     tf = tensorflow()
     serving_spec = reshaped_spec(spec, batch_size=None, stateful=False)
     trained = compile_spec(serving_spec).model
@@ -263,24 +281,57 @@ def export_saved_model(
         os.makedirs(model_dir, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=".tmp-", dir=model_dir)
     except OSError as e:
-        raise _error("base_unwritable", f"expected a writable directory, received: "
-                     f"{e.strerror or e}", where) from e
+        raise _error(
+            "base_unwritable",
+            f"expected a writable directory, received: " f"{e.strerror or e}",
+            where,
+        ) from e
     try:
-        with resource_errors(where, f"export version {version}", "nothing was published; make "
-                             "room and export again", ExportError):
+        with resource_errors(
+            where,
+            f"export version {version}",
+            "nothing was published; make " "room and export again",
+            ExportError,
+        ):
             difference, info = _write_version(
-                tf, tmp, module, functions, trained, spec, tokenizer, signatures, states, name,
-                version, step, record_shape, provenance, validators, where)
+                tf,
+                tmp,
+                module,
+                functions,
+                trained,
+                spec,
+                tokenizer,
+                signatures,
+                states,
+                name,
+                version,
+                step,
+                record_shape,
+                provenance,
+                validators,
+                where,
+            )
         if os.path.exists(final):  # another export took this version meanwhile
-            raise _error("version_exists", f"expected a new version, received {version}, "
-                         "written meanwhile by another export", final)
+            raise _error(
+                "version_exists",
+                f"expected a new version, received {version}, "
+                "written meanwhile by another export",
+                final,
+            )
         os.rename(tmp, final)
         fsync_directory(model_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    with resource_errors(where, MODELS_CONFIG, f"version {version} is published in {final}; "
-                         "make room and export again to list it", ExportError), base_lock(where):
+    with (
+        resource_errors(
+            where,
+            MODELS_CONFIG,
+            f"version {version} is published in {final}; " "make room and export again to list it",
+            ExportError,
+        ),
+        base_lock(where),
+    ):
         config = update_models_config(where, name, serving_root)
         batching = write_batching_parameters(where, spec.export.limits)
     return ExportReport(
@@ -297,9 +348,15 @@ def export_saved_model(
     )
 
 
-def _verify(tf: Any, path: str, keras_model: Any, spec: s.Spec,
-            requests: dict[str, dict[str, Any]], where: str,
-            allowed: Optional[list[bool]] = None) -> tuple[float, dict[str, Any]]:
+def _verify(
+    tf: Any,
+    path: str,
+    keras_model: Any,
+    spec: s.Spec,
+    requests: dict[str, dict[str, Any]],
+    where: str,
+    allowed: Optional[list[bool]] = None,
+) -> tuple[float, dict[str, Any]]:
     """Load the SavedModel back, run every signature, compare logits with the Keras model's.
 
     Returns:
@@ -313,9 +370,12 @@ def _verify(tf: Any, path: str, keras_model: Any, spec: s.Spec,
     expected = keras_model(tokens, training=False).numpy()
     difference = float(np.max(np.abs(served["logits"].numpy() - expected)))
     if not difference <= TOLERANCE:
-        raise _error("verification", f"expected the exported logits to equal the Keras "
-                     f"model's within {TOLERANCE}, received a difference of {difference:.3g}",
-                     where)
+        raise _error(
+            "verification",
+            f"expected the exported logits to equal the Keras "
+            f"model's within {TOLERANCE}, received a difference of {difference:.3g}",
+            where,
+        )
     for signature, inputs in requests.items():
         loaded.signatures[signature](**inputs)
     if "generate" in loaded.signatures:
@@ -323,33 +383,57 @@ def _verify(tf: Any, path: str, keras_model: Any, spec: s.Spec,
     return difference, {n: signature_info(loaded.signatures[n]) for n in requests}
 
 
-def _verify_greedy(tf: Any, loaded: Any, spec: s.Spec, where: str, allowed: list[bool],
-                   tokens: int = 6) -> None:
+def _verify_greedy(
+    tf: Any, loaded: Any, spec: s.Spec, where: str, allowed: list[bool], tokens: int = 6
+) -> None:
     """At temperature 0, `generate` must equal a greedy loop over `serving_default`."""
     prompts = [[2, 2], [2, 0]]  # rows of different lengths, right-padded with 0
     out = loaded.signatures["generate"](
-        prompt=tf.constant(prompts, tf.int32), max_new_tokens=tf.fill([2], tokens),
-        temperature=tf.zeros([2]), seed=tf.zeros([2], tf.int64))
+        prompt=tf.constant(prompts, tf.int32),
+        max_new_tokens=tf.fill([2], tokens),
+        temperature=tf.zeros([2]),
+        seed=tf.zeros([2], tf.int64),
+    )
     mask = np.array(allowed)
     for row, prompt in enumerate(prompts):
         ids = list(start_tokens(unit_of(spec))) + [i for i in prompt if i != PAD_ID]
         expected: list[int] = []
         for _ in range(tokens):
             logits = loaded.signatures["serving_default"](
-                **{spec.input.name: tf.constant([ids + expected], tf.int32)})["logits"]
+                **{spec.input.name: tf.constant([ids + expected], tf.int32)}
+            )["logits"]
             nxt = int(np.argmax(np.where(mask, logits.numpy()[0, -1], -np.inf)))
             if nxt == EOR_ID:
                 break
             expected.append(nxt)
         got = out["tokens"].numpy()[row, : int(out["lengths"][row])].tolist()
         if got != expected:
-            raise _error("verification", f"expected generate at temperature 0 to equal a "
-                         f"greedy loop over serving_default, received {got} for {expected}",
-                         where)
+            raise _error(
+                "verification",
+                f"expected generate at temperature 0 to equal a "
+                f"greedy loop over serving_default, received {got} for {expected}",
+                where,
+            )
 
 
-def _write_version(tf, tmp, module, functions, trained, spec, tokenizer, signatures, states,
-                   name, version, step, record_shape, provenance, validators, where):
+def _write_version(
+    tf,
+    tmp,
+    module,
+    functions,
+    trained,
+    spec,
+    tokenizer,
+    signatures,
+    states,
+    name,
+    version,
+    step,
+    record_shape,
+    provenance,
+    validators,
+    where,
+):
     """Write a version's SavedModel, warm-up requests and metadata into `tmp`, verify it,
     and record every file's digest; returns the verification (difference, signatures)."""
     from compiler.data.columns import VALIDATORS_FILE, validators_json
@@ -358,8 +442,9 @@ def _write_version(tf, tmp, module, functions, trained, spec, tokenizer, signatu
     tf.saved_model.save(module, tmp, signatures=concrete)
     requests = {n: _warmup_inputs(tf, n, states, spec, tokenizer) for n in signatures}
     _write_warmup(tf, os.path.join(tmp, WARMUP_FILE), name, requests)
-    difference, info = _verify(tf, tmp, trained, spec, requests, where,
-                               allowed_ids(spec, tokenizer))
+    difference, info = _verify(
+        tf, tmp, trained, spec, requests, where, allowed_ids(spec, tokenizer)
+    )
     metadata = {
         "name": name,
         "version": version,
@@ -418,17 +503,29 @@ def verify_export(version_dir: str) -> None:
         if not isinstance(digests, dict):
             raise ValueError("not an object")
     except (OSError, ValueError) as e:
-        raise _error("export_corrupt", f"expected the export's digests, received a file that "
-                     f"does not read ({e}); export the run again", path) from None
+        raise _error(
+            "export_corrupt",
+            f"expected the export's digests, received a file that "
+            f"does not read ({e}); export the run again",
+            path,
+        ) from None
     found = digest_mismatch(version_dir, digests)
     if found is None:
         return
     full, missing = found
     if missing:
-        raise _error("export_corrupt", "expected the export's file, received no such "
-                     "file: the version is incomplete; export the run again", full)
-    raise _error("export_corrupt", "expected the file as it was exported, received "
-                 "different content (truncated or edited); export the run again", full)
+        raise _error(
+            "export_corrupt",
+            "expected the export's file, received no such "
+            "file: the version is incomplete; export the run again",
+            full,
+        )
+    raise _error(
+        "export_corrupt",
+        "expected the file as it was exported, received "
+        "different content (truncated or edited); export the run again",
+        full,
+    )
 
 
 def inspect_export(path: Union[str, os.PathLike[str]]) -> Optional[dict[str, Any]]:
@@ -457,8 +554,11 @@ def inspect_export(path: Union[str, os.PathLike[str]]) -> Optional[dict[str, Any
         return {
             key: [
                 tf.dtypes.as_dtype(info.dtype).name,
-                None if info.tensor_shape.unknown_rank
-                else [None if d.size < 0 else d.size for d in info.tensor_shape.dim],
+                (
+                    None
+                    if info.tensor_shape.unknown_rank
+                    else [None if d.size < 0 else d.size for d in info.tensor_shape.dim]
+                ),
             ]
             for key, info in sorted(tensors.items())
         }

@@ -53,9 +53,13 @@ def read_models_config(base: str) -> Any:
             with open(path, encoding="utf-8") as f:
                 text_format.Parse(f.read(), config)
         except (OSError, UnicodeDecodeError, text_format.ParseError) as e:
-            raise _error("models_config", f"expected a ModelServerConfig text proto, "
-                         f"received one that does not parse ({e}); fix or remove it: nothing "
-                         "was exported", path) from e
+            raise _error(
+                "models_config",
+                f"expected a ModelServerConfig text proto, "
+                f"received one that does not parse ({e}); fix or remove it: nothing "
+                "was exported",
+                path,
+            ) from e
     return config
 
 

@@ -47,8 +47,9 @@ def row_uniform(tf: Any, keys: Any, t: Any) -> Any:
     requests changes no answer."""
     bits = _mix(tf, keys + tf.cast(t, tf.uint64))
     # 24 random bits (float32's precision) -> (0, 1).
-    return (tf.cast(tf.bitwise.right_shift(bits, tf.constant(40, tf.uint64)), tf.float32)
-            + 0.5) * (1.0 / 2.0**24)
+    return (tf.cast(tf.bitwise.right_shift(bits, tf.constant(40, tf.uint64)), tf.float32) + 0.5) * (
+        1.0 / 2.0**24
+    )
 
 
 def sample_rows(tf: Any, scaled: Any, uniform: Any) -> Any:
@@ -84,8 +85,7 @@ def one_token_step(tf: Any, model: Any, states: list[Any], spec: CheckedSpec) ->
     graph = call_graph(spec.spec, spec.analysis)
     layers = {layer.name: layer for layer in model.layers}
     spec_layers = {layer.name: layer for layer in spec.model.layers}
-    if not all(layer.steps_alone() or layer.steps_as_sequence()
-               for layer in spec.model.layers):
+    if not all(layer.steps_alone() or layer.steps_as_sequence() for layer in spec.model.layers):
         return None
     by_layer: dict[Optional[str], list[int]] = {}
     for i, st in enumerate(states):
@@ -103,7 +103,8 @@ def one_token_step(tf: Any, model: Any, states: list[Any], spec: CheckedSpec) ->
             mine = by_layer.get(name, [])
             if spec_layer.steps_as_sequence():
                 out, updated = spec_layer.call_with_state(
-                    layer, x[:, None], [state_values[i] for i in mine], position)
+                    layer, x[:, None], [state_values[i] for i in mine], position
+                )
                 out = out[:, 0]
             elif mine:
                 out, updated = layer.cell(x, [state_values[i] for i in mine], training=False)
@@ -120,9 +121,15 @@ def one_token_step(tf: Any, model: Any, states: list[Any], spec: CheckedSpec) ->
     return step
 
 
-def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
-                    tokenizer: Optional[Tokenizer], signatures: list[str],
-                    tokenizer_files: list[str]) -> tuple[Any, dict[str, Any]]:
+def _serving_module(
+    tf: Any,
+    model: Any,
+    states: list[Any],
+    spec: s.Spec,
+    tokenizer: Optional[Tokenizer],
+    signatures: list[str],
+    tokenizer_files: list[str],
+) -> tuple[Any, dict[str, Any]]:
     """A tf.Module holding the model and the signature functions."""
     vocab = spec.input.vocab_size
     input_name = spec.input.name
@@ -148,9 +155,10 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
 
     def checked_tokens(tokens: Any, what: str) -> list[Any]:
         shape = tf.shape(tokens)
-        return [within(shape[0], limits.max_batch, f"{what} rows", "max_batch"),
-                within(shape[1], limits.max_prompt_length, f"{what} length",
-                       "max_prompt_length")]
+        return [
+            within(shape[0], limits.max_batch, f"{what} rows", "max_batch"),
+            within(shape[1], limits.max_prompt_length, f"{what} length", "max_prompt_length"),
+        ]
 
     def zero_states(batch):
         return [tf.zeros([batch, *st.shape], st.dtype) for st in states]
@@ -162,11 +170,16 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
     def within_context(last: Any, what: str) -> list[Any]:
         if context is None:
             return []
-        return [tf.debugging.Assert(
-            last <= context,
-            [f"{what}: expected at most the model's context of {context} positions (its "
-             "position_embedding's sequence_length, or training.sequence_length), received",
-             last])]
+        return [
+            tf.debugging.Assert(
+                last <= context,
+                [
+                    f"{what}: expected at most the model's context of {context} positions (its "
+                    "position_embedding's sequence_length, or training.sequence_length), received",
+                    last,
+                ],
+            )
+        ]
 
     def run(tokens, state_values):
         outputs = model([tokens, *state_values], training=False)
@@ -201,18 +214,28 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
         checks = checked_tokens(tokens, input_name)
         rows = tf.shape(tokens)[0]
         for st, value in zip(states, state_values):
-            checks.append(tf.debugging.Assert(
-                tf.shape(value)[0] == rows,
-                [f"{st.name}: expected as many rows as {input_name}, received", tf.shape(value)[0],
-                 f"rows for {input_name}'s", rows],
-            ))
+            checks.append(
+                tf.debugging.Assert(
+                    tf.shape(value)[0] == rows,
+                    [
+                        f"{st.name}: expected as many rows as {input_name}, received",
+                        tf.shape(value)[0],
+                        f"rows for {input_name}'s",
+                        rows,
+                    ],
+                )
+            )
             if st.name == POSITION:
-                checks.append(tf.debugging.Assert(
-                    tf.reduce_all(value >= 0),
-                    [f"{POSITION}: expected values >= 0, received", value]))
+                checks.append(
+                    tf.debugging.Assert(
+                        tf.reduce_all(value >= 0),
+                        [f"{POSITION}: expected values >= 0, received", value],
+                    )
+                )
                 checks += within_context(
                     tf.reduce_max(tf.concat([value, [0]], 0)) + tf.shape(tokens)[1],
-                    f"{POSITION} + {input_name} length")
+                    f"{POSITION} + {input_name} length",
+                )
         with tf.control_dependencies(checks):
             tokens = tf.identity(tokens)
         logits, new_states = run(tokens, list(state_values))
@@ -223,21 +246,42 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
     def checked_rows(prompt_rows, max_new_tokens, temperature, seed) -> list[Any]:
         """Per-row inputs: one value per prompt row, in range, before anything is built."""
         checks = [within(prompt_rows, limits.max_batch, "prompt rows", "max_batch")]
-        for name, value in (("max_new_tokens", max_new_tokens), ("temperature", temperature),
-                            ("seed", seed)):
-            checks.append(tf.debugging.Assert(
-                tf.shape(value)[0] == prompt_rows,
-                [f"{name}: expected one value per prompt row (", prompt_rows, "), received",
-                 tf.shape(value)[0]],
-            ))
-        checks.append(within(tf.reduce_max(tf.concat([max_new_tokens, [0]], 0)),
-                             limits.max_new_tokens, "max_new_tokens", "max_new_tokens"))
-        checks.append(tf.debugging.Assert(
-            tf.reduce_all(max_new_tokens >= 0),
-            ["max_new_tokens: expected values >= 0, received", max_new_tokens]))
-        checks.append(tf.debugging.Assert(
-            tf.reduce_all(tf.math.is_finite(temperature) & (temperature >= 0)),
-            ["temperature: expected finite values >= 0 (0 is greedy), received", temperature]))
+        for name, value in (
+            ("max_new_tokens", max_new_tokens),
+            ("temperature", temperature),
+            ("seed", seed),
+        ):
+            checks.append(
+                tf.debugging.Assert(
+                    tf.shape(value)[0] == prompt_rows,
+                    [
+                        f"{name}: expected one value per prompt row (",
+                        prompt_rows,
+                        "), received",
+                        tf.shape(value)[0],
+                    ],
+                )
+            )
+        checks.append(
+            within(
+                tf.reduce_max(tf.concat([max_new_tokens, [0]], 0)),
+                limits.max_new_tokens,
+                "max_new_tokens",
+                "max_new_tokens",
+            )
+        )
+        checks.append(
+            tf.debugging.Assert(
+                tf.reduce_all(max_new_tokens >= 0),
+                ["max_new_tokens: expected values >= 0, received", max_new_tokens],
+            )
+        )
+        checks.append(
+            tf.debugging.Assert(
+                tf.reduce_all(tf.math.is_finite(temperature) & (temperature >= 0)),
+                ["temperature: expected finite values >= 0 (0 is greedy), received", temperature],
+            )
+        )
         return checks
 
     def sample_loop(prompt, max_new_tokens, temperature, seed):
@@ -252,10 +296,13 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
         """
         batch = tf.shape(prompt)[0]
         sequence = tf.concat(
-            [tf.tile(tf.constant([record_start], tf.int32), [batch, 1]), prompt], axis=1)
+            [tf.tile(tf.constant([record_start], tf.int32), [batch, 1]), prompt], axis=1
+        )
         lengths = len(record_start) + tf.reduce_sum(tf.cast(prompt != PAD_ID, tf.int32), axis=1)
-        fits = within_context(tf.reduce_max(tf.concat([lengths, [0]], 0)),
-                              "prompt positions (the record's start and the prompt)")
+        fits = within_context(
+            tf.reduce_max(tf.concat([lengths, [0]], 0)),
+            "prompt positions (the record's start and the prompt)",
+        )
         with tf.control_dependencies(fits):
             sequence = tf.identity(sequence)
         width = tf.shape(sequence)[1]
@@ -291,8 +338,15 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
             next_prompt = tf.gather(sequence, tf.minimum(t + 1, width - 1), axis=1)
             token = tf.where(t + 1 < lengths, next_prompt, sampled)
             logits, state_values = advance(token, state_values)
-            return (t + 1, logits, state_values, drawn_ta, generated, done | ended,
-                    complete | finished)
+            return (
+                t + 1,
+                logits,
+                state_values,
+                drawn_ta,
+                generated,
+                done | ended,
+                complete | finished,
+            )
 
         # No row can need a later step.
         last = tf.reduce_min(tf.stack([tf.reduce_max(lengths) - 1 + longest, *room]))
@@ -341,11 +395,15 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
     )
     def generate(prompt, max_new_tokens, temperature, seed):
         checks = checked_rows(tf.shape(prompt)[0], max_new_tokens, temperature, seed)
-        checks.append(within(tf.shape(prompt)[1], limits.max_prompt_length, "prompt length",
-                             "max_prompt_length"))
+        checks.append(
+            within(
+                tf.shape(prompt)[1], limits.max_prompt_length, "prompt length", "max_prompt_length"
+            )
+        )
         with tf.control_dependencies(checks):
             prompt, max_new_tokens, temperature, seed = (
-                tf.identity(x) for x in (prompt, max_new_tokens, temperature, seed))
+                tf.identity(x) for x in (prompt, max_new_tokens, temperature, seed)
+            )
         out, lengths, complete = sample_loop(prompt, max_new_tokens, temperature, seed)
         return {"tokens": out, "lengths": lengths, "complete": complete}
 
@@ -370,13 +428,16 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
             # Bounds first: the padded prompt (rows x longest row) is at most
             # max_batch x max_prompt_chars before it is built.
             checks = checked_rows(tf.shape(prompt)[0], max_new_tokens, temperature, seed)
-            longest = tf.reduce_max(tf.concat(
-                [tf.strings.length(prompt, unit="UTF8_CHAR"), [0]], 0))
-            checks.append(within(longest, limits.max_prompt_chars, "prompt characters",
-                                 "max_prompt_chars"))
+            longest = tf.reduce_max(
+                tf.concat([tf.strings.length(prompt, unit="UTF8_CHAR"), [0]], 0)
+            )
+            checks.append(
+                within(longest, limits.max_prompt_chars, "prompt characters", "max_prompt_chars")
+            )
             with tf.control_dependencies(checks):
                 prompt, max_new_tokens, temperature, seed = (
-                    tf.identity(x) for x in (prompt, max_new_tokens, temperature, seed))
+                    tf.identity(x) for x in (prompt, max_new_tokens, temperature, seed)
+                )
             pieces = tf.strings.unicode_split(prompt, "UTF-8")
             ids = tf.ragged.map_flat_values(table.lookup, pieces)
             known = tf.debugging.assert_non_negative(
@@ -387,9 +448,7 @@ def _serving_module(tf: Any, model: Any, states: list[Any], spec: s.Spec,
                 dense = tf.identity(ids.to_tensor(default_value=PAD_ID))
             out, lengths, complete = sample_loop(dense, max_new_tokens, temperature, seed)
             mask = tf.sequence_mask(lengths, tf.shape(out)[1])
-            text = tf.strings.reduce_join(
-                tf.where(mask, tf.gather(module.vocab, out), ""), axis=1
-            )
+            text = tf.strings.reduce_join(tf.where(mask, tf.gather(module.vocab, out), ""), axis=1)
             return {"text": prompt + text, "complete": complete}
 
         functions["generate_text"] = generate_text
@@ -412,8 +471,9 @@ def signature_info(fn: Any) -> dict[str, dict[str, list[Any]]]:
     }
 
 
-def _warmup_inputs(tf: Any, name: str, states: list[Any], spec: s.Spec,
-                   tokenizer: Optional[Tokenizer]) -> dict[str, Any]:
+def _warmup_inputs(
+    tf: Any, name: str, states: list[Any], spec: s.Spec, tokenizer: Optional[Tokenizer]
+) -> dict[str, Any]:
     tokens = [[EOR_ID, 2, 3], [EOR_ID, 3, 2]]
     if name == "serving_default":
         return {spec.input.name: tf.constant(tokens, tf.int32)}

@@ -81,8 +81,9 @@ class CheckedSpec:
     def _canonical(self) -> str:
         return self.spec.model_dump_json()
 
-    def diagnostic(self, path: Path, code: str, message: str,
-                   severity: str = "error") -> Diagnostic:
+    def diagnostic(
+        self, path: Path, code: str, message: str, severity: str = "error"
+    ) -> Diagnostic:
         """A diagnostic at `path` of the spec, located in its file."""
         return self.source.diagnostic(path, code, message, severity=severity)
 
@@ -103,8 +104,12 @@ def positionless(spec: Spec) -> Source:
     return Source("<spec>", spec.model_dump(mode="json", exclude_none=True))
 
 
-def checked(spec: Union[Spec, CheckedSpec], *, memory_limit: Optional[int] = None,
-            source: Optional[Source] = None) -> CheckedSpec:
+def checked(
+    spec: Union[Spec, CheckedSpec],
+    *,
+    memory_limit: Optional[int] = None,
+    source: Optional[Source] = None,
+) -> CheckedSpec:
     """`spec` checked: as it is when it already was, else checked now.
 
     Args:

@@ -13,11 +13,11 @@ import dataclasses
 from typing import Optional
 
 from compiler.diagnostics import Diagnostic
+from compiler.lang.rules import Rules
 from compiler.lang.source import Path, Source
+from compiler.lang.spec import Spec
 from compiler.layers import LayerBase
 from compiler.layers.base import Shape, SubPath, fmt_shape
-from compiler.lang.rules import Rules
-from compiler.lang.spec import Spec
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_SEQUENCE_LENGTH = 100
@@ -283,24 +283,36 @@ class _Checker(Rules):
         """Output shape and parameter count of one layer, or (None, 0) after an error."""
         t = layer.type
         if layer.merges and len(ins) < 2:
-            self.error(path + ("inputs",), "merge_inputs",
-                       f"expected at least 2 inputs for {t}, received {len(ins)}")
+            self.error(
+                path + ("inputs",),
+                "merge_inputs",
+                f"expected at least 2 inputs for {t}, received {len(ins)}",
+            )
             return None, 0
         if not layer.merges and len(ins) != 1:
-            self.error(path + ("inputs",), "too_many_inputs",
-                       f"expected exactly 1 input for {t}, received {len(ins)}; merge them "
-                       "first with an add or concatenate layer")
+            self.error(
+                path + ("inputs",),
+                "too_many_inputs",
+                f"expected exactly 1 input for {t}, received {len(ins)}; merge them "
+                "first with an add or concatenate layer",
+            )
             return None, 0
         is_tokens = in_names[0] == spec.input.name
         if layer.reads_tokens and not is_tokens:
-            self.error(path + ("inputs",), f"{t}_input",
-                       f"expected the token input {spec.input.name!r} to feed {_a(t)}, "
-                       f"received {in_names[0]!r} of shape {fmt_shape(ins[0])}")
+            self.error(
+                path + ("inputs",),
+                f"{t}_input",
+                f"expected the token input {spec.input.name!r} to feed {_a(t)}, "
+                f"received {in_names[0]!r} of shape {fmt_shape(ins[0])}",
+            )
             return None, 0
         if not layer.reads_tokens and is_tokens:
-            self.error(path, "needs_embedding",
-                       f"expected float features for {t}, received integer token ids of shape "
-                       f"{fmt_shape(ins[0])}; put an embedding layer first")
+            self.error(
+                path,
+                "needs_embedding",
+                f"expected float features for {t}, received integer token ids of shape "
+                f"{fmt_shape(ins[0])}; put an embedding layer first",
+            )
             return None, 0
         shape = layer.output_shape(ins, _LayerContext(self, spec, path, in_names, producers))
         if shape is None:
@@ -311,8 +323,14 @@ class _Checker(Rules):
 class _LayerContext:
     """What a layer's shape rule sees (`compiler.layers.base.Context`)."""
 
-    def __init__(self, checker: _Checker, spec: Spec, path: Path, inputs: list[str],
-                 producers: dict[str, LayerBase]):
+    def __init__(
+        self,
+        checker: _Checker,
+        spec: Spec,
+        path: Path,
+        inputs: list[str],
+        producers: dict[str, LayerBase],
+    ):
         self._checker, self._path, self._producers = checker, path, producers
         self.input = spec.input
         self.inputs = inputs
@@ -327,8 +345,7 @@ class _LayerContext:
         return _upstream_hint(self._producers, {"": self.inputs}, "")
 
 
-def _upstream_hint(producers: dict[str, LayerBase], edges: dict[str, list[str]],
-                   name: str) -> str:
+def _upstream_hint(producers: dict[str, LayerBase], edges: dict[str, list[str]], name: str) -> str:
     """How to keep the time axis the nearest layer upstream of `name` dropped, or ""."""
     todo = list(edges.get(name, []))
     while todo:

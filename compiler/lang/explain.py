@@ -51,16 +51,26 @@ def explain(path: str) -> list[Field]:
                 properties = obj.get("properties", {})
                 names.update(properties)
                 if segment in properties:
-                    found.append((owner, properties[segment],
-                                  segment in obj.get("required", [])))
+                    found.append((owner, properties[segment], segment in obj.get("required", [])))
         if not found:
             where = ".".join(walked) or "a spec"
             close = difflib.get_close_matches(segment, sorted(names), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(close)}?" if close else (
-                f"; its fields: {', '.join(sorted(names))}" if names else "")
-            raise SpecError([Diagnostic(
-                "error", "unknown_field", f"expected a field of {where}, received {segment!r}"
-                f"{hint}", ".".join(walked + [segment]), "<explain>")])
+            hint = (
+                f"; did you mean {', '.join(close)}?"
+                if close
+                else (f"; its fields: {', '.join(sorted(names))}" if names else "")
+            )
+            raise SpecError(
+                [
+                    Diagnostic(
+                        "error",
+                        "unknown_field",
+                        f"expected a field of {where}, received {segment!r}" f"{hint}",
+                        ".".join(walked + [segment]),
+                        "<explain>",
+                    )
+                ]
+            )
         walked.append(segment)
         current = found
     # A template's partial sections (the *Patch types) document the same fields as the full
@@ -69,10 +79,15 @@ def explain(path: str) -> list[Field]:
     out: list[Field] = []
     for owner, node, required in full or current:
         item = _describe(".".join(walked) or "spec", owner, node, required, defs)
-        same = next((i for i, o in enumerate(out) if (o.type, o.default, o.description,
-                                                      o.fields) == (item.type, item.default,
-                                                                    item.description,
-                                                                    item.fields)), None)
+        same = next(
+            (
+                i
+                for i, o in enumerate(out)
+                if (o.type, o.default, o.description, o.fields)
+                == (item.type, item.default, item.description, item.fields)
+            ),
+            None,
+        )
         if same is None:
             out.append(item)
         elif owner not in out[same].owner.split(", "):
@@ -122,10 +137,20 @@ def _type_text(node: dict[str, Any], defs: dict[str, Any]) -> str:
             parts.append(name or "object")
         else:
             text = str(member.get("type", "any"))
-            bounds = [f"{op} {member[k]}" for k, op in (
-                ("exclusiveMinimum", ">"), ("minimum", ">="), ("exclusiveMaximum", "<"),
-                ("maximum", "<="), ("minLength", "length >="), ("maxLength", "length <="),
-                ("minItems", "items >="), ("maxItems", "items <=")) if k in member]
+            bounds = [
+                f"{op} {member[k]}"
+                for k, op in (
+                    ("exclusiveMinimum", ">"),
+                    ("minimum", ">="),
+                    ("exclusiveMaximum", "<"),
+                    ("maximum", "<="),
+                    ("minLength", "length >="),
+                    ("maxLength", "length <="),
+                    ("minItems", "items >="),
+                    ("maxItems", "items <="),
+                )
+                if k in member
+            ]
             if "pattern" in member:
                 bounds.append(f"matching {member['pattern']}")
             parts.append(text + (f" ({', '.join(bounds)})" if bounds else ""))
@@ -136,8 +161,9 @@ def _first_sentence(text: str) -> str:
     return re.split(r"(?<=[.;])\s", text.strip(), maxsplit=1)[0] if text else ""
 
 
-def _describe(path: str, owner: str, node: dict[str, Any], required: bool,
-              defs: dict[str, Any]) -> Field:
+def _describe(
+    path: str, owner: str, node: dict[str, Any], required: bool, defs: dict[str, Any]
+) -> Field:
     import json
 
     description = node.get("description", "")
@@ -151,8 +177,9 @@ def _describe(path: str, owner: str, node: dict[str, Any], required: bool,
         for name, sub in obj.get("properties", {}).items():
             if name not in named:
                 named.add(name)
-                fields.append((name, _type_text(sub, defs),
-                               _first_sentence(sub.get("description", ""))))
+                fields.append(
+                    (name, _type_text(sub, defs), _first_sentence(sub.get("description", "")))
+                )
     default = json.dumps(node["default"]) if "default" in node else None
     return Field(path, owner, _type_text(node, defs), default, required, description, fields)
 
@@ -162,6 +189,7 @@ def model_fields(model: Any) -> list[tuple[str, str, Any, str]]:
     Schema: what `keraspec templates` shows of a template's params."""
     schema = model.model_json_schema()
     defs = schema.get("$defs", {})
-    return [(name, _type_text(prop, defs), prop.get("default"), prop.get("description", ""))
-            for name, prop in schema.get("properties", {}).items()]
-
+    return [
+        (name, _type_text(prop, defs), prop.get("default"), prop.get("description", ""))
+        for name, prop in schema.get("properties", {}).items()
+    ]

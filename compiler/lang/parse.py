@@ -59,8 +59,9 @@ class Validation:
         """The checked spec, or None when an error was found."""
         if not self.ok or self.spec is None or self.analysis is None or self.source is None:
             return None
-        return CheckedSpec(self.spec, self.analysis, self.source,
-                           tuple(warnings_of(self.diagnostics)))
+        return CheckedSpec(
+            self.spec, self.analysis, self.source, tuple(warnings_of(self.diagnostics))
+        )
 
 
 # ------------------------------------------------------------------------------ overrides
@@ -83,8 +84,9 @@ def _parse_dotted(text: str) -> Optional[Path]:
     return tuple(parts) if parts else None
 
 
-def apply_overrides(source: Source, overrides: Sequence[str], *,
-                    max_bytes: int = MAX_SPEC_BYTES) -> list[Diagnostic]:
+def apply_overrides(
+    source: Source, overrides: Sequence[str], *, max_bytes: int = MAX_SPEC_BYTES
+) -> list[Diagnostic]:
     """Apply `dotted.path=value` assignments to `source.data` in place.
 
     Values are read as YAML scalars or flow collections (`64`, `0.2`, `true`, `null`,
@@ -102,9 +104,9 @@ def apply_overrides(source: Source, overrides: Sequence[str], *,
         dotted, eq, raw_value = text.partition("=")
         at = Location(OVERRIDE_FILE, n, len(dotted) + 2)
 
-        def fail(message: str, column: int = 1, path: str = dotted.strip()) -> None:
+        def fail(message: str, column: int = 1, path: str = dotted.strip(), line: int = n) -> None:
             problems.append(
-                Diagnostic("error", "bad_override", message, path, OVERRIDE_FILE, n, column)
+                Diagnostic("error", "bad_override", message, path, OVERRIDE_FILE, line, column)
             )
 
         path = _parse_dotted(dotted.strip()) if eq else None
@@ -115,11 +117,19 @@ def apply_overrides(source: Source, overrides: Sequence[str], *,
             # The same limits as files, and no aliases: a value has no use for them.
             prescan(raw_value, OVERRIDE_FILE, max_aliases=0)
             if len(raw_value) > max_bytes:
-                raise SpecError([Diagnostic("error", "too_large", f"expected at most "
-                                            f"{max_bytes:,} characters")])
+                raise SpecError(
+                    [
+                        Diagnostic(
+                            "error", "too_large", f"expected at most " f"{max_bytes:,} characters"
+                        )
+                    ]
+                )
         except SpecError as e:
-            fail(f"expected a plain YAML value after '=', received one that is not: "
-                 f"{e.diagnostics[0].message}", at.column)
+            fail(
+                f"expected a plain YAML value after '=', received one that is not: "
+                f"{e.diagnostics[0].message}",
+                at.column,
+            )
             continue
         try:
             value = YAML(typ="safe", pure=True).load(raw_value) if raw_value.strip() else None
@@ -353,7 +363,8 @@ def _message(error: dict[str, Any], loc: tuple, tp_root: Any) -> tuple[str, str]
         )
     if kind == "too_short":
         return "too_short", (
-            f"expected at least {ctx.get('min_length')} item(s), received {ctx.get('actual_length')}"
+            f"expected at least {ctx.get('min_length')} item(s), "
+            f"received {ctx.get('actual_length')}"
         )
     if kind == "too_long":
         if isinstance(error.get("input"), list):
@@ -393,9 +404,13 @@ def _structure_diagnostics(exc: Any, source: Source, root: type) -> list[Diagnos
 # ------------------------------------------------------------------------------ pipeline
 
 
-def validate_source(source: Source, overrides: Sequence[str] = (), *,
-                    memory_limit: Optional[int] = None,
-                    max_bytes: int = MAX_SPEC_BYTES) -> Validation:
+def validate_source(
+    source: Source,
+    overrides: Sequence[str] = (),
+    *,
+    memory_limit: Optional[int] = None,
+    max_bytes: int = MAX_SPEC_BYTES,
+) -> Validation:
     """Run the pipeline on a loaded document. Never raises for bad input."""
     from pydantic import ValidationError
 
@@ -495,8 +510,7 @@ def load_spec(
         SpecError: carrying every diagnostic (errors first, then warnings) when any error
             was found.
     """
-    result = validate(spec, overrides, name=name, memory_limit=memory_limit,
-                      max_bytes=max_bytes)
+    result = validate(spec, overrides, name=name, memory_limit=memory_limit, max_bytes=max_bytes)
     checked = result.checked
     if checked is None:
         raise SpecError(result.diagnostics)

@@ -52,9 +52,7 @@ class Rules:
                 )
         p = tr.privacy
         stateful = [
-            (i, layer.name)
-            for i, layer in enumerate(spec.model.layers)
-            if layer.is_stateful
+            (i, layer.name) for i, layer in enumerate(spec.model.layers) if layer.is_stateful
         ]
         d = tr.distribution
         if p is None and stateful and d is not None and d.strategy != "one_device":
@@ -224,7 +222,6 @@ class Rules:
                         "tokens; remove the signature, or make the layer causal",
                     )
 
-
     def data(self, spec: Spec) -> None:
         """The data block's columns: each rule is one a value can pass."""
         import datetime as dt
@@ -233,37 +230,59 @@ class Rules:
         if d is None:
             return
         if d.format == "text" and (d.fields or d.delimiter or d.header):
-            self.error(("data", "format"), "data_text_columns",
-                       "expected no delimiter, header or fields with format: text, received "
-                       "some; use format: csv for delimited records")
+            self.error(
+                ("data", "format"),
+                "data_text_columns",
+                "expected no delimiter, header or fields with format: text, received "
+                "some; use format: csv for delimited records",
+            )
         if d.delimiter is not None and d.delimiter in (d.quotechar, "\n", "\r"):
-            self.error(("data", "delimiter"), "data_delimiter",
-                       f"expected a delimiter other than the quote character and line ends, "
-                       f"received {d.delimiter!r}")
+            self.error(
+                ("data", "delimiter"),
+                "data_delimiter",
+                f"expected a delimiter other than the quote character and line ends, "
+                f"received {d.delimiter!r}",
+            )
         names: set[str] = set()
         for i, f in enumerate(d.fields or []):
             path = ("data", "fields", i)
             if f.name in names:
-                self.error(path + ("name",), "duplicate_field",
-                           f"expected unique field names, received {f.name!r} twice")
+                self.error(
+                    path + ("name",),
+                    "duplicate_field",
+                    f"expected unique field names, received {f.name!r} twice",
+                )
             names.add(f.name)
             temporal = f.kind in ("date", "datetime", "time")
-            own = {"values": f.kind == "categorical", "format": temporal,
-                   "decimals": f.kind == "decimal", "max_length": f.kind == "text",
-                   "min": f.kind in ("integer", "decimal") or temporal,
-                   "max": f.kind in ("integer", "decimal") or temporal}
+            own = {
+                "values": f.kind == "categorical",
+                "format": temporal,
+                "decimals": f.kind == "decimal",
+                "max_length": f.kind == "text",
+                "min": f.kind in ("integer", "decimal") or temporal,
+                "max": f.kind in ("integer", "decimal") or temporal,
+            }
             for key, applies in own.items():
                 if getattr(f, key) is not None and not applies:
                     kind = "a field without a kind" if f.kind is None else f"a {f.kind} field"
-                    self.error(path + (key,), "field_option",
-                               f"expected no {key} for {kind}, received {getattr(f, key)!r}")
+                    self.error(
+                        path + (key,),
+                        "field_option",
+                        f"expected no {key} for {kind}, received {getattr(f, key)!r}",
+                    )
             if f.kind == "categorical" and f.values is None:
-                self.error(path + ("values",), "field_values",
-                           "expected the allowed values of a categorical field, received none")
+                self.error(
+                    path + ("values",),
+                    "field_values",
+                    "expected the allowed values of a categorical field, received none",
+                )
             if temporal and f.format is None:
-                self.error(path + ("format",), "field_format",
-                           f"expected the strftime format of a {f.kind} field (e.g. %Y-%m-%d), "
-                           "received none")
+                self.error(
+                    path + ("format",),
+                    "field_format",
+                    f"expected the strftime format of a {f.kind} field (e.g. %Y-%m-%d), "
+                    "received none",
+                )
                 continue
             bounds = {}
             for key in ("min", "max"):
@@ -274,14 +293,22 @@ class Rules:
                     try:
                         bounds[key] = dt.datetime.strptime(str(value), str(f.format))
                     except ValueError:
-                        self.error(path + (key,), "field_bound",
-                                   f"expected a value in format {f.format!r}, received "
-                                   f"{value!r}")
+                        self.error(
+                            path + (key,),
+                            "field_bound",
+                            f"expected a value in format {f.format!r}, received " f"{value!r}",
+                        )
                 elif isinstance(value, str):
-                    self.error(path + (key,), "field_bound",
-                               f"expected a number for a {f.kind} field, received {value!r}")
+                    self.error(
+                        path + (key,),
+                        "field_bound",
+                        f"expected a number for a {f.kind} field, received {value!r}",
+                    )
                 else:
                     bounds[key] = value
             if len(bounds) == 2 and bounds["min"] > bounds["max"]:
-                self.error(path + ("max",), "field_range",
-                           f"expected max >= min = {f.min!r}, received {f.max!r}")
+                self.error(
+                    path + ("max",),
+                    "field_range",
+                    f"expected max >= min = {f.min!r}, received {f.max!r}",
+                )

@@ -151,22 +151,36 @@ def prescan(text: str, name: str, *, max_aliases: int = MAX_ALIASES) -> None:
             if isinstance(token, opening):
                 depth += 1
                 if depth > MAX_DEPTH:
-                    raise _fail(name, "too_deep", f"expected collections nested at most "
-                                f"{MAX_DEPTH} deep, received deeper nesting", *at)
+                    raise _fail(
+                        name,
+                        "too_deep",
+                        f"expected collections nested at most "
+                        f"{MAX_DEPTH} deep, received deeper nesting",
+                        *at,
+                    )
             elif isinstance(token, closing):
                 depth -= 1
             elif isinstance(token, tokens.AliasToken):
                 aliases += 1
                 if aliases > max_aliases:
                     allowed = f"at most {max_aliases}" if max_aliases else "no"
-                    raise _fail(name, "too_many_aliases", f"expected {allowed} YAML aliases "
-                                f"(*{token.value}), received more", *at)
+                    raise _fail(
+                        name,
+                        "too_many_aliases",
+                        f"expected {allowed} YAML aliases " f"(*{token.value}), received more",
+                        *at,
+                    )
             elif isinstance(token, tokens.TagToken):
                 handle, suffix = token.value
                 if handle != "!!" or suffix not in _PLAIN_TAGS:
-                    raise _fail(name, "tag", f"expected plain data (strings, numbers, "
-                                f"booleans, lists, mappings), received a value tagged "
-                                f"{handle or ''}{suffix}; remove the tag", *at)
+                    raise _fail(
+                        name,
+                        "tag",
+                        f"expected plain data (strings, numbers, "
+                        f"booleans, lists, mappings), received a value tagged "
+                        f"{handle or ''}{suffix}; remove the tag",
+                        *at,
+                    )
     except YAMLError as e:
         raise _yaml_error(e, name) from e
 
@@ -207,8 +221,14 @@ def _plain(node: Any, path: Path, source: Source, name: str, budget: list[int]) 
     budget[0] -= 1
     if budget[0] < 0:
         where = source.values.get(path) or Location(name, 1, 1)
-        raise _fail(name, "too_many_values", f"expected at most {MAX_VALUES:,} values once "
-                    "YAML aliases are expanded, received more", where.line, where.column)
+        raise _fail(
+            name,
+            "too_many_values",
+            f"expected at most {MAX_VALUES:,} values once "
+            "YAML aliases are expanded, received more",
+            where.line,
+            where.column,
+        )
 
     if isinstance(node, CommentedMap):
         out: dict[str, Any] = {}
@@ -248,8 +268,9 @@ def _plain(node: Any, path: Path, source: Source, name: str, budget: list[int]) 
     return str(node)
 
 
-def load_text(text: str | bytes, name: str = "<string>", *,
-              max_bytes: int = MAX_SPEC_BYTES) -> Source:
+def load_text(
+    text: str | bytes, name: str = "<string>", *, max_bytes: int = MAX_SPEC_BYTES
+) -> Source:
     """Parse YAML or JSON text into a `Source`.
 
     Args:

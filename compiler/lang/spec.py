@@ -198,8 +198,7 @@ class TransformerTextDpTemplate(StrictModel):
 
 
 TemplateModel = Annotated[
-    Union[LstmTextTemplate, LstmTextDpTemplate, TransformerTextTemplate,
-          TransformerTextDpTemplate],
+    Union[LstmTextTemplate, LstmTextDpTemplate, TransformerTextTemplate, TransformerTextDpTemplate],
     Field(discriminator="template"),
 ]
 
@@ -447,9 +446,11 @@ def signatures_to_export(spec: "Spec", *, text_in_graph: bool) -> list[str]:
     if spec.export.signatures is not None:
         return list(spec.export.signatures)
     causal = all(layer.is_causal() for layer in spec.model.layers)
-    return [n for n in ALL_SIGNATURES
-            if (n != "generate_text" or text_in_graph)
-            and (causal or n not in GENERATION_SIGNATURES)]
+    return [
+        n
+        for n in ALL_SIGNATURES
+        if (n != "generate_text" or text_in_graph) and (causal or n not in GENERATION_SIGNATURES)
+    ]
 
 
 class ExportLimits(StrictModel):
@@ -525,9 +526,7 @@ class FieldSpec(StrictModel):
         description="Smallest allowed value: a number (integer, decimal) or a value in "
         "`format` (date, datetime, time).",
     )
-    max: Optional[Union[float, str]] = Field(
-        None, description="Largest allowed value, like `min`."
-    )
+    max: Optional[Union[float, str]] = Field(None, description="Largest allowed value, like `min`.")
     format: Optional[str] = Field(
         None, description="date, datetime, time: the strftime format, e.g. %Y-%m-%d."
     )
@@ -648,8 +647,11 @@ def _patch_union(members: list[type[BaseModel]]) -> type[BaseModel]:
     fields = _patch_fields(members)
     fields["type"] = (  # type: ignore[valid-type]
         Optional[Literal[tags]],
-        Field(None, description=f"One of {', '.join(tags)}; a new type replaces the template's "
-              "whole block."),
+        Field(
+            None,
+            description=f"One of {', '.join(tags)}; a new type replaces the template's "
+            "whole block.",
+        ),
     )
     return create_model(  # type: ignore[call-overload]
         "".join(m.__name__ for m in members) + "Patch",

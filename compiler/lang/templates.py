@@ -96,8 +96,11 @@ def _transformer_layers(p: TransformerTextParams) -> list[dict[str, Any]]:
     rate = p.dropout_rate
     layers: list[dict[str, Any]] = [
         {"type": "embedding", "name": "token_embedding", "output_dim": p.embedding_dim},
-        {"type": "position_embedding", "name": "position_embedding",
-         "sequence_length": p.sequence_length},
+        {
+            "type": "position_embedding",
+            "name": "position_embedding",
+            "sequence_length": p.sequence_length,
+        },
         {"type": "dropout", "name": "embedding_dropout", "rate": rate},
     ]
     x = "embedding_dropout"
@@ -105,18 +108,33 @@ def _transformer_layers(p: TransformerTextParams) -> list[dict[str, Any]]:
         b = f"block_{i}"
         layers += [
             {"type": "layer_normalization", "name": f"{b}_attention_norm", "inputs": [x]},
-            {"type": "multi_head_attention", "name": f"{b}_attention",
-             "num_heads": p.num_heads, "dropout": rate, "causal": True},
+            {
+                "type": "multi_head_attention",
+                "name": f"{b}_attention",
+                "num_heads": p.num_heads,
+                "dropout": rate,
+                "causal": True,
+            },
             {"type": "dropout", "name": f"{b}_attention_dropout", "rate": rate},
-            {"type": "add", "name": f"{b}_attention_residual",
-             "inputs": [x, f"{b}_attention_dropout"]},
+            {
+                "type": "add",
+                "name": f"{b}_attention_residual",
+                "inputs": [x, f"{b}_attention_dropout"],
+            },
             {"type": "layer_normalization", "name": f"{b}_mlp_norm"},
-            {"type": "dense", "name": f"{b}_mlp_hidden", "units": p.mlp_units,
-             "activation": "gelu"},
+            {
+                "type": "dense",
+                "name": f"{b}_mlp_hidden",
+                "units": p.mlp_units,
+                "activation": "gelu",
+            },
             {"type": "dense", "name": f"{b}_mlp_output", "units": p.embedding_dim},
             {"type": "dropout", "name": f"{b}_mlp_dropout", "rate": rate},
-            {"type": "add", "name": f"{b}_mlp_residual",
-             "inputs": [f"{b}_attention_residual", f"{b}_mlp_dropout"]},
+            {
+                "type": "add",
+                "name": f"{b}_mlp_residual",
+                "inputs": [f"{b}_attention_residual", f"{b}_mlp_dropout"],
+            },
         ]
         x = f"{b}_mlp_residual"
     layers += [
@@ -164,8 +182,13 @@ def _transformer_origins(expanded: dict[str, Any]) -> dict[tuple[Any, ...], str]
         ("training", "sequence_length"): "sequence_length",
         ("training", "optimizer", "learning_rate"): "learning_rate",
     }
-    by_field = {"output_dim": "embedding_dim", "sequence_length": "sequence_length",
-                "rate": "dropout_rate", "dropout": "dropout_rate", "num_heads": "num_heads"}
+    by_field = {
+        "output_dim": "embedding_dim",
+        "sequence_length": "sequence_length",
+        "rate": "dropout_rate",
+        "dropout": "dropout_rate",
+        "num_heads": "num_heads",
+    }
     for i, layer in enumerate(expanded["model"]["layers"]):
         for field, param in by_field.items():
             if field in layer:
@@ -173,8 +196,10 @@ def _transformer_origins(expanded: dict[str, Any]) -> dict[tuple[Any, ...], str]
         if "units" in layer:
             name = layer["name"]
             origins[("model", "layers", i, "units")] = (
-                "vocab_size" if name == "logits"
-                else "mlp_units" if name.endswith("_hidden") else "embedding_dim")
+                "vocab_size"
+                if name == "logits"
+                else "mlp_units" if name.endswith("_hidden") else "embedding_dim"
+            )
     return origins
 
 

@@ -223,8 +223,9 @@ class LayerBase(StrictModel):
         """The Keras layer as the serving model builds it (stateless, returning states)."""
         return self.keras(tf)
 
-    def call_with_state(self, keras_layer: Any, x: Any, states: list[Any],
-                        position: Any) -> tuple[Any, list[Any]]:
+    def call_with_state(
+        self, keras_layer: Any, x: Any, states: list[Any], position: Any
+    ) -> tuple[Any, list[Any]]:
         """The serving model's call: `x` after `states` (as `states()` lists them), the
         first new token at `position` -> (output, new states)."""
         return keras_layer(x), []

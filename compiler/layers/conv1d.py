@@ -56,15 +56,21 @@ class Conv1DLayer(LayerBase):
     def output_shape(self, inputs: list[Shape], ctx: Context) -> Optional[Shape]:
         (shape,) = inputs
         if len(shape) != 3:
-            ctx.error((), "conv_input_rank",
-                      "expected a sequence of shape (batch, time, features) for conv1d, "
-                      f"received shape {fmt_shape(shape)}" + ctx.upstream_hint())
+            ctx.error(
+                (),
+                "conv_input_rank",
+                "expected a sequence of shape (batch, time, features) for conv1d, "
+                f"received shape {fmt_shape(shape)}" + ctx.upstream_hint(),
+            )
             return None
         if self.padding != "causal" and self.span():
-            ctx.warn(("padding",), "not_causal",
-                     "expected padding: causal for a model trained to predict the next "
-                     "token, received same: each position sees the tokens after it, so "
-                     "training learns to copy them, and the model cannot generate")
+            ctx.warn(
+                ("padding",),
+                "not_causal",
+                "expected padding: causal for a model trained to predict the next "
+                "token, received same: each position sees the tokens after it, so "
+                "training learns to copy them, and the model cannot generate",
+            )
         return shape[:-1] + (self.filters,)
 
     def weights(self, inputs: list[Shape], output: Shape) -> list[Weight]:
@@ -92,15 +98,16 @@ class Conv1DLayer(LayerBase):
     def keras_kwargs(self) -> dict[str, Any]:
         return {**super().keras_kwargs(), "strides": 1}
 
-    def call_with_state(self, keras_layer: Any, x: Any, states: list[Any],
-                        position: Any) -> tuple[Any, list[Any]]:
+    def call_with_state(
+        self, keras_layer: Any, x: Any, states: list[Any], position: Any
+    ) -> tuple[Any, list[Any]]:
         if not states:
             return keras_layer(x), []
         tf = tensorflow()
         # The window and the new positions through the layer itself; with causal padding
         # the new positions' outputs read exactly the window and the new inputs.
         joined = tf.concat([states[0], x], axis=1)
-        return keras_layer(joined)[:, self.span():], [joined[:, -self.span():]]
+        return keras_layer(joined)[:, self.span() :], [joined[:, -self.span() :]]
 
     @staticmethod
     def per_example(layer: Any, x: Any, tape: Any, training: bool) -> Any:
@@ -110,8 +117,12 @@ class Conv1DLayer(LayerBase):
         kernel = layer.kernel
         k, fan_in, filters = kernel.shape
         a = receptive_fields(layer, x)  # [B, T, k * fan_in]
-        z, probe = pe.probed_product(tape, a, tf.reshape(kernel, [k * fan_in, filters]),
-                                     layer.bias if layer.use_bias else None)
+        z, probe = pe.probed_product(
+            tape,
+            a,
+            tf.reshape(kernel, [k * fan_in, filters]),
+            layer.bias if layer.use_bias else None,
+        )
         z.set_shape(x.shape[:-1].concatenate([filters]))
         out = layer.activation(z) if layer.activation is not None else z
 
@@ -138,5 +149,4 @@ def receptive_fields(layer: Any, x: Any) -> Any:
     left = span if layer.padding == "causal" else span // 2
     x = tf.pad(x, [[0, 0], [left, span - left], [0, 0]])
     steps = tf.shape(x)[1] - span
-    return tf.concat([x[:, j * d: j * d + steps] for j in range(k)], axis=-1)
-
+    return tf.concat([x[:, j * d : j * d + steps] for j in range(k)], axis=-1)

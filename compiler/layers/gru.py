@@ -72,7 +72,7 @@ class GRULayer(RecurrentLayer):
                 z = rec_act(x_z + r_z)
                 r = rec_act(x_r + r_r)
                 reset_h = r * h
-                h_hat = act(x_h + tf.matmul(reset_h, recurrent[:, 2 * units:]) + inputs[2])
+                h_hat = act(x_h + tf.matmul(reset_h, recurrent[:, 2 * units :]) + inputs[2])
             return z * h + (1 - z) * h_hat, reset_h
 
         scanned = (pe.time_major(z_in + probe_x), probe_r) + (() if after else (probe_h,))

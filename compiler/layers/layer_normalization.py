@@ -31,8 +31,7 @@ class LayerNormalizationLayer(LayerBase):
 
     def weights(self, inputs: list[Shape], output: Shape) -> list[Weight]:
         d = output[-1]
-        return ([("gamma", (d,))] if self.scale else []) + (
-            [("beta", (d,))] if self.center else [])
+        return ([("gamma", (d,))] if self.scale else []) + ([("beta", (d,))] if self.center else [])
 
     @staticmethod
     def per_example(layer: Any, x: Any, tape: Any, training: bool) -> Any:

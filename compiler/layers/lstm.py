@@ -48,7 +48,7 @@ class LSTMLayer(RecurrentLayer):
         def clipped_sum(grads: list[Any], factors: Any) -> list[Any]:
             g = pe.scaled(grads[0], factors)
             both = pe.product_sum(a, g)
-            sums = [both[: x.shape[-1]], both[x.shape[-1]:]]
+            sums = [both[: x.shape[-1]], both[x.shape[-1] :]]
             if cell.use_bias:
                 sums.append(tf.reduce_sum(g, axis=[0, 1]))
             return sums

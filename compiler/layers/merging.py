@@ -14,16 +14,20 @@ class _Merge(LayerBase):
     def _shapes(self, inputs: list[Shape], ctx: Context) -> str:
         return ", ".join(f"{n} {fmt_shape(s)}" for n, s in zip(ctx.inputs, inputs))
 
-    def _merged(self, inputs: list[Shape], axes: list[int], out: list[Optional[int]],
-                ctx: Context) -> Optional[Shape]:
+    def _merged(
+        self, inputs: list[Shape], axes: list[int], out: list[Optional[int]], ctx: Context
+    ) -> Optional[Shape]:
         """`out` with each of `axes` set to the inputs' common size, or None when the
         inputs disagree on one."""
         for a in axes:
             dims = {s[a] for s in inputs} - {None}
             if len(dims) > 1:
-                ctx.error(("inputs",), "merge_shapes",
-                          f"expected matching shapes for {self.type}, received "
-                          + self._shapes(inputs, ctx))
+                ctx.error(
+                    ("inputs",),
+                    "merge_shapes",
+                    f"expected matching shapes for {self.type}, received "
+                    + self._shapes(inputs, ctx),
+                )
                 return None
             if dims:
                 out[a] = dims.pop()
@@ -32,9 +36,12 @@ class _Merge(LayerBase):
     def _rank(self, inputs: list[Shape], ctx: Context) -> Optional[int]:
         rank = len(inputs[0])
         if any(len(s) != rank for s in inputs):
-            ctx.error(("inputs",), "merge_shapes",
-                      f"expected inputs of one rank for {self.type}, received shapes "
-                      + self._shapes(inputs, ctx))
+            ctx.error(
+                ("inputs",),
+                "merge_shapes",
+                f"expected inputs of one rank for {self.type}, received shapes "
+                + self._shapes(inputs, ctx),
+            )
             return None
         return rank
 
@@ -70,9 +77,12 @@ class ConcatenateLayer(_Merge):
             return None
         axis = self.axis % rank if -rank <= self.axis < rank else None
         if axis is None or axis == 0:
-            ctx.error(("axis",), "concat_axis",
-                      f"expected an axis in 1..{rank - 1} or -{rank - 1}..-1 for inputs of "
-                      f"rank {rank}, received {self.axis}")
+            ctx.error(
+                ("axis",),
+                "concat_axis",
+                f"expected an axis in 1..{rank - 1} or -{rank - 1}..-1 for inputs of "
+                f"rank {rank}, received {self.axis}",
+            )
             return None
         dims = [s[axis] for s in inputs]
         out = list(inputs[0])

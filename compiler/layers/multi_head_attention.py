@@ -36,6 +36,7 @@ from compiler.layers.base import (
 )
 from compiler.tf import tensorflow, tf_keras
 
+
 class MultiHeadAttentionLayer(LayerBase):
     """Self-attention (tf_keras.layers.MultiHeadAttention with query = value = the input)."""
 
@@ -79,22 +80,30 @@ class MultiHeadAttentionLayer(LayerBase):
     def output_shape(self, inputs: list[Shape], ctx: Context) -> Optional[Shape]:
         (shape,) = inputs
         if len(shape) != 3:
-            ctx.error((), "attention_input_rank",
-                      "expected a sequence of shape (batch, time, features) for "
-                      f"multi_head_attention, received shape {fmt_shape(shape)}"
-                      + ctx.upstream_hint())
+            ctx.error(
+                (),
+                "attention_input_rank",
+                "expected a sequence of shape (batch, time, features) for "
+                f"multi_head_attention, received shape {fmt_shape(shape)}" + ctx.upstream_hint(),
+            )
             return None
         width = shape[-1]
         if self.key_dim is None and width is not None and width % self.num_heads:
-            ctx.error(("num_heads",), "heads_divide_width",
-                      f"expected num_heads to divide the input's width {width} (each head "
-                      f"gets width / num_heads), received {self.num_heads}; or set key_dim")
+            ctx.error(
+                ("num_heads",),
+                "heads_divide_width",
+                f"expected num_heads to divide the input's width {width} (each head "
+                f"gets width / num_heads), received {self.num_heads}; or set key_dim",
+            )
             return None
         if not self.causal:
-            ctx.warn(("causal",), "not_causal",
-                     "expected causal: true for a model trained to predict the next token, "
-                     "received false: each position sees the tokens after it, so training "
-                     "learns to copy them, and the model cannot generate")
+            ctx.warn(
+                ("causal",),
+                "not_causal",
+                "expected causal: true for a model trained to predict the next token, "
+                "received false: each position sees the tokens after it, so training "
+                "learns to copy them, and the model cannot generate",
+            )
         return shape
 
     def weights(self, inputs: list[Shape], output: Shape) -> list[Weight]:
@@ -113,10 +122,14 @@ class MultiHeadAttentionLayer(LayerBase):
 
     def states(self, inputs: list[Shape], context: int) -> list[tuple[str, Shape]]:
         key, value = self.dims(inputs[0][-1])
-        return [("key", (context, self.num_heads, key)), ("value", (context, self.num_heads, value))]
+        return [
+            ("key", (context, self.num_heads, key)),
+            ("value", (context, self.num_heads, value)),
+        ]
 
-    def call_with_state(self, keras_layer: Any, x: Any, states: list[Any],
-                        position: Any) -> tuple[Any, list[Any]]:
+    def call_with_state(
+        self, keras_layer: Any, x: Any, states: list[Any], position: Any
+    ) -> tuple[Any, list[Any]]:
         out, keys, values = keras_layer(x, cache=states, position=position)
         return out, [keys, values]
 
@@ -169,8 +182,9 @@ class MultiHeadAttentionLayer(LayerBase):
         use_bias = layer.use_bias
 
         def squared_norms(grads: list[Any]) -> Any:
-            return tf.add_n([pe.product_squared_norms(a, g, bias=use_bias)
-                             for a, g in zip(inputs, grads)])
+            return tf.add_n(
+                [pe.product_squared_norms(a, g, bias=use_bias) for a, g in zip(inputs, grads)]
+            )
 
         def clipped_sum(grads: list[Any], factors: Any) -> list[Any]:
             sums = []
@@ -193,11 +207,18 @@ def keras_layer_class() -> type:
 
     @keras.utils.register_keras_serializable(package="keraspec")
     class SelfAttention(keras.layers.Layer):
-        def __init__(self, num_heads: int, key_dim: Optional[int] = None,
-                     value_dim: Optional[int] = None, dropout: float = 0.0,
-                     use_bias: bool = True, causal: bool = True,
-                     kernel_initializer: Any = "glorot_uniform",
-                     bias_initializer: Any = "zeros", **kwargs: Any) -> None:
+        def __init__(
+            self,
+            num_heads: int,
+            key_dim: Optional[int] = None,
+            value_dim: Optional[int] = None,
+            dropout: float = 0.0,
+            use_bias: bool = True,
+            causal: bool = True,
+            kernel_initializer: Any = "glorot_uniform",
+            bias_initializer: Any = "zeros",
+            **kwargs: Any,
+        ) -> None:
             super().__init__(**kwargs)
             self.num_heads = num_heads
             self.key_dim, self.value_dim = key_dim, value_dim
@@ -215,19 +236,28 @@ def keras_layer_class() -> type:
             value = self.value_dim or key
             self.head_dims = (key, value)
             h = self.num_heads
-            shapes = {"query": ((width, h, key), (h, key)), "key": ((width, h, key), (h, key)),
-                      "value": ((width, h, value), (h, value)),
-                      "attention_output": ((h, value, width), (width,))}
+            shapes = {
+                "query": ((width, h, key), (h, key)),
+                "key": ((width, h, key), (h, key)),
+                "value": ((width, h, value), (h, value)),
+                "attention_output": ((h, value, width), (width,)),
+            }
             kernels, biases = {}, {}
             for name, (kernel, bias) in shapes.items():
                 # Named as Keras MultiHeadAttention's sublayers name theirs.
                 kernels[name] = self.add_weight(
-                    name=f"{name}/kernel", shape=kernel,
-                    initializer=self._clone(self.kernel_initializer), trainable=True)
+                    name=f"{name}/kernel",
+                    shape=kernel,
+                    initializer=self._clone(self.kernel_initializer),
+                    trainable=True,
+                )
                 if self.use_bias:
                     biases[name] = self.add_weight(
-                        name=f"{name}/bias", shape=bias,
-                        initializer=self._clone(self.bias_initializer), trainable=True)
+                        name=f"{name}/bias",
+                        shape=bias,
+                        initializer=self._clone(self.bias_initializer),
+                        trainable=True,
+                    )
             self.kernels, self.biases = kernels, biases
             super().build(input_shape)
 
@@ -243,8 +273,9 @@ def keras_layer_class() -> type:
             y = tf.einsum("btd,dhk->bthk", x, self.kernels[name])
             return y + self.biases[name] if name in self.biases else y
 
-        def attend(self, q: Any, k: Any, v: Any, training: Any = None,
-                   mask: Optional[Any] = None) -> Any:
+        def attend(
+            self, q: Any, k: Any, v: Any, training: Any = None, mask: Optional[Any] = None
+        ) -> Any:
             """Heads' outputs [B, Tq, H, V] from q [B, Tq, H, K] over k, v [B, Tk, H, *].
 
             `mask` [B, Tq, Tk] says which keys each query sees; None: causal (query t sees
@@ -265,8 +296,9 @@ def keras_layer_class() -> type:
             y = tf.einsum("bthv,hvd->btd", heads, self.kernels["attention_output"])
             return y + self.biases["attention_output"] if self.use_bias else y
 
-        def call(self, inputs: Any, training: Any = None, cache: Any = None,
-                 position: Any = None) -> Any:
+        def call(
+            self, inputs: Any, training: Any = None, cache: Any = None, position: Any = None
+        ) -> Any:
             q = self._project(inputs, "query")
             k = self._project(inputs, "key")
             v = self._project(inputs, "value")

@@ -90,8 +90,9 @@ def embedding_squared_norms(rows: Any, ids: Any) -> Any:
     span = tf.reduce_max(flat) + 1
     pairs, index = tf.unique(example * span + flat)
     summed = tf.math.unsorted_segment_sum(rows, index, tf.size(pairs))
-    return tf.math.unsorted_segment_sum(tf.reduce_sum(tf.square(summed), axis=1),
-                                        pairs // span, batch)
+    return tf.math.unsorted_segment_sum(
+        tf.reduce_sum(tf.square(summed), axis=1), pairs // span, batch
+    )
 
 
 def product_sum(a: Any, g: Any) -> Any:

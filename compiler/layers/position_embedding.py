@@ -43,20 +43,31 @@ class PositionEmbeddingLayer(LayerBase):
     def output_shape(self, inputs: list[Shape], ctx: Context) -> Optional[Shape]:
         (shape,) = inputs
         if self.sequence_length is None:
-            ctx.error(("sequence_length",), "position_length",
-                      "expected a sequence_length here or a fixed input.sequence_length (the "
-                      "positions the table covers), received neither")
+            ctx.error(
+                ("sequence_length",),
+                "position_length",
+                "expected a sequence_length here or a fixed input.sequence_length (the "
+                "positions the table covers), received neither",
+            )
             return None
-        if ctx.input.sequence_length is not None and \
-                self.sequence_length < ctx.input.sequence_length:
-            ctx.error(("sequence_length",), "position_length",
-                      f"expected sequence_length >= input.sequence_length = "
-                      f"{ctx.input.sequence_length} (every position needs a row), received "
-                      f"{self.sequence_length}")
+        if (
+            ctx.input.sequence_length is not None
+            and self.sequence_length < ctx.input.sequence_length
+        ):
+            ctx.error(
+                ("sequence_length",),
+                "position_length",
+                f"expected sequence_length >= input.sequence_length = "
+                f"{ctx.input.sequence_length} (every position needs a row), received "
+                f"{self.sequence_length}",
+            )
         if len(shape) != 3:
-            ctx.error((), "position_input_rank",
-                      "expected a sequence of shape (batch, time, features) for "
-                      f"position_embedding, received shape {shape}" + ctx.upstream_hint())
+            ctx.error(
+                (),
+                "position_input_rank",
+                "expected a sequence of shape (batch, time, features) for "
+                f"position_embedding, received shape {shape}" + ctx.upstream_hint(),
+            )
             return None
         return shape
 
@@ -79,8 +90,9 @@ class PositionEmbeddingLayer(LayerBase):
     def custom_keras_class(cls) -> type:
         return keras_layer_class()
 
-    def call_with_state(self, keras_layer: Any, x: Any, states: list[Any],
-                        position: Any) -> tuple[Any, list[Any]]:
+    def call_with_state(
+        self, keras_layer: Any, x: Any, states: list[Any], position: Any
+    ) -> tuple[Any, list[Any]]:
         return keras_layer(x, position=position), []
 
     @staticmethod
@@ -113,8 +125,9 @@ def keras_layer_class() -> type:
 
     @keras.utils.register_keras_serializable(package="keraspec")
     class PositionEmbedding(keras.layers.Layer):
-        def __init__(self, sequence_length: int, embeddings_initializer: str = "uniform",
-                     **kwargs: Any) -> None:
+        def __init__(
+            self, sequence_length: int, embeddings_initializer: str = "uniform", **kwargs: Any
+        ) -> None:
             super().__init__(**kwargs)
             self.sequence_length = sequence_length
             self.embeddings_initializer = keras.initializers.get(embeddings_initializer)
@@ -144,8 +157,7 @@ def keras_layer_class() -> type:
             return {
                 **super().get_config(),
                 "sequence_length": self.sequence_length,
-                "embeddings_initializer":
-                    keras.initializers.serialize(self.embeddings_initializer),
+                "embeddings_initializer": keras.initializers.serialize(self.embeddings_initializer),
             }
 
     return PositionEmbedding

@@ -73,20 +73,29 @@ class RecurrentLayer(LayerBase):
 
     def output_shape(self, inputs: list[Shape], ctx: Context) -> Optional[Shape]:
         if self.stateful and ctx.input.batch_size is None:
-            ctx.error(("stateful",), "stateful_batch",
-                      "expected a fixed input.batch_size for a stateful layer, received "
-                      "input.batch_size: null")
+            ctx.error(
+                ("stateful",),
+                "stateful_batch",
+                "expected a fixed input.batch_size for a stateful layer, received "
+                "input.batch_size: null",
+            )
         reasons = self.cudnn_reasons()
         if reasons:
-            ctx.warn((), "cudnn_incompatible",
-                     f"expected a {self.type} that can use the fused cuDNN kernel on GPU, "
-                     f"received {', '.join(reasons)}: it will train several times slower "
-                     "there")
+            ctx.warn(
+                (),
+                "cudnn_incompatible",
+                f"expected a {self.type} that can use the fused cuDNN kernel on GPU, "
+                f"received {', '.join(reasons)}: it will train several times slower "
+                "there",
+            )
         (shape,) = inputs
         if len(shape) != 3:
-            ctx.error((), "rnn_input_rank",
-                      f"expected a sequence of shape (batch, time, features) for {self.type}, "
-                      f"received shape {fmt_shape(shape)}" + ctx.upstream_hint())
+            ctx.error(
+                (),
+                "rnn_input_rank",
+                f"expected a sequence of shape (batch, time, features) for {self.type}, "
+                f"received shape {fmt_shape(shape)}" + ctx.upstream_hint(),
+            )
             return None
         u = self.units
         return (shape[0], shape[1], u) if self.return_sequences else (shape[0], u)
@@ -109,7 +118,10 @@ class RecurrentLayer(LayerBase):
     def weights(self, inputs: list[Shape], output: Shape) -> list[Weight]:
         width = self.gates * self.units
         bias = [("bias", self.bias_shape())] if self.use_bias else []
-        return [("kernel", (inputs[0][-1], width)), ("recurrent_kernel", (self.units, width))] + bias
+        return [
+            ("kernel", (inputs[0][-1], width)),
+            ("recurrent_kernel", (self.units, width)),
+        ] + bias
 
     def bias_shape(self) -> Shape:
         return (self.gates * self.units,)
@@ -127,8 +139,9 @@ class RecurrentLayer(LayerBase):
     def with_stateful(self, stateful: bool) -> "RecurrentLayer":
         return self.model_copy(update={"stateful": stateful})
 
-    def call_with_state(self, keras_layer: Any, x: Any, states: list[Any],
-                        position: Any) -> tuple[Any, list[Any]]:
+    def call_with_state(
+        self, keras_layer: Any, x: Any, states: list[Any], position: Any
+    ) -> tuple[Any, list[Any]]:
         out, *final = keras_layer(x, initial_state=states)
         return out, final
 
@@ -145,8 +158,11 @@ class RecurrentLayer(LayerBase):
 
     def fast_dp_problems(self) -> list[tuple[str, Any, str, str]]:
         hint = "put a dropout layer before or after the recurrent layer instead"
-        return [(field, getattr(self, field), "0", hint)
-                for field in ("dropout", "recurrent_dropout") if getattr(self, field)]
+        return [
+            (field, getattr(self, field), "0", hint)
+            for field in ("dropout", "recurrent_dropout")
+            if getattr(self, field)
+        ]
 
 
 # --------------------------------------------------------------------- fast DP helpers

@@ -59,8 +59,10 @@ def serving_states(spec: Any, analysis: Any) -> list[State]:
         shapes[info.name] = info.output_shape
         layer = layers[info.name]
         inputs = [shapes[n] for n in info.inputs]
-        states += [State(layer.name, f"{layer.name}_{suffix}", tuple(shape))
-                   for suffix, shape in layer.states(inputs, context)]
+        states += [
+            State(layer.name, f"{layer.name}_{suffix}", tuple(shape))
+            for suffix, shape in layer.states(inputs, context)
+        ]
     if any(layer.uses_position for layer in spec.model.layers):
         states.append(State(None, POSITION, (), "int32"))
     return states

@@ -142,21 +142,29 @@ class PrivacyReport:
                 f"of the {epochs} epochs touched, a Gaussian mechanism of sensitivity "
                 "2 x l2_norm_clip per epoch",
             ]
-        return sampled + [
-            (
-                f"microbatches of {self.batch_size // self.num_microbatches} examples: "
-                "sensitivity doubled (noise multiplier halved in the accounting)"
-                if self.microbatching
-                else "one example per microbatch: sensitivity = l2_norm_clip"
-            ),
-            f"delta: {self.delta_rule}",
-            "all intermediate checkpoints are released (no privacy amplification by iteration)",
-        ] + self._rdp_caveat()
+        return (
+            sampled
+            + [
+                (
+                    f"microbatches of {self.batch_size // self.num_microbatches} examples: "
+                    "sensitivity doubled (noise multiplier halved in the accounting)"
+                    if self.microbatching
+                    else "one example per microbatch: sensitivity = l2_norm_clip"
+                ),
+                f"delta: {self.delta_rule}",
+                "all intermediate checkpoints are released (no privacy amplification by iteration)",
+            ]
+            + self._rdp_caveat()
+        )
 
     def _rdp_caveat(self) -> list[str]:
         effective = self.noise_multiplier / (2 if self.microbatching else 1)
-        if (self.sampling != "poisson" or "rdp" not in {self.accountant, *self.epsilons}
-                or effective >= RDP_SERIES_NOISE or not rdp_series_cut_short()):
+        if (
+            self.sampling != "poisson"
+            or "rdp" not in {self.accountant, *self.epsilons}
+            or effective >= RDP_SERIES_NOISE
+            or not rdp_series_cut_short()
+        ):
             return []
         return [
             "RDP from dp-accounting before 0.5 (Python 3.11, pinned by tensorflow-privacy): "
@@ -253,11 +261,18 @@ def _epsilon(accountant: str, mechanism: Mechanism, delta: float) -> float:
     return float(acc.get_epsilon(delta))
 
 
-def _mechanism(noise_multiplier: float, q: float, steps: int, microbatching: bool,
-               sampling: str, per_epoch: Optional[int]) -> Mechanism:
+def _mechanism(
+    noise_multiplier: float,
+    q: float,
+    steps: int,
+    microbatching: bool,
+    sampling: str,
+    per_epoch: Optional[int],
+) -> Mechanism:
     per_epoch = per_epoch if per_epoch is not None else max(1, int(1 / q))
-    return Mechanism(float(noise_multiplier), sampling, float(q), int(steps), int(per_epoch),
-                     bool(microbatching))
+    return Mechanism(
+        float(noise_multiplier), sampling, float(q), int(steps), int(per_epoch), bool(microbatching)
+    )
 
 
 def epsilon_for_steps(
@@ -289,8 +304,9 @@ def compute_epsilon(
     """Epsilon of Poisson-sampled DP-SGD for ceil(epochs / q) steps, the step count of
     tensorflow-privacy's `compute_dp_sgd_privacy_statement` (infinity without noise)."""
     q = batch_size / examples
-    return epsilon_for_steps(noise_multiplier, q, int(math.ceil(epochs / q)), delta,
-                             microbatching, accountant=accountant)
+    return epsilon_for_steps(
+        noise_multiplier, q, int(math.ceil(epochs / q)), delta, microbatching, accountant=accountant
+    )
 
 
 def noise_for_epsilon(*, target_epsilon: float, accountant: str = "pld", **run: Any) -> float:
@@ -304,8 +320,14 @@ def noise_for_epsilon(*, target_epsilon: float, accountant: str = "pld", **run: 
     """
     import dp_accounting
 
-    mechanism = _mechanism(0.0, run["q"], run["steps"], run["microbatching"],
-                           run.get("sampling", "poisson"), run.get("per_epoch"))
+    mechanism = _mechanism(
+        0.0,
+        run["q"],
+        run["steps"],
+        run["microbatching"],
+        run.get("sampling", "poisson"),
+        run.get("per_epoch"),
+    )
 
     def solve(name: str, interval: Any, tol: float, grid: float = PLD_DISCRETIZATION) -> float:
         return float(
@@ -326,8 +348,12 @@ def noise_for_epsilon(*, target_epsilon: float, accountant: str = "pld", **run: 
     # The search runs on a grid 10x coarser than the reports' (8x faster): its epsilon is
     # never below the fine grid's, so the noise found keeps the reported epsilon within the
     # target, at most a few percent of noise above the least that would.
-    return solve("pld", dp_accounting.ExplicitBracketInterval(rdp / 2, rdp * 1.001),
-                 rdp * 1e-3, grid=PLD_DISCRETIZATION * 10)
+    return solve(
+        "pld",
+        dp_accounting.ExplicitBracketInterval(rdp / 2, rdp * 1.001),
+        rdp * 1e-3,
+        grid=PLD_DISCRETIZATION * 10,
+    )
 
 
 def _problem(spec: Union[Spec, CheckedSpec], path: tuple[str, ...], message: str) -> SpecError:
@@ -337,8 +363,13 @@ def _problem(spec: Union[Spec, CheckedSpec], path: tuple[str, ...], message: str
     return SpecError([Diagnostic("error", "privacy", message, ".".join(path), "<arguments>")])
 
 
-def _located(spec: Union[Spec, CheckedSpec], path: tuple[str, ...], code: str,
-             message: str, source: Optional[Source] = None) -> Diagnostic:
+def _located(
+    spec: Union[Spec, CheckedSpec],
+    path: tuple[str, ...],
+    code: str,
+    message: str,
+    source: Optional[Source] = None,
+) -> Diagnostic:
     """A warning at `path` of the spec, in its file when it has one."""
     if source is None:
         source = spec.source if isinstance(spec, CheckedSpec) else positionless(spec)
@@ -408,8 +439,14 @@ def privacy_report(
     microbatching = microbatches < batch
     sampling = privacy.sampling or ("poisson" if privacy.implementation == "fast" else "shuffle")
     q = batch / examples
-    accounting = dict(q=q, steps=steps, delta=delta, microbatching=microbatching,
-                      sampling=sampling, per_epoch=per_epoch)
+    accounting = dict(
+        q=q,
+        steps=steps,
+        delta=delta,
+        microbatching=microbatching,
+        sampling=sampling,
+        per_epoch=per_epoch,
+    )
     target = (
         target_epsilon
         if target_epsilon is not None
@@ -418,14 +455,13 @@ def privacy_report(
     if noise_multiplier is not None and target_epsilon is None:
         noise = float(noise_multiplier)
     elif target is not None:
-        noise = noise_for_epsilon(target_epsilon=target, accountant=privacy.accountant,
-                                  **accounting)
+        noise = noise_for_epsilon(
+            target_epsilon=target, accountant=privacy.accountant, **accounting
+        )
     else:
         noise = float(privacy.noise_multiplier or 0.0)
     names = ACCOUNTANTS if compare else (privacy.accountant,)
-    epsilons = {
-        name: epsilon_for_steps(noise, accountant=name, **accounting) for name in names
-    }
+    epsilons = {name: epsilon_for_steps(noise, accountant=name, **accounting) for name in names}
     return PrivacyReport(
         epsilon=epsilons[privacy.accountant],
         delta=delta,
@@ -462,7 +498,9 @@ def privacy_warnings(report: PrivacyReport) -> list[str]:
     return [w for w in found if w is not None]
 
 
-def weak_privacy_warning(spec: Union[Spec, CheckedSpec], report: PrivacyReport) -> Optional[Diagnostic]:
+def weak_privacy_warning(
+    spec: Union[Spec, CheckedSpec], report: PrivacyReport
+) -> Optional[Diagnostic]:
     """`epsilon_warning` as a diagnostic at the spec's privacy settings, or None."""
     message = epsilon_warning(report)
     if message is None:
@@ -471,7 +509,10 @@ def weak_privacy_warning(spec: Union[Spec, CheckedSpec], report: PrivacyReport) 
 
 
 def delta_diagnostic(
-    spec: Union[Spec, CheckedSpec], examples: int, delta: Optional[float] = None, *,
+    spec: Union[Spec, CheckedSpec],
+    examples: int,
+    delta: Optional[float] = None,
+    *,
     source: Optional[Source] = None,
 ) -> Optional[Diagnostic]:
     """A warning when the delta in force is at least 1 / examples (no TensorFlow needed).

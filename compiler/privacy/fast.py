@@ -105,9 +105,7 @@ def attach(model: Any, graph: Graph, dp: FastDP) -> None:
     )
 
 
-def forward(
-    model: Any, x: Any, tape: Any, *, training: bool
-) -> tuple[Any, list[Term]]:
+def forward(model: Any, x: Any, tape: Any, *, training: bool) -> tuple[Any, list[Term]]:
     """Run `model` on `x` with probes on every weight product.
 
     Returns:
@@ -202,8 +200,10 @@ def noised_mean(gradients: list[Any], dp: FastDP, key: Any, step: Any) -> list[A
     for i, g in enumerate(gradients):
         if stddev > 0:
             draw = tf.random.stateless_normal(
-                tf.shape(g), tf.random.experimental.stateless_fold_in(seed, i),
-                stddev=stddev, dtype=g.dtype,
+                tf.shape(g),
+                tf.random.experimental.stateless_fold_in(seed, i),
+                stddev=stddev,
+                dtype=g.dtype,
             )
             g = g + draw / replicas
         out.append(g / size)

@@ -174,7 +174,9 @@ def place(tf: Any, spec: s.Spec, cluster: Optional[dict[str, Any]] = None) -> Pl
         timeout_seconds=d.peer_timeout_seconds
     )
     resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-        tf.train.ClusterSpec(cluster), task_type=task["type"], task_id=int(task["index"]),
+        tf.train.ClusterSpec(cluster),
+        task_type=task["type"],
+        task_id=int(task["index"]),
         rpc_layer=config.get("rpc_layer", "grpc"),
     )
     strategy = tf.distribute.MultiWorkerMirroredStrategy(
@@ -262,8 +264,14 @@ def check_same_data(placement: Placement, data: Any, tokenizer: Any) -> None:
 def peer_errors(tf: Any) -> tuple[type, ...]:
     """The errors TensorFlow raises when a worker of the cluster stops answering."""
     e = tf.errors
-    return (e.UnavailableError, e.DeadlineExceededError, e.CancelledError, e.AbortedError,
-            e.InternalError, e.UnknownError)
+    return (
+        e.UnavailableError,
+        e.DeadlineExceededError,
+        e.CancelledError,
+        e.AbortedError,
+        e.InternalError,
+        e.UnknownError,
+    )
 
 
 def lost_peer(placement: Placement, step: int, error: Exception) -> RunError:

@@ -42,7 +42,9 @@ CHECKPOINT_EVERY_SECONDS = 300.0
 
 # The types of the state's fields that may be None.
 _OPTIONAL_STATE: dict[str, tuple[type, ...]] = {
-    "best_value": (int, float), "best_step": (int,), "stop_value": (int, float),
+    "best_value": (int, float),
+    "best_step": (int,),
+    "stop_value": (int, float),
     "batch_sizes": (dict,),
 }
 
@@ -79,14 +81,24 @@ class _State:
                 continue
             value, expected = data[field.name], getattr(default, field.name)
             numbers = _OPTIONAL_STATE.get(field.name) or (
-                (int, float) if isinstance(expected, float) else (type(expected),))
+                (int, float) if isinstance(expected, float) else (type(expected),)
+            )
             if value is not None and (
-                    not isinstance(value, numbers) or isinstance(value, bool) != (bool in numbers)):
-                raise RunError([Diagnostic(
-                    "error", "checkpoint_corrupt", f"expected {field.name!r} in the "
-                    f"checkpoint's state.json to be {type(expected).__name__}, received "
-                    f"{type(value).__name__}; move the pointer naming it aside to go on from "
-                    "the other checkpoint", "", where)])
+                not isinstance(value, numbers) or isinstance(value, bool) != (bool in numbers)
+            ):
+                raise RunError(
+                    [
+                        Diagnostic(
+                            "error",
+                            "checkpoint_corrupt",
+                            f"expected {field.name!r} in the checkpoint's state.json to be "
+                            f"{type(expected).__name__}, received {type(value).__name__}; move "
+                            "the pointer naming it aside to go on from the other checkpoint",
+                            "",
+                            where,
+                        )
+                    ]
+                )
             values[field.name] = value
         return cls(**values)
 
@@ -103,8 +115,12 @@ def _random_generators(model: Any) -> list[Any]:
 
 def _recurrent_states(model: Any, spec: CheckedSpec) -> list[Any]:
     """The state variables of the stateful layers of `model`, built from `spec`."""
-    return [v for layer in spec.model.layers if layer.is_stateful
-            for v in model.get_layer(layer.name).states]
+    return [
+        v
+        for layer in spec.model.layers
+        if layer.is_stateful
+        for v in model.get_layer(layer.name).states
+    ]
 
 
 def _weights_digest(model: Any) -> str:
@@ -115,10 +131,10 @@ def _weights_digest(model: Any) -> str:
     return digest.hexdigest()
 
 
-def _compile(tf: Any, spec: CheckedSpec, seed: int, weighted: bool,
-             noise: Optional[float] = None) -> Any:
+def _compile(
+    tf: Any, spec: CheckedSpec, seed: int, weighted: bool, noise: Optional[float] = None
+) -> Any:
     from compiler.build import compile_spec
-
     from compiler.tf import tf_keras
 
     keras = tf_keras()
@@ -170,8 +186,20 @@ class _StopRequest:
 
 class _Loop:
     def __init__(
-        self, tf, spec, train_spec, noise, run, corpus, tokenizer, data: TrainingData, seed,
-        max_steps, checkpoint_every, callback, placement: distribution.Placement,
+        self,
+        tf,
+        spec,
+        train_spec,
+        noise,
+        run,
+        corpus,
+        tokenizer,
+        data: TrainingData,
+        seed,
+        max_steps,
+        checkpoint_every,
+        callback,
+        placement: distribution.Placement,
     ):
         self.tf = tf
         self.spec = spec
@@ -192,8 +220,9 @@ class _Loop:
         self.steps_per_epoch = len(data.train) // self.batch
         self.placement = placement
         with placement.strategy.scope():
-            self.compiled = _compile(tf, train_spec, seed, weighted=data.unit == "record",
-                                     noise=noise)
+            self.compiled = _compile(
+                tf, train_spec, seed, weighted=data.unit == "record", noise=noise
+            )
         self.model = self.compiled.model
         self.optimizer = self.compiled.optimizer
         privacy = train_spec.training.privacy
@@ -231,8 +260,9 @@ class _Loop:
     def _checkpoint(self, *, with_states: bool) -> Any:
         """What a checkpoint holds: weights, optimizer, dropout RNGs, the DP secrets and,
         with_states, the stateful layers' states."""
-        parts: dict[str, Any] = dict(model=self.model, optimizer=self.optimizer,
-                                     rng=_random_generators(self.model))
+        parts: dict[str, Any] = dict(
+            model=self.model, optimizer=self.optimizer, rng=_random_generators(self.model)
+        )
         if with_states:
             parts["states"] = _recurrent_states(self.model, self.train_spec)
         if self.secrets is not None:
@@ -263,10 +293,16 @@ class _Loop:
             checkpoint.read(latest["prefix"]).assert_existing_objects_matched()
         except (AssertionError, ValueError, IndexError, self.tf.errors.OpError) as e:
             raise RunError(
-                [Diagnostic("error", "checkpoint_unreadable",
-                            f"expected a checkpoint of this spec's model, received one that "
-                            f"does not load: {str(e).splitlines()[0][:300]}", "",
-                            latest["prefix"])]
+                [
+                    Diagnostic(
+                        "error",
+                        "checkpoint_unreadable",
+                        f"expected a checkpoint of this spec's model, received one that "
+                        f"does not load: {str(e).splitlines()[0][:300]}",
+                        "",
+                        latest["prefix"],
+                    )
+                ]
             ) from e
         self.state = _State.from_dict(latest, os.path.dirname(latest["prefix"]))
 
@@ -292,8 +328,13 @@ class _Loop:
     def privacy(self, compare: bool = False) -> Optional[PrivacyReport]:
         if self.train_spec.training.privacy is None:
             return None
-        return privacy_report(self.train_spec, self.data.records, steps=self.state.step,
-                              noise_multiplier=self.noise, compare=compare)
+        return privacy_report(
+            self.train_spec,
+            self.data.records,
+            steps=self.state.step,
+            noise_multiplier=self.noise,
+            compare=compare,
+        )
 
     def epsilon(self, force: bool = False) -> Optional[float]:
         if self.train_spec.training.privacy is None:
@@ -318,8 +359,15 @@ class _Loop:
         done = event in ("epoch", "end")
         epoch = self.state.epoch if done else min(self.state.epoch + 1, self.epochs)
         self.callback(
-            Progress(event, self.state.step, self.total_steps(), epoch, self.epochs, logs,
-                     self.epsilon(force=event != "step"))
+            Progress(
+                event,
+                self.state.step,
+                self.total_steps(),
+                epoch,
+                self.epochs,
+                logs,
+                self.epsilon(force=event != "step"),
+            )
         )
 
     def run(self) -> TrainReport:
@@ -435,8 +483,9 @@ class _Loop:
         return self.secrets.sampling_key.numpy()
 
     def _poisson_indices(self, step: int) -> np.ndarray:
-        return poisson_indices(self._sampling_key(), step, len(self.data.train),
-                               self.batch / len(self.data.train))
+        return poisson_indices(
+            self._sampling_key(), step, len(self.data.train), self.batch / len(self.data.train)
+        )
 
     def _count_batch(self, step: int) -> None:
         sizes = BatchSizes(**(self.state.batch_sizes or {}))
@@ -574,11 +623,14 @@ class _Loop:
                 "validation_records_protected": False,
                 "sampling": self._sampling_report(),
                 "randomness": {
-                    "secret": ["batch sampling"] + (
+                    "secret": ["batch sampling"]
+                    + (
                         ["noise (per step from a key in the checkpoint)"]
                         if self.compiled.dp_noise is not None
-                        else ["noise (TensorFlow's global generator, re-seeded from the "
-                              "operating system in every process)"]
+                        else [
+                            "noise (TensorFlow's global generator, re-seeded from the "
+                            "operating system in every process)"
+                        ]
                     ),
                     "seeded": ["weight initialisation", "dropout", "validation split"],
                 },
@@ -645,5 +697,10 @@ class _Loop:
         if d is None:
             return None
         p = self.placement
-        return {"strategy": d.strategy, "workers": p.workers, "worker": p.worker,
-                "replicas": p.replicas, "replica_batch": self.batch // p.replicas}
+        return {
+            "strategy": d.strategy,
+            "workers": p.workers,
+            "worker": p.worker,
+            "replicas": p.replicas,
+            "replica_batch": self.batch // p.replicas,
+        }

@@ -61,12 +61,21 @@ def _with_epochs(spec: CheckedSpec, epochs: Optional[int]) -> CheckedSpec:
         return spec
     if epochs < 1:
         raise SpecError(
-            [Diagnostic("error", "epochs", f"expected epochs >= 1, received {epochs}",
-                        "training.epochs", "<arguments>")]
+            [
+                Diagnostic(
+                    "error",
+                    "epochs",
+                    f"expected epochs >= 1, received {epochs}",
+                    "training.epochs",
+                    "<arguments>",
+                )
+            ]
         )
-    return spec.variant(spec.spec.model_copy(
-        update={"training": spec.training.model_copy(update={"epochs": epochs})}
-    ))
+    return spec.variant(
+        spec.spec.model_copy(
+            update={"training": spec.training.model_copy(update={"epochs": epochs})}
+        )
+    )
 
 
 def training_spec(original: AnySpec) -> AnySpec:
@@ -84,8 +93,7 @@ def training_spec(original: AnySpec) -> AnySpec:
     if privacy is not None or (d is not None and d.strategy != "one_device"):
         spec = with_stateful(spec, False)
     if privacy is not None and privacy.sampling == "poisson":
-        spec = spec.model_copy(
-            update={"input": spec.input.model_copy(update={"batch_size": None})})
+        spec = spec.model_copy(update={"input": spec.input.model_copy(update={"batch_size": None})})
     return derived(original, spec)
 
 
@@ -98,9 +106,16 @@ def _encode_records(tokenizer: Tokenizer, corpus: Corpus) -> list[Any]:
             encoded.append(tokenizer.encode(record))
         except KeyError as e:  # only when a saved vocabulary meets new text
             raise DataError(
-                [Diagnostic("error", "unknown_character",
-                            f"expected characters of the run's vocabulary, received "
-                            f"{e.args[0]!r}", "data", corpus.path, line)]
+                [
+                    Diagnostic(
+                        "error",
+                        "unknown_character",
+                        f"expected characters of the run's vocabulary, received " f"{e.args[0]!r}",
+                        "data",
+                        corpus.path,
+                        line,
+                    )
+                ]
             ) from None
     return encoded
 
@@ -204,29 +219,56 @@ def train(
         distribution.check_same_data(placement, training_data, tokenizer)
     # Compiling can still fail (TensorFlow refusing a layer): before anything is written.
     loop = _Loop(
-        tf, spec, training_spec(spec), noise, run, corpus, tokenizer, training_data, seed,
-        max_steps, checkpoint_every, callback if placement.chief else None, placement,
+        tf,
+        spec,
+        training_spec(spec),
+        noise,
+        run,
+        corpus,
+        tokenizer,
+        training_data,
+        seed,
+        max_steps,
+        checkpoint_every,
+        callback if placement.chief else None,
+        placement,
     )
     # One writer per run directory: the chief holds its lock from the first write to the end.
     # Running out of space (or permission) is an ordinary error: every write is atomic, so
     # the last complete checkpoint stays, and the same command resumes once there is room.
-    with resource_errors(run.path, "the run's files and checkpoints",
-                         "nothing complete was lost; make room and run the same command "
-                         "again to resume from the last checkpoint", RunError), \
-            (run.writer() if placement.chief else contextlib.nullcontext()):
+    with (
+        resource_errors(
+            run.path,
+            "the run's files and checkpoints",
+            "nothing complete was lost; make room and run the same command "
+            "again to resume from the last checkpoint",
+            RunError,
+        ),
+        run.writer() if placement.chief else contextlib.nullcontext(),
+    ):
         if resuming:
             run.check_same_run(spec, corpus.sha256)  # again, now that no one else writes
         if not resuming and placement.chief:
             if run.exists():
-                raise RunError([Diagnostic(
-                    "error", "run_dir_busy", "expected a new run directory, received one "
-                    "another process started meanwhile; run the command again to resume it",
-                    "", run.path)])
+                raise RunError(
+                    [
+                        Diagnostic(
+                            "error",
+                            "run_dir_busy",
+                            "expected a new run directory, received one "
+                            "another process started meanwhile; run the command again to resume it",
+                            "",
+                            run.path,
+                        )
+                    ]
+                )
             identity["noise_multiplier"] = noise
             identity["unit"] = unit
             files = dict(tokenizer.files())
             validators = learn_validators(
-                corpus.records, private=spec.training.privacy is not None, declared=spec.data,
+                corpus.records,
+                private=spec.training.privacy is not None,
+                declared=spec.data,
                 header_line=corpus.header,
             )
             if validators is not None:

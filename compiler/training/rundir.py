@@ -127,8 +127,17 @@ class RunDir:
             )
         if os.path.isdir(path):
             linked = [
-                n for n in (RUN_FILE, SPEC_FILE, REPORT_FILE, CHECKPOINTS, "logs",
-                            "tokenizer.json", "tokenizer.model", "validators.json")
+                n
+                for n in (
+                    RUN_FILE,
+                    SPEC_FILE,
+                    REPORT_FILE,
+                    CHECKPOINTS,
+                    "logs",
+                    "tokenizer.json",
+                    "tokenizer.model",
+                    "validators.json",
+                )
                 if os.path.islink(os.path.join(path, n))
             ]
             if linked:
@@ -141,8 +150,14 @@ class RunDir:
                 )
         if os.path.isdir(path) and not self.exists():
             # What a start interrupted before run.json was written may have left is ours.
-            ours = {SPEC_FILE, CHECKPOINTS, "logs", "tokenizer.json", "tokenizer.model",
-                    "validators.json"}
+            ours = {
+                SPEC_FILE,
+                CHECKPOINTS,
+                "logs",
+                "tokenizer.json",
+                "tokenizer.model",
+                "validators.json",
+            }
             stray = [n for n in os.listdir(path) if not n.startswith(".") and n not in ours]
             if stray:
                 shown = ", ".join(sorted(stray)[:5]) + (", ..." if len(stray) > 5 else "")
@@ -158,9 +173,13 @@ class RunDir:
         return os.path.isfile(self.file(RUN_FILE))
 
     def read_run(self) -> dict[str, Any]:
-        return _read_json(self.file(RUN_FILE), _RUN_KEYS, self.path, "run_dir_corrupt",
-                          "it is the run's identity: restore it, or train into a new "
-                          "directory")
+        return _read_json(
+            self.file(RUN_FILE),
+            _RUN_KEYS,
+            self.path,
+            "run_dir_corrupt",
+            "it is the run's identity: restore it, or train into a new " "directory",
+        )
 
     @contextlib.contextmanager
     def writer(self) -> Iterator[None]:
@@ -180,11 +199,16 @@ class RunDir:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
-                who = (f"process {holder[0]} on {holder[1]}" if len(holder) >= 2
-                       else "another process")
-                raise _error(self.path, "run_dir_busy", f"expected a run directory no other "
-                             f"process is training, received one that {who} is training "
-                             f"(it holds {path}); wait for it to end, or stop it") from None
+                who = (
+                    f"process {holder[0]} on {holder[1]}" if len(holder) >= 2 else "another process"
+                )
+                raise _error(
+                    self.path,
+                    "run_dir_busy",
+                    f"expected a run directory no other "
+                    f"process is training, received one that {who} is training "
+                    f"(it holds {path}); wait for it to end, or stop it",
+                ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
             yield
@@ -212,8 +236,12 @@ class RunDir:
             finally:
                 os.close(fd)
             return
-        raise _error(self.path, "checkpoint_missing", f"expected the {which} checkpoint to stay "
-                     "in place while it is read, received one removed five times in a row")
+        raise _error(
+            self.path,
+            "checkpoint_missing",
+            f"expected the {which} checkpoint to stay "
+            "in place while it is read, received one removed five times in a row",
+        )
 
     def check_same_run(self, spec: Spec, corpus_sha256: str) -> dict[str, Any]:
         """The saved run's identity, after checking that this spec and corpus continue it.
@@ -259,8 +287,7 @@ class RunDir:
         # run.json last: its presence is what makes this a run directory.
         write_atomic(
             self.file(RUN_FILE),
-            json.dumps({**run, "spec": spec_fingerprint(spec), "files": digests}, indent=1)
-            + "\n",
+            json.dumps({**run, "spec": spec_fingerprint(spec), "files": digests}, indent=1) + "\n",
         )
 
     def verify_files(self) -> None:
@@ -274,11 +301,19 @@ class RunDir:
             return
         path, missing = found
         if missing:
-            raise _error(self.path, "run_file_missing", f"expected {path}, written when the "
-                         "run started, received no such file; restore it")
-        raise _error(self.path, "run_file_changed", f"expected {path} as written when "
-                     "the run started, received different content (truncated or "
-                     "edited): the model's ids would mean other text; restore it")
+            raise _error(
+                self.path,
+                "run_file_missing",
+                f"expected {path}, written when the "
+                "run started, received no such file; restore it",
+            )
+        raise _error(
+            self.path,
+            "run_file_changed",
+            f"expected {path} as written when "
+            "the run started, received different content (truncated or "
+            "edited): the model's ids would mean other text; restore it",
+        )
 
     def verify_checkpoint(self, pointer: dict[str, Any]) -> None:
         """Check a checkpoint's files against the digests saved in its state.json.
@@ -291,10 +326,14 @@ class RunDir:
         if found is not None:
             path, missing = found
             received = "no such file" if missing else "different content (truncated or edited)"
-            raise _error(self.path, "checkpoint_damaged", f"expected {path} as it was "
-                         f"saved, received {received}; move the pointer that names "
-                         f"{os.path.basename(directory)} (checkpoints/latest.json or "
-                         "best.json) aside to go on from the other one")
+            raise _error(
+                self.path,
+                "checkpoint_damaged",
+                f"expected {path} as it was "
+                f"saved, received {received}; move the pointer that names "
+                f"{os.path.basename(directory)} (checkpoints/latest.json or "
+                "best.json) aside to go on from the other one",
+            )
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -307,22 +346,37 @@ class RunDir:
         """
         path = os.path.join(self.checkpoints, f"{which}.json")
         other = BEST if which == LATEST else LATEST
-        advice = (f"nothing was removed; move it aside to go on from the {other} checkpoint, "
-                  "or restore it")
+        advice = (
+            f"nothing was removed; move it aside to go on from the {other} checkpoint, "
+            "or restore it"
+        )
         if not os.path.lexists(path):
             return None
         pointer = _read_json(path, _POINTER_KEYS, self.path, "checkpoint_corrupt", advice)
         if not _CHECKPOINT_DIR.fullmatch(pointer["directory"]):
-            raise _error(self.path, "checkpoint_corrupt", f"expected {path} to name a "
-                         f"checkpoint directory (step-NNNNNNNN), received "
-                         f"{pointer['directory']!r}; {advice}")
+            raise _error(
+                self.path,
+                "checkpoint_corrupt",
+                f"expected {path} to name a "
+                f"checkpoint directory (step-NNNNNNNN), received "
+                f"{pointer['directory']!r}; {advice}",
+            )
         directory = os.path.join(self.checkpoints, pointer["directory"])
         state_path = os.path.join(directory, STATE_FILE)
         if not os.path.exists(state_path):
-            raise _error(self.path, "checkpoint_missing", f"expected the checkpoint {directory} "
-                         f"named by {which}.json, received no such checkpoint; {advice}")
-        state = _read_json(state_path, _STATE_KEYS, self.path, "checkpoint_corrupt",
-                           f"the checkpoint {directory} is damaged; {advice}")
+            raise _error(
+                self.path,
+                "checkpoint_missing",
+                f"expected the checkpoint {directory} "
+                f"named by {which}.json, received no such checkpoint; {advice}",
+            )
+        state = _read_json(
+            state_path,
+            _STATE_KEYS,
+            self.path,
+            "checkpoint_corrupt",
+            f"the checkpoint {directory} is damaged; {advice}",
+        )
         return {**state, "prefix": os.path.join(directory, CHECKPOINT_PREFIX)}
 
     def trained_checkpoint(self, which: str = BEST) -> dict[str, Any]:
@@ -380,9 +434,7 @@ class RunDir:
     def point(self, which: str, step: int) -> None:
         """Make `which` (latest or best) name the complete checkpoint of `step`."""
         pointer = {"directory": f"step-{step:08d}", "step": step}
-        write_atomic(
-            os.path.join(self.checkpoints, f"{which}.json"), json.dumps(pointer) + "\n"
-        )
+        write_atomic(os.path.join(self.checkpoints, f"{which}.json"), json.dumps(pointer) + "\n")
 
     def collect_garbage(self) -> None:
         """Remove checkpoint directories no pointer names, and interrupted writes.
@@ -432,8 +484,9 @@ def _remove_unless_read(directory: str) -> None:
         os.close(fd)
 
 
-def _read_json(path: str, keys: dict[str, tuple[type, ...]], run_dir: str, code: str,
-               advice: str) -> dict[str, Any]:
+def _read_json(
+    path: str, keys: dict[str, tuple[type, ...]], run_dir: str, code: str, advice: str
+) -> dict[str, Any]:
     """A JSON object keraspec wrote, checked for the keys and types it must hold.
 
     Raises:
@@ -444,19 +497,30 @@ def _read_json(path: str, keys: dict[str, tuple[type, ...]], run_dir: str, code:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except FileNotFoundError:
-        raise _error(run_dir, code, f"expected {path}, received no such file; {advice}")
+        raise _error(run_dir, code, f"expected {path}, received no such file; {advice}") from None
     except (OSError, ValueError) as e:
-        raise _error(run_dir, code, f"expected {path} to be the JSON keraspec wrote, received "
-                     f"a file that does not read ({e}); {advice}") from None
+        raise _error(
+            run_dir,
+            code,
+            f"expected {path} to be the JSON keraspec wrote, received "
+            f"a file that does not read ({e}); {advice}",
+        ) from None
     if not isinstance(data, dict):
-        raise _error(run_dir, code, f"expected {path} to hold a JSON object, received "
-                     f"{type(data).__name__}; {advice}")
+        raise _error(
+            run_dir,
+            code,
+            f"expected {path} to hold a JSON object, received " f"{type(data).__name__}; {advice}",
+        )
     for key, types in keys.items():
         value = data.get(key)
         if not isinstance(value, types) or isinstance(value, bool):
             received = "nothing" if key not in data else f"{type(value).__name__} {value!r:.40}"
-            raise _error(run_dir, code, f"expected {path} to hold {key!r} as "
-                         f"{types[0].__name__}, received {received}; {advice}")
+            raise _error(
+                run_dir,
+                code,
+                f"expected {path} to hold {key!r} as "
+                f"{types[0].__name__}, received {received}; {advice}",
+            )
     return data
 
 
@@ -467,8 +531,12 @@ def inspect_run(run: RunDir) -> dict[str, Any]:
         RunError: the directory holds no run, or a file of it is damaged.
     """
     if not run.exists():
-        raise _error(run.path, "not_a_run", f"expected a run directory written by keraspec "
-                     f"train, received one without {RUN_FILE}")
+        raise _error(
+            run.path,
+            "not_a_run",
+            f"expected a run directory written by keraspec "
+            f"train, received one without {RUN_FILE}",
+        )
     identity = run.read_run()
     checkpoints = {}
     for which in (LATEST, BEST):
@@ -476,17 +544,30 @@ def inspect_run(run: RunDir) -> dict[str, Any]:
         if pointer is not None:
             history = pointer.get("history") or [{}]
             checkpoints[which] = {
-                "step": pointer["step"], "epoch": pointer["epoch"],
+                "step": pointer["step"],
+                "epoch": pointer["epoch"],
                 "directory": os.path.dirname(pointer["prefix"]),
-                "metrics": {k: v for k, v in history[-1].items() if k not in ("epoch", "step")}
-                if which == LATEST else None,
+                "metrics": (
+                    {k: v for k, v in history[-1].items() if k not in ("epoch", "step")}
+                    if which == LATEST
+                    else None
+                ),
                 "best_value": pointer.get("best_value"),
             }
     report: Optional[dict[str, Any]] = None
     full = run.read_report()
     if full:
-        keys = ("stopped_by", "epochs", "steps", "loss", "best_val_loss", "records",
-                "validation_records", "wall_time", "tokens_per_second")
+        keys = (
+            "stopped_by",
+            "epochs",
+            "steps",
+            "loss",
+            "best_val_loss",
+            "records",
+            "validation_records",
+            "wall_time",
+            "tokens_per_second",
+        )
         report = {k: full.get(k) for k in keys}
         privacy = full.get("privacy") or {}
         report["epsilon"], report["delta"] = privacy.get("epsilon"), privacy.get("delta")
@@ -509,4 +590,3 @@ def inspect_run(run: RunDir) -> dict[str, Any]:
         "report": report,
         "spec": spec_text,
     }
-

@@ -11,19 +11,21 @@ from __future__ import annotations
 import os
 from typing import Any, Union
 
+from compiler.diagnostics import Diagnostic, RunError
 from compiler.lang import spec as s
 from compiler.lang.checked import CheckedSpec, derived, spec_of
 
 AnySpec = Union[s.Spec, CheckedSpec]
-from compiler.diagnostics import Diagnostic, RunError
 
 
 def with_stateful(original: AnySpec, stateful: bool) -> AnySpec:
     """The spec with every recurrent layer's `stateful` set (same layers, same weights)."""
     spec = spec_of(original)
     layers = [layer.with_stateful(stateful) for layer in spec.model.layers]
-    return derived(original, spec.model_copy(
-        update={"model": spec.model.model_copy(update={"layers": layers})}))
+    return derived(
+        original,
+        spec.model_copy(update={"model": spec.model.model_copy(update={"layers": layers})}),
+    )
 
 
 def reshaped_spec(
@@ -36,14 +38,17 @@ def reshaped_spec(
     training = {"privacy": None, "sequence_length": None, "distribution": None}
     if batch_size is not None:
         training["batch_size"] = batch_size
-    return derived(original, spec.model_copy(
-        update={
-            "input": spec.input.model_copy(
-                update={"batch_size": batch_size, "sequence_length": sequence_length}
-            ),
-            "training": spec.training.model_copy(update=training),
-        }
-    ))
+    return derived(
+        original,
+        spec.model_copy(
+            update={
+                "input": spec.input.model_copy(
+                    update={"batch_size": batch_size, "sequence_length": sequence_length}
+                ),
+                "training": spec.training.model_copy(update=training),
+            }
+        ),
+    )
 
 
 def _unreadable(where: str, e: Exception) -> RunError:
