@@ -32,6 +32,7 @@ SLOW_FILES = [
     "test_faults.py",
     "test_audit.py",
     "test_fast_dp.py",
+    "test_registry.py",
     "test_evaluate.py",
     "test_transformer.py",
     "test_sampling.py",

@@ -6,8 +6,9 @@ layer it builds, and its fast-DP forward pass (see `compiler.layers.base`). The 
 handle layers (checks, build, diff, export, the DP step) look a type up in `LAYER_TYPES`.
 
 To add a layer type: write its module here (a `LayerBase` subclass with `type:
-Literal["..."]`), list its class in `LAYER_TYPES` below, add golden valid and invalid
-cases under tests/cases, and regenerate the schema (`keraspec schema -o schema/`).
+Literal["..."]` and an `example`), list its class in `LAYER_TYPES` below (tests/test_registry.py
+then checks it), add golden cases for its diagnostics under tests/cases, and regenerate the
+schema (`keraspec schema -o schema/`).
 """
 
 from __future__ import annotations

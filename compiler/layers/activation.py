@@ -11,6 +11,11 @@ class ActivationLayer(LayerBase):
     """tf_keras.layers.Activation."""
 
     keras_class = "Activation"
+    example = (
+        {"type": "embedding", "name": "emb", "output_dim": 6},
+        {"type": "activation", "activation": "gelu"},
+        {"type": "dense", "name": "logits", "units": 12},
+    )
 
     type: Literal["activation"]
     """The layer type: activation."""

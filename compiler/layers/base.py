@@ -118,6 +118,9 @@ class LayerBase(StrictModel):
     uses_position: ClassVar[bool] = False
     # The tf_keras.layers class the layer builds; spec fields are named after its arguments.
     keras_class: ClassVar[str]
+    # The layers of a tiny model that uses the type (vocabulary 12, one embedding named
+    # `emb`, logits last): tests/test_registry.py checks every registered type on it.
+    example: ClassVar[tuple[dict[str, Any], ...]]
 
     name: Optional[Identifier] = Field(
         None,

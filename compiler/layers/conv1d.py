@@ -28,6 +28,11 @@ class Conv1DLayer(LayerBase):
     """tf_keras.layers.Conv1D along the time axis, stride 1 (one output per position)."""
 
     keras_class = "Conv1D"
+    example = (
+        {"type": "embedding", "name": "emb", "output_dim": 6},
+        {"type": "conv1d", "filters": 5, "kernel_size": 3},
+        {"type": "dense", "name": "logits", "units": 12},
+    )
 
     type: Literal["conv1d"]
     """The layer type: conv1d."""

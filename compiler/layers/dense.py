@@ -21,6 +21,11 @@ class DenseLayer(LayerBase):
     """tf_keras.layers.Dense, applied to the last axis."""
 
     keras_class = "Dense"
+    example = (
+        {"type": "embedding", "name": "emb", "output_dim": 6},
+        {"type": "dense", "units": 5, "activation": "tanh"},
+        {"type": "dense", "name": "logits", "units": 12},
+    )
 
     type: Literal["dense"]
     """The layer type: dense."""

@@ -13,6 +13,11 @@ class DropoutLayer(LayerBase):
     """tf_keras.layers.Dropout."""
 
     keras_class = "Dropout"
+    example = (
+        {"type": "embedding", "name": "emb", "output_dim": 6},
+        {"type": "dropout", "rate": 0.3},
+        {"type": "dense", "name": "logits", "units": 12},
+    )
 
     type: Literal["dropout"]
     """The layer type: dropout."""

@@ -16,6 +16,10 @@ class EmbeddingLayer(LayerBase):
 
     reads_tokens = True
     keras_class = "Embedding"
+    example = (
+        {"type": "embedding", "name": "emb", "output_dim": 6},
+        {"type": "dense", "name": "logits", "units": 12},
+    )
 
     type: Literal["embedding"]
     """The layer type: embedding."""

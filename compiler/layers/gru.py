@@ -16,6 +16,11 @@ class GRULayer(RecurrentLayer):
     """tf_keras.layers.GRU."""
 
     keras_class = "GRU"
+    example = (
+        {"type": "embedding", "name": "emb", "output_dim": 6},
+        {"type": "gru", "units": 5, "return_sequences": True},
+        {"type": "dense", "name": "logits", "units": 12},
+    )
     gates = 3  # update, reset, candidate
     state_suffixes = ("h",)
 

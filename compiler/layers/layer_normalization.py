@@ -13,6 +13,11 @@ class LayerNormalizationLayer(LayerBase):
     """tf_keras.layers.LayerNormalization over the last axis."""
 
     keras_class = "LayerNormalization"
+    example = (
+        {"type": "embedding", "name": "emb", "output_dim": 6},
+        {"type": "layer_normalization"},
+        {"type": "dense", "name": "logits", "units": 12},
+    )
 
     type: Literal["layer_normalization"]
     """The layer type: layer_normalization."""

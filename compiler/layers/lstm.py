@@ -13,6 +13,11 @@ class LSTMLayer(RecurrentLayer):
     """tf_keras.layers.LSTM."""
 
     keras_class = "LSTM"
+    example = (
+        {"type": "embedding", "name": "emb", "output_dim": 6},
+        {"type": "lstm", "units": 5, "return_sequences": True},
+        {"type": "dense", "name": "logits", "units": 12},
+    )
     gates = 4  # input, forget, candidate, output
     state_suffixes = ("h", "c")
 

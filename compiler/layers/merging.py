@@ -50,6 +50,12 @@ class AddLayer(_Merge):
     """tf_keras.layers.Add: element-wise sum of inputs of one shape."""
 
     keras_class = "Add"
+    example = (
+        {"type": "embedding", "name": "emb", "output_dim": 6},
+        {"type": "dense", "name": "side", "units": 6},
+        {"type": "add", "inputs": ["emb", "side"]},
+        {"type": "dense", "name": "logits", "units": 12},
+    )
 
     type: Literal["add"]
     """The layer type: add."""
@@ -65,6 +71,12 @@ class ConcatenateLayer(_Merge):
     """tf_keras.layers.Concatenate along `axis`."""
 
     keras_class = "Concatenate"
+    example = (
+        {"type": "embedding", "name": "emb", "output_dim": 6},
+        {"type": "dense", "name": "side", "units": 3},
+        {"type": "concatenate", "inputs": ["emb", "side"]},
+        {"type": "dense", "name": "logits", "units": 12},
+    )
 
     type: Literal["concatenate"]
     """The layer type: concatenate."""

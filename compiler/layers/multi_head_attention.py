@@ -41,6 +41,11 @@ class MultiHeadAttentionLayer(LayerBase):
     """Self-attention (tf_keras.layers.MultiHeadAttention with query = value = the input)."""
 
     keras_class = "SelfAttention"
+    example = (
+        {"type": "embedding", "name": "emb", "output_dim": 6},
+        {"type": "multi_head_attention", "num_heads": 2},
+        {"type": "dense", "name": "logits", "units": 12},
+    )
     uses_position = True
 
     type: Literal["multi_head_attention"]

@@ -23,6 +23,11 @@ class PositionEmbeddingLayer(LayerBase):
     """A learned embedding of each position, added to the input features."""
 
     keras_class = "PositionEmbedding"
+    example = (
+        {"type": "embedding", "name": "emb", "output_dim": 6},
+        {"type": "position_embedding", "sequence_length": 8},
+        {"type": "dense", "name": "logits", "units": 12},
+    )
     uses_position = True
 
     type: Literal["position_embedding"]
