@@ -187,7 +187,9 @@ def _describe(
 def model_fields(model: Any) -> list[tuple[str, str, Any, str]]:
     """A pydantic model's fields as (name, full type, default, description), from its JSON
     Schema: what `keraspec templates` shows of a template's params."""
-    schema = model.model_json_schema()
+    from compiler.lang.schema import DocumentedSchema
+
+    schema = model.model_json_schema(schema_generator=DocumentedSchema)
     defs = schema.get("$defs", {})
     return [
         (name, _type_text(prop, defs), prop.get("default"), prop.get("description", ""))

@@ -634,12 +634,14 @@ def _patch_fields(models: list[type[BaseModel]]) -> dict[str, Any]:
 
 
 def _patch_model(model: type[BaseModel]) -> type[BaseModel]:
-    return create_model(  # type: ignore[call-overload]
+    patch = create_model(  # type: ignore[call-overload]
         f"{model.__name__}Patch",
         __base__=StrictModel,
         __doc__=f"Any subset of {model.__name__}, merged over the template's.",
         **_patch_fields([model]),
     )
+    patch.__patched__ = (model,)  # its fields' docstrings are the model's
+    return patch
 
 
 def _patch_union(members: list[type[BaseModel]]) -> type[BaseModel]:
@@ -653,12 +655,14 @@ def _patch_union(members: list[type[BaseModel]]) -> type[BaseModel]:
             "whole block.",
         ),
     )
-    return create_model(  # type: ignore[call-overload]
+    patch = create_model(  # type: ignore[call-overload]
         "".join(m.__name__ for m in members) + "Patch",
         __base__=StrictModel,
         __doc__="Fields of the chosen type, merged over the template's (a new type replaces).",
         **fields,
     )
+    patch.__patched__ = tuple(members)
+    return patch
 
 
 def distribution_summary(spec: "Spec") -> Optional[dict[str, Any]]:

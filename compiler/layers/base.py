@@ -73,14 +73,17 @@ Activation = Literal[
 
 
 class StrictModel(BaseModel):
-    """Base of every spec model: unknown keys are errors, no silent type coercion."""
+    """Base of every spec model: unknown keys are errors, no silent type coercion.
+
+    Field descriptions are attribute docstrings, read when the JSON Schema is generated
+    (`compiler.lang.schema`), not here.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
         frozen=True,
         populate_by_name=True,
-        use_attribute_docstrings=True,
     )
 
 
