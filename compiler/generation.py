@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
-from compiler.data.columns import Failure, Validators, load_validators
+from compiler.data.columns import Failure, Validators
 from compiler.data.dataset import start_tokens, unit_of
-from compiler.data.tokenizer import EOR_ID, PAD_ID, Tokenizer, encode_prompt, load_tokenizer
+from compiler.data.tokenizer import EOR_ID, PAD_ID, Tokenizer, encode_prompt
 from compiler.diagnostics import Diagnostic, RunError
 from compiler.layers.states import context_length
-from compiler.training.rundir import BEST, SPEC_FILE, RunDir
+from compiler.training.rundir import BEST, RunDir
 from compiler.training.trained import TrainedRun, open_trained
 from compiler.training.weights import copy_weights, load_weights, reshaped_spec
+
+if TYPE_CHECKING:
+    from compiler.export.opened import OpenedExport
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +171,7 @@ def generate(
         ValueError: count < 1, max_new_tokens < 1, max_invalid < 0, or a temperature that is
             negative or not finite.
     """
-    from compiler.export.savedmodel import resolve_export
+    from compiler.export.opened import open_export
 
     if (
         count < 1
@@ -182,8 +185,8 @@ def generate(
         )
     if seed is None:
         seed = int(np.random.default_rng().integers(2**31))
-    version_dir = resolve_export(path)
-    if version_dir is None and not RunDir(os.fspath(path)).exists():
+    opened = open_export(path)
+    if opened is None and not RunDir(os.fspath(path)).exists():
         raise RunError(
             [
                 Diagnostic(
@@ -198,7 +201,7 @@ def generate(
             ]
         )
     # The most rows one batch holds: the export's max_batch, or RUN_BATCH_CAP from a run.
-    export = None if version_dir is None else _ExportSampler(version_dir)
+    export = None if opened is None else _ExportSampler(opened)
     cap = RUN_BATCH_CAP if export is None else export.spec.export.limits.max_batch
     rows = min(count, cap) if not valid_only else min(max(count, VALID_ONLY_BATCH), cap)
     if export is not None:
@@ -211,9 +214,7 @@ def generate(
     ids = encode_prompt(sampler.tokenizer, prompt)
     # The export's request limits bound a run directory's sampling too (the same spec), but
     # for its rows: a local loop runs up to RUN_BATCH_CAP at once.
-    _check_limits(
-        sampler.spec, sampler.source, rows if version_dir else None, len(ids), max_new_tokens
-    )
+    _check_limits(sampler.spec, sampler.source, rows if opened else None, len(ids), max_new_tokens)
     if valid_only and sampler.validators is None:
         raise RunError(
             [
@@ -395,19 +396,15 @@ class _ExportSampler(_Sampler):
     """A local client of an export's in-graph `generate` signature, `rows` per request (set
     by the caller once the export's max_batch is known)."""
 
-    def __init__(self, version_dir: str):
-        from compiler.export.savedmodel import METADATA_DIR, read_metadata, verify_export
-        from compiler.lang.parse import load_spec
+    def __init__(self, opened: "OpenedExport"):
         from compiler.tf import tensorflow
 
-        verify_export(version_dir)  # a truncated or edited file: an error naming it
+        version_dir = opened.version_dir
+        self.source, self.step, self.rows = version_dir, opened.step, 1
+        self.spec = opened.spec()
+        self.tokenizer = opened.tokenizer()
+        self.validators = opened.validators()
         self.tf = tensorflow()
-        metadata = read_metadata(version_dir)
-        meta_dir = os.path.join(version_dir, METADATA_DIR)
-        self.source, self.step, self.rows = version_dir, metadata.get("step"), 1
-        self.tokenizer = load_tokenizer(os.path.join(version_dir, "assets"))
-        self.spec = load_spec(os.path.join(meta_dir, SPEC_FILE))
-        self.validators = load_validators(meta_dir, metadata.get("record_shape"))
         loaded = self.tf.saved_model.load(version_dir)
         if "generate" not in loaded.signatures:
             raise RunError(

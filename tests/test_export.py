@@ -593,3 +593,21 @@ def test_an_export_carries_the_run_validators_and_generates_valid_only(trained):
     # Evaluating the export finds its run's held-out records through the export's metadata.
     evaluated = evaluate(report.path, root / "corpus.txt", count=100)
     assert evaluated.baseline is not None and evaluated.step == report.step
+
+
+def test_a_savedmodel_not_written_by_keraspec_is_inspected_but_not_sampled(tmp_path):
+    module = tf.Module()
+    module.double = tf.function(
+        lambda x: {"y": x * 2.0}, input_signature=[tf.TensorSpec([None], tf.float32, name="x")]
+    )
+    plain = tmp_path / "base" / "plain"
+    tf.saved_model.save(module, str(plain / "1"), signatures={"serving_default": module.double})
+    shown = CliRunner().invoke(app, ["inspect", str(plain), "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    info = json.loads(shown.output)
+    assert (info["name"], info["version"], info["spec"], info["step"]) == ("plain", 1, None, None)
+    assert info["signatures"]["serving_default"]["inputs"] == {"x": ["float32", [None]]}
+    with pytest.raises(compiler.RunError) as e:
+        compiler.generate(plain, count=1)
+    assert [d.code for d in e.value.diagnostics] == ["not_a_keraspec_export"]
+    assert e.value.diagnostics[0].file == str(plain / "1")

@@ -29,11 +29,10 @@ from compiler.data.columns import (
     Validators,
     declared_header,
     learn_validators,
-    load_validators,
     split_record,
 )
 from compiler.data.corpus import read_corpus
-from compiler.diagnostics import DataError, Diagnostic, RunError
+from compiler.diagnostics import DataError, Diagnostic
 
 DEFAULT_COUNT = 1000
 # The "delimiter" of records that are not delimited: each is one text field.
@@ -178,45 +177,21 @@ class _Source:
 
 
 def _open_source(path: str) -> _Source:
-    from compiler.export.savedmodel import (
-        METADATA_DIR,
-        read_metadata,
-        resolve_export,
-        verify_export,
-    )
-    from compiler.lang.parse import load_spec
+    from compiler.export.opened import open_export
     from compiler.training.rundir import SPEC_FILE
     from compiler.training.trained import open_trained
 
-    version_dir = resolve_export(path)
-    if version_dir is not None:
-        verify_export(version_dir)
-        meta_dir = os.path.join(version_dir, METADATA_DIR)
-        spec_path = os.path.join(meta_dir, SPEC_FILE)
-        if not os.path.isfile(spec_path):
-            raise RunError(
-                [
-                    Diagnostic(
-                        "error",
-                        "not_a_keraspec_export",
-                        "expected an export written by keraspec export (with "
-                        f"{os.path.join(METADATA_DIR, SPEC_FILE)}), received a SavedModel "
-                        "without it",
-                        "",
-                        version_dir,
-                    )
-                ]
-            )
-        metadata = read_metadata(version_dir)
-        run = metadata.get("run") or {}
-        spec = load_spec(spec_path)
+    opened = open_export(path)
+    if opened is not None:
+        spec = opened.spec()  # a located error for a SavedModel not written by keraspec
+        run = opened.run
         return _Source(
             spec.name,
-            version_dir,
-            metadata.get("step"),
+            opened.version_dir,
+            opened.step,
             spec,
-            _read(spec_path),
-            load_validators(meta_dir, metadata.get("record_shape")),
+            opened.spec_text,
+            opened.validators(),
             run.get("data_sha256"),
             run.get("seed"),
             run.get("privacy"),

@@ -537,12 +537,13 @@ def inspect_export(path: Union[str, os.PathLike[str]]) -> Optional[dict[str, Any
     Raises:
         ExportError: a file of the export is missing or not what was exported.
     """
+    from compiler.export.opened import open_export
     from compiler.tf import tensorflow
 
-    version_dir = resolve_export(path)
-    if version_dir is None:
+    opened = open_export(path)
+    if opened is None:
         return None
-    verify_export(version_dir)
+    version_dir = opened.version_dir
     tf = tensorflow()
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -569,17 +570,14 @@ def inspect_export(path: Union[str, os.PathLike[str]]) -> Optional[dict[str, Any
         for name, sig in sorted(meta.signature_def.items())
         if not name.startswith("__")
     }
-    metadata = read_metadata(version_dir)
-    spec_path = os.path.join(version_dir, METADATA_DIR, "spec.resolved.yaml")
-    spec_text = open(spec_path, encoding="utf-8").read() if os.path.isfile(spec_path) else None
     return {
-        "name": os.path.basename(os.path.dirname(os.path.abspath(version_dir))),
-        "version": int(os.path.basename(version_dir)),
+        "name": opened.name,
+        "version": opened.version,
         "path": version_dir,
         "size_bytes": _directory_size(version_dir),
-        "step": metadata.get("step"),
-        "tokenizer": metadata.get("tokenizer"),
-        "record_shape": metadata.get("record_shape"),
+        "step": opened.step,
+        "tokenizer": opened.metadata.get("tokenizer"),
+        "record_shape": opened.metadata.get("record_shape"),
         "signatures": signatures,
-        "spec": spec_text,
+        "spec": opened.spec_text,
     }
