@@ -65,8 +65,9 @@ def test_keraspec_trains_exports_and_generates_inside_a_keras3_program(
     if order == "keras3-first":
         assert seen["before_tf_keras_is_keras"] is True
         assert seen["before_users_loss"][-1] < seen["before_users_loss"][0]
-    # keras.layers.TFSMLayer serves keraspec's export as tf.saved_model.load does.
-    assert seen["tfsm_layer_matches"] is True
+    if order == "keras3-first":
+        # keras.layers.TFSMLayer serves keraspec's export as tf.saved_model.load does.
+        assert seen["tfsm_layer_matches"] is True
     assert seen["legacy_variable"] is None and seen["legacy_variable_after"] is None
 
 
