@@ -547,7 +547,7 @@ def inspect(
             _print_run(run, spec)
         return
     _require("inspect")
-    from compiler.export.savedmodel import inspect_export
+    from compiler.export.opened import inspect_export
 
     try:
         info = inspect_export(path)

@@ -1,7 +1,8 @@
 """Exporting: a trained run to a SavedModel that TF Serving loads and serves correctly.
 
-- `savedmodel`: `export_saved_model`, verification, digests, `inspect_export`;
-- `opened`: `open_export`, one reader of an export for generation, evaluate and inspect;
+- `savedmodel`: `export_saved_model`, verification, digests;
+- `opened`: `open_export`, the one reader of an export (generation, evaluate), and
+  `inspect_export`;
 - `signatures`: the serving signatures (serving_default, step, generate, generate_text)
   and their warmup requests;
 - `serving`: the base directory's models.config, under a lock;

@@ -15,7 +15,13 @@ from typing import Any, Optional, Union
 from compiler.data.columns import Validators, load_validators
 from compiler.data.tokenizer import Tokenizer, load_tokenizer
 from compiler.diagnostics import Diagnostic, RunError
-from compiler.export.savedmodel import METADATA_DIR, read_metadata, resolve_export, verify_export
+from compiler.export.savedmodel import (
+    METADATA_DIR,
+    directory_size,
+    read_metadata,
+    resolve_export,
+    verify_export,
+)
 from compiler.lang.checked import CheckedSpec
 from compiler.lang.parse import load_spec
 from compiler.training.rundir import SPEC_FILE
@@ -106,3 +112,57 @@ def open_export(path: Union[str, os.PathLike[str]]) -> Optional[OpenedExport]:
         with open(spec_path, encoding="utf-8") as f:
             spec_text = f.read()
     return OpenedExport(version_dir, read_metadata(version_dir), spec_text)
+
+
+def inspect_export(path: Union[str, os.PathLike[str]]) -> Optional[dict[str, Any]]:
+    """An export's name, version, size, signatures (from its SignatureDefs) and spec.
+
+    Returns:
+        None when `path` is not an export.
+
+    Raises:
+        ExportError: a file of the export is missing or not what was exported.
+    """
+    from compiler.tf import tensorflow
+
+    opened = open_export(path)
+    if opened is None:
+        return None
+    version_dir = opened.version_dir
+    tf = tensorflow()
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(version_dir, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+
+    def describe(tensors: Any) -> dict[str, list[Any]]:
+        return {
+            key: [
+                tf.dtypes.as_dtype(info.dtype).name,
+                (
+                    None
+                    if info.tensor_shape.unknown_rank
+                    else [None if d.size < 0 else d.size for d in info.tensor_shape.dim]
+                ),
+            ]
+            for key, info in sorted(tensors.items())
+        }
+
+    signatures = {
+        name: {"inputs": describe(sig.inputs), "outputs": describe(sig.outputs)}
+        for meta in saved.meta_graphs
+        for name, sig in sorted(meta.signature_def.items())
+        if not name.startswith("__")
+    }
+    return {
+        "name": opened.name,
+        "version": opened.version,
+        "path": version_dir,
+        "size_bytes": directory_size(version_dir),
+        "step": opened.step,
+        "tokenizer": opened.metadata.get("tokenizer"),
+        "record_shape": opened.metadata.get("record_shape"),
+        "signatures": signatures,
+        "spec": opened.spec_text,
+    }

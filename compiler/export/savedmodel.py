@@ -158,7 +158,7 @@ def _next_version(model_dir: str, first: int) -> int:
     return max([first - 1, *taken]) + 1
 
 
-def _directory_size(path: str) -> int:
+def directory_size(path: str) -> int:
     return sum(
         os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files
     )
@@ -339,7 +339,7 @@ def export_saved_model(
         version=version,
         path=final,
         signatures=info,
-        size_bytes=_directory_size(final),
+        size_bytes=directory_size(final),
         max_logit_difference=difference,
         step=step,
         models_config=config,
@@ -526,58 +526,3 @@ def verify_export(version_dir: str) -> None:
         "different content (truncated or edited); export the run again",
         full,
     )
-
-
-def inspect_export(path: Union[str, os.PathLike[str]]) -> Optional[dict[str, Any]]:
-    """An export's name, version, size, signatures (from its SignatureDefs) and spec.
-
-    Returns:
-        None when `path` is not an export.
-
-    Raises:
-        ExportError: a file of the export is missing or not what was exported.
-    """
-    from compiler.export.opened import open_export
-    from compiler.tf import tensorflow
-
-    opened = open_export(path)
-    if opened is None:
-        return None
-    version_dir = opened.version_dir
-    tf = tensorflow()
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    saved = saved_model_pb2.SavedModel()
-    with open(os.path.join(version_dir, "saved_model.pb"), "rb") as f:
-        saved.ParseFromString(f.read())
-
-    def describe(tensors: Any) -> dict[str, list[Any]]:
-        return {
-            key: [
-                tf.dtypes.as_dtype(info.dtype).name,
-                (
-                    None
-                    if info.tensor_shape.unknown_rank
-                    else [None if d.size < 0 else d.size for d in info.tensor_shape.dim]
-                ),
-            ]
-            for key, info in sorted(tensors.items())
-        }
-
-    signatures = {
-        name: {"inputs": describe(sig.inputs), "outputs": describe(sig.outputs)}
-        for meta in saved.meta_graphs
-        for name, sig in sorted(meta.signature_def.items())
-        if not name.startswith("__")
-    }
-    return {
-        "name": opened.name,
-        "version": opened.version,
-        "path": version_dir,
-        "size_bytes": _directory_size(version_dir),
-        "step": opened.step,
-        "tokenizer": opened.metadata.get("tokenizer"),
-        "record_shape": opened.metadata.get("record_shape"),
-        "signatures": signatures,
-        "spec": opened.spec_text,
-    }
