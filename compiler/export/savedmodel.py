@@ -164,6 +164,91 @@ def directory_size(path: str) -> int:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class _Trained:
+    """What an export is made of, whichever way it came: a run's checkpoint, or a spec with
+    weights trained elsewhere.
+
+    Attributes:
+        spec: The checked spec.
+        tokenizer: Its tokenizer, and the directory holding its files (None without one).
+        record_shape: The records' delimiter and field count, for generation's checks.
+        validators: The run's column rules (the field count only, or None, without them).
+        provenance: What the export keeps of its run (None for weights from elsewhere).
+        weights: A checkpoint prefix or weights file, for `weights`; None: the run's.
+        run: The run directory (None for weights from elsewhere).
+    """
+
+    spec: CheckedSpec
+    tokenizer: Optional[Tokenizer]
+    tokenizer_dir: Optional[str]
+    record_shape: Optional[dict[str, Any]]
+    validators: Any
+    provenance: Optional[dict[str, Any]]
+    weights: Optional[str] = None
+    run: Any = None
+
+    def load_into(self, model: Any, checkpoint: str) -> Optional[int]:
+        """Load the weights into `model`; returns the checkpoint's step (None for weights
+        trained elsewhere)."""
+        from compiler.training.weights import load_weights
+
+        if self.run is None:
+            load_weights(model, self.weights)
+            return None
+        with self.run.reading(checkpoint) as held:  # a training run's cleanup leaves it
+            load_weights(model, held["prefix"])
+            return int(held["step"])
+
+
+def _resolve(
+    source: Union[str, os.PathLike[str], s.Spec, CheckedSpec],
+    weights: Optional[str],
+    tokenizer_dir: Optional[str],
+    record_shape: Optional[dict[str, Any]],
+    checkpoint: str,
+) -> _Trained:
+    """The run directory, or the spec and weights trained elsewhere, as one `_Trained`."""
+    from compiler.data.columns import Validators
+    from compiler.data.tokenizer import load_tokenizer
+    from compiler.lang.parse import load_spec
+    from compiler.training.trained import open_trained
+
+    if weights is None:
+        trained = open_trained(os.fspath(source), checkpoint)  # type: ignore[arg-type]
+        return _Trained(
+            trained.spec,
+            trained.tokenizer,
+            trained.run.path,
+            trained.identity.get("record_shape"),
+            trained.validators,
+            trained.provenance(),
+            run=trained.run,
+        )
+    spec = checked(source) if isinstance(source, (s.Spec, CheckedSpec)) else load_spec(source)
+    return _Trained(
+        spec,
+        load_tokenizer(tokenizer_dir) if tokenizer_dir else None,
+        tokenizer_dir,
+        record_shape,
+        Validators.from_shape(record_shape) if record_shape else None,
+        None,
+        weights=weights,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Served:
+    """The serving side of an export: the tf.Module and its signatures' functions, the
+    trained Keras model they are verified against, and the states they carry."""
+
+    module: Any
+    functions: dict[str, Any]
+    trained: Any
+    signatures: list[str]
+    states: list[Any]
+
+
 def export_saved_model(
     source: Union[str, os.PathLike[str], s.Spec, CheckedSpec],
     base: Union[str, os.PathLike[str]],
@@ -202,28 +287,11 @@ def export_saved_model(
             not writable, or the exported model does not reproduce the Keras model's logits.
     """
     from compiler.build import build_state_model, compile_spec
-    from compiler.data.columns import Validators
-    from compiler.data.tokenizer import load_tokenizer
-    from compiler.lang.parse import load_spec
     from compiler.tf import tensorflow
-    from compiler.training.trained import open_trained
-    from compiler.training.weights import copy_weights, load_weights, reshaped_spec
+    from compiler.training.weights import copy_weights, reshaped_spec
 
-    step: Optional[int] = None
-    if weights is None:
-        trained_run = open_trained(os.fspath(source), checkpoint)  # type: ignore[arg-type]
-        run = trained_run.run
-        spec, tokenizer = trained_run.spec, trained_run.tokenizer
-        tokenizer_dir = run.path
-        record_shape = trained_run.identity.get("record_shape")
-        validators = trained_run.validators
-        provenance = trained_run.provenance()
-    else:
-        provenance = None
-        validators = Validators.from_shape(record_shape) if record_shape else None
-        spec = checked(source) if isinstance(source, (s.Spec, CheckedSpec)) else load_spec(source)
-        tokenizer = load_tokenizer(tokenizer_dir) if tokenizer_dir else None
-        weights_path = weights
+    origin = _resolve(source, weights, tokenizer_dir, record_shape, checkpoint)
+    spec, tokenizer = origin.spec, origin.tokenizer
     where = os.fspath(base)
     name = name or spec.name
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name):
@@ -264,18 +332,14 @@ def export_saved_model(
     tf = tensorflow()
     serving_spec = reshaped_spec(spec, batch_size=None, stateful=False)
     trained = compile_spec(serving_spec).model
-    if weights is None:
-        with run.reading(checkpoint) as held:  # a training run's cleanup leaves it in place
-            load_weights(trained, held["prefix"])
-            weights_path, step = held["prefix"], int(held["step"])
-    else:
-        load_weights(trained, weights_path)
+    step = origin.load_into(trained, checkpoint)
     model, states = build_state_model(serving_spec)
     copy_weights(trained, model)
     files = []
     if tokenizer is not None:
-        files = [os.path.join(tokenizer_dir, n) for n in tokenizer.files()]
+        files = [os.path.join(origin.tokenizer_dir, n) for n in tokenizer.files()]
     module, functions = _serving_module(tf, model, states, spec, tokenizer, signatures, files)
+    served = _Served(module, functions, trained, signatures, states)
 
     try:
         os.makedirs(model_dir, exist_ok=True)
@@ -293,24 +357,7 @@ def export_saved_model(
             "nothing was published; make " "room and export again",
             ExportError,
         ):
-            difference, info = _write_version(
-                tf,
-                tmp,
-                module,
-                functions,
-                trained,
-                spec,
-                tokenizer,
-                signatures,
-                states,
-                name,
-                version,
-                step,
-                record_shape,
-                provenance,
-                validators,
-                where,
-            )
+            difference, info = _write_version(tf, tmp, served, origin, name, version, step, where)
         if os.path.exists(final):  # another export took this version meanwhile
             raise _error(
                 "version_exists",
@@ -417,33 +464,26 @@ def _verify_greedy(
 
 
 def _write_version(
-    tf,
-    tmp,
-    module,
-    functions,
-    trained,
-    spec,
-    tokenizer,
-    signatures,
-    states,
-    name,
-    version,
-    step,
-    record_shape,
-    provenance,
-    validators,
-    where,
-):
+    tf: Any,
+    tmp: str,
+    served: _Served,
+    origin: _Trained,
+    name: str,
+    version: int,
+    step: Optional[int],
+    where: str,
+) -> tuple[float, dict[str, Any]]:
     """Write a version's SavedModel, warm-up requests and metadata into `tmp`, verify it,
     and record every file's digest; returns the verification (difference, signatures)."""
     from compiler.data.columns import VALIDATORS_FILE, validators_json
 
-    concrete = {n: fn.get_concrete_function() for n, fn in functions.items()}
-    tf.saved_model.save(module, tmp, signatures=concrete)
-    requests = {n: _warmup_inputs(tf, n, states, spec, tokenizer) for n in signatures}
+    spec, tokenizer, states = origin.spec, origin.tokenizer, served.states
+    concrete = {n: fn.get_concrete_function() for n, fn in served.functions.items()}
+    tf.saved_model.save(served.module, tmp, signatures=concrete)
+    requests = {n: _warmup_inputs(tf, n, states, spec, tokenizer) for n in served.signatures}
     _write_warmup(tf, os.path.join(tmp, WARMUP_FILE), name, requests)
     difference, info = _verify(
-        tf, tmp, trained, spec, requests, where, allowed_ids(spec, tokenizer)
+        tf, tmp, served.trained, spec, requests, where, allowed_ids(spec, tokenizer)
     )
     metadata = {
         "name": name,
@@ -456,8 +496,8 @@ def _write_version(
         "pad_id": PAD_ID,
         "states": [dataclasses.asdict(st) for st in states],
         "max_logit_difference": difference,
-        "record_shape": record_shape,
-        "run": provenance,
+        "record_shape": origin.record_shape,
+        "run": origin.provenance,
     }
     meta_dir = os.path.join(tmp, METADATA_DIR)
     os.makedirs(meta_dir, exist_ok=True)
@@ -465,9 +505,9 @@ def _write_version(
         f.write(dump_yaml(to_data(spec)))
     with open(os.path.join(meta_dir, METADATA_FILE), "w", encoding="utf-8") as f:
         f.write(json.dumps(metadata, indent=2) + "\n")
-    if validators is not None:
+    if origin.validators is not None:
         with open(os.path.join(meta_dir, VALIDATORS_FILE), "wb") as f:
-            f.write(validators_json(validators))
+            f.write(validators_json(origin.validators))
     with open(os.path.join(meta_dir, DIGESTS_FILE), "w", encoding="utf-8") as f:
         f.write(json.dumps(tree_digests(tmp), indent=1) + "\n")
     fsync_tree(tmp)
