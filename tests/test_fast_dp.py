@@ -5,6 +5,7 @@ Small models (vocab 12, widths 5-7, batch 4, 6 steps) so every case runs in a se
 
 import numpy as np
 import pytest
+from per_example import global_norm, per_example_gradients
 
 import compiler
 from compiler.build import compile_spec
@@ -125,26 +126,6 @@ def _batch(spec, seed=0, sequences=True):
     return x, y, (w if sequences else np.ones(BATCH, np.float32))
 
 
-def _brute_force(model, x, y, w):
-    """Each example's gradient, one example at a time, as tensorflow-privacy defines its loss."""
-    sce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
-    out = []
-    for b in range(len(x)):
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(sce(y[b : b + 1], model(x[b : b + 1], training=False)) * w[b])
-        out.append(
-            [
-                tf.convert_to_tensor(g).numpy()
-                for g in tape.gradient(loss, model.trainable_variables)
-            ]
-        )
-    return out
-
-
-def _norm(grads):
-    return float(np.sqrt(sum(np.sum(g * g) for g in grads)))
-
-
 CASES = list(MODELS) + ["residual", "transformer"]
 
 
@@ -185,8 +166,8 @@ def test_per_example_norms_and_clipped_sum_equal_brute_force(case):
         l2_norm_clip=CLIP,
         training=False,
     )
-    each = _brute_force(model, x, y, w)
-    expected_norms = [_norm(g) for g in each]
+    each = per_example_gradients(model, x, y, w)
+    expected_norms = [global_norm(g) for g in each]
     np.testing.assert_allclose(norms.numpy(), expected_norms, rtol=2e-5)
     assert min(expected_norms) > CLIP  # so clipping really happens
     expected = [

@@ -209,8 +209,7 @@ class Settings:
 
 
 def _settings(ctx: typer.Context) -> Settings:
-    obj = ctx.find_root().obj
-    return obj if isinstance(obj, Settings) else Settings()
+    return ctx.ensure_object(Settings)  # the one `_options` filled
 
 
 def _spec_limits(ctx: typer.Context) -> dict[str, int]:

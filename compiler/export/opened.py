@@ -82,7 +82,8 @@ class OpenedExport:
                     )
                 ]
             )
-        return load_spec(os.path.join(self.metadata_dir, SPEC_FILE))
+        # The text read when the export was opened (a spec file's text always has lines).
+        return load_spec(self.spec_text, name=os.path.join(self.metadata_dir, SPEC_FILE))
 
     def validators(self) -> Optional[Validators]:
         """The column rules of its run (the field count only, or None, without them)."""

@@ -62,10 +62,7 @@ class DocumentedSchema(GenerateJsonSchema):
     def model_schema(self, schema: Any) -> Any:
         json_schema = super().model_schema(schema)
         docs = field_docs(schema["cls"])
-        target = json_schema
-        if "$ref" in json_schema and not json_schema.get("properties"):
-            target = self.definitions.get(json_schema["$ref"].split("/")[-1], json_schema)
-        for name, prop in target.get("properties", {}).items():
+        for name, prop in json_schema.get("properties", {}).items():
             if name in docs and "description" not in prop:
                 prop["description"] = docs[name]
         return json_schema
