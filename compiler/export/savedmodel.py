@@ -35,6 +35,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from compiler.data.automaton import Automaton, compile_automaton
 from compiler.data.dataset import start_tokens, unit_of
 from compiler.data.tokenizer import EOR_ID, PAD_ID, CharTokenizer, Tokenizer
 from compiler.diagnostics import ExportError
@@ -53,6 +54,7 @@ from compiler.export.signatures import (
     _warmup_inputs,
     _write_warmup,
     allowed_ids,
+    example_prompts,
     signature_info,
 )
 from compiler.files import (
@@ -247,6 +249,24 @@ class _Served:
     trained: Any
     signatures: list[str]
     states: list[Any]
+    automaton: Optional[Automaton] = None
+
+
+def _automaton(origin: _Trained, signatures: list[str], where: str) -> Optional[Automaton]:
+    """The automaton `generate` and `generate_text` are constrained by: the run's
+    validators over its vocabulary (None without validators, a tokenizer or generation)."""
+    if (
+        origin.validators is None
+        or origin.tokenizer is None
+        or not {"generate", "generate_text"} & set(signatures)
+    ):
+        return None
+    try:
+        return compile_automaton(origin.validators, origin.tokenizer, origin.spec.input.vocab_size)
+    except ValueError as e:
+        raise _error(
+            "automaton", f"expected validators that some record can pass, received: {e}", where
+        ) from None
 
 
 def export_saved_model(
@@ -338,8 +358,11 @@ def export_saved_model(
     files = []
     if tokenizer is not None:
         files = [os.path.join(origin.tokenizer_dir, n) for n in tokenizer.files()]
-    module, functions = _serving_module(tf, model, states, spec, tokenizer, signatures, files)
-    served = _Served(module, functions, trained, signatures, states)
+    automaton = _automaton(origin, signatures, where)
+    module, functions = _serving_module(
+        tf, model, states, spec, tokenizer, signatures, files, automaton
+    )
+    served = _Served(module, functions, trained, signatures, states, automaton)
 
     try:
         os.makedirs(model_dir, exist_ok=True)
@@ -403,6 +426,8 @@ def _verify(
     requests: dict[str, dict[str, Any]],
     where: str,
     allowed: Optional[list[bool]] = None,
+    automaton: Optional[Automaton] = None,
+    prompts: Optional[list[list[int]]] = None,
 ) -> tuple[float, dict[str, Any]]:
     """Load the SavedModel back, run every signature, compare logits with the Keras model's.
 
@@ -426,15 +451,30 @@ def _verify(
     for signature, inputs in requests.items():
         loaded.signatures[signature](**inputs)
     if "generate" in loaded.signatures:
-        _verify_greedy(tf, loaded, spec, where, allowed or allowed_ids(spec, None))
+        _verify_greedy(
+            tf,
+            loaded,
+            spec,
+            where,
+            allowed or allowed_ids(spec, None),
+            automaton,
+            prompts or example_prompts(automaton, spec.input.vocab_size),
+        )
     return difference, {n: signature_info(loaded.signatures[n]) for n in requests}
 
 
 def _verify_greedy(
-    tf: Any, loaded: Any, spec: s.Spec, where: str, allowed: list[bool], tokens: int = 6
+    tf: Any,
+    loaded: Any,
+    spec: s.Spec,
+    where: str,
+    allowed: list[bool],
+    automaton: Optional[Automaton],
+    prompts: list[list[int]],
+    tokens: int = 6,
 ) -> None:
-    """At temperature 0, `generate` must equal a greedy loop over `serving_default`."""
-    prompts = [[2, 2], [2, 0]]  # rows of different lengths, right-padded with 0
+    """At temperature 0, `generate` must equal a greedy loop over `serving_default` (masked
+    by the automaton, when generation is constrained)."""
     out = loaded.signatures["generate"](
         prompt=tf.constant(prompts, tf.int32),
         max_new_tokens=tf.fill([2], tokens),
@@ -449,7 +489,11 @@ def _verify_greedy(
             logits = loaded.signatures["serving_default"](
                 **{spec.input.name: tf.constant([ids + expected], tf.int32)}
             )["logits"]
-            nxt = int(np.argmax(np.where(mask, logits.numpy()[0, -1], -np.inf)))
+            rule = mask
+            if automaton is not None:
+                state = automaton.walk([i for i in prompt if i != PAD_ID] + expected)
+                rule = mask & automaton.allowed(np.array([state]))[0]
+            nxt = int(np.argmax(np.where(rule, logits.numpy()[0, -1], -np.inf)))
             if nxt == EOR_ID:
                 break
             expected.append(nxt)
@@ -480,10 +524,21 @@ def _write_version(
     spec, tokenizer, states = origin.spec, origin.tokenizer, served.states
     concrete = {n: fn.get_concrete_function() for n, fn in served.functions.items()}
     tf.saved_model.save(served.module, tmp, signatures=concrete)
-    requests = {n: _warmup_inputs(tf, n, states, spec, tokenizer) for n in served.signatures}
+    prompts = example_prompts(served.automaton, spec.input.vocab_size)
+    requests = {
+        n: _warmup_inputs(tf, n, states, spec, tokenizer, prompts) for n in served.signatures
+    }
     _write_warmup(tf, os.path.join(tmp, WARMUP_FILE), name, requests)
     difference, info = _verify(
-        tf, tmp, served.trained, spec, requests, where, allowed_ids(spec, tokenizer)
+        tf,
+        tmp,
+        served.trained,
+        spec,
+        requests,
+        where,
+        allowed_ids(spec, tokenizer),
+        served.automaton,
+        prompts,
     )
     metadata = {
         "name": name,
@@ -498,6 +553,15 @@ def _write_version(
         "max_logit_difference": difference,
         "record_shape": origin.record_shape,
         "run": origin.provenance,
+        "automaton": (
+            None
+            if served.automaton is None
+            else {
+                "states": served.automaton.states,
+                "sha256": served.automaton.digest,
+                "resampled": list(served.automaton.resampled),
+            }
+        ),
     }
     meta_dir = os.path.join(tmp, METADATA_DIR)
     os.makedirs(meta_dir, exist_ok=True)

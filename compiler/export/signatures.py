@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from compiler.data.automaton import Automaton
 from compiler.data.dataset import start_tokens, unit_of
 from compiler.data.tokenizer import EOR_ID, PAD_ID, Tokenizer
 from compiler.lang import spec as s
@@ -60,6 +61,13 @@ def sample_rows(tf: Any, scaled: Any, uniform: Any) -> Any:
     # Strictly below the total, so that some id's cumulative weight exceeds it.
     target = uniform * cumulative[:, -1] * (1.0 - 1e-6)
     return tf.reduce_sum(tf.cast(cumulative <= target[:, None], tf.int32), axis=1)
+
+
+def _advance_automaton(tf: Any, table: Any, at: Any, tokens: Any) -> Any:
+    """Each row's automaton state after one token ([B] states, [B] ids); padding leaves a
+    row where it is, and a row that has left every valid record stays at -1."""
+    nxt = tf.gather_nd(table, tf.stack([tf.maximum(at, 0), tokens], axis=1))
+    return tf.where(tokens == PAD_ID, at, tf.where(at < 0, -1, nxt))
 
 
 def allowed_ids(spec: s.Spec, tokenizer: Optional[Tokenizer]) -> list[bool]:
@@ -129,8 +137,13 @@ def _serving_module(
     tokenizer: Optional[Tokenizer],
     signatures: list[str],
     tokenizer_files: list[str],
+    automaton: Optional[Automaton] = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """A tf.Module holding the model and the signature functions."""
+    """A tf.Module holding the model and the signature functions.
+
+    With an `automaton` (compiled from the run's validators), `generate` and
+    `generate_text` mask, before every sample, the tokens that would break the record's
+    rules, and report per row the probability mass the mask removed."""
     vocab = spec.input.vocab_size
     input_name = spec.input.name
     limits = spec.export.limits
@@ -145,6 +158,8 @@ def _serving_module(
     module.weights = list(model.weights)
     module.assets = [tf.saved_model.Asset(path) for path in tokenizer_files]
     module.allowed = tf.constant(allowed_ids(spec, tokenizer))
+    if automaton is not None:
+        module.automaton = tf.constant(automaton.table)
 
     def within(value: Any, limit: int, what: str, field: str) -> Any:
         """An assertion that `value` (a scalar) is at most `limit`, naming the limit."""
@@ -295,6 +310,18 @@ def _serving_module(
         iteration; each row's tokens are gathered from it at the end.
         """
         batch = tf.shape(prompt)[0]
+        constrained = automaton is not None
+        if constrained:
+            # The automaton's state after each row's prompt. A row whose prompt no valid
+            # record starts with is not constrained (-1): one request's prompt must not fail
+            # the others a server-side batcher merged with it.
+            walked = tf.foldl(
+                lambda at, column: _advance_automaton(tf, module.automaton, at, column),
+                tf.transpose(prompt),
+                initializer=tf.fill([batch], automaton.start),
+            )
+        else:
+            walked = tf.fill([batch], -1)  # no row is constrained
         sequence = tf.concat(
             [tf.tile(tf.constant([record_start], tf.int32), [batch, 1]), prompt], axis=1
         )
@@ -320,15 +347,29 @@ def _serving_module(
         logits, first_states = run(sequence[:, :common], zero_states(batch))
         first = common - 1  # the position the first logits are for
 
-        def body(t, logits, state_values, drawn_ta, generated, done, complete):
+        def body(t, logits, state_values, drawn_ta, generated, done, complete, at, kept):
             # Greedy rows (T = 0) take the argmax; the others sample softmax(logits / T).
+            generating = (t >= lengths - 1) & ~done
             scaled = tf.where(module.allowed, logits / scale, -np.inf)
+            if constrained:
+                # Rows still reading their prompt (or done) are not masked: what they
+                # sample is not used, and their state may allow nothing yet.
+                rule = tf.gather(module.automaton, tf.maximum(at, 0)) >= 0
+                masked = tf.where((generating & (at >= 0))[:, None], rule, True)
+                removed = tf.reduce_sum(
+                    tf.where(masked, 0.0, tf.nn.softmax(scaled, axis=-1)), axis=-1
+                )
+                kept = kept + tf.where(
+                    generating, tf.math.log1p(-tf.minimum(removed, 1.0 - 1e-7)), 0.0
+                )
+                scaled = tf.where(masked, scaled, -np.inf)
             sampled = tf.where(
                 greedy_rows,
                 tf.argmax(scaled, axis=-1, output_type=tf.int32),
                 sample_rows(tf, scaled, row_uniform(tf, keys, t)),
             )
-            generating = (t >= lengths - 1) & ~done
+            if constrained:
+                at = tf.where(generating, _advance_automaton(tf, module.automaton, at, sampled), at)
             writes = generating & (sampled != EOR_ID)
             drawn_ta = drawn_ta.write(t - first, sampled)
             generated = generated + tf.cast(writes, tf.int32)
@@ -346,12 +387,14 @@ def _serving_module(
                 generated,
                 done | ended,
                 complete | finished,
+                at,
+                kept,
             )
 
         # No row can need a later step.
         last = tf.reduce_min(tf.stack([tf.reduce_max(lengths) - 1 + longest, *room]))
 
-        def more(t, logits, state_values, drawn_ta, generated, done, complete):
+        def more(t, logits, state_values, drawn_ta, generated, done, complete, at, kept):
             return (t < last) & ~tf.reduce_all(done)
 
         start = (
@@ -362,6 +405,8 @@ def _serving_module(
             tf.zeros([batch], tf.int32),
             max_new <= 0,
             tf.zeros([batch], tf.bool),
+            walked,
+            tf.zeros([batch], tf.float32),
         )
         shapes = (
             tf.TensorShape([]),
@@ -371,8 +416,10 @@ def _serving_module(
             tf.TensorShape([None]),
             tf.TensorShape([None]),
             tf.TensorShape([None]),
+            tf.TensorShape([None]),
+            tf.TensorShape([None]),
         )
-        _, _, _, drawn_ta, generated, done, complete = tf.while_loop(
+        _, _, _, drawn_ta, generated, done, complete, _, kept = tf.while_loop(
             more, body, start, shape_invariants=shapes, maximum_iterations=None
         )
         # Row b's k-th token was drawn at step lengths[b] - 1 + k: entry lengths[b] - common + k.
@@ -381,7 +428,9 @@ def _serving_module(
         offsets = (lengths - common)[:, None] + tf.range(longest)[None, :]
         out = tf.gather(steps, offsets, batch_dims=1)
         out = tf.where(tf.range(longest)[None, :] < generated[:, None], out, 0)
-        return out, generated, complete  # complete: ended by <eor>, not a budget
+        # complete: ended by <eor>, not a budget; masked: the share of the record's
+        # probability (along the path sampled) that the mask removed.
+        return out, generated, complete, 1.0 - tf.exp(kept), walked >= 0
 
     per_row = [
         tf.TensorSpec([None], tf.int32, name="max_new_tokens"),
@@ -404,8 +453,16 @@ def _serving_module(
             prompt, max_new_tokens, temperature, seed = (
                 tf.identity(x) for x in (prompt, max_new_tokens, temperature, seed)
             )
-        out, lengths, complete = sample_loop(prompt, max_new_tokens, temperature, seed)
-        return {"tokens": out, "lengths": lengths, "complete": complete}
+        out, lengths, complete, masked, held = sample_loop(
+            prompt, max_new_tokens, temperature, seed
+        )
+        return {
+            "tokens": out,
+            "lengths": lengths,
+            "complete": complete,
+            "masked_mass": masked,
+            "constrained": held,
+        }
 
     functions = {"serving_default": serving_default, "step": step, "generate": generate}
 
@@ -446,10 +503,17 @@ def _serving_module(
             )
             with tf.control_dependencies([known]):  # check before any lookup uses the ids
                 dense = tf.identity(ids.to_tensor(default_value=PAD_ID))
-            out, lengths, complete = sample_loop(dense, max_new_tokens, temperature, seed)
+            out, lengths, complete, masked, held = sample_loop(
+                dense, max_new_tokens, temperature, seed
+            )
             mask = tf.sequence_mask(lengths, tf.shape(out)[1])
             text = tf.strings.reduce_join(tf.where(mask, tf.gather(module.vocab, out), ""), axis=1)
-            return {"text": prompt + text, "complete": complete}
+            return {
+                "text": prompt + text,
+                "complete": complete,
+                "masked_mass": masked,
+                "constrained": held,
+            }
 
         functions["generate_text"] = generate_text
 
@@ -471,8 +535,31 @@ def signature_info(fn: Any) -> dict[str, dict[str, list[Any]]]:
     }
 
 
+def example_prompts(automaton: Optional[Automaton], vocab: int) -> list[list[int]]:
+    """Two prompts of different lengths, right-padded with 0, that start a valid record:
+    for warm-up requests and the export's own check."""
+    if automaton is None:
+        return [[2, 3 % vocab], [3 % vocab, 0]]
+    first = _first_token(automaton, automaton.start)
+    second = _first_token(automaton, automaton.walk([first])) if first else 0
+    return [[first, second], [first, 0]] if first else [[0, 0], [0, 0]]
+
+
+def _first_token(automaton: Automaton, state: Optional[int]) -> int:
+    """The lowest id the state allows that is not `<eor>` (0: none)."""
+    if state is None:
+        return 0
+    allowed = [int(i) for i in np.flatnonzero(automaton.table[state] >= 0) if i != EOR_ID]
+    return allowed[0] if allowed else 0
+
+
 def _warmup_inputs(
-    tf: Any, name: str, states: list[Any], spec: s.Spec, tokenizer: Optional[Tokenizer]
+    tf: Any,
+    name: str,
+    states: list[Any],
+    spec: s.Spec,
+    tokenizer: Optional[Tokenizer],
+    prompts: list[list[int]],
 ) -> dict[str, Any]:
     tokens = [[EOR_ID, 2, 3], [EOR_ID, 3, 2]]
     if name == "serving_default":
@@ -488,8 +575,8 @@ def _warmup_inputs(
         "seed": tf.constant([0, 1], tf.int64),
     }
     if name == "generate":
-        return {"prompt": tf.constant([[2, 3], [3, 0]], tf.int32), **common}
-    first = tokenizer.chars[0] if tokenizer is not None and tokenizer.chars else ""  # type: ignore
+        return {"prompt": tf.constant(prompts, tf.int32), **common}
+    first = tokenizer.decode(prompts[0][:1]) if tokenizer is not None else ""
     return {"prompt": tf.constant([first, ""]), **common}
 
 
