@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 import numpy as np
 
+from compiler.data.automaton import Automaton, compile_automaton
 from compiler.data.columns import Failure, Validators
-from compiler.data.dataset import start_tokens, unit_of
+from compiler.data.dataset import default_max_new_tokens, start_tokens, unit_of
 from compiler.data.tokenizer import EOR_ID, PAD_ID, Tokenizer, encode_prompt
-from compiler.diagnostics import Diagnostic, RunError
+from compiler.diagnostics import DataError, Diagnostic, RunError
 from compiler.layers.states import context_length
 from compiler.training.rundir import BEST, RunDir
 from compiler.training.trained import TrainedRun, open_trained
@@ -49,8 +50,14 @@ class Generated:
         source: The run directory or export version directory sampled from.
         step: The training step of the weights, when known.
         problems: Per record, why it is not valid ("" when it is; None without validators).
-        sampled: Records sampled in all: with `valid_only`, the rejected ones too.
+        sampled: Records sampled in all: the rejected ones too (with `valid_only`, or
+            records constrained generation resampled).
         validators: Where the validators came from (None without validators).
+        masked_mass: Per record, under constrained generation, the share of its
+            probability (along the path sampled) that the mask removed: how often the raw
+            model would have broken a rule on the way. None when unconstrained.
+        resampled_rules: Under constrained generation, the rules the automaton does not
+            enforce exactly; a record that breaks one is resampled.
     """
 
     records: list[str]
@@ -61,10 +68,16 @@ class Generated:
     problems: Optional[list[str]] = None
     sampled: int = 0
     validators: Optional[str] = None
+    masked_mass: Optional[list[float]] = None
+    resampled_rules: tuple[str, ...] = ()
 
     @property
     def valid_share(self) -> Optional[float]:
         return None if self.valid is None else sum(self.valid) / max(len(self.valid), 1)
+
+    @property
+    def constrained(self) -> bool:
+        return self.masked_mass is not None
 
     @property
     def acceptance_rate(self) -> Optional[float]:
@@ -142,8 +155,15 @@ def generate(
     checkpoint: str = BEST,
     valid_only: bool = False,
     max_invalid: int = DEFAULT_MAX_INVALID,
+    constrained: bool = True,
 ) -> Generated:
     """Sample `count` records from an export or a trained run.
+
+    Where the run has validators (a delimited corpus), generation is constrained by
+    default: before every sample, the tokens that would break the record's rules are
+    masked (`compiler.data.automaton`), so every record passes them by construction. A
+    record that breaks a rule the automaton cannot enforce exactly, or that runs out of
+    `max_new_tokens` before it ends, is resampled.
 
     Args:
         path: An export (BASE/NAME, whose highest version is used, or BASE/NAME/VERSION),
@@ -151,22 +171,25 @@ def generate(
         count: Records to sample: together, as one batch, unless `valid_only` or more
             than one batch may hold (the export's max_batch; 1024 from a run directory).
         prompt: Text every record starts with; its characters must be in the vocabulary.
-        max_new_tokens: Tokens to sample at most per record (default: twice the training
-            sequence length).
+        max_new_tokens: Tokens to sample at most per record (default: the longest training
+            record's tokens and a quarter more; see `default_max_new_tokens`).
         temperature: Divides the logits; lower is more conservative; 0 is greedy.
         seed: Seed of the sampler; the same seed gives the same records (default: random).
         checkpoint: For a run directory, "best" or "latest".
         valid_only: Keep sampling, in batches, until `count` records pass the run's
             validators; records that fail are dropped (gretel-synthetics' line validator).
-        max_invalid: With `valid_only`: how many invalid records to sample at most before
-            giving up.
+        max_invalid: With `valid_only` or constrained generation: how many invalid records
+            to sample at most before giving up.
+        constrained: Mask the tokens that break the validators (False: the raw model, as
+            `--unconstrained`).
 
     Raises:
         RunError: `path` is neither an export nor a trained run; with `valid_only`, the run
             has no validators (its corpus is not delimited).
         ValidRecordsExhausted: with `valid_only`, more than `max_invalid` invalid records
             were sampled; it carries the valid ones found.
-        DataError: the prompt has a character the tokenizer has never seen.
+        DataError: the prompt has a character the tokenizer has never seen, or (constrained)
+            no record that passes the validators starts with it.
         RunError: the request exceeds the export's limits (export.limits).
         ValueError: count < 1, max_new_tokens < 1, max_invalid < 0, or a temperature that is
             negative or not finite.
@@ -201,17 +224,30 @@ def generate(
             ]
         )
     # The most rows one batch holds: the export's max_batch, or RUN_BATCH_CAP from a run.
-    export = None if opened is None else _ExportSampler(opened)
+    export = None if opened is None else _export_sampler(opened, constrained)
     cap = RUN_BATCH_CAP if export is None else export.spec.export.limits.max_batch
     rows = min(count, cap) if not valid_only else min(max(count, VALID_ONLY_BATCH), cap)
     if export is not None:
         export.rows = rows
         sampler: _Sampler = export
     else:
-        sampler = _run_sampler(os.fspath(path), rows, checkpoint)
+        sampler = _run_sampler(os.fspath(path), rows, checkpoint, constrained)
     if max_new_tokens is None:
-        max_new_tokens = 2 * sampler.spec.training.sequence_length
+        max_new_tokens = default_max_new_tokens(sampler.spec, sampler.longest_record)
     ids = encode_prompt(sampler.tokenizer, prompt)
+    if sampler.automaton is not None and sampler.automaton.walk(ids) is None:
+        raise DataError(
+            [
+                Diagnostic(
+                    "error",
+                    "prompt_breaks_rules",
+                    f"expected a prompt that starts a record passing the run's validators "
+                    f"({sampler.validators.describe_source()}), received {prompt!r}, which no "
+                    "valid record starts with; change the prompt, or pass --unconstrained",
+                    file="<prompt>",
+                )
+            ]
+        )
     # The export's request limits bound a run directory's sampling too (the same spec), but
     # for its rows: a local loop runs up to RUN_BATCH_CAP at once.
     _check_limits(sampler.spec, sampler.source, rows if opened else None, len(ids), max_new_tokens)
@@ -230,7 +266,7 @@ def generate(
             ]
         )
 
-    def draw(batch: int) -> tuple[list[str], list[bool]]:
+    def draw(batch: int) -> _Batch:
         # The first batch uses the seed itself: without valid_only, the records are those of
         # one batch of `count` rows, as before.
         batch_seed = (
@@ -238,18 +274,18 @@ def generate(
             if batch == 0
             else int(np.random.SeedSequence([seed % 2**63, batch]).generate_state(1)[0])
         )
-        texts, complete = sampler.sample(ids, max_new_tokens, temperature, batch_seed)
-        return [prompt + t for t in texts], complete
+        out = sampler.sample(ids, max_new_tokens, temperature, batch_seed)
+        return dataclasses.replace(out, texts=[prompt + t for t in out.texts])
 
-    if not valid_only:
+    if not valid_only and sampler.automaton is None:
         records: list[str] = []
         complete: list[bool] = []
         batch = 0
         while len(records) < count:  # one batch unless count exceeds the batch cap
-            texts, done = draw(batch)
+            drawn = draw(batch)
             batch += 1
-            records += texts[: count - len(records)]
-            complete += done[: count - len(complete)]
+            records += drawn.texts[: count - len(records)]
+            complete += drawn.complete[: count - len(complete)]
         return _checked(records, complete, sampler, len(records))
     return _valid_only(draw, sampler, count, max_invalid)
 
@@ -274,15 +310,19 @@ def _checked(
 
 
 def _valid_only(draw, sampler: "_Sampler", count: int, max_invalid: int) -> Generated:
+    """Records that pass the validators, in batches until `count` (constrained generation
+    resamples the few that break a rule it does not enforce exactly, or run out of tokens)."""
     validators = sampler.validators
     kept: list[str] = []
     kept_complete: list[bool] = []
+    kept_masked: list[float] = []
     invalid = sampled = batch = 0
     reasons: dict[str, int] = {}
     while len(kept) < count:
-        records, complete = draw(batch)
+        drawn = draw(batch)
         batch += 1
-        for record, done in zip(records, complete):
+        masked = drawn.masked_mass or [0.0] * len(drawn.texts)
+        for record, done, mass in zip(drawn.texts, drawn.complete, masked):
             if len(kept) == count:
                 break  # the rest of the batch is not looked at: the rate counts what was
             sampled += 1
@@ -298,10 +338,12 @@ def _valid_only(draw, sampler: "_Sampler", count: int, max_invalid: int) -> Gene
             else:
                 kept.append(record)
                 kept_complete.append(done)
+                kept_masked.append(mass)
             if invalid > max_invalid:
                 break
         if invalid > max_invalid:
             break
+    automaton = sampler.automaton
     result = Generated(
         kept,
         kept_complete,
@@ -311,6 +353,8 @@ def _valid_only(draw, sampler: "_Sampler", count: int, max_invalid: int) -> Gene
         [""] * len(kept),
         sampled,
         validators.describe_source(),
+        masked_mass=None if automaton is None else kept_masked,
+        resampled_rules=() if automaton is None else automaton.resampled,
     )
     if len(kept) < count:
         common = ", ".join(
@@ -324,7 +368,8 @@ def _valid_only(draw, sampler: "_Sampler", count: int, max_invalid: int) -> Gene
                     f"expected {count} valid records, received {len(kept)} before more than "
                     f"--max-invalid = {max_invalid} invalid ones (acceptance rate "
                     f"{len(kept) / sampled:.1%} of {sampled} sampled; most common failures: "
-                    f"{common}); raise --max-invalid, lower --temperature, or train longer",
+                    f"{common}); raise --max-invalid (or --max-new-tokens when records run "
+                    "out of tokens), lower --temperature, or train longer",
                     "",
                     sampler.source,
                 )
@@ -334,21 +379,41 @@ def _valid_only(draw, sampler: "_Sampler", count: int, max_invalid: int) -> Gene
     return result
 
 
+@dataclasses.dataclass(frozen=True)
+class _Batch:
+    """One batch of sampled records: texts, whether each ended, and (constrained) the
+    probability mass the mask removed from each."""
+
+    texts: list[str]
+    complete: list[bool]
+    masked_mass: Optional[list[float]] = None
+
+
 class _Sampler:
-    """A model to sample batches of `rows` records from, with what checks them."""
+    """A model to sample batches of `rows` records from, with what checks them.
+
+    `automaton` is set when generation is constrained (the run has validators and the
+    caller did not ask for the raw model)."""
 
     source: str
     step: Optional[int]
     spec: Any
     tokenizer: Tokenizer
     validators: Optional[Validators]
+    automaton: Optional[Automaton] = None
+    longest_record: Optional[int] = None  # tokens of the longest training record, if kept
 
     context: Optional[int] = None  # positions the model can place (None: unbounded)
 
-    def sample(
-        self, ids: np.ndarray, max_new_tokens: int, temperature: float, seed: int
-    ) -> tuple[list[str], list[bool]]:
+    def sample(self, ids: np.ndarray, max_new_tokens: int, temperature: float, seed: int) -> _Batch:
         raise NotImplementedError
+
+    def _constrain(self, constrained: bool) -> None:
+        """Compile the validators into the automaton, when generation is constrained."""
+        if constrained and self.validators is not None:
+            self.automaton = compile_automaton(
+                self.validators, self.tokenizer, self.spec.input.vocab_size
+            )
 
     def _room(self, positions: int, max_new_tokens: int) -> int:
         """Tokens a row may get after a prompt taking `positions` (start tokens included)."""
@@ -392,11 +457,19 @@ def _what_is_there(path: str) -> str:
     return "a directory holding neither"
 
 
+def _export_sampler(opened: "OpenedExport", constrained: bool) -> _Sampler:
+    """The export's in-graph `generate`, or for the raw model of an export whose `generate`
+    is constrained, a client loop over its `step` signature."""
+    if not constrained and opened.metadata.get("automaton") is not None:
+        return _StepSampler(opened)
+    return _ExportSampler(opened, constrained)
+
+
 class _ExportSampler(_Sampler):
     """A local client of an export's in-graph `generate` signature, `rows` per request (set
     by the caller once the export's max_batch is known)."""
 
-    def __init__(self, opened: "OpenedExport"):
+    def __init__(self, opened: "OpenedExport", constrained: bool = True):
         from compiler.tf import tensorflow
 
         version_dir = opened.version_dir
@@ -404,6 +477,9 @@ class _ExportSampler(_Sampler):
         self.spec = opened.spec()
         self.tokenizer = opened.tokenizer()
         self.validators = opened.validators()
+        self.longest_record = opened.run.get("longest_record_tokens")
+        if opened.metadata.get("automaton") is not None:
+            self._constrain(constrained)  # the signature's own: for checking prompts
         self.tf = tensorflow()
         loaded = self.tf.saved_model.load(version_dir)
         if "generate" not in loaded.signatures:
@@ -436,7 +512,10 @@ class _ExportSampler(_Sampler):
         )
         tokens, lengths = out["tokens"].numpy(), out["lengths"].numpy()
         texts = [self.tokenizer.decode(tokens[i, : lengths[i]]) for i in range(rows)]
-        return texts, [bool(c) for c in out["complete"].numpy()]
+        masked = None
+        if self.automaton is not None and "masked_mass" in out:
+            masked = [float(m) for m in out["masked_mass"].numpy()]
+        return _Batch(texts, [bool(c) for c in out["complete"].numpy()], masked)
 
 
 def _check_limits(
@@ -468,12 +547,14 @@ def _check_limits(
 class _RunSampler(_Sampler):
     """The reference generator's Keras loop: the run's model rebuilt stateful, `rows` wide."""
 
-    def __init__(self, trained: TrainedRun, rows: int, checkpoint: str):
+    def __init__(self, trained: TrainedRun, rows: int, checkpoint: str, constrained: bool):
         from compiler.tf import tensorflow
 
         self.tf = tensorflow()
         self.spec, self.tokenizer = trained.spec, trained.tokenizer
         self.validators = trained.validators
+        self.longest_record = trained.identity.get("longest_record_tokens")
+        self._constrain(constrained)
         self.source, self.rows = trained.path, rows
         self._build(trained, checkpoint)
 
@@ -507,9 +588,13 @@ class _RunSampler(_Sampler):
         done = np.zeros(rows, dtype=bool)
         lengths = np.full(rows, room)
         logits = self._first(context)
+        rules = _Rules(self.automaton, ids, rows)
         for t in range(room):
-            sampled = _sample(logits, allowed, temperature, rng)
+            sampled = _sample(
+                logits, rules.mask(allowed, done, logits, temperature), temperature, rng
+            )
             sampled[done] = EOR_ID
+            rules.advance(sampled, done)
             out[:, t] = sampled
             finished = ~done & (sampled == EOR_ID)
             lengths[finished] = t
@@ -518,7 +603,7 @@ class _RunSampler(_Sampler):
                 break
             logits = self._next(sampled)
         texts = [self.tokenizer.decode(out[i, : lengths[i]]) for i in range(rows)]
-        return texts, [bool(d) for d in done]
+        return _Batch(texts, [bool(d) for d in done], rules.masked_mass())
 
 
 class _CachedRunSampler(_RunSampler):
@@ -553,11 +638,46 @@ class _CachedRunSampler(_RunSampler):
         return self._advance(sampled[:, None])
 
 
-def _run_sampler(run_dir: str, rows: int, checkpoint: str) -> _RunSampler:
+def _run_sampler(run_dir: str, rows: int, checkpoint: str, constrained: bool) -> _RunSampler:
     """The reference's stateful loop, or for a model that places tokens, the cached one."""
     trained = open_trained(run_dir, checkpoint)
     cached = context_length(trained.spec.spec) is not None
-    return (_CachedRunSampler if cached else _RunSampler)(trained, rows, checkpoint)
+    return (_CachedRunSampler if cached else _RunSampler)(trained, rows, checkpoint, constrained)
+
+
+class _Rules:
+    """A batch's automaton states and the log of the probability each row's mask kept (the
+    loop in the graph does the same, in `compiler.export.signatures`)."""
+
+    def __init__(self, automaton: Optional[Automaton], prompt: np.ndarray, rows: int):
+        self.automaton = automaton
+        start = automaton.walk(prompt) if automaton is not None else None
+        self.states = np.full(rows, start if start is not None else 0, dtype=np.int64)
+        self.kept = np.zeros(rows)
+
+    def mask(
+        self, allowed: np.ndarray, done: np.ndarray, logits: np.ndarray, temperature: float
+    ) -> np.ndarray:
+        """[rows, vocab]: the ids each row may sample."""
+        if self.automaton is None:
+            return np.broadcast_to(allowed, logits.shape)
+        rule = self.automaton.allowed(self.states) | done[:, None]
+        z = np.where(allowed, logits.astype(np.float64) / (temperature or 1.0), -np.inf)
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        removed = np.where(rule, 0.0, p).sum(axis=1)
+        self.kept += np.where(done, 0.0, np.log1p(-np.minimum(removed, 1 - 1e-12)))
+        return allowed & rule
+
+    def advance(self, sampled: np.ndarray, done: np.ndarray) -> None:
+        if self.automaton is not None:
+            moved = self.automaton.table[self.states, sampled]
+            self.states = np.where(done, self.states, moved)
+
+    def masked_mass(self) -> Optional[list[float]]:
+        if self.automaton is None:
+            return None
+        return [float(m) for m in 1.0 - np.exp(self.kept)]
 
 
 def _sample(logits: np.ndarray, allowed: np.ndarray, temperature: float, rng: Any) -> np.ndarray:
@@ -571,3 +691,52 @@ def _sample(logits: np.ndarray, allowed: np.ndarray, temperature: float, rng: An
     # u in [0, total): the first index whose cumulative mass reaches u has p > 0.
     u = rng.random((len(p), 1)) * cumulative[:, -1:]
     return (cumulative <= u).sum(axis=1).astype(np.int32)
+
+
+class _StepSampler(_RunSampler):
+    """The raw model of an export whose `generate` is constrained: a client loop over its
+    `step` signature, one token per row and request, the states fed back."""
+
+    def __init__(self, opened: "OpenedExport"):
+        from compiler.tf import tensorflow
+
+        self.tf = tensorflow()
+        self.source, self.step, self.rows = opened.version_dir, opened.step, 1
+        self.spec = opened.spec()
+        self.tokenizer = opened.tokenizer()
+        self.validators = opened.validators()
+        self.longest_record = opened.run.get("longest_record_tokens")
+        self.loaded = self.tf.saved_model.load(opened.version_dir)
+        if "step" not in self.loaded.signatures:
+            raise RunError(
+                [
+                    Diagnostic(
+                        "error",
+                        "no_step_signature",
+                        "expected an export with a step signature for the raw model "
+                        "(--unconstrained), received one with "
+                        f"{sorted(self.loaded.signatures)}; generate from the run instead",
+                        "",
+                        opened.version_dir,
+                    )
+                ]
+            )
+        self.states = opened.metadata.get("states") or []
+        self.context = context_length(self.spec.spec)
+        self.vocab = self.spec.input.vocab_size
+
+    def _advance(self, tokens: np.ndarray) -> np.ndarray:
+        tf = self.tf
+        inputs = {self.spec.input.name: tf.constant(tokens, tf.int32)}
+        inputs.update({st["name"]: value for st, value in zip(self.states, self.values)})
+        out = self.loaded.signatures["step"](**inputs)
+        self.values = [out[st["name"]] for st in self.states]
+        return out["logits"][:, -1, :].numpy()
+
+    def _first(self, context: np.ndarray) -> np.ndarray:
+        tf = self.tf
+        self.values = [tf.zeros([len(context), *st["shape"]], st["dtype"]) for st in self.states]
+        return self._advance(context)
+
+    def _next(self, sampled: np.ndarray) -> np.ndarray:
+        return self._advance(sampled[:, None])

@@ -136,15 +136,39 @@ def test_another_data_file_is_noted_and_nothing_is_held_out(table, tmp_path):
 
 def test_a_trained_model_scores_above_an_untrained_one(fruit):
     root, corpus = fruit
-    trained = evaluate(root / "trained", corpus, count=200, seed=0)
-    untrained = evaluate(root / "untrained", corpus, count=200, seed=0)
+    trained = evaluate(root / "trained", corpus, count=200, seed=0, constrained=False)
+    untrained = evaluate(root / "untrained", corpus, count=200, seed=0, constrained=False)
     assert trained.quality_score > untrained.quality_score + 20, (
         trained.quality_score,
         untrained.quality_score,
     )
     assert trained.valid_share > untrained.valid_share + 0.2
-    assert trained.generation == {"count": 200, "seed": 0, "temperature": 1.0}
+    assert trained.generation == {
+        "count": 200,
+        "seed": 0,
+        "temperature": 1.0,
+        "constrained": False,
+        "sampled": 200,
+    }
     assert trained.step > untrained.step == 1
+
+
+def test_constrained_generation_makes_every_record_valid_and_says_how_much_it_masked(fruit):
+    root, corpus = fruit
+    trained = evaluate(root / "trained", corpus, count=200, seed=0)
+    untrained = evaluate(root / "untrained", corpus, count=200, seed=0)
+    raw = evaluate(root / "untrained", corpus, count=200, seed=0, constrained=False)
+    # An untrained model breaks the rules almost always; masked, it never does.
+    assert raw.valid_share < 0.5
+    assert untrained.valid_share == trained.valid_share == 1.0
+    assert untrained.quality_score > raw.quality_score
+    for result in (trained, untrained):
+        g = result.generation
+        assert g["constrained"] and len(g["masked_mass"]) == 200
+        assert all(0.0 <= m <= 1.0 for m in g["masked_mass"])
+    # The weak model needed the mask far more than the trained one.
+    assert untrained.generation["masked_mass_mean"] > 0.9
+    assert trained.generation["masked_mass_mean"] < untrained.generation["masked_mass_mean"] - 0.3
 
 
 def test_valid_only_emits_only_records_that_pass(fruit):
@@ -164,7 +188,13 @@ def test_valid_only_stops_cleanly_when_the_budget_runs_out(fruit):
     validators = load_validators(str(root / "untrained"))
     with pytest.raises(ValidRecordsExhausted) as e:
         generate(
-            root / "untrained", count=50, seed=0, valid_only=True, max_invalid=20, temperature=3.0
+            root / "untrained",
+            count=50,
+            seed=0,
+            valid_only=True,
+            max_invalid=20,
+            temperature=3.0,
+            constrained=False,
         )
     found = e.value.generated
     assert len(found.records) < 50 and all(map(validators.is_valid, found.records))

@@ -12,8 +12,10 @@ from typer.testing import CliRunner
 import compiler
 from compiler.build import compile_spec
 from compiler.cli import app
+from compiler.data.automaton import compile_automaton
 from compiler.data.tokenizer import EOR_ID, PAD_ID
 from compiler.diff import diff_specs
+from compiler.export.opened import open_export
 from compiler.export.savedmodel import export_saved_model, read_metadata
 from compiler.tf import tensorflow, tf_keras
 from compiler.training import train
@@ -198,13 +200,23 @@ def test_generate_at_temperature_zero_is_a_greedy_loop_over_serving_default(dp_e
         temperature=tf.zeros([3]),
         seed=tf.zeros([3], tf.int64),
     )
+    # Generation is constrained to the run's validators (the field count of a DP run): the
+    # greedy reference masks what the automaton masks, from the prompt's state; a prompt no
+    # valid record starts with leaves its row unconstrained.
+    opened = open_export(export.path)
+    automaton = compile_automaton(opened.validators(), opened.tokenizer(), 40)
+    held = out["constrained"].numpy()
     for row, prompt in enumerate(prompts):
         ids = start + [i for i in prompt if i != PAD_ID]
+        assert held[row] == (automaton.walk([i for i in prompt if i != PAD_ID]) is not None)
         expected = []
         for _ in range(8):
             logits = _serve(loaded, [ids + expected])["logits"].numpy()[0, -1]
             logits[PAD_ID] = -np.inf
             logits[40:] = -np.inf
+            if held[row]:
+                state = automaton.walk([i for i in prompt if i != PAD_ID] + expected)
+                logits[automaton.table[state] < 0] = -np.inf
             nxt = int(np.argmax(logits))
             if nxt == EOR_ID:
                 break

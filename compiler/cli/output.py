@@ -248,6 +248,15 @@ def _print_generation_summary(result: Any, valid_only: bool) -> None:
         )
     if result.valid is None:
         return
+    if result.constrained:
+        masked = sum(result.masked_mass) / max(len(result.masked_mass), 1)
+        err.print(
+            f"{len(result.records)} records, constrained to the validators "
+            f"({result.validators}); {result.sampled - len(result.records)} resampled; the "
+            f"mask removed {masked:.1%} of a record's probability on average"
+            + (" (a weak model needs much masking)" if masked > 0.5 else "")
+        )
+        return
     if valid_only:
         err.print(
             f"{len(result.records)} valid records of {result.sampled} sampled (acceptance "

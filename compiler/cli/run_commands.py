@@ -273,7 +273,7 @@ def generate(
         "--max-new-tokens",
         min=1,
         max=INT32,
-        help="Default: twice the training sequence length.",
+        help="Default: the longest training record's tokens and a quarter more.",
     ),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 is greedy."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Same seed, same records."),
@@ -289,11 +289,21 @@ def generate(
         "--max-invalid",
         min=0,
         max=10**9,
-        help="With --valid-only: give up after this many invalid records.",
+        help="Give up after this many invalid records (--valid-only, or records "
+        "constrained generation resamples).",
+    ),
+    unconstrained: bool = typer.Option(
+        False,
+        "--unconstrained",
+        metavar=FLAG,
+        help="The raw model: no mask from the validators.",
     ),
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
 ) -> None:
-    """Generate records from an export (in-graph generate signature) or a run directory."""
+    """Generate records from an export (in-graph generate signature) or a run directory.
+
+    Where the run has validators, every record passes them by construction: the tokens
+    that would break a rule are masked before each sample."""
     _require("generate")
     from compiler.diagnostics import KeraspecError
 
@@ -320,6 +330,7 @@ def generate(
             checkpoint=checkpoint,
             valid_only=valid_only,
             max_invalid=max_invalid,
+            constrained=not unconstrained,
         )
     except ValidRecordsExhausted as e:
         result, exhausted = e.generated, e  # print what was found, then the error
@@ -330,6 +341,7 @@ def generate(
             **dataclasses.asdict(result),
             "valid_share": result.valid_share,
             "acceptance_rate": result.acceptance_rate,
+            "constrained": result.constrained,
         }
         typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))
     else:
@@ -360,6 +372,12 @@ def evaluate(
     seed: int = typer.Option(0, "--seed", min=0, max=2**62, help="Seed of generation."),
     temperature: float = typer.Option(1.0, "--temperature", min=0.0, help="0 is greedy."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="Run directory: best or latest."),
+    unconstrained: bool = typer.Option(
+        False,
+        "--unconstrained",
+        metavar=FLAG,
+        help="Evaluate the raw model: generate with no mask from the validators.",
+    ),
     output: Optional[Path] = typer.Option(
         None, "--output", "-o", help="Write a self-contained HTML report here."
     ),
@@ -418,6 +436,7 @@ def evaluate(
             seed=seed,
             temperature=temperature,
             checkpoint=checkpoint,
+            constrained=not unconstrained,
         )
     except KeraspecError as e:
         raise _fail(e.diagnostics) from e

@@ -49,6 +49,23 @@ def start_tokens(unit: Unit) -> tuple[int, ...]:
     return (EOR_ID,) if unit == "record" else (EOR_ID, EOR_ID)
 
 
+def default_max_new_tokens(spec: Any, longest_record: Optional[int]) -> int:
+    """Tokens generation samples at most per record unless told: the longest training
+    record plus a quarter (and 4), so that no record the corpus could hold is cut short,
+    within the export's request limit.
+
+    A DP run keeps no statistic of its records: its model was trained on records of at
+    most sequence_length tokens, which bounds it instead. A run trained before the longest
+    record was kept gets the former default, twice the sequence length.
+    """
+    length = spec.training.sequence_length
+    if longest_record is None:
+        budget = 2 * length if spec.training.privacy is None else length + length // 4 + 4
+    else:
+        budget = longest_record + longest_record // 4 + 4
+    return max(1, min(budget, spec.export.limits.max_new_tokens))
+
+
 @dataclasses.dataclass(frozen=True)
 class Examples:
     """Model inputs, next-token targets and (record examples only) per-token loss weights."""

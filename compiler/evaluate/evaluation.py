@@ -225,6 +225,7 @@ def evaluate(
     seed: Optional[int] = 0,
     temperature: float = 1.0,
     checkpoint: str = "best",
+    constrained: bool = True,
 ) -> Evaluation:
     """Evaluate the records a run or an export generates (or a file of synthetic records).
 
@@ -237,6 +238,8 @@ def evaluate(
         seed: Seed of generation (and of the DCR samples).
         temperature: Sampling temperature.
         checkpoint: A run directory's "best" or "latest" checkpoint.
+        constrained: Generate as `generate` does by default, masked by the validators
+            (False: the raw model).
 
     Raises:
         RunError: `path` is neither a trained run nor a keraspec export.
@@ -259,15 +262,40 @@ def evaluate(
     if synthetic is None:
         from compiler.generation import generate
 
-        synthetic_records = generate(
-            path, count=count, seed=seed, temperature=temperature, checkpoint=checkpoint
-        ).records
+        from compiler.generation import ValidRecordsExhausted
+
+        try:
+            generated = generate(
+                path,
+                count=count,
+                seed=seed,
+                temperature=temperature,
+                checkpoint=checkpoint,
+                constrained=constrained,
+            )
+        except ValidRecordsExhausted as e:  # the records found are evaluated, and it is said
+            generated = e.generated
+            notes.append(e.diagnostics[0].message)
+        synthetic_records = generated.records
         synthetic_name = "generated"
         generation: Optional[dict[str, Any]] = {
             "count": count,
             "seed": seed,
             "temperature": temperature,
+            "constrained": generated.constrained,
+            "sampled": generated.sampled,
         }
+        if generated.masked_mass is not None:
+            masked = np.asarray(generated.masked_mass)
+            generation.update(
+                {
+                    "resampled": generated.sampled - len(generated.records),
+                    "resampled_rules": list(generated.resampled_rules),
+                    "masked_mass_mean": float(masked.mean()) if len(masked) else 0.0,
+                    "masked_mass_median": float(np.median(masked)) if len(masked) else 0.0,
+                    "masked_mass": [round(float(m), 6) for m in masked],
+                }
+            )
     else:
         synthetic_records, synthetic_name = _read_synthetic(
             synthetic, {corpus.header, corpus.records[0] if detected_header else None}

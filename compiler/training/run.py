@@ -264,6 +264,8 @@ def train(
                 )
             identity["noise_multiplier"] = noise
             identity["unit"] = unit
+            if spec.training.privacy is None:  # a DP run keeps no statistic of its records
+                identity["longest_record_tokens"] = max((len(r) for r in encoded), default=0)
             files = dict(tokenizer.files())
             validators = learn_validators(
                 corpus.records,

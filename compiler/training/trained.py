@@ -50,6 +50,7 @@ class TrainedRun:
             "data_sha256": self.identity.get("data_sha256"),
             "seed": self.identity.get("seed"),
             "privacy": self.run.read_report().get("privacy"),
+            "longest_record_tokens": self.identity.get("longest_record_tokens"),
         }
 
 
