@@ -214,6 +214,7 @@ def test_valid_only_stops_cleanly_when_the_budget_runs_out(fruit):
             "3",
             "--seed",
             "0",
+            "--unconstrained",
         ],
     )
     assert out.exit_code == 1 and "Traceback" not in out.output
