@@ -402,6 +402,7 @@ class _Sampler:
     validators: Optional[Validators]
     automaton: Optional[Automaton] = None
     longest_record: Optional[int] = None  # tokens of the longest training record, if kept
+    start: tuple[int, ...] = ()  # what a record's first token follows (`start_tokens`)
 
     context: Optional[int] = None  # positions the model can place (None: unbounded)
 
@@ -478,6 +479,7 @@ class _ExportSampler(_Sampler):
         self.tokenizer = opened.tokenizer()
         self.validators = opened.validators()
         self.longest_record = opened.run.get("longest_record_tokens")
+        self.start = tuple(opened.metadata.get("start_tokens") or start_tokens(unit_of(self.spec)))
         if opened.metadata.get("automaton") is not None:
             self._constrain(constrained)  # the signature's own: for checking prompts
         self.tf = tensorflow()
@@ -500,7 +502,7 @@ class _ExportSampler(_Sampler):
 
     def sample(self, ids, max_new_tokens, temperature, seed):
         tf, rows = self.tf, self.rows
-        self._room(len(start_tokens(unit_of(self.spec))) + len(ids), max_new_tokens)
+        self._room(len(self.start) + len(ids), max_new_tokens)
         prompts = np.tile(ids.astype(np.int32), (rows, 1))
         # One value per row (the signature is batchable); each row its own seed, derived
         # from the request's, so that the rows differ.
@@ -554,6 +556,7 @@ class _RunSampler(_Sampler):
         self.spec, self.tokenizer = trained.spec, trained.tokenizer
         self.validators = trained.validators
         self.longest_record = trained.identity.get("longest_record_tokens")
+        self.start = trained.start
         self._constrain(constrained)
         self.source, self.rows = trained.path, rows
         self._build(trained, checkpoint)
@@ -576,7 +579,7 @@ class _RunSampler(_Sampler):
 
     def sample(self, ids, max_new_tokens, temperature, seed):
         rows = self.rows
-        start = start_tokens(unit_of(self.spec))
+        start = self.start
         context = np.tile(np.concatenate((start, ids)).astype(np.int32), (rows, 1))
         room = self._room(context.shape[1], max_new_tokens)
         rng = np.random.default_rng(seed)
@@ -706,6 +709,7 @@ class _StepSampler(_RunSampler):
         self.tokenizer = opened.tokenizer()
         self.validators = opened.validators()
         self.longest_record = opened.run.get("longest_record_tokens")
+        self.start = tuple(opened.metadata.get("start_tokens") or start_tokens(unit_of(self.spec)))
         self.loaded = self.tf.saved_model.load(opened.version_dir)
         if "step" not in self.loaded.signatures:
             raise RunError(

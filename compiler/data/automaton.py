@@ -251,23 +251,26 @@ def _at(digits: str, i: int) -> str:
     return digits[i] if i < len(digits) else "0"
 
 
-# Zero-padded strftime directives: their width and the digits each position may hold.
-_DIRECTIVES: dict[str, tuple[str, ...]] = {
-    "Y": ("0123456789",) * 4,
-    "y": ("0123456789",) * 2,
-    "m": ("01", "0123456789"),
-    "d": ("0123", "0123456789"),
-    "H": ("012", "0123456789"),
-    "M": ("012345", "0123456789"),
-    "S": ("012345", "0123456789"),
-    "f": ("0123456789",) * 6,
+_DIGITS = "0123456789"
+# Zero-padded strftime directives: the digits each position may hold. A two-digit field's
+# second digit depends on its first: {first digit: second digits} (month 01-12, day 01-31,
+# hour 00-23).
+_DIRECTIVES: dict[str, tuple[Any, ...]] = {
+    "Y": (_DIGITS,) * 4,
+    "y": (_DIGITS,) * 2,
+    "m": ("01", {"0": "123456789", "1": "012"}),
+    "d": ("0123", {"0": "123456789", "1": _DIGITS, "2": _DIGITS, "3": "01"}),
+    "H": ("012", {"0": _DIGITS, "1": _DIGITS, "2": "0123"}),
+    "M": ("012345", _DIGITS),
+    "S": ("012345", _DIGITS),
+    "f": (_DIGITS,) * 6,
 }
 
 
-def _format_pattern(fmt: str) -> Optional[tuple[str, ...]]:
-    """A format's characters, one set per position ("0123" for a day's first digit), or None
-    when it has a directive of no fixed width."""
-    out: list[str] = []
+def _format_pattern(fmt: str) -> Optional[tuple[Any, ...]]:
+    """A format's characters, one set per position ("0123" for a day's first digit, or a
+    {previous digit: digits} map), or None when it has a directive of no fixed width."""
+    out: list[Any] = []
     i = 0
     while i < len(fmt):
         if fmt[i] != "%":
@@ -289,20 +292,20 @@ def _format_pattern(fmt: str) -> Optional[tuple[str, ...]]:
 
 class _Temporal:
     """A date, time or datetime in one of the column's digit layouts ("9999-99-99"), each
-    position's digits narrowed by the format (a month starts with 0 or 1). Whether the day
-    exists in its month, and the range, are checked when the record ends."""
+    position's digits narrowed by the format (a month is 01 to 12, an hour 00 to 23).
+    Whether the day exists in its month, and the range, are checked when the record ends."""
 
     def __init__(self, column: Column):
         self.nullable = column.nullable
         pattern = _format_pattern(column.format or "")
         layouts = column.layouts
-        patterns: list[tuple[str, ...]] = []
+        patterns: list[tuple[Any, ...]] = []
         if layouts:
             for layout in layouts:
                 narrowed = (
                     pattern
                     if pattern is not None and _layout_of(pattern) == layout
-                    else tuple("0123456789" if c == "9" else c for c in layout)
+                    else tuple(_DIGITS if c == "9" else c for c in layout)
                 )
                 patterns.append(narrowed)
         elif pattern is not None:
@@ -311,34 +314,38 @@ class _Temporal:
         self.any = None if patterns else _Anything(column.nullable)
 
     def start(self) -> _State:
-        return (frozenset(range(len(self.patterns))), 0) if self.any is None else 0
+        return (frozenset(range(len(self.patterns))), 0, "") if self.any is None else 0
 
     def step(self, state: _State, char: str) -> Optional[_State]:
         if self.any is not None:
             return self.any.step(state, char)
-        alive, at = state  # type: ignore[misc]
+        alive, at, previous = state  # type: ignore[misc]
         kept = frozenset(
-            i for i in alive if at < len(self.patterns[i]) and _matches(self.patterns[i][at], char)
+            i
+            for i in alive
+            if at < len(self.patterns[i]) and _matches(self.patterns[i][at], char, previous)
         )
-        return (kept, at + 1) if kept else None
+        return (kept, at + 1, char) if kept else None
 
     def accepts(self, state: _State) -> bool:
         if self.any is not None:
             return self.any.accepts(state)
-        alive, at = state  # type: ignore[misc]
+        alive, at, _ = state  # type: ignore[misc]
         if at == 0:
             return self.nullable
         return any(len(self.patterns[i]) == at for i in alive)
 
 
-def _matches(allowed: str, char: str) -> bool:
+def _matches(allowed: Any, char: str, previous: str) -> bool:
+    if isinstance(allowed, dict):
+        return char in allowed.get(previous, "")
     if len(allowed) == 1:
         return char == allowed
     return char in allowed
 
 
-def _layout_of(pattern: tuple[str, ...]) -> str:
-    return "".join("9" if len(p) > 1 else p for p in pattern)
+def _layout_of(pattern: tuple[Any, ...]) -> str:
+    return "".join("9" if isinstance(p, dict) or len(p) > 1 else p for p in pattern)
 
 
 # A temporal column with at most this many values in its range (a date column over
@@ -404,7 +411,10 @@ def _may_hold(machine: Any, chars: set[str]) -> bool:
         return False
     if isinstance(machine, _Temporal):
         return machine.any is not None or any(
-            c in p for pattern in machine.patterns for p in pattern for c in chars
+            isinstance(p, str) and c in p
+            for pattern in machine.patterns
+            for p in pattern
+            for c in chars
         )
     return True
 

@@ -1,14 +1,19 @@
 """Training examples from tokenized records, as arrays (NumPy only, no TensorFlow).
 
-Two ways to cut records into examples, chosen by whether the run is differentially private:
+Three ways to cut records into examples; a run uses the first that applies:
 
-- **windows** (standard training, the reference's way): records are joined into one token
-  stream, each followed by `<eor>`, and the stream is cut into non-overlapping windows of
-  sequence_length + 1 tokens; input and target are the window shifted by one.
 - **records** (DP training): each example holds exactly one record, `<eor>` + record +
   `<eor>`, truncated or padded with `<pad>` to sequence_length + 1 tokens. Padding is
   masked out of the loss by per-token weights, so an example's gradient depends on its one
   record only, and DP-SGD's per-example guarantee is a per-record guarantee.
+- **aligned** (standard training): whole records packed into examples of sequence_length
+  + 1 tokens, each example starting with `<eor>` at a record's start, padding masked out;
+  the model is trained stateless, every example from zero state, which is where
+  generation starts. See `aligned_examples`.
+- **windows** (runs trained before aligned examples, the reference's way): records joined
+  into one token stream, cut into non-overlapping windows anywhere in it. A model trained
+  so never saw a record start from zero state, and its generated records often began
+  mid-record.
 
 Records are split into training and validation before any example is cut, so no record
 contributes to both. Each epoch visits the training examples in an order drawn from the
@@ -26,19 +31,23 @@ import numpy as np
 from compiler.data.tokenizer import EOR_ID, PAD_ID
 from compiler.diagnostics import DataError, Diagnostic
 
-Unit = Literal["window", "record"]
+Unit = Literal["aligned", "window", "record"]
 
 
 def unit_of(spec: Any) -> Unit:
-    """What one training example is: a record under DP (the privacy unit), else a window."""
-    return "record" if spec.training.privacy is not None else "window"
+    """What one training example is: a record under DP (the privacy unit), else whole
+    records packed from a record's start (`aligned_examples`)."""
+    if spec.training.privacy is not None:
+        return "record"
+    return "window" if spec.training.examples == "windows" else "aligned"
 
 
 def start_tokens(unit: Unit) -> tuple[int, ...]:
     """What a sampler feeds a model from zero state before a record's first token.
 
-    A record-unit model (DP) trained on exactly that: every example is `<eor>` record
-    `<eor>` from zero state. A window-unit model trained on a stream whose state was never
+    A record-unit model (DP) and an aligned one trained on exactly that: every example
+    starts from zero state with `<eor>` and a record. A window-unit model (runs trained
+    before examples were aligned) trained on a stream whose state was never
     zero at a record's start (stateful windows run on; stateless ones begin anywhere), so
     one `<eor>` from zero state leaves it unsure it is at a record's start: many records
     began mid-field. Two `<eor>` settle the state on "a record begins". Measured with 400
@@ -46,7 +55,7 @@ def start_tokens(unit: Unit) -> tuple[int, ...]:
     0.79 (char-small, 6 epochs), 0.94 to 0.95 (19 epochs) and 0.38 to 0.61 (a 16-unit test
     model); three or more gave no more.
     """
-    return (EOR_ID,) if unit == "record" else (EOR_ID, EOR_ID)
+    return (EOR_ID, EOR_ID) if unit == "window" else (EOR_ID,)
 
 
 def default_max_new_tokens(spec: Any, longest_record: Optional[int]) -> int:
@@ -99,6 +108,11 @@ class TrainingData:
     tokens: int
     truncated: int
 
+    @property
+    def weighted(self) -> bool:
+        """Whether examples carry per-token weights (padding masked out of the loss)."""
+        return self.train.weights is not None
+
 
 def _problem(code: str, message: str, path: str, file: str) -> DataError:
     return DataError([Diagnostic("error", code, message, path, file)])
@@ -119,6 +133,55 @@ def windows(records: Sequence[np.ndarray], sequence_length: int) -> Examples:
     count = len(stream) // span
     cut = stream[: count * span].reshape(count, span)
     return Examples(cut[:, :-1].copy(), cut[:, 1:].copy())
+
+
+def aligned_examples(records: Sequence[np.ndarray], sequence_length: int) -> Examples:
+    """Whole records packed into examples of sequence_length + 1 tokens, each example
+    starting at a record's start: `<eor>` r1 `<eor>` r2 `<eor>` ..., padded with `<pad>`
+    (masked out of the loss). A record that does not fit in what is left of an example
+    starts the next one; a record longer than an example goes on in the next examples,
+    which start with its continuation (not `<eor>`), so a model learns that `<eor>` from
+    zero state (where generation starts) is a record's start.
+
+    Every token is trained once, as with windows; unlike windows cut anywhere in the
+    stream, no example starts mid-record after `<eor>`.
+    """
+    span = sequence_length + 1
+    rows: list[np.ndarray] = []
+    current: list[np.ndarray] = []
+    used = 0
+
+    def close() -> None:
+        nonlocal current, used
+        if current:
+            row = np.full(span, PAD_ID, dtype=np.int32)
+            joined = np.concatenate(current)
+            row[: len(joined)] = joined
+            rows.append(row)
+        current, used = [], 0
+
+    for ids in records:
+        piece = np.concatenate(([EOR_ID], ids, [EOR_ID])).astype(np.int32)
+        # An example's records share their <eor>s: a record follows the previous one's end.
+        if current:
+            piece = piece[1:]
+        if used + len(piece) > span:
+            close()
+            piece = np.concatenate(([EOR_ID], ids, [EOR_ID])).astype(np.int32)
+        while len(piece) > span:  # longer than an example: continued in the next ones
+            current.append(piece[:span])
+            used = span
+            close()
+            piece = piece[span - 1 :]  # the next example's first input is the last target
+        current.append(piece)
+        used += len(piece)
+    close()
+    full = np.stack(rows) if rows else np.zeros((0, span), dtype=np.int32)
+    inputs, targets = full[:, :-1].copy(), full[:, 1:].copy()
+    mask = (targets != PAD_ID) & (inputs != PAD_ID)
+    # One weight for every real token: the loss is the mean over real tokens.
+    scale = mask.size / max(int(mask.sum()), 1)
+    return Examples(inputs, targets, (mask * scale).astype(np.float32))
 
 
 def record_examples(records: Sequence[np.ndarray], sequence_length: int) -> tuple[Examples, int]:
@@ -167,7 +230,10 @@ def prepare(
     train_records = [records[i] for i in train_idx]
     val_records = [records[i] for i in val_idx]
     truncated = 0
-    if unit == "window":
+    if unit == "aligned":
+        train = aligned_examples(train_records, sequence_length)
+        validation = aligned_examples(val_records, sequence_length) if len(val_idx) else None
+    elif unit == "window":
         train = windows(train_records, sequence_length)
         validation = windows(val_records, sequence_length) if len(val_idx) else None
     else:
@@ -203,6 +269,13 @@ def prepare(
 
 
 def _too_small(unit: Unit, part: str, have: int, tokens: int, batch: int, length: int) -> str:
+    if unit == "aligned":
+        return (
+            f"expected at least one {part} batch of {batch} examples of {length + 1} tokens "
+            f"(whole records packed from a record's start), received {tokens:,} tokens "
+            f"({have} examples); use a larger corpus or a smaller batch_size or "
+            "sequence_length"
+        )
     if unit == "window":
         need = batch * (length + 1)
         return (

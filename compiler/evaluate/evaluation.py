@@ -260,9 +260,7 @@ def evaluate(
     detected_header = bool(structure and structure.header and not declared_header(spec))
     training, held_out = _split(source, corpus, detected_header, notes)
     if synthetic is None:
-        from compiler.generation import generate
-
-        from compiler.generation import ValidRecordsExhausted
+        from compiler.generation import ValidRecordsExhausted, generate
 
         try:
             generated = generate(

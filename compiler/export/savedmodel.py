@@ -189,6 +189,11 @@ class _Trained:
     provenance: Optional[dict[str, Any]]
     weights: Optional[str] = None
     run: Any = None
+    start: Optional[tuple[int, ...]] = None  # a run's start tokens (None: the spec's)
+
+    @property
+    def record_start(self) -> list[int]:
+        return list(self.start if self.start is not None else start_tokens(unit_of(self.spec)))
 
     def load_into(self, model: Any, checkpoint: str) -> Optional[int]:
         """Load the weights into `model`; returns the checkpoint's step (None for weights
@@ -226,6 +231,7 @@ def _resolve(
             trained.validators,
             trained.provenance(),
             run=trained.run,
+            start=trained.start,
         )
     spec = checked(source) if isinstance(source, (s.Spec, CheckedSpec)) else load_spec(source)
     return _Trained(
@@ -360,7 +366,7 @@ def export_saved_model(
         files = [os.path.join(origin.tokenizer_dir, n) for n in tokenizer.files()]
     automaton = _automaton(origin, signatures, where)
     module, functions = _serving_module(
-        tf, model, states, spec, tokenizer, signatures, files, automaton
+        tf, model, states, spec, tokenizer, signatures, files, automaton, origin.record_start
     )
     served = _Served(module, functions, trained, signatures, states, automaton)
 
@@ -428,6 +434,7 @@ def _verify(
     allowed: Optional[list[bool]] = None,
     automaton: Optional[Automaton] = None,
     prompts: Optional[list[list[int]]] = None,
+    record_start: Optional[list[int]] = None,
 ) -> tuple[float, dict[str, Any]]:
     """Load the SavedModel back, run every signature, compare logits with the Keras model's.
 
@@ -459,6 +466,7 @@ def _verify(
             allowed or allowed_ids(spec, None),
             automaton,
             prompts or example_prompts(automaton, spec.input.vocab_size),
+            record_start or list(start_tokens(unit_of(spec))),
         )
     return difference, {n: signature_info(loaded.signatures[n]) for n in requests}
 
@@ -471,6 +479,7 @@ def _verify_greedy(
     allowed: list[bool],
     automaton: Optional[Automaton],
     prompts: list[list[int]],
+    record_start: list[int],
     tokens: int = 6,
 ) -> None:
     """At temperature 0, `generate` must equal a greedy loop over `serving_default` (masked
@@ -483,7 +492,7 @@ def _verify_greedy(
     )
     mask = np.array(allowed)
     for row, prompt in enumerate(prompts):
-        ids = list(start_tokens(unit_of(spec))) + [i for i in prompt if i != PAD_ID]
+        ids = record_start + [i for i in prompt if i != PAD_ID]
         expected: list[int] = []
         for _ in range(tokens):
             logits = loaded.signatures["serving_default"](
@@ -539,6 +548,7 @@ def _write_version(
         allowed_ids(spec, tokenizer),
         served.automaton,
         prompts,
+        origin.record_start,
     )
     metadata = {
         "name": name,
@@ -547,7 +557,7 @@ def _write_version(
         "signatures": info,
         "tokenizer": None if tokenizer is None else tokenizer.kind,
         "eor_id": EOR_ID,
-        "start_tokens": list(start_tokens(unit_of(spec))),
+        "start_tokens": origin.record_start,
         "pad_id": PAD_ID,
         "states": [dataclasses.asdict(st) for st in states],
         "max_logit_difference": difference,

@@ -138,6 +138,7 @@ def _serving_module(
     signatures: list[str],
     tokenizer_files: list[str],
     automaton: Optional[Automaton] = None,
+    record_start: Optional[list[int]] = None,
 ) -> tuple[Any, dict[str, Any]]:
     """A tf.Module holding the model and the signature functions.
 
@@ -147,7 +148,8 @@ def _serving_module(
     vocab = spec.input.vocab_size
     input_name = spec.input.name
     limits = spec.export.limits
-    record_start = list(start_tokens(unit_of(spec)))  # what a record's first token follows
+    if record_start is None:  # what a record's first token follows
+        record_start = list(start_tokens(unit_of(spec)))
 
     class Serving(tf.Module):
         pass

@@ -426,6 +426,11 @@ class TrainingSpec(StrictModel):
     """Share of records held out for validation (and evaluate's baseline), in [0, 1)."""
     tokenizer: Tokenizer = CharTokenizer(type="char")
     """How text becomes token ids: char or sentencepiece."""
+    examples: Literal["aligned", "windows"] = "aligned"
+    """How records become training examples (DP runs always take one record per example).
+    aligned: whole records packed from a record's start, each example from zero state, as
+    generation starts; windows: the record stream cut anywhere, the reference's way, kept
+    for comparison."""
     seed: Optional[int] = None
     """Seed of weights, dropout, the split and the example order; null: random, recorded in the
     run."""

@@ -220,9 +220,7 @@ class _Loop:
         self.steps_per_epoch = len(data.train) // self.batch
         self.placement = placement
         with placement.strategy.scope():
-            self.compiled = _compile(
-                tf, train_spec, seed, weighted=data.unit == "record", noise=noise
-            )
+            self.compiled = _compile(tf, train_spec, seed, weighted=data.weighted, noise=noise)
         self.model = self.compiled.model
         self.optimizer = self.compiled.optimizer
         privacy = train_spec.training.privacy

@@ -78,19 +78,22 @@ def _with_epochs(spec: CheckedSpec, epochs: Optional[int]) -> CheckedSpec:
     )
 
 
-def training_spec(original: AnySpec) -> AnySpec:
-    """The spec the loop compiles: stateless for DP and under distribution.
+def training_spec(original: AnySpec, unit: Optional[str] = None) -> AnySpec:
+    """The spec the loop compiles: stateless, but for a run of stream windows.
 
-    DP runs must not carry state across batches; Keras cannot run stateful RNNs under a
-    tf.distribute strategy. The layers and their weights are the spec's own, so
-    checkpoints of the training model load into the spec's model (stateful or not).
-    Poisson-sampled DP runs draw a batch of random size at every step: their model takes
-    any batch size (the expected size only scales the update).
+    Every example of a DP run (one record) or an aligned run (records packed from a
+    record's start) starts from zero state; Keras cannot run stateful RNNs under a
+    tf.distribute strategy. Only a run begun before examples were aligned (`unit`
+    "window", resumed) keeps its layers stateful. The layers and their weights are the
+    spec's own, so checkpoints of the training model load into the spec's model (stateful
+    or not). Poisson-sampled DP runs draw a batch of random size at every step: their
+    model takes any batch size (the expected size only scales the update).
     """
     spec = spec_of(original)
     privacy = spec.training.privacy
     d = spec.training.distribution
-    if privacy is not None or (d is not None and d.strategy != "one_device"):
+    window = (unit or unit_of(spec)) == "window"
+    if not window or (d is not None and d.strategy != "one_device"):
         spec = with_stateful(spec, False)
     if privacy is not None and privacy.sampling == "poisson":
         spec = spec.model_copy(update={"input": spec.input.model_copy(update={"batch_size": None})})
@@ -187,7 +190,7 @@ def train(
         }
     seed = int(identity["seed"])
     tr = spec.training
-    unit = unit_of(spec)
+    unit = identity.get("unit") or unit_of(spec)  # a resumed run keeps its own
     encoded = _encode_records(tokenizer, corpus)
 
     def examples(seed: int) -> TrainingData:
@@ -221,7 +224,7 @@ def train(
     loop = _Loop(
         tf,
         spec,
-        training_spec(spec),
+        training_spec(spec, unit),
         noise,
         run,
         corpus,

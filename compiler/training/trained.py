@@ -13,6 +13,7 @@ import os
 from typing import Any, Optional, Union
 
 from compiler.data.columns import Validators, load_validators
+from compiler.data.dataset import start_tokens, unit_of
 from compiler.data.tokenizer import Tokenizer, load_tokenizer
 from compiler.lang.checked import CheckedSpec
 from compiler.lang.parse import load_spec
@@ -43,6 +44,11 @@ class TrainedRun:
     def path(self) -> str:
         return self.run.path
 
+    @property
+    def start(self) -> tuple[int, ...]:
+        """What generation feeds before a record: as its examples started (`start_tokens`)."""
+        return start_tokens(self.identity.get("unit") or unit_of(self.spec))
+
     def provenance(self) -> dict[str, Any]:
         """What an export keeps of its run, for evaluating it later: the corpus digest and
         seed (which records were held out) and the privacy guarantee of its last report."""
@@ -51,6 +57,7 @@ class TrainedRun:
             "seed": self.identity.get("seed"),
             "privacy": self.run.read_report().get("privacy"),
             "longest_record_tokens": self.identity.get("longest_record_tokens"),
+            "unit": self.identity.get("unit"),
         }
 
 

@@ -1,0 +1,232 @@
+"""Record quality on tables keraspec was not tuned on: valid share and quality score beside
+held-out real records, constrained and unconstrained, and what the mask costs.
+
+Tables (all inside packages on PyPI, nothing downloaded at run time):
+
+- transactions: the bundled corpus (examples/transactions.csv, 4,000 records, 6 fields);
+- airports: vega_datasets' airports.csv (3,376 airports, 7 fields, a header, quoted names);
+- seattle-weather: vega_datasets' seattle-weather.csv (1,461 days: a date, 4 decimals, a
+  category);
+- breast-cancer: scikit-learn's breast cancer table (569 records of 31 numeric fields,
+  about 250 characters each), written as a CSV with a header.
+
+For each table and tokenizer (char; SentencePiece with a 256-piece vocabulary), a spec like
+specs/char-small.yaml (lstm-text template: 32-dim embedding, 128 units, batch 32, sequence
+64, learning rate 0.005; 30 epochs, early stopping on val_loss with patience 3, 10% held
+out) is trained with at most `--max-minutes` of training. Then `keraspec evaluate` runs on
+1,000 generated records with default generation: constrained (the default) and
+`--unconstrained`. The held-out records (the run's validation split) are the baseline.
+
+Last, the export's in-graph `generate` signature is timed at batch 1 and 64, constrained
+(the export as written) against the same loop with no automaton, built side by side from
+the same weights: time per record and the ratio.
+
+Usage: python benchmarks/record_quality.py [--tables airports,...] [--tokenizers char,...]
+       [--examples aligned,windows] [--max-minutes 4] [--count 1000] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import compiler  # noqa: E402
+from compiler.evaluate import evaluate  # noqa: E402
+from compiler.training import train  # noqa: E402
+
+TABLES = ("transactions", "airports", "seattle-weather", "breast-cancer")
+
+
+def table_file(name: str, directory: str) -> str:
+    """The table as a CSV file in `directory` (copied from the package that ships it)."""
+    path = os.path.join(directory, f"{name}.csv")
+    if name == "transactions":
+        shutil.copy(os.path.join(ROOT, "examples", "transactions.csv"), path)
+    elif name in ("airports", "seattle-weather"):
+        import vega_datasets
+
+        source = os.path.join(os.path.dirname(vega_datasets.__file__), "_data", f"{name}.csv")
+        shutil.copy(source, path)
+    elif name == "breast-cancer":
+        from sklearn.datasets import load_breast_cancer
+
+        data = load_breast_cancer()
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([*(n.replace(" ", "_") for n in data.feature_names), "target"])
+        for row, target in zip(data.data, data.target):
+            writer.writerow([*(f"{v:g}" for v in row), int(target)])
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(out.getvalue())
+    else:
+        raise SystemExit(f"unknown table {name!r}; expected one of {', '.join(TABLES)}")
+    return path
+
+
+def spec_text(name: str, data: str, tokenizer: str, examples: str) -> str:
+    with open(data, encoding="utf-8") as f:
+        chars = len(set(f.read()) - {"\n"})
+    if tokenizer == "char":
+        vocab, tokenizer_block = chars + 2, ""
+    else:
+        vocab, tokenizer_block = 256, "  tokenizer: {type: sentencepiece, vocab_size: 256}\n"
+    declared = (
+        "data:\n  fields:\n"
+        + "".join(
+            f"    - {{name: {n}}}\n"
+            for n in ("date", "category", "amount", "city", "method", "approved")
+        )
+        if name == "transactions"
+        else ""
+    )
+    return (
+        "apiVersion: keraspec/v1\n"
+        f"name: {name.replace('-', '_')}\n"
+        "model:\n"
+        "  template: lstm-text\n"
+        "  params:\n"
+        f"    vocab_size: {vocab}\n"
+        "    embedding_dim: 32\n"
+        "    rnn_units: 128\n"
+        "    batch_size: 32\n"
+        "    sequence_length: 64\n"
+        "    learning_rate: 0.005\n"
+        "training:\n"
+        "  epochs: 30\n"
+        "  validation_split: 0.1\n"
+        "  early_stopping: {monitor: val_loss, patience: 3}\n"
+        "  seed: 7\n"
+        f"  examples: {examples}\n" + tokenizer_block + declared
+    )
+
+
+def _steps_within(spec, data: str, minutes: float) -> int:
+    """Training steps that fit in `minutes`, from a short timed run of the same spec."""
+    probe = tempfile.mkdtemp(prefix="keraspec-probe-")
+    try:
+        start = time.perf_counter()
+        report = train(spec, data, os.path.join(probe, "run"), max_steps=40)
+        per_step = (time.perf_counter() - start) / max(report.steps, 1)
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+    return max(1, int(minutes * 60 / per_step))
+
+
+def generation_cost(run_dir: str, rows: int, records: int = 128) -> tuple[float, float]:
+    """Seconds per record of the in-graph `generate` loop at `rows` per request, with and
+    without the automaton, built side by side from the same weights and spec."""
+    import numpy as np
+
+    from compiler.build import build_state_model, compile_spec
+    from compiler.data.automaton import compile_automaton
+    from compiler.export.signatures import _serving_module
+    from compiler.generation import load_run_model
+    from compiler.tf import tensorflow
+    from compiler.training.trained import open_trained
+    from compiler.training.weights import copy_weights, reshaped_spec
+
+    tf = tensorflow()
+    trained = open_trained(run_dir)
+    _, keras_model, _ = load_run_model(trained, None, stateful=False)
+    serving = reshaped_spec(trained.spec, batch_size=None, stateful=False)
+    model, states = build_state_model(serving)
+    copy_weights(keras_model, model)
+    automaton = compile_automaton(
+        trained.validators, trained.tokenizer, trained.spec.input.vocab_size
+    )
+    budget = 2 * (trained.identity.get("longest_record_tokens") or 64)
+    timings = []
+    for constrained in (True, False):
+        _, functions = _serving_module(
+            tf,
+            model,
+            states,
+            trained.spec,
+            trained.tokenizer,
+            ["serving_default", "generate"],
+            [],
+            automaton if constrained else None,
+            list(trained.start),
+        )
+        generate = functions["generate"]
+        args = dict(
+            prompt=tf.zeros([rows, 1], tf.int32),
+            max_new_tokens=tf.fill([rows], budget),
+            temperature=tf.ones([rows]),
+        )
+        generate(seed=tf.range(rows, dtype=tf.int64), **args)  # trace once
+        done, start, batch = 0, time.perf_counter(), 0
+        while done < records:
+            generate(seed=tf.range(rows, dtype=tf.int64) + 1000 * (batch + 1), **args)
+            done += rows
+            batch += 1
+        timings.append((time.perf_counter() - start) / done)
+    del np, compile_spec
+    return timings[0], timings[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tables", default=",".join(TABLES))
+    parser.add_argument("--tokenizers", default="char,sentencepiece")
+    parser.add_argument("--examples", default="aligned")
+    parser.add_argument("--max-minutes", type=float, default=4.0)
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--timing", action="store_true", help="also time generate per record")
+    parser.add_argument("--keep", default=None, help="keep the runs here (default: temp)")
+    args = parser.parse_args()
+    work = args.keep or tempfile.mkdtemp(prefix="keraspec-records-")
+    os.makedirs(work, exist_ok=True)
+    print(
+        "| table | tokenizer | examples | train s | epochs | valid (constrained) | quality "
+        "(constrained) | valid (raw) | quality (raw) | held-out quality | masked mass |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for table in args.tables.split(","):
+        data = table_file(table, work)
+        for tokenizer in args.tokenizers.split(","):
+            for examples in args.examples.split(","):
+                label = f"{table}-{tokenizer}-{examples}"
+                spec_path = os.path.join(work, f"{label}.yaml")
+                with open(spec_path, "w", encoding="utf-8") as f:
+                    f.write(spec_text(table, data, tokenizer, examples))
+                spec = compiler.load_spec(spec_path)
+                run_dir = os.path.join(work, label)
+                shutil.rmtree(run_dir, ignore_errors=True)
+                steps = _steps_within(spec, data, args.max_minutes)
+                start = time.perf_counter()
+                report = train(spec, data, run_dir, max_steps=steps)
+                took = time.perf_counter() - start
+                masked = evaluate(run_dir, data, count=args.count, seed=0)
+                raw = evaluate(run_dir, data, count=args.count, seed=0, constrained=False)
+                held = masked.baseline
+                print(
+                    f"| {table} | {tokenizer} | {examples} | {took:.0f} | {report.epochs} | "
+                    f"{masked.valid_share:.1%} | {masked.quality_score:.1f} | "
+                    f"{raw.valid_share:.1%} | {raw.quality_score:.1f} | "
+                    f"{held.quality_score:.1f} | "
+                    f"{masked.generation['masked_mass_mean']:.3f} |",
+                    flush=True,
+                )
+                if args.timing:
+                    for rows in (1, 64):
+                        with_mask, without = generation_cost(run_dir, rows)
+                        print(
+                            f"|   generate, batch {rows} | | | | | {1000 * with_mask:.1f} ms/record "
+                            f"constrained | {1000 * without:.1f} ms/record raw | "
+                            f"{with_mask / without:.2f}x | | | |",
+                            flush=True,
+                        )
+
+
+if __name__ == "__main__":
+    main()
