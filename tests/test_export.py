@@ -17,7 +17,7 @@ import compiler
 from compiler.build import compile_spec
 from compiler.cli import app
 from compiler.data.tokenizer import EOR_ID, load_tokenizer
-from compiler.export.savedmodel import _verify, export_saved_model
+from compiler.export.savedmodel import _verify, export_saved_model, read_metadata
 from compiler.tf import tensorflow
 from compiler.training.rundir import RunDir
 from compiler.training.weights import load_weights, reshaped_spec
@@ -151,12 +151,19 @@ def test_generate_is_greedy_at_temperature_zero_and_stops_at_end_of_record(train
     prompt = np.array([[5, 6], [7, 0]], np.int32)  # the second row's prompt is one token
     out = generate(prompt=tf.constant(prompt), **_rows(2, 12, 0.0, 0))
     tokens, lengths, complete = (out[k].numpy() for k in ("tokens", "lengths", "complete"))
-    start = [EOR_ID, EOR_ID]  # a window-trained model's start of a record (start_tokens)
-    for row, ids in enumerate([start + [5, 6], start + [7]]):
+    start = read_metadata(report.path)["start_tokens"]
+    assert start == [EOR_ID]  # an aligned model's start of a record (start_tokens)
+    automaton = _automaton(trained)
+    held = out["constrained"].numpy()
+    for row, given in enumerate([[5, 6], [7]]):
+        assert held[row] == (automaton.walk(given) is not None)
+        ids = start + given
         expected = []
         for _ in range(12):  # the same greedy loop, one whole-sequence request per token
             logits = serve(tokens=tf.constant([ids + expected]))["logits"].numpy()[0, -1]
             logits[0] = -np.inf  # never padding
+            if held[row]:  # masked as the automaton masks
+                logits[automaton.table[automaton.walk(given + expected)] < 0] = -np.inf
             nxt = int(np.argmax(logits))
             if nxt == EOR_ID:
                 break
@@ -164,6 +171,15 @@ def test_generate_is_greedy_at_temperature_zero_and_stops_at_end_of_record(train
         assert tokens[row, : lengths[row]].tolist() == expected
         assert (tokens[row, lengths[row] :] == 0).all()
         assert complete[row] == (len(expected) < 12)
+
+
+def _automaton(trained):
+    from compiler.data.automaton import compile_automaton
+    from compiler.data.columns import load_validators
+
+    root = trained[0]
+    tokenizer = load_tokenizer(str(root / "run"))
+    return compile_automaton(load_validators(str(root / "run")), tokenizer, 40)
 
 
 def test_generate_is_deterministic_for_a_seed(trained):
@@ -281,8 +297,8 @@ def test_every_signature_runs_through_the_c_api(trained):
                 for n in ("lstm_h", "lstm_c", "lstm_1_h", "lstm_1_c")
             },
         },
-        "generate": {
-            "prompt": np.array([[5, 6], [7, 0]], np.int32),
+        "generate": {  # the second row constrained by the automaton, the first not
+            "prompt": np.array([[5, 6], [0, 0]], np.int32),
             "max_new_tokens": np.array([8, 5], np.int32),
             "temperature": np.array([0.8, 0.0], np.float32),
             "seed": np.array([4, 5], np.int64),
@@ -470,6 +486,39 @@ def test_no_temperature_samples_a_masked_id(trained):
         assert len(set(produced.tolist())) > 0.8 * (used - 2)
 
 
+def test_constrained_generate_never_samples_what_the_rules_mask(trained):
+    from compiler.data.automaton import compile_automaton
+    from compiler.data.columns import load_validators
+
+    root, _, report = trained
+    loaded = tf.saved_model.load(report.path)
+    validators = load_validators(str(root / "run"))
+    tokenizer = load_tokenizer(str(root / "run"))
+    automaton = compile_automaton(validators, tokenizer, 40)
+    # The automaton is data in the export, with its digest.
+    assert read_metadata(report.path)["automaton"]["sha256"] == automaton.digest
+    for temperature in (0.0, 0.5, 1.0, 10.0, 1e4, 3.4e38):
+        out = loaded.signatures["generate"](
+            prompt=tf.zeros([64, 0], tf.int32), **_rows(64, 30, temperature, 11)
+        )
+        tokens, lengths = out["tokens"].numpy(), out["lengths"].numpy()
+        assert out["constrained"].numpy().all()
+        masked = out["masked_mass"].numpy()
+        assert ((masked >= 0) & (masked <= 1)).all()
+        for row, n, complete in zip(tokens, lengths, out["complete"].numpy()):
+            assert automaton.walk(row[:n]) is not None, (temperature, row[:n])
+            if complete:
+                assert validators.is_valid(tokenizer.decode(row[:n])), temperature
+        if temperature >= 1e4:  # all allowed ids equally likely: the mask removes most mass
+            assert masked.mean() > 0.5
+    # A prompt no valid record starts with leaves its row alone, not the batch.
+    bad = next(i for i in range(2, tokenizer.size) if automaton.table[automaton.start, i] < 0)
+    out = loaded.signatures["generate"](
+        prompt=tf.constant([[0], [bad]], tf.int32), **_rows(2, 5, 1.0, 3)
+    )
+    assert out["constrained"].numpy().tolist() == [True, False]
+
+
 def test_a_row_answers_the_same_alone_and_batched_with_others(trained):
     _, _, report = trained
     generate = tf.saved_model.load(report.path).signatures["generate"]
@@ -552,6 +601,7 @@ def test_generate_cli_checks_the_exports_limits_before_sending(trained):
             "3",
             "--seed",
             "1",
+            "--unconstrained",  # 3 tokens end no record: constrained, all would resample
         ],
     )
     assert many.exit_code == 0 and len(many.stdout.splitlines()) == 300
