@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -456,3 +457,35 @@ def test_distances_equal_sdmetrics_dcr():
     theirs = calculate_dcr(synthetic, reference, fidelity.metadata(columns)).to_numpy()
     assert ours.shape == (120,) and np.allclose(ours, theirs, atol=1e-12)
     assert ours.min() >= 0 and ours.max() <= 1 and ours[3] >= 0.25  # the other flag
+
+
+def test_pair_trends_bin_numbers_by_the_real_range_so_one_outlier_moves_no_bin():
+    from compiler.data.columns import Column
+    from compiler.evaluate import fidelity
+
+    rng = np.random.default_rng(0)
+    columns = [
+        Column("kind", "categorical", values=("a", "b")),
+        Column("x", "decimal"),
+        Column("day", "date", format="%Y-%m-%d"),
+    ]
+
+    def rows(n, outlier=False):
+        out = []
+        for i in range(n):
+            kind = "ab"[i % 2]
+            x = rng.normal(0 if kind == "a" else 10, 1)
+            day = f"2024-0{1 if kind == 'a' else 6}-{rng.integers(10, 28)}"
+            out.append([kind, f"{x:.3f}", day])
+        if outlier:
+            out.append(["a", "1000.0", "2030-01-01"])
+        return out
+
+    real = fidelity.frame(columns, rows(600))
+    same = fidelity.fidelity(columns, real, fidelity.frame(columns, rows(600, outlier=True)))
+    scores = {(a, b): score for a, b, _, score in same.pairs}
+    # The bulk follows the real trends: one value beyond the real range changes nothing.
+    assert scores["kind", "x"] > 0.9 and scores["kind", "day"] > 0.9
+    swapped = [[{"a": "b", "b": "a"}[k], x, d] for k, x, d in rows(600)]
+    broken = fidelity.fidelity(columns, real, fidelity.frame(columns, swapped))
+    assert dict(((a, b), s) for a, b, _, s in broken.pairs)["kind", "x"] < 0.2
