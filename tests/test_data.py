@@ -5,7 +5,14 @@ import pytest
 
 import compiler
 from compiler.data.corpus import read_corpus
-from compiler.data.dataset import epoch_order, prepare, record_examples, windows
+from compiler.data.dataset import (
+    aligned_examples,
+    default_max_new_tokens,
+    epoch_order,
+    prepare,
+    record_examples,
+    windows,
+)
 from compiler.data.tokenizer import (
     EOR_ID,
     PAD_ID,
@@ -209,3 +216,37 @@ def test_epoch_order_is_a_permutation_fixed_by_seed_and_epoch():
     assert (a == b).all()
     assert (a != epoch_order(50, 7, 1)).any()
     assert (a != epoch_order(50, 8, 0)).any()
+
+
+def test_aligned_examples_start_at_a_record_and_train_every_token_once():
+    rng = np.random.default_rng(0)
+    lengths = [int(n) for n in rng.integers(1, 15, size=200)] + [45, 3, 70]  # two too long
+    records = [np.arange(2, 2 + n, dtype=np.int32) % 50 + 2 for n in lengths]
+    examples = aligned_examples(records, sequence_length=20)
+    inputs, targets, weights = examples.inputs, examples.targets, examples.weights
+    assert inputs.shape[1] == targets.shape[1] == 20
+    # Every target token of every record (and each record's <eor>) is trained exactly once,
+    # in order: the weighted targets, read example by example, are the record stream.
+    trained = targets[weights > 0]
+    stream = np.concatenate([np.append(r, EOR_ID) for r in records])
+    assert trained.tolist() == stream.tolist()
+    # Padding, and nothing else, weighs 0; the weights average 1 over the examples.
+    assert ((weights > 0) == (targets != PAD_ID)).all()
+    assert weights.mean() == pytest.approx(1.0)
+    # An example starts with <eor> before a record's first token, unless it continues a
+    # record longer than an example: 47 tokens make 2 continuations, 72 make 3.
+    starts = inputs[:, 0] == EOR_ID
+    assert (~starts).sum() == 5 and (inputs[~starts, 0] != PAD_ID).all()
+    # A record that fits is never split: each example's weighted targets are whole records.
+    for row, weight in zip(targets[starts], weights[starts]):
+        kept = row[weight > 0]
+        if kept[-1] == EOR_ID and len(kept) < 20:
+            assert len(np.flatnonzero(kept == EOR_ID)) >= 1
+
+
+def test_default_generation_length_comes_from_the_longest_record(tmp_path):
+    spec = load(write_spec(tmp_path / "s.yaml"))
+    assert default_max_new_tokens(spec, 100) == 100 + 25 + 4
+    assert default_max_new_tokens(spec, 5000) == spec.export.limits.max_new_tokens
+    # A run from before the longest record was kept: twice the sequence length.
+    assert default_max_new_tokens(spec, None) == 2 * spec.training.sequence_length
