@@ -269,6 +269,19 @@ def _print_generation_summary(result: Any, valid_only: bool) -> None:
     )
 
 
+def constrained_summary(generation: dict[str, Any]) -> str:
+    """One line on an evaluation's constrained generation: masking and resampling."""
+    mean = generation["masked_mass_mean"]
+    line = (
+        f"generation constrained to the validators: the mask removed {mean:.1%} of a "
+        f"record's probability on average (median {generation['masked_mass_median']:.1%}); "
+        f"{generation['resampled']} of {generation['sampled']} records resampled"
+    )
+    if generation.get("resampled_rules"):
+        line += f" (not exact: {'; '.join(generation['resampled_rules'])})"
+    return line + ("; a model that needs this much masking is weak" if mean > 0.5 else "")
+
+
 def _print_evaluation(result: Any, output: Optional[Path]) -> None:
     from rich.table import Table
 
@@ -318,6 +331,9 @@ def _print_evaluation(result: Any, output: Optional[Path]) -> None:
     console.print(columns)
     if result.validators:
         console.print(f"validators: {result.validators}")
+    generation = result.generation or {}
+    if generation.get("constrained"):
+        console.print(constrained_summary(generation))
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     if output is not None:

@@ -111,6 +111,14 @@ def _provenance(e: Evaluation) -> str:
         made = (
             f"{g['count']} records generated (seed {g['seed']}, temperature " f"{g['temperature']})"
         )
+        if g.get("constrained"):
+            made += (
+                f", constrained to the validators (the mask removed "
+                f"{100 * g['masked_mass_mean']:.1f}% of a record's probability on average; "
+                f"{g['resampled']} of {g['sampled']} resampled)"
+            )
+        elif "constrained" in g:
+            made += ", unconstrained (the raw model)"
     else:
         made = f"records read from {e.synthetic}"
     return f"{made} from {where}; real records from {e.data}."
