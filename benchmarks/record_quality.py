@@ -187,6 +187,9 @@ def main() -> None:
     parser.add_argument("--max-minutes", type=float, default=4.0)
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--timing", action="store_true", help="also time generate per record")
+    parser.add_argument(
+        "--timing-only", action="store_true", help="only time the runs already in --keep"
+    )
     parser.add_argument("--keep", default=None, help="keep the runs here (default: temp)")
     args = parser.parse_args()
     work = args.keep or tempfile.mkdtemp(prefix="keraspec-records-")
@@ -206,6 +209,9 @@ def main() -> None:
                     f.write(spec_text(table, data, tokenizer, examples))
                 spec = compiler.load_spec(spec_path)
                 run_dir = os.path.join(work, label)
+                if args.timing_only:
+                    _print_timing(table, tokenizer, examples, run_dir)
+                    continue
                 shutil.rmtree(run_dir, ignore_errors=True)
                 steps = _steps_within(spec, data, args.max_minutes)
                 start = time.perf_counter()
@@ -223,17 +229,19 @@ def main() -> None:
                     flush=True,
                 )
                 if args.timing:
-                    for rows in (1, 64):
-                        (record_m, token_m), (record_r, token_r) = generation_cost(run_dir, rows)
-                        print(
-                            f"|   generate, batch {rows} | | | | | "
-                            f"{1000 * record_m:.2f} ms/record, {1000 * token_m:.3f} ms/token "
-                            f"constrained | {1000 * record_r:.2f} ms/record, "
-                            f"{1000 * token_r:.3f} ms/token raw | per record "
-                            f"{record_m / record_r:.2f}x, per token {token_m / token_r:.2f}x "
-                            "| | | |",
-                            flush=True,
-                        )
+                    _print_timing(table, tokenizer, examples, run_dir)
+
+
+def _print_timing(table: str, tokenizer: str, examples: str, run_dir: str) -> None:
+    for rows in (1, 64):
+        (record_m, token_m), (record_r, token_r) = generation_cost(run_dir, rows)
+        print(
+            f"| {table} | {tokenizer} | {examples} | generate, batch {rows} | | "
+            f"{1000 * record_m:.2f} ms/record, {1000 * token_m:.3f} ms/token constrained | "
+            f"{1000 * record_r:.2f} ms/record, {1000 * token_r:.3f} ms/token raw | "
+            f"per record {record_m / record_r:.2f}x | per token {token_m / token_r:.2f}x | | |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

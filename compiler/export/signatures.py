@@ -63,11 +63,21 @@ def sample_rows(tf: Any, scaled: Any, uniform: Any) -> Any:
     return tf.reduce_sum(tf.cast(cumulative <= target[:, None], tf.int32), axis=1)
 
 
-def _advance_automaton(tf: Any, table: Any, at: Any, tokens: Any) -> Any:
-    """Each row's automaton state after one token ([B] states, [B] ids); padding leaves a
-    row where it is, and a row that has left every valid record stays at -1."""
-    nxt = tf.gather_nd(table, tf.stack([tf.maximum(at, 0), tokens], axis=1))
-    return tf.where(tokens == PAD_ID, at, tf.where(at < 0, -1, nxt))
+def serving_tables(automaton: Automaton, allowed: list[bool]) -> tuple[np.ndarray, np.ndarray]:
+    """The automaton as the generation loop reads it: transitions int32 and rules bool
+    [states + 1, vocab]. The extra last state is "free": where a prompt leaves every valid
+    record, its row goes on unconstrained (every allowed id, back to the free state), so
+    the loop never special-cases a row."""
+    free = automaton.states
+    table = automaton.table
+    transitions = np.vstack([np.where(table >= 0, table, free), np.full((1, table.shape[1]), free)])
+    rules = np.vstack([(table >= 0) & np.asarray(allowed), np.asarray(allowed)[None, :]])
+    return transitions.astype(np.int32), rules
+
+
+def _advance_automaton(tf: Any, transitions: Any, at: Any, tokens: Any) -> Any:
+    """Each row's automaton state after one token ([B] states, [B] ids)."""
+    return tf.gather_nd(transitions, tf.stack([at, tokens], axis=1))
 
 
 def allowed_ids(spec: s.Spec, tokenizer: Optional[Tokenizer]) -> list[bool]:
@@ -161,7 +171,8 @@ def _serving_module(
     module.assets = [tf.saved_model.Asset(path) for path in tokenizer_files]
     module.allowed = tf.constant(allowed_ids(spec, tokenizer))
     if automaton is not None:
-        module.automaton = tf.constant(automaton.table)
+        transitions, rules = serving_tables(automaton, allowed_ids(spec, tokenizer))
+        module.transitions, module.rules = tf.constant(transitions), tf.constant(rules)
 
     def within(value: Any, limit: int, what: str, field: str) -> Any:
         """An assertion that `value` (a scalar) is at most `limit`, naming the limit."""
@@ -314,16 +325,21 @@ def _serving_module(
         batch = tf.shape(prompt)[0]
         constrained = automaton is not None
         if constrained:
-            # The automaton's state after each row's prompt. A row whose prompt no valid
-            # record starts with is not constrained (-1): one request's prompt must not fail
-            # the others a server-side batcher merged with it.
+            # The automaton's state after each row's prompt (padding leaves a row where it
+            # is). A row whose prompt no valid record starts with goes on in the free state,
+            # unconstrained: one request's prompt must not fail the others a server-side
+            # batcher merged with it.
             walked = tf.foldl(
-                lambda at, column: _advance_automaton(tf, module.automaton, at, column),
+                lambda at, column: tf.where(
+                    column == PAD_ID, at, _advance_automaton(tf, module.transitions, at, column)
+                ),
                 tf.transpose(prompt),
                 initializer=tf.fill([batch], automaton.start),
             )
+            held = walked != automaton.states
         else:
-            walked = tf.fill([batch], -1)  # no row is constrained
+            walked = tf.zeros([batch], tf.int32)
+            held = tf.zeros([batch], tf.bool)  # no row is constrained
         sequence = tf.concat(
             [tf.tile(tf.constant([record_start], tf.int32), [batch, 1]), prompt], axis=1
         )
@@ -352,26 +368,24 @@ def _serving_module(
         def body(t, logits, state_values, drawn_ta, generated, done, complete, at, kept):
             # Greedy rows (T = 0) take the argmax; the others sample softmax(logits / T).
             generating = (t >= lengths - 1) & ~done
-            scaled = tf.where(module.allowed, logits / scale, -np.inf)
+            z = logits / scale
+            scaled = tf.where(module.allowed, z, -np.inf)
             if constrained:
-                # Rows still reading their prompt (or done) are not masked: what they
-                # sample is not used, and their state may allow nothing yet.
-                rule = tf.gather(module.automaton, tf.maximum(at, 0)) >= 0
-                masked = tf.where((generating & (at >= 0))[:, None], rule, True)
-                removed = tf.reduce_sum(
-                    tf.where(masked, 0.0, tf.nn.softmax(scaled, axis=-1)), axis=-1
-                )
-                kept = kept + tf.where(
-                    generating, tf.math.log1p(-tf.minimum(removed, 1.0 - 1e-7)), 0.0
-                )
-                scaled = tf.where(masked, scaled, -np.inf)
+                # Every state allows some id (a row reading its prompt sits at the prompt's
+                # end, a done row where its record ended), so no row is left with nothing.
+                rule = tf.gather(module.rules, at)
+                share = tf.reduce_sum(tf.where(rule, tf.nn.softmax(scaled, axis=-1), 0.0), axis=-1)
+                kept = kept + tf.where(generating, tf.math.log(tf.maximum(share, 1e-30)), 0.0)
+                scaled = tf.where(rule, z, -np.inf)
             sampled = tf.where(
                 greedy_rows,
                 tf.argmax(scaled, axis=-1, output_type=tf.int32),
                 sample_rows(tf, scaled, row_uniform(tf, keys, t)),
             )
             if constrained:
-                at = tf.where(generating, _advance_automaton(tf, module.automaton, at, sampled), at)
+                at = tf.where(
+                    generating, _advance_automaton(tf, module.transitions, at, sampled), at
+                )
             writes = generating & (sampled != EOR_ID)
             drawn_ta = drawn_ta.write(t - first, sampled)
             generated = generated + tf.cast(writes, tf.int32)
@@ -432,7 +446,7 @@ def _serving_module(
         out = tf.where(tf.range(longest)[None, :] < generated[:, None], out, 0)
         # complete: ended by <eor>, not a budget; masked: the share of the record's
         # probability (along the path sampled) that the mask removed.
-        return out, generated, complete, 1.0 - tf.exp(kept), walked >= 0
+        return out, generated, complete, 1.0 - tf.exp(kept), held
 
     per_row = [
         tf.TensorSpec([None], tf.int32, name="max_new_tokens"),
