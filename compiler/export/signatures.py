@@ -375,7 +375,7 @@ def _serving_module(
                 # end, a done row where its record ended), so no row is left with nothing.
                 rule = tf.gather(module.rules, at)
                 share = tf.reduce_sum(tf.where(rule, tf.nn.softmax(scaled, axis=-1), 0.0), axis=-1)
-                kept = kept + tf.where(generating, tf.math.log(tf.maximum(share, 1e-30)), 0.0)
+                kept = kept * tf.where(generating, share, 1.0)
                 scaled = tf.where(rule, z, -np.inf)
             sampled = tf.where(
                 greedy_rows,
@@ -422,7 +422,7 @@ def _serving_module(
             max_new <= 0,
             tf.zeros([batch], tf.bool),
             walked,
-            tf.zeros([batch], tf.float32),
+            tf.ones([batch], tf.float32),
         )
         shapes = (
             tf.TensorShape([]),
@@ -446,7 +446,7 @@ def _serving_module(
         out = tf.where(tf.range(longest)[None, :] < generated[:, None], out, 0)
         # complete: ended by <eor>, not a budget; masked: the share of the record's
         # probability (along the path sampled) that the mask removed.
-        return out, generated, complete, 1.0 - tf.exp(kept), held
+        return out, generated, complete, 1.0 - kept, held
 
     per_row = [
         tf.TensorSpec([None], tf.int32, name="max_new_tokens"),
