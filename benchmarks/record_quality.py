@@ -73,7 +73,7 @@ def table_file(name: str, directory: str) -> str:
     return path
 
 
-def spec_text(name: str, data: str, tokenizer: str, examples: str) -> str:
+def spec_text(name: str, data: str, tokenizer: str, examples: str, split: float = 0.1) -> str:
     with open(data, encoding="utf-8") as f:
         chars = len(set(f.read()) - {"\n"})
     if tokenizer == "char":
@@ -103,11 +103,40 @@ def spec_text(name: str, data: str, tokenizer: str, examples: str) -> str:
         "    learning_rate: 0.005\n"
         "training:\n"
         "  epochs: 30\n"
-        "  validation_split: 0.1\n"
+        f"  validation_split: {split}\n"
         "  early_stopping: {monitor: val_loss, patience: 3}\n"
         "  seed: 7\n"
         f"  examples: {examples}\n" + tokenizer_block + declared
     )
+
+
+def _fitting_spec(path: str, table: str, data: str, tokenizer: str, examples: str) -> Any:
+    """The spec with a 10% validation split, or the smallest larger one (in tenths) that
+    holds out a batch, as a user does after keraspec's error says so."""
+    from compiler.data.corpus import read_corpus
+    from compiler.data.dataset import prepare, unit_of
+    from compiler.data.tokenizer import fit_tokenizer
+
+    for split in (0.1, 0.2, 0.3):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(spec_text(table, data, tokenizer, examples, split))
+        spec = compiler.load_spec(path)
+        corpus = read_corpus(data)
+        tok = fit_tokenizer(spec, corpus.records)
+        try:
+            prepare(
+                [tok.encode(r) for r in corpus.records],
+                unit=unit_of(spec),
+                batch_size=spec.training.batch_size,
+                sequence_length=spec.training.sequence_length,
+                validation_split=split,
+                seed=7,
+                data_name=data,
+            )
+            return spec
+        except compiler.DataError:
+            continue
+    return spec
 
 
 def _steps_within(spec, data: str, minutes: float) -> int:
@@ -205,18 +234,20 @@ def main() -> None:
             for examples in args.examples.split(","):
                 label = f"{table}-{tokenizer}-{examples}"
                 spec_path = os.path.join(work, f"{label}.yaml")
-                with open(spec_path, "w", encoding="utf-8") as f:
-                    f.write(spec_text(table, data, tokenizer, examples))
-                spec = compiler.load_spec(spec_path)
+                spec = _fitting_spec(spec_path, table, data, tokenizer, examples)
                 run_dir = os.path.join(work, label)
                 if args.timing_only:
                     _print_timing(table, tokenizer, examples, run_dir)
                     continue
                 shutil.rmtree(run_dir, ignore_errors=True)
-                steps = _steps_within(spec, data, args.max_minutes)
-                start = time.perf_counter()
-                report = train(spec, data, run_dir, max_steps=steps)
-                took = time.perf_counter() - start
+                try:
+                    steps = _steps_within(spec, data, args.max_minutes)
+                    start = time.perf_counter()
+                    report = train(spec, data, run_dir, max_steps=steps)
+                    took = time.perf_counter() - start
+                except compiler.KeraspecError as e:
+                    print(f"| {table} | {tokenizer} | {examples} | {e.diagnostics[0].message} |")
+                    continue
                 masked = evaluate(run_dir, data, count=args.count, seed=0)
                 raw = evaluate(run_dir, data, count=args.count, seed=0, constrained=False)
                 held = masked.baseline

@@ -252,7 +252,8 @@ def prepare(
         raise _problem(
             "validation_too_small",
             f"expected validation_split = {validation_split} to hold out at least one batch "
-            f"of {batch_size} {unit}s, received {have} ({len(val_idx)} of {len(records)} "
+            f"of {batch_size} {_EXAMPLE_NAMES[unit]}, received {have} ({len(val_idx)} of "
+            f"{len(records)} "
             "records); use a larger corpus or validation_split, or set validation_split: 0",
             "training.validation_split",
             data_name,
@@ -266,6 +267,9 @@ def prepare(
         tokens=tokens,
         truncated=truncated,
     )
+
+
+_EXAMPLE_NAMES = {"aligned": "examples", "window": "windows", "record": "records"}
 
 
 def _too_small(unit: Unit, part: str, have: int, tokens: int, batch: int, length: int) -> str:
