@@ -154,6 +154,107 @@ def _steps_within(spec, data: str, minutes: float) -> int:
     return max(1, int(minutes * 60 / per_step))
 
 
+def generation_cost(run_dir: str, rows: int, rounds: int = 24) -> tuple[Any, Any]:
+    """(Seconds per record, seconds per token) of the in-graph `generate` loop at `rows` per
+    request, with and without the automaton, built side by side from the same weights and
+    spec and called in alternation, `rounds` requests each (every request with its own
+    seeds). Per token isolates the mask's cost; per record also counts that the raw
+    model's records may be longer (or never end)."""
+    from compiler.build import build_state_model
+    from compiler.data.automaton import compile_automaton
+    from compiler.export.signatures import _serving_module
+    from compiler.generation import load_run_model
+    from compiler.tf import tensorflow
+    from compiler.training.trained import open_trained
+    from compiler.training.weights import copy_weights, reshaped_spec
+
+    tf = tensorflow()
+    trained = open_trained(run_dir)
+    _, keras_model, _ = load_run_model(trained, None, stateful=False)
+    serving = reshaped_spec(trained.spec, batch_size=None, stateful=False)
+    model, states = build_state_model(serving)
+    copy_weights(keras_model, model)
+    automaton = compile_automaton(
+        trained.validators, trained.tokenizer, trained.spec.input.vocab_size
+    )
+    budget = 2 * (trained.identity.get("longest_record_tokens") or 64)
+    functions = []
+    for constrained in (True, False):
+        _, made = _serving_module(
+            tf,
+            model,
+            states,
+            trained.spec,
+            trained.tokenizer,
+            ["serving_default", "generate"],
+            [],
+            automaton if constrained else None,
+            list(trained.start),
+        )
+        functions.append(made["generate"])
+    args = dict(
+        prompt=tf.zeros([rows, 1], tf.int32),
+        max_new_tokens=tf.fill([rows], budget),
+        temperature=tf.ones([rows]),
+    )
+    for generate in functions:  # trace, and a first call of each
+        generate(seed=tf.range(rows, dtype=tf.int64), **args)
+    took, tokens = [0.0, 0.0], [0, 0]
+    for r in range(rounds):
+        seed = tf.range(rows, dtype=tf.int64) + 1000 * (r + 1)
+        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+            start = time.perf_counter()
+            out = functions[i](seed=seed, **args)
+            took[i] += time.perf_counter() - start
+            tokens[i] += int(out["lengths"].numpy().sum())
+    records = rounds * rows
+    return tuple((took[i] / records, took[i] / max(tokens[i], 1)) for i in (0, 1))
+
+
+def _fitting_spec(path: str, table: str, data: str, tokenizer: str, examples: str) -> Any:
+    """The spec with a 10% validation split, or the smallest larger one (in tenths) that
+    holds out a batch, as a user does after keraspec's error says so."""
+    from compiler.data.corpus import read_corpus
+    from compiler.data.dataset import prepare, unit_of
+    from compiler.data.tokenizer import fit_tokenizer
+
+    for split in (0.1, 0.2, 0.3):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(spec_text(table, data, tokenizer, examples, split))
+        spec = compiler.load_spec(path)
+        corpus = read_corpus(data)
+        tok = fit_tokenizer(spec, corpus.records)
+        try:
+            prepare(
+                [tok.encode(r) for r in corpus.records],
+                unit=unit_of(spec),
+                batch_size=spec.training.batch_size,
+                sequence_length=spec.training.sequence_length,
+                validation_split=split,
+                seed=7,
+                data_name=data,
+            )
+            return spec
+        except compiler.DataError:
+            continue
+    return spec
+
+
+def _steps_within(spec, data: str, minutes: float) -> int:
+    """Training steps that fit in `minutes`, from a short timed run of the same spec."""
+    probe = tempfile.mkdtemp(prefix="keraspec-probe-")
+    try:
+        took = []
+        for steps in (20, 120):  # the difference leaves out setup and tracing
+            start = time.perf_counter()
+            train(spec, data, os.path.join(probe, str(steps)), max_steps=steps)
+            took.append(time.perf_counter() - start)
+        per_step = max(took[1] - took[0], 1e-3) / 100
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+    return max(1, int(minutes * 60 / per_step))
+
+
 def generation_cost(run_dir: str, rows: int, records: int = 128) -> tuple[Any, Any]:
     """(Seconds per record, seconds per token) of the in-graph `generate` loop at `rows` per
     request, with and without the automaton, built side by side from the same weights and

@@ -148,22 +148,35 @@ def test_generate_is_greedy_at_temperature_zero_and_stops_at_end_of_record(train
     _, _, report = trained
     loaded = tf.saved_model.load(report.path)
     serve, generate = loaded.signatures["serving_default"], loaded.signatures["generate"]
-    prompt = np.array([[5, 6], [7, 0]], np.int32)  # the second row's prompt is one token
+    automaton = _automaton(trained)
+    # The first row's prompt starts no valid record (its row is not constrained); the
+    # second's is one token that starts one.
+    good = next(i for i in range(2, 40) if automaton.table[automaton.start, i] >= 0)
+    prompts = [[5, 6], [good]]
+    assert automaton.walk(prompts[0]) is None
+    prompt = np.array([[5, 6], [good, 0]], np.int32)
     out = generate(prompt=tf.constant(prompt), **_rows(2, 12, 0.0, 0))
     tokens, lengths, complete = (out[k].numpy() for k in ("tokens", "lengths", "complete"))
     start = read_metadata(report.path)["start_tokens"]
     assert start == [EOR_ID]  # an aligned model's start of a record (start_tokens)
-    automaton = _automaton(trained)
     held = out["constrained"].numpy()
-    for row, given in enumerate([[5, 6], [7]]):
+    assert held.tolist() == [False, True]
+    used = load_tokenizer(str(trained[0] / "run")).size
+    masked_mass = out["masked_mass"].numpy()
+    for row, given in enumerate(prompts):
         assert held[row] == (automaton.walk(given) is not None)
         ids = start + given
         expected = []
+        kept = 1.0  # the probability the mask kept along the path, step by step
         for _ in range(12):  # the same greedy loop, one whole-sequence request per token
             logits = serve(tokens=tf.constant([ids + expected]))["logits"].numpy()[0, -1]
             logits[0] = -np.inf  # never padding
+            logits[used:] = -np.inf  # nor an id the tokenizer does not have
             if held[row]:  # masked as the automaton masks
-                logits[automaton.table[automaton.walk(given + expected)] < 0] = -np.inf
+                rule = automaton.table[automaton.walk(given + expected)] >= 0
+                p = np.exp(logits - logits.max())
+                kept *= p[rule].sum() / p.sum()
+                logits[~rule] = -np.inf
             nxt = int(np.argmax(logits))
             if nxt == EOR_ID:
                 break
@@ -171,6 +184,7 @@ def test_generate_is_greedy_at_temperature_zero_and_stops_at_end_of_record(train
         assert tokens[row, : lengths[row]].tolist() == expected
         assert (tokens[row, lengths[row] :] == 0).all()
         assert complete[row] == (len(expected) < 12)
+        assert masked_mass[row] == pytest.approx(1.0 - kept if held[row] else 0.0, abs=1e-4)
 
 
 def _automaton(trained):

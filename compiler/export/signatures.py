@@ -324,22 +324,6 @@ def _serving_module(
         """
         batch = tf.shape(prompt)[0]
         constrained = automaton is not None
-        if constrained:
-            # The automaton's state after each row's prompt (padding leaves a row where it
-            # is). A row whose prompt no valid record starts with goes on in the free state,
-            # unconstrained: one request's prompt must not fail the others a server-side
-            # batcher merged with it.
-            walked = tf.foldl(
-                lambda at, column: tf.where(
-                    column == PAD_ID, at, _advance_automaton(tf, module.transitions, at, column)
-                ),
-                tf.transpose(prompt),
-                initializer=tf.fill([batch], automaton.start),
-            )
-            held = walked != automaton.states
-        else:
-            walked = tf.zeros([batch], tf.int32)
-            held = tf.zeros([batch], tf.bool)  # no row is constrained
         sequence = tf.concat(
             [tf.tile(tf.constant([record_start], tf.int32), [batch, 1]), prompt], axis=1
         )
@@ -364,28 +348,48 @@ def _serving_module(
         room = [] if context is None else [context - 1]
         logits, first_states = run(sequence[:, :common], zero_states(batch))
         first = common - 1  # the position the first logits are for
+        if constrained:
+            # The automaton's state after the prompt positions the first pass read; the
+            # loop moves it with every token it feeds (the rest of a prompt, or the token
+            # sampled). A row whose prompt no valid record starts with goes on in the free
+            # state, unconstrained: one request's prompt must not fail the others a
+            # server-side batcher merged with it.
+            read = common - len(record_start)
+            at_first = tf.foldl(
+                lambda at, column: _advance_automaton(tf, module.transitions, at, column),
+                tf.transpose(prompt[:, :read]),
+                initializer=tf.fill([batch], automaton.start),
+            )
+            walked = tf.foldl(  # the whole prompt (padding leaves a row where it is)
+                lambda at, column: tf.where(
+                    column == PAD_ID, at, _advance_automaton(tf, module.transitions, at, column)
+                ),
+                tf.transpose(prompt[:, read:]),
+                initializer=at_first,
+            )
+            held = walked != automaton.states
+        else:
+            at_first = tf.zeros([batch], tf.int32)
+            held = tf.zeros([batch], tf.bool)  # no row is constrained
 
-        def body(t, logits, state_values, drawn_ta, generated, done, complete, at, kept):
+        def body(t, logits, state_values, drawn_ta, generated, done, complete, at, shares_ta):
             # Greedy rows (T = 0) take the argmax; the others sample softmax(logits / T).
             generating = (t >= lengths - 1) & ~done
             z = logits / scale
             scaled = tf.where(module.allowed, z, -np.inf)
             if constrained:
-                # Every state allows some id (a row reading its prompt sits at the prompt's
-                # end, a done row where its record ended), so no row is left with nothing.
+                # Every kept state allows some id, and so does the free state: no row is
+                # left with nothing to sample. The share of probability the rule keeps is
+                # written per step, and multiplied over each row's own steps at the end.
                 rule = tf.gather(module.rules, at)
                 share = tf.reduce_sum(tf.where(rule, tf.nn.softmax(scaled, axis=-1), 0.0), axis=-1)
-                kept = kept * tf.where(generating, share, 1.0)
+                shares_ta = shares_ta.write(t - first, share)
                 scaled = tf.where(rule, z, -np.inf)
             sampled = tf.where(
                 greedy_rows,
                 tf.argmax(scaled, axis=-1, output_type=tf.int32),
                 sample_rows(tf, scaled, row_uniform(tf, keys, t)),
             )
-            if constrained:
-                at = tf.where(
-                    generating, _advance_automaton(tf, module.transitions, at, sampled), at
-                )
             writes = generating & (sampled != EOR_ID)
             drawn_ta = drawn_ta.write(t - first, sampled)
             generated = generated + tf.cast(writes, tf.int32)
@@ -394,6 +398,8 @@ def _serving_module(
             ended = finished | (generating & ((generated >= max_new) | full))
             next_prompt = tf.gather(sequence, tf.minimum(t + 1, width - 1), axis=1)
             token = tf.where(t + 1 < lengths, next_prompt, sampled)
+            if constrained:
+                at = _advance_automaton(tf, module.transitions, at, token)
             logits, state_values = advance(token, state_values)
             return (
                 t + 1,
@@ -404,13 +410,13 @@ def _serving_module(
                 done | ended,
                 complete | finished,
                 at,
-                kept,
+                shares_ta,
             )
 
         # No row can need a later step.
         last = tf.reduce_min(tf.stack([tf.reduce_max(lengths) - 1 + longest, *room]))
 
-        def more(t, logits, state_values, drawn_ta, generated, done, complete, at, kept):
+        def more(t, logits, state_values, drawn_ta, generated, done, complete, at, shares_ta):
             return (t < last) & ~tf.reduce_all(done)
 
         start = (
@@ -421,8 +427,8 @@ def _serving_module(
             tf.zeros([batch], tf.int32),
             max_new <= 0,
             tf.zeros([batch], tf.bool),
-            walked,
-            tf.ones([batch], tf.float32),
+            at_first,
+            tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[None]),
         )
         shapes = (
             tf.TensorShape([]),
@@ -433,9 +439,9 @@ def _serving_module(
             tf.TensorShape([None]),
             tf.TensorShape([None]),
             tf.TensorShape([None]),
-            tf.TensorShape([None]),
+            tf.TensorShape(None),
         )
-        _, _, _, drawn_ta, generated, done, complete, _, kept = tf.while_loop(
+        _, _, _, drawn_ta, generated, done, complete, _, shares_ta = tf.while_loop(
             more, body, start, shape_invariants=shapes, maximum_iterations=None
         )
         # Row b's k-th token was drawn at step lengths[b] - 1 + k: entry lengths[b] - common + k.
@@ -445,7 +451,16 @@ def _serving_module(
         out = tf.gather(steps, offsets, batch_dims=1)
         out = tf.where(tf.range(longest)[None, :] < generated[:, None], out, 0)
         # complete: ended by <eor>, not a budget; masked: the share of the record's
-        # probability (along the path sampled) that the mask removed.
+        # probability (along the path sampled) that the mask removed, over the steps that
+        # drew its tokens and its <eor>.
+        if not constrained:
+            return out, generated, complete, tf.zeros([batch]), held
+        shares = tf.transpose(shares_ta.stack())
+        shares = tf.concat([shares, tf.ones([batch, longest + 1])], axis=1)
+        offsets = (lengths - common)[:, None] + tf.range(longest + 1)[None, :]
+        drawn = generated + tf.cast(complete, tf.int32)
+        mine = tf.range(longest + 1)[None, :] < drawn[:, None]
+        kept = tf.reduce_prod(tf.where(mine, tf.gather(shares, offsets, batch_dims=1), 1.0), 1)
         return out, generated, complete, 1.0 - kept, held
 
     per_row = [
