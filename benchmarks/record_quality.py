@@ -255,60 +255,6 @@ def _steps_within(spec, data: str, minutes: float) -> int:
     return max(1, int(minutes * 60 / per_step))
 
 
-def generation_cost(run_dir: str, rows: int, records: int = 128) -> tuple[Any, Any]:
-    """(Seconds per record, seconds per token) of the in-graph `generate` loop at `rows` per
-    request, with and without the automaton, built side by side from the same weights and
-    spec. Per token isolates the mask's cost; per record also counts that the raw model's
-    records may be longer (or never end)."""
-    from compiler.build import build_state_model
-    from compiler.data.automaton import compile_automaton
-    from compiler.export.signatures import _serving_module
-    from compiler.generation import load_run_model
-    from compiler.tf import tensorflow
-    from compiler.training.trained import open_trained
-    from compiler.training.weights import copy_weights, reshaped_spec
-
-    tf = tensorflow()
-    trained = open_trained(run_dir)
-    _, keras_model, _ = load_run_model(trained, None, stateful=False)
-    serving = reshaped_spec(trained.spec, batch_size=None, stateful=False)
-    model, states = build_state_model(serving)
-    copy_weights(keras_model, model)
-    automaton = compile_automaton(
-        trained.validators, trained.tokenizer, trained.spec.input.vocab_size
-    )
-    budget = 2 * (trained.identity.get("longest_record_tokens") or 64)
-    timings = []
-    for constrained in (True, False):
-        _, functions = _serving_module(
-            tf,
-            model,
-            states,
-            trained.spec,
-            trained.tokenizer,
-            ["serving_default", "generate"],
-            [],
-            automaton if constrained else None,
-            list(trained.start),
-        )
-        generate = functions["generate"]
-        args = dict(
-            prompt=tf.zeros([rows, 1], tf.int32),
-            max_new_tokens=tf.fill([rows], budget),
-            temperature=tf.ones([rows]),
-        )
-        generate(seed=tf.range(rows, dtype=tf.int64), **args)  # trace once
-        done, tokens, start, batch = 0, 0, time.perf_counter(), 0
-        while done < records:
-            out = generate(seed=tf.range(rows, dtype=tf.int64) + 1000 * (batch + 1), **args)
-            tokens += int(out["lengths"].numpy().sum())
-            done += rows
-            batch += 1
-        took = time.perf_counter() - start
-        timings.append((took / done, took / max(tokens, 1)))
-    return timings[0], timings[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", default=",".join(TABLES))
