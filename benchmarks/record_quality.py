@@ -211,50 +211,6 @@ def generation_cost(run_dir: str, rows: int, rounds: int = 24) -> tuple[Any, Any
     return tuple((took[i] / records, took[i] / max(tokens[i], 1)) for i in (0, 1))
 
 
-def _fitting_spec(path: str, table: str, data: str, tokenizer: str, examples: str) -> Any:
-    """The spec with a 10% validation split, or the smallest larger one (in tenths) that
-    holds out a batch, as a user does after keraspec's error says so."""
-    from compiler.data.corpus import read_corpus
-    from compiler.data.dataset import prepare, unit_of
-    from compiler.data.tokenizer import fit_tokenizer
-
-    for split in (0.1, 0.2, 0.3):
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(spec_text(table, data, tokenizer, examples, split))
-        spec = compiler.load_spec(path)
-        corpus = read_corpus(data)
-        tok = fit_tokenizer(spec, corpus.records)
-        try:
-            prepare(
-                [tok.encode(r) for r in corpus.records],
-                unit=unit_of(spec),
-                batch_size=spec.training.batch_size,
-                sequence_length=spec.training.sequence_length,
-                validation_split=split,
-                seed=7,
-                data_name=data,
-            )
-            return spec
-        except compiler.DataError:
-            continue
-    return spec
-
-
-def _steps_within(spec, data: str, minutes: float) -> int:
-    """Training steps that fit in `minutes`, from a short timed run of the same spec."""
-    probe = tempfile.mkdtemp(prefix="keraspec-probe-")
-    try:
-        took = []
-        for steps in (20, 120):  # the difference leaves out setup and tracing
-            start = time.perf_counter()
-            train(spec, data, os.path.join(probe, str(steps)), max_steps=steps)
-            took.append(time.perf_counter() - start)
-        per_step = max(took[1] - took[0], 1e-3) / 100
-    finally:
-        shutil.rmtree(probe, ignore_errors=True)
-    return max(1, int(minutes * 60 / per_step))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", default=",".join(TABLES))
