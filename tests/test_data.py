@@ -250,3 +250,26 @@ def test_default_generation_length_comes_from_the_longest_record(tmp_path):
     assert default_max_new_tokens(spec, 5000) == spec.export.limits.max_new_tokens
     # A run from before the longest record was kept: twice the sequence length.
     assert default_max_new_tokens(spec, None) == 2 * spec.training.sequence_length
+
+
+def test_aligned_examples_of_a_recurrent_model_hold_its_longest_record(tmp_path):
+    from compiler.data.dataset import MAX_ALIGNED_LENGTH, example_length
+    from compiler.lang.checked import spec_of
+
+    from training_fixtures import transformer_spec_text
+
+    lstm = spec_of(load(write_spec(tmp_path / "lstm.yaml", length=12)))
+    short = [np.arange(5)] * 10
+    long = short + [np.arange(40)]
+    assert example_length(lstm, "aligned", short) == 12  # every record fits already
+    assert example_length(lstm, "aligned", long) == 41  # <eor>, 40 tokens, <eor> = 42 = 41 + 1
+    assert example_length(lstm, "aligned", [np.arange(5000)]) == MAX_ALIGNED_LENGTH
+    # DP examples (one record each) and windows keep the spec's length; so does a model
+    # whose positions are bounded by a table.
+    assert example_length(lstm, "record", long) == 12
+    assert example_length(lstm, "window", long) == 12
+    (tmp_path / "t.yaml").write_text(transformer_spec_text(length=16), encoding="utf-8")
+    transformer = spec_of(load(tmp_path / "t.yaml"))
+    assert example_length(transformer, "aligned", long) == 16
+    examples = aligned_examples(long, example_length(lstm, "aligned", long))
+    assert (examples.inputs[:, 0] == EOR_ID).all()  # no record is cut: all start a record

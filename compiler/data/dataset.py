@@ -58,6 +58,30 @@ def start_tokens(unit: Unit) -> tuple[int, ...]:
     return (EOR_ID, EOR_ID) if unit == "window" else (EOR_ID,)
 
 
+# Aligned examples of a model with no context bound grow to hold the longest record, up to
+# this many tokens.
+MAX_ALIGNED_LENGTH = 1024
+
+
+def example_length(spec: Any, unit: Unit, records: Sequence[np.ndarray]) -> int:
+    """Tokens an example's input holds: the spec's sequence_length, or, for aligned examples
+    of a model with no context bound (recurrent layers; no position table or cache), enough
+    for the longest record with its two `<eor>`, up to MAX_ALIGNED_LENGTH.
+
+    A record longer than an example is trained in pieces, each from zero state: the model
+    never learns how such a record goes on from its start, or where it ends. Measured on
+    scikit-learn's breast cancer table (569 records of about 250 characters), with
+    char-small's sequence_length of 64: see docs/records.md.
+    """
+    from compiler.layers.states import context_length
+
+    length = int(spec.training.sequence_length)
+    if unit != "aligned" or context_length(spec) is not None or not len(records):
+        return length
+    longest = max(len(r) for r in records) + 1
+    return max(length, min(longest, MAX_ALIGNED_LENGTH))
+
+
 def default_max_new_tokens(spec: Any, longest_record: Optional[int]) -> int:
     """Tokens generation samples at most per record unless told: the longest training
     record plus a quarter (and 4), so that no record the corpus could hold is cut short,

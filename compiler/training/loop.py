@@ -215,7 +215,7 @@ class _Loop:
         self.callback = callback or (lambda progress: None)
         tr = spec.training
         self.batch = tr.batch_size
-        self.length = tr.sequence_length
+        self.length = data.train.inputs.shape[1]  # sequence_length, or `example_length`
         self.epochs = tr.epochs
         self.steps_per_epoch = len(data.train) // self.batch
         self.placement = placement

@@ -42,7 +42,7 @@ from compiler.data.columns import (
     validators_json,
 )
 from compiler.data.corpus import Corpus, read_corpus, record_shape
-from compiler.data.dataset import TrainingData, prepare, unit_of
+from compiler.data.dataset import TrainingData, example_length, prepare, unit_of
 from compiler.data.tokenizer import Tokenizer, fit_tokenizer, load_tokenizer
 from compiler.diagnostics import Diagnostic, RunError, SpecError
 from compiler.files import resource_errors
@@ -78,7 +78,9 @@ def _with_epochs(spec: CheckedSpec, epochs: Optional[int]) -> CheckedSpec:
     )
 
 
-def training_spec(original: AnySpec, unit: Optional[str] = None) -> AnySpec:
+def training_spec(
+    original: AnySpec, unit: Optional[str] = None, length: Optional[int] = None
+) -> AnySpec:
     """The spec the loop compiles: stateless, but for a run of stream windows.
 
     Every example of a DP run (one record) or an aligned run (records packed from a
@@ -97,6 +99,10 @@ def training_spec(original: AnySpec, unit: Optional[str] = None) -> AnySpec:
         spec = with_stateful(spec, False)
     if privacy is not None and privacy.sampling == "poisson":
         spec = spec.model_copy(update={"input": spec.input.model_copy(update={"batch_size": None})})
+    if length is not None and length != spec.input.sequence_length:  # `example_length`
+        spec = spec.model_copy(
+            update={"input": spec.input.model_copy(update={"sequence_length": length})}
+        )
     return derived(original, spec)
 
 
@@ -192,13 +198,14 @@ def train(
     tr = spec.training
     unit = identity.get("unit") or unit_of(spec)  # a resumed run keeps its own
     encoded = _encode_records(tokenizer, corpus)
+    length = identity.get("example_length") or example_length(spec_of(spec), unit, encoded)
 
     def examples(seed: int) -> TrainingData:
         return prepare(
             encoded,
             unit=unit,
             batch_size=tr.batch_size,
-            sequence_length=tr.sequence_length,
+            sequence_length=length,
             validation_split=tr.validation_split,
             seed=seed,
             data_name=corpus.path,
@@ -224,7 +231,7 @@ def train(
     loop = _Loop(
         tf,
         spec,
-        training_spec(spec, unit),
+        training_spec(spec, unit, length),
         noise,
         run,
         corpus,
@@ -267,6 +274,7 @@ def train(
                 )
             identity["noise_multiplier"] = noise
             identity["unit"] = unit
+            identity["example_length"] = length
             if spec.training.privacy is None:  # a DP run keeps no statistic of its records
                 identity["longest_record_tokens"] = max((len(r) for r in encoded), default=0)
             files = dict(tokenizer.files())
