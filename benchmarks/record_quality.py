@@ -114,21 +114,24 @@ def _fitting_spec(path: str, table: str, data: str, tokenizer: str, examples: st
     """The spec with a 10% validation split, or the smallest larger one (in tenths) that
     holds out a batch, as a user does after keraspec's error says so."""
     from compiler.data.corpus import read_corpus
-    from compiler.data.dataset import prepare, unit_of
+    from compiler.data.dataset import example_length, prepare, unit_of
     from compiler.data.tokenizer import fit_tokenizer
+    from compiler.lang.checked import spec_of
 
-    for split in (0.1, 0.2, 0.3):
+    for split in (0.1, 0.2, 0.3, 0.4):
         with open(path, "w", encoding="utf-8") as f:
             f.write(spec_text(table, data, tokenizer, examples, split))
         spec = compiler.load_spec(path)
         corpus = read_corpus(data)
         tok = fit_tokenizer(spec, corpus.records)
+        encoded = [tok.encode(r) for r in corpus.records]
+        unit = unit_of(spec)
         try:
             prepare(
-                [tok.encode(r) for r in corpus.records],
-                unit=unit_of(spec),
+                encoded,
+                unit=unit,
                 batch_size=spec.training.batch_size,
-                sequence_length=spec.training.sequence_length,
+                sequence_length=example_length(spec_of(spec), unit, encoded),
                 validation_split=split,
                 seed=7,
                 data_name=data,

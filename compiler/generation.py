@@ -162,8 +162,8 @@ def generate(
     Where the run has validators (a delimited corpus), generation is constrained by
     default: before every sample, the tokens that would break the record's rules are
     masked (`compiler.data.automaton`), so every record passes them by construction. A
-    record that breaks a rule the automaton cannot enforce exactly, or that runs out of
-    `max_new_tokens` before it ends, is resampled.
+    record that breaks a rule the automaton cannot enforce exactly is resampled; one that
+    runs out of `max_new_tokens` before it ends is returned as it is (`complete` False).
 
     Args:
         path: An export (BASE/NAME, whose highest version is used, or BASE/NAME/VERSION),
@@ -287,7 +287,9 @@ def generate(
             records += drawn.texts[: count - len(records)]
             complete += drawn.complete[: count - len(complete)]
         return _checked(records, complete, sampler, len(records))
-    return _valid_only(draw, sampler, count, max_invalid)
+    # Constrained, a record the model did not end within max_new_tokens is returned as it
+    # is (resampling would not give it more tokens); with valid_only, it is dropped.
+    return _valid_only(draw, sampler, count, max_invalid, keep_unfinished=not valid_only)
 
 
 def _checked(
@@ -309,9 +311,12 @@ def _checked(
     )
 
 
-def _valid_only(draw, sampler: "_Sampler", count: int, max_invalid: int) -> Generated:
+def _valid_only(
+    draw, sampler: "_Sampler", count: int, max_invalid: int, keep_unfinished: bool = False
+) -> Generated:
     """Records that pass the validators, in batches until `count` (constrained generation
-    resamples the few that break a rule it does not enforce exactly, or run out of tokens)."""
+    resamples the few that break a rule it does not enforce exactly). With
+    `keep_unfinished`, a record that ran out of tokens is kept as it is."""
     validators = sampler.validators
     kept: list[str] = []
     kept_complete: list[bool] = []
@@ -327,7 +332,7 @@ def _valid_only(draw, sampler: "_Sampler", count: int, max_invalid: int) -> Gene
                 break  # the rest of the batch is not looked at: the rate counts what was
             sampled += 1
             failures = validators.failures(record)
-            if failures:
+            if failures and not (keep_unfinished and not done):
                 invalid += 1
                 key = (
                     "field count"
@@ -344,13 +349,14 @@ def _valid_only(draw, sampler: "_Sampler", count: int, max_invalid: int) -> Gene
         if invalid > max_invalid:
             break
     automaton = sampler.automaton
+    failures = [validators.failures(r) for r in kept]
     result = Generated(
         kept,
         kept_complete,
-        [True] * len(kept),
+        [not f for f in failures],
         sampler.source,
         sampler.step,
-        [""] * len(kept),
+        [describe_problem(f) if f else "" for f in failures],
         sampled,
         validators.describe_source(),
         masked_mass=None if automaton is None else kept_masked,
