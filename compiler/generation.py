@@ -4,15 +4,17 @@
   SavedModel's `generate` signature: the whole sampling loop runs in the graph.
 - From a run directory, it is a plain Keras sampling loop, the reference generator's: the
   spec's model is rebuilt with a batch of `count` rows and every recurrent layer stateful,
-  the run's weights are loaded, the prompt (after the start tokens, `<eor>` twice or once
-  for DP models: the state "a record begins here", see `start_tokens`) is fed once, then
-  one sampled token at a time until every row has emitted `<eor>` or `max_new_tokens`
-  tokens.
+  the run's weights are loaded, the prompt (after the start tokens: one `<eor>`, the state
+  "a record begins here", or two for a run trained on windows, see `start_tokens`) is fed
+  once, then one sampled token at a time until every row has emitted `<eor>` or
+  `max_new_tokens` tokens.
 
-For a delimited corpus (CSV and the like), each record is checked by the run's validators
-(`compiler.data.columns`): its columns' rules, or the field count only for a DP run. With
-`valid_only`, sampling goes on in batches until enough records pass, as the reference
-generator's line validator does.
+For a delimited corpus (CSV and the like), generation is constrained by default: before
+every sample, the tokens that would break the run's validators (`compiler.data.columns`;
+the field count only for a DP run) are masked, through their automaton
+(`compiler.data.automaton`). Unconstrained, each record is checked by the validators, and
+with `valid_only`, sampling goes on in batches until enough records pass, as the
+reference generator's line validator does.
 """
 
 from __future__ import annotations
