@@ -323,6 +323,7 @@ def _valid_only(
     kept: list[str] = []
     kept_complete: list[bool] = []
     kept_masked: list[float] = []
+    kept_failures: list[list[Failure]] = []
     invalid = sampled = batch = 0
     reasons: dict[str, int] = {}
     while len(kept) < count:
@@ -346,19 +347,19 @@ def _valid_only(
                 kept.append(record)
                 kept_complete.append(done)
                 kept_masked.append(mass)
+                kept_failures.append(failures)
             if invalid > max_invalid:
                 break
         if invalid > max_invalid:
             break
     automaton = sampler.automaton
-    failures = [validators.failures(r) for r in kept]
     result = Generated(
         kept,
         kept_complete,
-        [not f for f in failures],
+        [not f for f in kept_failures],
         sampler.source,
         sampler.step,
-        [describe_problem(f) if f else "" for f in failures],
+        [describe_problem(f) if f else "" for f in kept_failures],
         sampled,
         validators.describe_source(),
         masked_mass=None if automaton is None else kept_masked,

@@ -7,18 +7,12 @@ import datetime as dt
 
 import numpy as np
 import pytest
+from test_columns import TRANSACTIONS
 
 from compiler.data.automaton import Automaton, compile_automaton, token_strings
 from compiler.data.columns import Column, Validators, learn_validators
 from compiler.data.tokenizer import EOR_ID, PAD_ID, CharTokenizer, SentencePieceTokenizer
 
-TRANSACTIONS = [
-    "2025-07-17,books,42.09,Oslo,contactless,Y",
-    "2025-06-05,travel,540.58,,online,Y",
-    "2025-04-22,electronics,282.76,Madrid,contactless,Y",
-    "2025-06-08,restaurant,37.15,,online,N",
-    "2025-02-07,travel,319.26,Vienna,contactless,Y",
-] * 8
 # Every rule of the evaluate and column tests, broken once.
 REJECTED = [
     "205-02-09,books,1.00,Oslo,online,Y",

@@ -547,13 +547,15 @@ def compile_automaton(validators: Validators, tokenizer: Tokenizer, vocab_size: 
     """
     columns: list[Optional[Column]] = list(validators.columns or [None] * validators.fields)
     strings = token_strings(tokenizer)
-    resampled = [
-        f"{c.name}: calendar validity and range"
-        for c in columns
-        if c is not None and c.kind in TEMPORAL and _temporal_values(c) is None
-    ]
+    resampled: list[str] = []
     while True:
         record = _Record(validators, columns)
+        if not resampled:  # a temporal column too wide to list its values
+            resampled = [
+                f"{c.name}: calendar validity and range"
+                for c, m in zip(columns, record.machines)
+                if c is not None and isinstance(m, _Temporal)
+            ]
         chars, states, accepting = _enumerate(record, strings)
         table = _token_table(chars, states, accepting, strings, vocab_size)
         if table is None:
