@@ -196,10 +196,20 @@ def audit(
     confidence: float = typer.Option(
         0.95, "--confidence", min=0.5, max=0.9999, help="Confidence of the lower bound."
     ),
+    white_box: bool = typer.Option(
+        False,
+        "--white-box",
+        help="Gradient canaries through the DP step itself (DP specs, fast implementation).",
+    ),
     overrides: Optional[List[str]] = SetOption,
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Report format."),
 ) -> None:
     """Audit a spec's privacy empirically: canaries, one training run, an epsilon lower bound.
+
+    Black-box (default): record canaries in the corpus, scored by the trained model's loss.
+    White-box: gradient canaries sampled, clipped and noised by the run's own DP step,
+    scored by the noisy sums it released; it catches a step that adds too little noise,
+    skips clipping or does not sample as the accountant assumes.
 
     Exits 0 when the lower bound is within the claimed epsilon (or the spec claims none),
     1 on bad input or when the lower bound exceeds the claimed epsilon (the guarantee is
@@ -220,6 +230,7 @@ def audit(
                 epochs=epochs,
                 max_steps=max_steps,
                 confidence=confidence,
+                white_box=white_box,
                 callback=progress.update,
             )
         except KeraspecError as e:
@@ -233,22 +244,32 @@ def audit(
             "none (no DP)" if report.claimed_epsilon is None else (f"{report.claimed_epsilon:.4g}")
         )
         exposure = report.exposure
-        for label, value in [
+        lines = [
+            ("mode", report.mode),
             ("claimed epsilon", claimed),
             (
                 f"epsilon lower bound ({report.confidence:.0%} confidence, delta "
                 f"{report.delta:.3g})",
-                f"{report.epsilon_lower_bound:.4g}",
+                f"{report.epsilon_lower_bound:.4g} ({report.analysis} analysis, score "
+                f"{report.score})",
             ),
             ("canaries (trained on)", f"{report.canaries} ({report.included})"),
             ("guesses (correct)", f"{report.guesses} ({report.correct})"),
-            (
-                "exposure, bits: mean / max of possible",
-                f"{exposure['mean']:.2f} / {exposure['max']:.2f} of {exposure['possible']:.2f}",
-            ),
-            ("audit", f"{output}/audit.json"),
-        ]:
-            console.print(f"{label}: {value}")
+            ("the most the guessing analysis could show", f"{report.most_provable:.4g}"),
+        ]
+        if exposure:
+            lines.append(
+                (
+                    "exposure, bits: mean / max of possible",
+                    f"{exposure['mean']:.2f} / {exposure['max']:.2f} of "
+                    f"{exposure['possible']:.2f}",
+                )
+            )
+        lines.append(("audit", f"{output}/audit.json, {output}/audit.html"))
+        for label, value in lines:
+            console.print(f"{label}: {value}", highlight=False)
+        for note in report.notes:
+            console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     if report.broken:
         _console(stderr=True).print(
             f"[bold red]error:[/bold red] the privacy guarantee is broken: the audit's lower "

@@ -1,4 +1,4 @@
-"""Empirical privacy audit of a spec, in one training run.
+"""Empirical privacy audit of a spec, in one training run: black-box or white-box.
 
 Steinke, Nasr and Jagielski, "Privacy Auditing with One (1) Training Run" (NeurIPS 2023):
 make m canary records, include each in the training corpus independently with probability
@@ -20,6 +20,27 @@ each field is a training value of that column with every letter and digit replac
 random (same length, same punctuation); otherwise, random characters of the corpus with a
 training record's length. They use only characters the corpus has, so the run's tokenizer
 reads them.
+
+**White-box** (`white_box=True`): the canaries are gradients, not records
+(`compiler.privacy.canaries`): Dirac vectors on secret coordinates, sampled, clipped and
+noised by the run's own DP step, and scored by the noisy sums the run released along their
+coordinates. Black-box input-space canaries of DP-SGD stay far below the claimed epsilon;
+gradient canaries measure the step itself, so a step that adds too little noise, skips
+clipping or does not sample as the accountant assumes is caught.
+
+Two analyses turn scores into a bound, each at half the error level (Bonferroni), and the
+larger bound is reported with the analysis that gave it:
+
+- **guessing** (Steinke et al., Theorem 3.1): guesses "in" for the best-scored canaries
+  (and "out" for the worst); valid for any mechanism, but with m canaries it can never
+  exceed about ln(p / (1 - p)), p = 0.05^(1/m), and it is far from tight for Gaussian noise.
+- **gaussian** (as in Agrawal et al., "Let's Ask Gauss", 2026): a canary's score adds up
+  many steps of Gaussian noise, so in and out scores differ by a Gaussian shift, and a
+  mu-GDP run gives no test an area under the ROC curve above Phi(mu / sqrt(2)). The AUC's
+  lower confidence bound (DeLong's variance) gives mu, and mu-GDP's epsilon at delta the
+  bound. It is asymptotic: it assumes the run's trade-off curve is Gaussian-shaped, which
+  DP-SGD's subsampled Gaussian steps satisfy or exceed in the tail (their PLD epsilon is
+  the larger), so for a correct run it stays below the accountant's epsilon.
 """
 
 from __future__ import annotations
@@ -41,6 +62,9 @@ from compiler.files import write_atomic
 from compiler.lang.checked import checked
 
 AUDIT_FILE = "audit.json"
+AUDIT_PAGE = "audit.html"
+CANARIES_FILE = "canaries.json"
+MODES = ("black-box", "white-box")
 DATA_FILE = "data.txt"
 RUN_SUBDIR = "run"
 CANDIDATES = 1000
@@ -61,6 +85,18 @@ class AuditReport:
         exposure: Exposure of the included canaries against `candidates` random ones:
             mean, median and max (bits), and the most any canary could reach.
         broken: The lower bound exceeds the claimed epsilon.
+        mode: "black-box" (record canaries, scored by the model's loss) or "white-box"
+            (gradient canaries, scored by the released noisy sums).
+        analysis: The analysis that gave the bound ("guessing" or "gaussian"); `bounds`
+            holds each one's bound, by analysis and score.
+        score: The canary score the bound came from.
+        most_provable: The largest bound the guessing analysis could give with these
+            canaries, were every guess right.
+        informative: Whether the audit could have shown a broken guarantee: the claimed
+            epsilon is within what it can prove (always, without a claim, if it can
+            prove more than 0.5).
+        distributions: Histograms of the included and excluded canaries' scores.
+        notes: What the bound does and does not show, in plain words.
     """
 
     claimed_epsilon: Optional[float]
@@ -78,6 +114,14 @@ class AuditReport:
     steps: int
     mean_score_in: float
     mean_score_out: float
+    mode: str = "black-box"
+    analysis: str = "guessing"
+    score: str = "loss"
+    bounds: dict[str, float] = dataclasses.field(default_factory=dict)
+    most_provable: float = 0.0
+    informative: bool = True
+    distributions: dict[str, Any] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -191,27 +235,165 @@ def epsilon_lower_bound(m: int, r: int, v: int, delta: float, confidence: float)
     return low
 
 
-def best_guesses(
-    scores: np.ndarray, included: np.ndarray, delta: float, confidence: float
-) -> tuple[float, int, int]:
-    """The best bound over a few guessing rules (top k "in", bottom k "out").
+GUESS_FRACTIONS = (0.02, 0.05, 0.1, 0.2, 0.5)
+# White-box: also the few most extreme canaries, and "in" guesses alone (a step that
+# breaks the guarantee for some canaries only, such as a fixed batch, shows at the top).
+WHITE_BOX_FRACTIONS = (0.005, 0.01) + GUESS_FRACTIONS
 
-    Several rules are tried on the same canaries, so each is tested at confidence
-    1 - (1 - confidence) / rules (Bonferroni): the reported bound holds at `confidence`.
+
+def _guessing_rules(m: int, white_box: bool = False) -> list[tuple[int, bool]]:
+    """(k, also_out): guess "in" for the top k, and "out" for the bottom k if also_out."""
+    fractions = WHITE_BOX_FRACTIONS if white_box else GUESS_FRACTIONS
+    sizes = sorted({max(1, int(m * f)) for f in fractions})
+    return [(k, both) for k in sizes for both in ((False, True) if white_box else (True,))]
+
+
+def best_guesses(
+    scores: np.ndarray,
+    included: np.ndarray,
+    delta: float,
+    confidence: float,
+    tests: int = 1,
+    white_box: bool = False,
+) -> tuple[float, int, int]:
+    """The best bound over the guessing rules: top k "in", with or without bottom k "out".
+
+    Several rules are tried on the same canaries (and `tests` sets of scores), so each is
+    tested at confidence 1 - (1 - confidence) / (rules * tests) (Bonferroni): the reported
+    bound holds at `confidence`.
     """
     m = len(scores)
-    order = np.argsort(-scores)  # most likely first
-    sizes = sorted({max(1, int(m * f)) for f in (0.02, 0.05, 0.1, 0.2, 0.5)})
-    corrected = 1.0 - (1.0 - confidence) / len(sizes)
+    order = np.argsort(-scores, kind="stable")  # most likely first
+    rules = _guessing_rules(m, white_box)
+    corrected = 1.0 - (1.0 - confidence) / (len(rules) * tests)
     best = (0.0, 0, 0)
-    for k in sizes:
-        top, bottom = order[:k], order[m - k :] if 2 * k <= m else order[k:]
+    for k, both in rules:
+        top = order[:k]
+        bottom = (order[m - k :] if 2 * k <= m else order[k:]) if both else order[:0]
         correct = int(included[top].sum() + (~included[bottom]).sum())
         guesses = len(top) + len(bottom)
         bound = epsilon_lower_bound(m, guesses, correct, delta, corrected)
         if bound > best[0] or best[1] == 0:
             best = (bound, guesses, correct)
     return best
+
+
+def most_provable(
+    m: int, delta: float, confidence: float, tests: int = 1, white_box: bool = False
+) -> float:
+    """The largest bound the guessing analysis can give with m canaries: every guess right."""
+    rules = _guessing_rules(m, white_box)
+    corrected = 1.0 - (1.0 - confidence) / (len(rules) * tests)
+    most = max(min(2 * k, m) if both else k for k, both in rules)
+    return epsilon_lower_bound(m, most, most, delta, corrected)
+
+
+def auc_lower_bound(scores: np.ndarray, included: np.ndarray, confidence: float) -> float:
+    """A one-sided lower confidence bound on P(score in > score out) (ties count half).
+
+    The Mann-Whitney estimate with DeLong's variance (from each canary's placement among
+    the other group), normal at `confidence`.
+    """
+    from scipy.stats import norm, rankdata
+
+    inside, outside = scores[included], scores[~included]
+    n1, n0 = len(inside), len(outside)
+    if n1 < 2 or n0 < 2:
+        return 0.5
+    ranks = rankdata(np.concatenate([inside, outside]))
+    own_in, own_out = rankdata(inside), rankdata(outside)
+    # Placements: the share of the other group each canary beats.
+    v10 = (ranks[:n1] - own_in) / n0
+    v01 = 1.0 - (ranks[n1:] - own_out) / n1
+    auc = float(v10.mean())
+    variance = v10.var(ddof=1) / n1 + v01.var(ddof=1) / n0
+    return auc - float(norm.ppf(confidence)) * math.sqrt(max(variance, 0.0))
+
+
+def gdp_epsilon(mu: float, delta: float) -> float:
+    """The epsilon of mu-GDP at delta (Dong, Roth and Su, Corollary 2.13), 0 if mu <= 0."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    if mu <= 0:
+        return 0.0
+
+    def excess(eps: float) -> float:
+        return float(
+            norm.cdf(-eps / mu + mu / 2) - math.exp(eps + norm.logcdf(-eps / mu - mu / 2)) - delta
+        )
+
+    if excess(0.0) <= 0:
+        return 0.0
+    high = 1.0
+    while excess(high) > 0:
+        high *= 2
+        if high > 1e4:
+            return high
+    return float(brentq(excess, 0.0, high, xtol=1e-9))
+
+
+def gaussian_bound(
+    scores: np.ndarray, included: np.ndarray, delta: float, confidence: float
+) -> float:
+    """The Gaussian analysis's bound: AUC's lower confidence bound, as mu-GDP, at delta."""
+    from scipy.stats import norm
+
+    auc = auc_lower_bound(scores, included, confidence)
+    if auc <= 0.5:
+        return 0.0
+    return gdp_epsilon(math.sqrt(2.0) * float(norm.ppf(min(auc, 1.0 - 1e-12))), delta)
+
+
+def analyse(
+    scores: dict[str, np.ndarray],
+    included: np.ndarray,
+    delta: float,
+    confidence: float,
+    *,
+    white_box: bool = True,
+) -> dict[str, Any]:
+    """The analyses on every score. White-box: the guessing analysis with more rules, and
+    the Gaussian one, each at half the error level.
+
+    Returns the best bound, its analysis and score, the guesses behind the guessing bound,
+    every bound by "analysis/score", and the most the guessing analysis could prove.
+    """
+    level = (1.0 - confidence) / (2 if white_box else 1)
+    tests = len(scores)
+    bounds: dict[str, float] = {}
+    best: dict[str, Any] = {"bound": 0.0, "analysis": "guessing", "score": next(iter(scores))}
+    guesses = (-1.0, 0, 0)  # the best guessing bound's guesses and correct guesses
+    for name, values in scores.items():
+        bound, r, v = best_guesses(values, included, delta, 1.0 - level, tests, white_box)
+        if bound > guesses[0]:
+            guesses = (bound, r, v)
+        found = [("guessing", bound)]
+        if white_box:
+            found.append(("gaussian", gaussian_bound(values, included, delta, 1 - level / tests)))
+        for analysis, value in found:
+            bounds[f"{analysis}/{name}"] = value
+            if value > best["bound"]:
+                best = {"bound": value, "analysis": analysis, "score": name}
+    return {
+        **best,
+        "guesses": guesses[1:],
+        "bounds": bounds,
+        "most_provable": most_provable(len(included), delta, 1.0 - level, tests, white_box),
+    }
+
+
+def histograms(values: np.ndarray, included: np.ndarray, bins: int = 30) -> dict[str, Any]:
+    """Included and excluded canaries' scores on shared bins (for the report's plot)."""
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    edges = np.linspace(low, high if high > low else low + 1.0, bins + 1)
+    clipped = np.clip(values, edges[0], edges[-1])
+    return {
+        "edges": [float(e) for e in edges],
+        "included": np.histogram(clipped[included], edges)[0].tolist(),
+        "excluded": np.histogram(clipped[~included], edges)[0].tolist(),
+    }
 
 
 def exposure(canary_losses: np.ndarray, candidate_losses: np.ndarray) -> dict[str, float]:
@@ -272,29 +454,34 @@ def audit(
     max_steps: Optional[int] = None,
     confidence: float = 0.95,
     candidates: int = CANDIDATES,
+    white_box: bool = False,
     callback: Optional[Callable[[Any], None]] = None,
 ) -> AuditReport:
     """Audit `spec` on corpus `data`: canaries in, one training run, the epsilon lower bound.
 
     Args:
-        spec: A checked spec (`load_spec`), DP or not.
+        spec: A checked spec (`load_spec`), DP or not (white-box: DP with the fast
+            implementation and Poisson sampling).
         data: The corpus, as `keraspec train` takes it.
-        audit_dir: Where the audit corpus (data.txt), the run (run/) and audit.json go; a
-            directory holding an unfinished audit of the same spec resumes its training.
+        audit_dir: Where the canaries, the run (run/), audit.json and audit.html go; a
+            directory holding an unfinished audit of the same spec and mode resumes its
+            training.
         canaries: How many canaries to make (half of them, in expectation, are trained on).
         epochs, max_steps: As `train`.
         confidence: Of the lower bound.
-        candidates: Random candidates for the exposure.
+        candidates: Random candidates for the exposure (black-box).
+        white_box: Gradient canaries through the DP step instead of record canaries.
         callback: Training progress, as `train`'s.
 
     Raises:
         DataError, SpecError, RunError: as `train`; DataError when the canaries cannot be
-        made. Nothing is trained before every check has passed.
+        made; SpecError when a white-box audit meets a step it cannot audit; RunError when
+        the directory holds an audit of the other mode. Nothing is trained before every
+        check has passed.
     """
     from compiler.data.columns import declared_header
-    from compiler.data.corpus import read_corpus, record_shape
+    from compiler.data.corpus import read_corpus
     from compiler.privacy.accounting import default_delta
-    from compiler.training import train
 
     if canaries < 2:
         raise ValueError("expected at least 2 canaries")
@@ -302,21 +489,204 @@ def audit(
         raise ValueError("expected a confidence in (0, 1)")
     audit_dir = os.fspath(audit_dir)
     spec = checked(spec)
+    mode = MODES[1] if white_box else MODES[0]
+    if white_box:
+        _check_white_box(spec)
     corpus = read_corpus(data, header=declared_header(spec))
+    saved = _saved_state(audit_dir, mode)
     os.makedirs(audit_dir, exist_ok=True)
-    state_path = os.path.join(audit_dir, "canaries.json")
-    data_path = os.path.join(audit_dir, DATA_FILE)
-    if os.path.exists(state_path) and os.path.exists(data_path):
-        # Resuming: the canaries and coins were drawn before; they must not be drawn again.
-        with open(state_path, encoding="utf-8") as f:
+    if white_box:
+        report, included, scores = _white_box(
+            spec, corpus, audit_dir, saved, canaries, epochs, max_steps, callback
+        )
+        exposure_of: dict[str, float] = {}
+    else:
+        report, included, scores, exposure_of = _black_box(
+            spec, corpus, audit_dir, saved, canaries, candidates, epochs, max_steps, callback
+        )
+    claimed = report.privacy["epsilon"] if report.privacy is not None else None
+    delta = report.privacy["delta"] if report.privacy is not None else default_delta(report.records)
+    found = analyse(scores, included, delta, confidence, white_box=white_box)
+    bound = found["bound"]
+    chosen = scores[found["score"]]
+    informative = (
+        found["most_provable"] > (claimed if claimed is not None else 0.5)
+        if not white_box
+        else True
+    )
+    notes = _notes(mode, claimed, bound, found, len(included), informative)
+    result = AuditReport(
+        claimed_epsilon=claimed,
+        delta=delta,
+        epsilon_lower_bound=bound,
+        confidence=confidence,
+        canaries=len(included),
+        included=int(included.sum()),
+        guesses=found["guesses"][0],
+        correct=found["guesses"][1],
+        exposure=exposure_of,
+        broken=claimed is not None and bound > claimed,
+        run_dir=os.path.join(audit_dir, RUN_SUBDIR),
+        data=corpus.path if white_box else os.path.join(audit_dir, DATA_FILE),
+        steps=report.steps,
+        mean_score_in=float(chosen[included].mean()) if included.any() else 0.0,
+        mean_score_out=float(chosen[~included].mean()) if (~included).any() else 0.0,
+        mode=mode,
+        analysis=found["analysis"],
+        score=found["score"],
+        bounds=found["bounds"],
+        most_provable=found["most_provable"],
+        informative=informative,
+        distributions={name: histograms(values, included) for name, values in scores.items()},
+        notes=notes,
+    )
+    write_atomic(os.path.join(audit_dir, AUDIT_FILE), json.dumps(result.to_dict(), indent=2))
+    from compiler.evaluate.html import render_audit_html
+
+    write_atomic(os.path.join(audit_dir, AUDIT_PAGE), render_audit_html(result))
+    return result
+
+
+def _notes(
+    mode: str,
+    claimed: Optional[float],
+    bound: float,
+    found: dict[str, Any],
+    canaries: int,
+    informative: bool,
+) -> list[str]:
+    """What the bound shows, and what it cannot, for the report and the command's output."""
+    most = found["most_provable"]
+    notes = []
+    if not informative:
+        notes.append(
+            f"uninformative: with {canaries} canaries, even a perfect guesser could not show "
+            f"more than epsilon {most:.3g}"
+            + (f", below the claimed {claimed:.3g}" if claimed is not None else "")
+            + ": this audit cannot detect a broken guarantee; "
+            + ("use --white-box, or " if mode == MODES[0] and claimed is not None else "")
+            + "use more canaries"
+        )
+    if bound == 0:
+        notes.append(
+            "no leak beyond chance was found: this does not show that the claimed epsilon "
+            "is tight, only that this attack, on these canaries, found nothing it forbids"
+        )
+    if mode == MODES[0] and claimed is not None:
+        notes.append(
+            "black-box record canaries stay far below the claimed epsilon of a correct "
+            "DP-SGD run (as in the literature): --white-box audits the DP step itself"
+        )
+    if found["analysis"] == "gaussian" and bound > 0:
+        notes.append(
+            "the bound is from the Gaussian analysis: asymptotic, it assumes the run's "
+            "trade-off curve is Gaussian-shaped (DP-SGD's is, or has heavier tails); the "
+            "guessing analysis, valid for any mechanism, gave "
+            f"{max(v for k, v in found['bounds'].items() if k.startswith('guessing')):.3g}"
+        )
+    return notes
+
+
+def _check_white_box(spec: Any) -> None:
+    """A white-box audit needs keraspec's own DP step: DP, fast, Poisson."""
+    privacy = spec.training.privacy
+    if privacy is None:
+        raise spec.error(
+            ("training",),
+            "white_box_needs_dp",
+            "expected training.privacy for a white-box audit (it audits the DP step's "
+            "clipping, sampling and noise), received a spec without DP; audit it without "
+            "--white-box",
+        )
+    if privacy.implementation != "fast":
+        raise spec.error(
+            ("training", "privacy", "implementation"),
+            "white_box_needs_fast",
+            f"expected implementation fast for a white-box audit (keraspec's own DP step, "
+            f"whose gradients it can observe), received {privacy.implementation}",
+        )
+    if privacy.sampling != "poisson":
+        raise spec.error(
+            ("training", "privacy", "sampling"),
+            "white_box_needs_poisson",
+            f"expected sampling poisson for a white-box audit, received {privacy.sampling}",
+        )
+
+
+def _saved_state(audit_dir: str, mode: str) -> Optional[dict[str, Any]]:
+    """The canaries of an unfinished audit in `audit_dir` (None for a new audit)."""
+    from compiler.diagnostics import RunError
+
+    path = os.path.join(audit_dir, CANARIES_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
             state = json.load(f)
-        made, included = state["canaries"], np.array(state["included"], bool)
-        pool = state["candidates"]
+        kept = state.get("mode", MODES[0])
+    except (OSError, ValueError, AttributeError) as e:
+        raise RunError(
+            [
+                Diagnostic(
+                    "error",
+                    "audit_unreadable",
+                    f"expected the canaries of an audit, received an unreadable file ({e})",
+                    "",
+                    path,
+                )
+            ]
+        ) from None
+    if kept != mode:
+        raise RunError(
+            [
+                Diagnostic(
+                    "error",
+                    "audit_mode",
+                    f"expected a new audit directory or one of a {mode} audit, received one "
+                    f"holding a {kept} audit; give another --output",
+                    "",
+                    path,
+                )
+            ]
+        )
+    return state
+
+
+def _audited_spec(spec: Any) -> Any:
+    # Every record of the audit corpus must be a training record: an included canary held
+    # out for validation would be counted as trained on.
+    return spec.variant(
+        spec.spec.model_copy(
+            update={"training": spec.training.model_copy(update={"validation_split": 0.0})}
+        )
+    )
+
+
+def _black_box(
+    spec: Any,
+    corpus: Any,
+    audit_dir: str,
+    saved: Optional[dict[str, Any]],
+    count: int,
+    candidates: int,
+    epochs: Optional[int],
+    max_steps: Optional[int],
+    callback: Optional[Callable[[Any], None]],
+) -> tuple[Any, np.ndarray, dict[str, np.ndarray], dict[str, float]]:
+    """Record canaries in the corpus, one run, each canary scored by the model's loss."""
+    from compiler.data.corpus import record_shape
+    from compiler.training import train
+
+    data_path = os.path.join(audit_dir, DATA_FILE)
+    if saved is not None and os.path.exists(data_path):
+        # Resuming: the canaries and coins were drawn before; they must not be drawn again.
+        made, included = saved["canaries"], np.array(saved["included"], bool)
+        pool = saved["candidates"]
     else:
         rng = random.Random(int.from_bytes(os.urandom(16), "little"))  # secret coins
         shape = record_shape(corpus.records)
-        everything = make_canaries(corpus.records, canaries + candidates, rng, shape)
-        made, pool = everything[:canaries], everything[canaries:]
+        everything = make_canaries(corpus.records, count + candidates, rng, shape)
+        made, pool = everything[:count], everything[count:]
         included = np.array([rng.random() < 0.5 for _ in made])
         records = list(corpus.records)
         for canary, keep in zip(made, included):
@@ -326,42 +696,73 @@ def audit(
         head = [] if corpus.header is None else [corpus.header]  # the declared header
         write_atomic(data_path, "\n".join(head + records) + "\n")
         write_atomic(
-            state_path,
-            json.dumps({"canaries": made, "included": included.tolist(), "candidates": pool}),
+            os.path.join(audit_dir, CANARIES_FILE),
+            json.dumps(
+                {
+                    "mode": MODES[0],
+                    "canaries": made,
+                    "included": included.tolist(),
+                    "candidates": pool,
+                }
+            ),
         )
-    # Every record of the audit corpus must be a training record: an included canary held
-    # out for validation would be counted as trained on.
-    audited = spec.variant(
-        spec.spec.model_copy(
-            update={"training": spec.training.model_copy(update={"validation_split": 0.0})}
-        )
-    )
     run_dir = os.path.join(audit_dir, RUN_SUBDIR)
     report = train(
-        audited, data_path, run_dir, epochs=epochs, max_steps=max_steps, callback=callback
+        _audited_spec(spec),
+        data_path,
+        run_dir,
+        epochs=epochs,
+        max_steps=max_steps,
+        callback=callback,
     )
     losses = record_losses(run_dir, made + pool)
     canary_losses, pool_losses = losses[: len(made)], losses[len(made) :]
-    scores = -canary_losses
-    claimed = report.privacy["epsilon"] if report.privacy is not None else None
-    delta = report.privacy["delta"] if report.privacy is not None else default_delta(report.records)
-    bound, guesses, correct = best_guesses(scores, included, delta, confidence)
-    result = AuditReport(
-        claimed_epsilon=claimed,
-        delta=delta,
-        epsilon_lower_bound=bound,
-        confidence=confidence,
-        canaries=len(made),
-        included=int(included.sum()),
-        guesses=guesses,
-        correct=correct,
-        exposure=exposure(canary_losses[included], pool_losses),
-        broken=claimed is not None and bound > claimed,
-        run_dir=run_dir,
-        data=data_path,
-        steps=report.steps,
-        mean_score_in=float(scores[included].mean()) if included.any() else 0.0,
-        mean_score_out=float(scores[~included].mean()) if (~included).any() else 0.0,
+    scores = {"loss": -canary_losses}
+    return report, included, scores, exposure(canary_losses[included], pool_losses)
+
+
+def _white_box(
+    spec: Any,
+    corpus: Any,
+    audit_dir: str,
+    saved: Optional[dict[str, Any]],
+    count: int,
+    epochs: Optional[int],
+    max_steps: Optional[int],
+    callback: Optional[Callable[[Any], None]],
+) -> tuple[Any, np.ndarray, dict[str, np.ndarray]]:
+    """Gradient canaries through the run's own DP step, scored by the released sums."""
+    from compiler.privacy.canaries import GradientCanaries, saved_scores
+    from compiler.training import train
+    from compiler.training.rundir import LATEST, RunDir
+
+    if saved is not None:
+        # Resuming: the same coins and coordinates, and the scores in the checkpoint.
+        canaries = GradientCanaries(
+            tuple(bool(c) for c in saved["included"]), int(saved["key"]), float(saved["norm"])
+        )
+    else:
+        canaries = GradientCanaries.draw(count)
+        write_atomic(
+            os.path.join(audit_dir, CANARIES_FILE),
+            json.dumps(
+                {
+                    "mode": MODES[1],
+                    "included": list(canaries.included),
+                    "key": str(canaries.key),
+                    "norm": canaries.norm,
+                }
+            ),
+        )
+    run_dir = os.path.join(audit_dir, RUN_SUBDIR)
+    report = train(
+        spec,
+        corpus.path,
+        run_dir,
+        epochs=epochs,
+        max_steps=max_steps,
+        callback=callback,
+        canaries=canaries,
     )
-    write_atomic(os.path.join(audit_dir, AUDIT_FILE), json.dumps(result.to_dict(), indent=2))
-    return result
+    scores = saved_scores(RunDir(run_dir).pointer(LATEST)["prefix"])
+    return report, np.array(canaries.included, dtype=bool), scores

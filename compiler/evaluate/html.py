@@ -294,3 +294,85 @@ def _plots(e: Evaluation) -> list[str]:
             '{"displaylogo":false,"responsive":true});})();</script></div>'
         )
     return out
+
+
+# ------------------------------------------------------------------------------ audit
+
+
+def render_audit_html(report: Any) -> str:
+    """`keraspec audit`'s page: the bound against the claim, and each score's distributions
+    for included and excluded canaries (inline SVG: no script, works offline)."""
+    r = report
+    claimed = "none (no DP)" if r.claimed_epsilon is None else _num(r.claimed_epsilon)
+    verdict = (
+        "the guarantee is broken: the lower bound exceeds the claimed epsilon"
+        if r.broken
+        else "no evidence against the claimed epsilon"
+    )
+    cards = [
+        (_num(r.epsilon_lower_bound), f"epsilon lower bound ({r.confidence:.0%})"),
+        (claimed, "claimed epsilon"),
+        (f"{r.included} / {r.canaries}", "canaries trained on"),
+        (r.mode, f"{r.analysis} analysis, score {r.score}"),
+    ]
+    rows = "".join(
+        f'<tr><td>{_h(name)}</td><td class="num">{_num(value)}</td></tr>'
+        for name, value in r.bounds.items()
+    )
+    plots = "".join(
+        _histogram_svg(name, hist) for name, hist in r.distributions.items() if hist.get("edges")
+    )
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>keraspec audit: {_h(r.mode)}</title>",
+        f"<style>{_STYLE}</style>",
+        "</head><body>",
+        f"<h1>Privacy audit ({_h(r.mode)}): {_h(verdict)}</h1>",
+        f'<p class="sub">{r.steps} steps; delta {r.delta:.3g}; run {_h(r.run_dir)}</p>',
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card"><div class="value">{_h(v)}</div><div class="label">{_h(k)}'
+            "</div></div>"
+            for v, k in cards
+        )
+        + "</div>",
+        "".join(f'<p class="note">{_h(n)}</p>' for n in r.notes),
+        "<h2>Bounds</h2>",
+        f"<table><tr><th>analysis / score</th><th>lower bound</th></tr>{rows}</table>",
+        "<h2>Scores</h2>",
+        '<p class="sub">Canaries trained on (blue) against canaries left out (orange): the '
+        "further apart, the more the run leaks about each one.</p>",
+        f'<div class="plots">{plots}</div>',
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _histogram_svg(name: str, hist: dict[str, Any]) -> str:
+    width, height, pad = 500, 220, 30
+    edges = hist["edges"]
+    series = [("included", "#2f6fde"), ("excluded", "#f08c2b")]
+    totals = {k: max(1, sum(hist[k])) for k, _ in series}
+    peak = max(max(c / totals[k] for c in hist[k]) for k, _ in series) or 1.0
+    bins = len(edges) - 1
+    step = (width - 2 * pad) / bins
+    bars = []
+    for key, color in series:
+        for i, count in enumerate(hist[key]):
+            h = (height - 2 * pad) * count / totals[key] / peak
+            bars.append(
+                f'<rect x="{pad + i * step:.1f}" y="{height - pad - h:.1f}" '
+                f'width="{step:.1f}" height="{h:.1f}" fill="{color}" fill-opacity="0.5"/>'
+            )
+    labels = (
+        f'<text x="{pad}" y="{height - 8}" font-size="11">{_num(edges[0])}</text>'
+        f'<text x="{width - pad}" y="{height - 8}" font-size="11" text-anchor="end">'
+        f"{_num(edges[-1])}</text>"
+        f'<text x="{pad}" y="16" font-size="12">{_h(name)}: share of canaries per bin</text>'
+    )
+    return (
+        f'<div class="plot"><svg class="audit-histogram" data-score="{_h(name)}" '
+        f'width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg" role="img">'
+        f"{''.join(bars)}{labels}</svg></div>"
+    )

@@ -165,8 +165,7 @@ def clipped_gradients(
         start += len(term.probes)
     squared = tf.add_n([term.squared_norms(g) for term, g in zip(terms, per_term)])
     norms = tf.sqrt(tf.maximum(squared, 0.0))
-    # As tf.clip_by_global_norm, which tensorflow-privacy applies to each microbatch.
-    factors = l2_norm_clip / tf.maximum(norms, l2_norm_clip)
+    factors = clip_factors(norms, l2_norm_clip)
     by_variable = {}
     for term, g in zip(terms, per_term):
         for variable, gradient in zip(term.variables, term.clipped_sum(g, factors)):
@@ -178,23 +177,33 @@ def clipped_gradients(
     return ordered, norms, losses, y_pred
 
 
-def noised_mean(gradients: list[Any], dp: FastDP, key: Any, step: Any) -> list[Any]:
-    """DP-SGD's gradient: (clipped sum + N(0, (clip * noise)^2)) / dp.batch_size.
+def clip_factors(norms: Any, l2_norm_clip: float) -> Any:
+    """Each example's clipping factor, l2_norm_clip / max(norm, l2_norm_clip).
+
+    As tf.clip_by_global_norm, which tensorflow-privacy applies to each microbatch. Every
+    per-example gradient of the step is clipped here, a white-box audit's gradient canaries
+    (`compiler.privacy.canaries`) included.
+    """
+    tf = tensorflow()
+    return l2_norm_clip / tf.maximum(norms, l2_norm_clip)
+
+
+def noised_sum(gradients: list[Any], dp: FastDP, key: Any, step: Any) -> list[Any]:
+    """This replica's share of DP-SGD's noisy sum: clipped sum + N(0, (clip * noise)^2).
 
     Args:
         gradients: This replica's clipped sums.
-        dp: The clipping norm, noise multiplier and (expected) global batch size.
+        dp: The clipping norm and noise multiplier.
         key: The secret noise key, an int64 [2] tensor.
         step: The step number: with the key it picks the noise.
 
     Under a distribution strategy each replica returns its share and the optimizer sums
     the shares: every replica draws the same noise (same key and step) and adds 1/replicas
-    of it, so the sum holds the noise once, and divides by the global batch size.
+    of it, so the sum holds the noise once.
     """
     tf = tensorflow()
     replicas = tf.distribute.get_replica_context().num_replicas_in_sync
     stddev = dp.l2_norm_clip * dp.noise_multiplier
-    size = tf.constant(dp.batch_size, gradients[0].dtype)
     seed = tf.random.experimental.stateless_fold_in(key, tf.cast(step, tf.int64))
     out = []
     for i, g in enumerate(gradients):
@@ -206,17 +215,32 @@ def noised_mean(gradients: list[Any], dp: FastDP, key: Any, step: Any) -> list[A
                 dtype=g.dtype,
             )
             g = g + draw / replicas
-        out.append(g / size)
+        out.append(g)
     return out
 
 
 def train_step(model: Any, data: Any) -> dict[str, Any]:
-    """Keras `train_step` of a model compiled with the fast implementation."""
+    """Keras `train_step` of a model compiled with the fast implementation.
+
+    DP-SGD's gradient is the noisy sum divided by the expected global batch. With gradient
+    canaries (a white-box audit, `compiler.privacy.canaries`), `x` is (inputs, the canaries
+    sampled into this replica's share of the batch): their gradients are clipped and summed
+    with the examples', and the noisy sum is observed along their coordinates.
+    """
+    tf = tensorflow()
     x, y, sample_weight = tf_keras().utils.unpack_x_y_sample_weight(data)
     dp: FastDP = model.dp
+    canaries = getattr(model, "dp_canaries", None)
+    if canaries is not None:
+        x, sampled = x
     gradients, _, _, y_pred = clipped_gradients(
         model, x, y, sample_weight, l2_norm_clip=dp.l2_norm_clip
     )
-    gradients = noised_mean(gradients, dp, model.dp_noise.key, model.optimizer.iterations)
-    model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+    if canaries is not None:
+        gradients = canaries.add(gradients, sampled, dp.l2_norm_clip)
+    noisy = noised_sum(gradients, dp, model.dp_noise.key, model.optimizer.iterations)
+    if canaries is not None:
+        canaries.observe(noisy)
+    size = tf.constant(dp.batch_size, noisy[0].dtype)
+    model.optimizer.apply_gradients(zip([g / size for g in noisy], model.trainable_variables))
     return model.compute_metrics(x, y, y_pred, sample_weight)

@@ -28,6 +28,7 @@ from compiler.data.tokenizer import PAD_ID
 from compiler.diagnostics import Diagnostic, RunError
 from compiler.lang.checked import CheckedSpec
 from compiler.privacy.accounting import PrivacyReport, privacy_report, privacy_warnings
+from compiler.privacy.canaries import GradientCanaries, Observer
 from compiler.training import distribution
 from compiler.training.report import PRIVACY_UNIT, Progress, TrainReport
 from compiler.training.rundir import BEST, LATEST
@@ -200,6 +201,7 @@ class _Loop:
         checkpoint_every,
         callback,
         placement: distribution.Placement,
+        canaries: Optional[GradientCanaries] = None,
     ):
         self.tf = tf
         self.spec = spec
@@ -224,6 +226,18 @@ class _Loop:
         self.model = self.compiled.model
         self.optimizer = self.compiled.optimizer
         privacy = train_spec.training.privacy
+        self.canaries = canaries
+        self.observer: Optional[Observer] = None
+        if canaries is not None:
+            with placement.strategy.scope():
+                self.observer = Observer(
+                    self.model.trainable_variables,
+                    canaries,
+                    sampling_probability=self.batch / len(data.train),
+                    noise_multiplier=noise,
+                    l2_norm_clip=self.model.dp.l2_norm_clip,
+                )
+            self.model.dp_canaries = self.observer
         self.sampling = privacy.sampling if privacy is not None else None
         # DP runs draw their batches (and the fast implementation its noise) from secret
         # keys: operating-system entropy, kept only in the checkpoints, the chief's on
@@ -265,6 +279,8 @@ class _Loop:
             parts["states"] = _recurrent_states(self.model, self.train_spec)
         if self.secrets is not None:
             parts["secrets"] = self.secrets
+        if self.observer is not None:
+            parts["canaries"] = self.observer.state
         return self.tf.train.Checkpoint(**parts)
 
     def restore(self) -> None:
@@ -481,9 +497,11 @@ class _Loop:
         return self.secrets.sampling_key.numpy()
 
     def _poisson_indices(self, step: int) -> np.ndarray:
-        return poisson_indices(
-            self._sampling_key(), step, len(self.data.train), self.batch / len(self.data.train)
-        )
+        """Step `step`'s examples; with gradient canaries, the included canaries follow the
+        training examples (numbers from len(train)), each sampled as an example is."""
+        examples = len(self.data.train)
+        extra = 0 if self.canaries is None else len(self.canaries.trained)
+        return poisson_indices(self._sampling_key(), step, examples + extra, self.batch / examples)
 
     def _count_batch(self, step: int) -> None:
         sizes = BatchSizes(**(self.state.batch_sizes or {}))
@@ -502,9 +520,16 @@ class _Loop:
         first = placement.worker * placement.replicas_per_worker
         mine = range(first, first + placement.replicas_per_worker)
 
+        trained = None if self.canaries is None else self.canaries.trained
+
         def batches() -> Any:
             for step in range(start, stop):
-                shares = padded_shares(self._poisson_indices(step), placement.replicas)
+                drawn = self._poisson_indices(step)
+                records = drawn[drawn < len(examples)]
+                shares = padded_shares(records, placement.replicas)
+                if trained is not None:
+                    sampled = trained[drawn[drawn >= len(examples)] - len(examples)]
+                    canary_shares = np.array_split(sampled.astype(np.int32), placement.replicas)
                 for replica, (part, _) in enumerate(shares):
                     if replica not in mine:
                         continue
@@ -513,11 +538,13 @@ class _Loop:
                     inputs = np.where(real[:, None], examples.inputs[rows], PAD_ID)
                     targets = np.where(real[:, None], examples.targets[rows], PAD_ID)
                     weights = np.where(real[:, None], examples.weights[rows], 0.0)
-                    yield inputs, targets, weights.astype(np.float32)
+                    x = inputs if trained is None else (inputs, canary_shares[replica])
+                    yield x, targets, weights.astype(np.float32)
 
         length = examples.inputs.shape[1]
+        inputs = tf.TensorSpec([None, length], tf.int32)
         signature = (
-            tf.TensorSpec([None, length], tf.int32),
+            inputs if trained is None else (inputs, tf.TensorSpec([None], tf.int32)),
             tf.TensorSpec([None, length], tf.int32),
             tf.TensorSpec([None, length], tf.float32),
         )

@@ -49,6 +49,7 @@ from compiler.files import resource_errors
 from compiler.lang import spec as s
 from compiler.lang.checked import CheckedSpec, checked, derived, spec_of
 from compiler.privacy.accounting import privacy_report
+from compiler.privacy.canaries import GradientCanaries
 from compiler.training import distribution
 from compiler.training.loop import _Loop
 from compiler.training.report import Progress, TrainReport
@@ -148,6 +149,7 @@ def train(
     checkpoint_every: Optional[int] = None,
     callback: Optional[Callable[[Progress], None]] = None,
     cluster: Optional[dict[str, Any]] = None,
+    canaries: Optional[GradientCanaries] = None,
 ) -> TrainReport:
     """Train a spec on a corpus of records into a run directory, resuming if it holds one.
 
@@ -165,6 +167,10 @@ def train(
         cluster: For a multi_worker spec, the cluster and this process's task
             (`distribution.cluster_config`, or `distribution.parse_tf_config` of a TF_CONFIG
             text); required for multi_worker.
+        canaries: Gradient canaries of a white-box audit (`compiler.evaluate.audit`): each
+            included one is an extra example of every step's Poisson sample, and the
+            scores of all of them are kept in the run's checkpoints. Needs the fast DP
+            implementation with Poisson sampling.
 
     Returns:
         The report, also written to RUN_DIR/report.json.
@@ -176,6 +182,11 @@ def train(
         Nothing is written to the run directory before all of these checks have passed.
     """
     spec = _with_epochs(checked(spec), epochs)
+    privacy = spec.training.privacy
+    if canaries is not None and (
+        privacy is None or privacy.implementation != "fast" or privacy.sampling != "poisson"
+    ):
+        raise ValueError("gradient canaries need the fast DP implementation, Poisson sampling")
     run = RunDir(os.fspath(run_dir))
     run.check_usable()
     corpus = read_corpus(data, header=declared_header(spec))
@@ -242,6 +253,7 @@ def train(
         checkpoint_every,
         callback if placement.chief else None,
         placement,
+        canaries,
     )
     # One writer per run directory: the chief holds its lock from the first write to the end.
     # Running out of space (or permission) is an ordinary error: every write is atomic, so
