@@ -108,4 +108,11 @@ def test_audit_separates_a_memorising_model_from_a_dp_one(tmp_path):
     assert report["claimed_epsilon"] is not None and not report["broken"]
     assert report["epsilon_lower_bound"] <= report["claimed_epsilon"]
     assert report["epsilon_lower_bound"] < plain.epsilon_lower_bound
+    # It says what a black-box bound of a DP run cannot show, and what can.
+    assert report["mode"] == "black-box" and report["most_provable"] > 0
+    assert any("--white-box" in note for note in report["notes"])
+    if report["epsilon_lower_bound"] == 0:
+        assert any("does not show that the claimed epsilon is tight" in n for n in report["notes"])
+    if report["most_provable"] <= report["claimed_epsilon"]:
+        assert any(note.startswith("uninformative") for note in report["notes"])
     assert np.isfinite(report["exposure"]["mean"])

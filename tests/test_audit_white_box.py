@@ -7,6 +7,10 @@ The breaks are test-only: each replaces one function of the step for the test's 
 
 import dataclasses
 import json
+import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,25 +21,39 @@ from compiler.data import sampling
 from compiler.diagnostics import SpecError
 from compiler.evaluate.audit import audit
 from compiler.privacy import fast
-from compiler.privacy.canaries import CANARY_NORM, GradientCanaries
+from compiler.privacy.canaries import CANARY_NORM, GradientCanaries, saved_scores
 from compiler.training import loop
+from compiler.training.rundir import LATEST, RunDir
 
-from training_fixtures import load, spec_text, write_corpus
+from conftest import ROOT
+from training_fixtures import load, spec_text, transformer_spec_text, write_corpus
 
 CANARIES = 10_000  # the tiny model has more parameters than this
 
 
-def _spec(tmp_path, noise=1.5):
+NOISE = 1.5
+
+
+def _spec(tmp_path, extra=""):
     # q = 8 / 360, 135 steps, noise 1.5, delta 1e-9: a claimed epsilon of about 1.3.
-    text = (
-        spec_text(
-            dp=True, epochs=3, noise=noise, implementation="fast", dropout=0.0, length=12
-        ).replace("rnn_units: 16", "rnn_units: 64")
-        + "  privacy:\n    delta: 1.0e-9\n"
-    )
+    text = spec_text(
+        dp=True, epochs=3, noise=NOISE, implementation="fast", dropout=0.0, length=12, extra=extra
+    ).replace("rnn_units: 16", "rnn_units: 64")
     path = tmp_path / "dp.yaml"
-    path.write_text(text)
+    path.write_text(text + "  privacy:\n    delta: 1.0e-9\n")
     return path
+
+
+def _check_scores(audit_dir, steps, noise, q):
+    """The released sums along the canaries' coordinates are what DP-SGD releases: for an
+    excluded canary, noise of standard deviation noise x sqrt(steps) (in clips); for an
+    included one, one clip more per step it was sampled in, q x steps in expectation. A
+    canary counted twice (or noise added twice, or missed) moves these far off."""
+    scores = saved_scores(RunDir(str(audit_dir / "run")).pointer(LATEST)["prefix"])["sum"]
+    included = np.array(json.loads((audit_dir / "canaries.json").read_text())["included"])
+    spread = scores[~included].std() / (noise * np.sqrt(steps))
+    shift = (scores[included].mean() - scores[~included].mean()) / (q * steps)
+    assert 0.85 < spread < 1.2 and 0.4 < shift < 1.6, (spread, shift)
 
 
 @pytest.fixture()
@@ -67,6 +85,37 @@ def test_a_correct_step_is_bounded_below_its_claim_and_well_above_zero(tmp_path,
     # The coins and coordinates are kept for a resume, and the scores are in the checkpoint.
     state = json.loads((tmp_path / "audit" / "canaries.json").read_text())
     assert state["mode"] == "white-box" and sum(state["included"]) == report.included
+    _check_scores(tmp_path / "audit", report.steps, NOISE, 8 / 360)
+
+
+def test_the_transformer_template_is_audited_through_its_step(tmp_path, corpus):
+    path = tmp_path / "t.yaml"
+    path.write_text(transformer_spec_text(dp=True, epochs=3, noise=1.0, dropout=0.0))
+    report = audit(load(path), corpus, tmp_path / "audit", canaries=3000, white_box=True)
+    assert not report.broken and 0 <= report.epsilon_lower_bound <= report.claimed_epsilon
+    _check_scores(tmp_path / "audit", report.steps, 1.0, 8 / 360)
+
+
+def test_two_replicas_release_each_canary_and_the_noise_once(tmp_path, corpus):
+    """MirroredStrategy on 2 devices, through the command line, in a fresh process (the
+    CPU is split into devices before TensorFlow starts)."""
+    spec = _spec(tmp_path, extra="  distribution: {strategy: mirrored, devices_per_worker: 2}\n")
+    command = ["audit", str(spec), "--data", str(corpus), "-o", str(tmp_path / "audit")]
+    out = subprocess.run(
+        [sys.executable, "-m", "compiler.cli", *command, "--white-box", "-f", "json"]
+        + ["--canaries", str(CANARIES)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert not report["broken"] and report["epsilon_lower_bound"] <= report["claimed_epsilon"]
+    run = json.loads((tmp_path / "audit" / "run" / "report.json").read_text())
+    assert run["distribution"]["replicas"] == 2
+    _check_scores(tmp_path / "audit", report["steps"], NOISE, 8 / 360)
 
 
 def _broken_noise(monkeypatch):
@@ -153,3 +202,42 @@ def test_a_step_the_white_box_audit_cannot_observe_is_refused_before_training(
     assert diagnostic.path == field and diagnostic.line is not None
     assert "white-box" in diagnostic.message
     assert not (tmp_path / "audit").exists()
+
+
+def test_the_gaussian_analysis_recovers_a_gaussian_mechanisms_epsilon():
+    from compiler.evaluate.audit import auc_lower_bound, gaussian_bound, gdp_epsilon
+
+    import dp_accounting
+    from dp_accounting.pld import PLDAccountant
+
+    # mu-GDP is the Gaussian mechanism of noise 1 / mu: dp_accounting's epsilon for it.
+    assert gdp_epsilon(0.0, 1e-5) == 0.0
+    for mu in (0.5, 1.0, 2.0):
+        accountant = PLDAccountant(value_discretization_interval=1e-4)
+        accountant.compose(dp_accounting.GaussianDpEvent(1 / mu))
+        assert gdp_epsilon(mu, 1e-5) == pytest.approx(accountant.get_epsilon(1e-5), rel=1e-4)
+    # Scores of 20,000 canaries with a Gaussian shift of mu: the bound is close to, and
+    # below, mu-GDP's epsilon; with no shift it is 0.
+    rng = np.random.default_rng(7)
+    included = rng.random(20_000) < 0.5
+    for mu in (0.5, 1.0):
+        scores = rng.normal(size=20_000) + mu * included
+        assert auc_lower_bound(scores, included, 0.95) < (1 + 0.03) * 0.5 * (1 + math.erf(mu / 2))
+        bound = gaussian_bound(scores, included, 1e-5, 0.95)
+        assert 0.8 * gdp_epsilon(mu, 1e-5) < bound < gdp_epsilon(mu, 1e-5) * 1.02
+    assert gaussian_bound(rng.normal(size=20_000), included, 1e-5, 0.95) == 0.0
+
+
+def test_the_guessing_analysis_knows_the_most_it_can_show():
+    from compiler.evaluate.audit import analyse, most_provable
+
+    rng = np.random.default_rng(3)
+    included = rng.random(1000) < 0.5
+    perfect = {"score": included.astype(float) + rng.normal(scale=1e-3, size=1000)}
+    found = analyse(perfect, included, 1e-6, 0.95, white_box=False)
+    # Every guess right would show most_provable; the rules' best comes close.
+    assert 0.8 * found["most_provable"] < found["bound"] <= found["most_provable"]
+    assert found["guesses"][1] >= 0.99 * found["guesses"][0]
+    # More canaries can show more; none can show much with a few.
+    assert most_provable(10, 1e-6, 0.95) < 1.0 < most_provable(1000, 1e-6, 0.95)
+    assert most_provable(1000, 1e-6, 0.95) < most_provable(10_000, 1e-8, 0.95) < 9
