@@ -205,10 +205,10 @@ def test_a_step_the_white_box_audit_cannot_observe_is_refused_before_training(
 
 
 def test_the_gaussian_analysis_recovers_a_gaussian_mechanisms_epsilon():
-    from compiler.evaluate.audit import auc_lower_bound, gaussian_bound, gdp_epsilon
-
     import dp_accounting
     from dp_accounting.pld import PLDAccountant
+
+    from compiler.evaluate.audit import auc_lower_bound, gaussian_bound, gdp_epsilon
 
     # mu-GDP is the Gaussian mechanism of noise 1 / mu: dp_accounting's epsilon for it.
     assert gdp_epsilon(0.0, 1e-5) == 0.0
