@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from compiler.cli import app
 from compiler.data.corpus import read_corpus, record_shape
-from compiler.evaluate.audit import audit, epsilon_lower_bound, make_canaries, p_value
+from compiler.evaluate.audit import audit, make_canaries
+from compiler.evaluate.bounds import epsilon_lower_bound, p_value
 
 from training_fixtures import load, spec_text, write_corpus
 

@@ -208,7 +208,7 @@ def test_the_gaussian_analysis_recovers_a_gaussian_mechanisms_epsilon():
     import dp_accounting
     from dp_accounting.pld import PLDAccountant
 
-    from compiler.evaluate.audit import auc_lower_bound, gaussian_bound, gdp_epsilon
+    from compiler.evaluate.bounds import auc_lower_bound, gaussian_bound, gdp_epsilon
 
     # mu-GDP is the Gaussian mechanism of noise 1 / mu: dp_accounting's epsilon for it.
     assert gdp_epsilon(0.0, 1e-5) == 0.0
@@ -229,7 +229,7 @@ def test_the_gaussian_analysis_recovers_a_gaussian_mechanisms_epsilon():
 
 
 def test_the_guessing_analysis_knows_the_most_it_can_show():
-    from compiler.evaluate.audit import analyse, most_provable
+    from compiler.evaluate.bounds import analyse, most_provable
 
     rng = np.random.default_rng(3)
     included = rng.random(1000) < 0.5
