@@ -421,3 +421,58 @@ def diff_command(
     else:
         _print_markdown(render_markdown(result))
     raise typer.Exit(0 if result.equivalent else 1)
+
+
+@app.command("import")
+def import_command(
+    model: Path = typer.Argument(
+        ...,
+        help="A Keras model: its JSON (to_json), a .keras archive, a tf-keras .h5 file or a "
+        "SavedModel directory written by Keras.",
+    ),
+    output: Path = typer.Option(..., "--output", "-o", help="The spec file to write."),
+    name: Optional[str] = typer.Option(None, "--name", help="The spec's name."),
+    no_templates: bool = typer.Option(
+        False, "--no-templates", help="The explicit layer list, even for a template instance."
+    ),
+    schema_path: Path = typer.Option(
+        Path("schema/keraspec.schema.json"),
+        "--schema",
+        help="The schema the file's yaml-language-server line points at.",
+    ),
+    fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Report format."),
+) -> None:
+    """Write the spec of an existing Keras model, read from its config only.
+
+    Nothing in the file runs: no unpickling, no Lambda bytecode, no module it names is
+    imported. A layer or setting the spec language cannot express is an error at its
+    place in the file, and nothing is written. JSON and .keras need no TensorFlow.
+    """
+    from compiler.diagnostics import KeraspecError
+    from compiler.files import write_atomic
+    from compiler.importing import import_document
+    from compiler.lang.parse import validate as validate_spec
+    from compiler.lang.render import dump_yaml
+
+    try:
+        document = import_document(model, name=name, templates=not no_templates)
+    except KeraspecError as e:
+        raise _fail(e.diagnostics) from e
+    relative = os.path.relpath(schema_path.resolve(), output.resolve().parent)
+    text = dump_yaml(document, f"# yaml-language-server: $schema={Path(relative).as_posix()}")
+    result = validate_spec(text, name=str(output))
+    if not result.ok:  # a bug if it happens: the import must produce a valid spec
+        raise _fail(result.diagnostics)
+    write_atomic(output, text)
+    template = document["model"].get("template")
+    summary = {
+        "spec": str(output),
+        "template": template,
+        "params": document["model"].get("params", {}) if template else None,
+        "layers": len(result.spec.model.layers) if result.spec is not None else None,
+    }
+    if fmt is TextOrJson.json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        what = f"template {template}" if template else f"{summary['layers']} layers"
+        _console(stderr=True).print(f"wrote {output} ({what})")

@@ -109,6 +109,12 @@ class Context(Protocol):
         """A hint naming the layer upstream that dropped the time axis, or ""."""
 
 
+class Refuse(Protocol):
+    """Raises a located import error for the config key `key` of the layer being read."""
+
+    def __call__(self, key: str, message: str) -> Any: ...
+
+
 class LayerBase(StrictModel):
     """Fields every layer has, and the behaviour each layer type declares."""
 
@@ -124,6 +130,9 @@ class LayerBase(StrictModel):
     # The layers of a tiny model that uses the type (vocabulary 12, one embedding named
     # `emb`, logits last): tests/test_registry.py checks every registered type on it.
     example: ClassVar[tuple[dict[str, Any], ...]]
+    # Arguments of the Keras class the spec does not write, with the values the spec's
+    # layer gives them (`keras import` accepts a model's layer only with one of these).
+    keras_fixed: ClassVar[dict[str, tuple[Any, ...]]] = {}
 
     name: Optional[Identifier] = Field(
         None,
@@ -235,6 +244,18 @@ class LayerBase(StrictModel):
         """The serving model's call: `x` after `states` (as `states()` lists them), the
         first new token at `position` -> (output, new states)."""
         return keras_layer(x), []
+
+    @classmethod
+    def from_keras(cls, config: dict[str, Any], refuse: Refuse) -> dict[str, Any]:
+        """The layer's spec fields from its Keras config (the inverse of `keras_kwargs`).
+
+        Every config key is a spec field, a fixed argument at its fixed value
+        (`keras_fixed`, and what every layer shares: trainable, float32, no regularizer or
+        constraint), or a refusal: `refuse(key, message)` raises, naming the key.
+        """
+        from compiler.layers.keras_config import spec_fields_from
+
+        return spec_fields_from(cls, config, refuse)
 
     @staticmethod
     def per_example(layer: Any, x: Any, tape: Any, training: bool) -> Any:

@@ -28,6 +28,7 @@ class Conv1DLayer(LayerBase):
     """tf_keras.layers.Conv1D along the time axis, stride 1 (one output per position)."""
 
     keras_class = "Conv1D"
+    keras_fixed = {"strides": (1, [1]), "data_format": ("channels_last",), "groups": (1,)}
     example = (
         {"type": "embedding", "name": "emb", "output_dim": 6},
         {"type": "conv1d", "filters": 5, "kernel_size": 3},

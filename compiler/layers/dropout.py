@@ -13,6 +13,7 @@ class DropoutLayer(LayerBase):
     """tf_keras.layers.Dropout."""
 
     keras_class = "Dropout"
+    keras_fixed = {"noise_shape": (None,)}
     example = (
         {"type": "embedding", "name": "emb", "output_dim": 6},
         {"type": "dropout", "rate": 0.3},

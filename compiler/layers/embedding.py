@@ -16,6 +16,7 @@ class EmbeddingLayer(LayerBase):
 
     reads_tokens = True
     keras_class = "Embedding"
+    keras_fixed = {"input_length": (None,), "sparse": (False,)}
     example = (
         {"type": "embedding", "name": "emb", "output_dim": 6},
         {"type": "dense", "name": "logits", "units": 12},

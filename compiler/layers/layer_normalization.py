@@ -13,6 +13,13 @@ class LayerNormalizationLayer(LayerBase):
     """tf_keras.layers.LayerNormalization over the last axis."""
 
     keras_class = "LayerNormalization"
+    # The last axis; tf-keras writes it resolved ([2] for [batch, time, features]).
+    keras_fixed = {
+        "axis": (-1, [-1], 2, [2]),
+        "beta_initializer": ("zeros",),
+        "gamma_initializer": ("ones",),
+        "rms_scaling": (False,),
+    }
     example = (
         {"type": "embedding", "name": "emb", "output_dim": 6},
         {"type": "layer_normalization"},

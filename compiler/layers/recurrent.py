@@ -32,6 +32,14 @@ class RecurrentLayer(LayerBase):
     # Gate blocks in the kernels and the state tensors' suffixes, set by each type.
     gates: ClassVar[int]
     state_suffixes: ClassVar[tuple[str, ...]]
+    keras_fixed = {
+        "return_state": (False,),
+        "time_major": (False,),
+        "implementation": (1, 2),  # the same computation, split differently
+        "seed": (None,),
+        "use_cudnn": ("auto", True, False),
+        "zero_output_for_mask": (False,),
+    }
 
     units: PositiveInt
     """Size of the hidden state (and of the output at each step)."""
