@@ -141,6 +141,17 @@ def _h5(path: str) -> KerasFile:
     return KerasFile(path, "h5", model, compile_config, _digest(path))
 
 
+def _untuple(value: Any) -> Any:
+    """The SavedModel metadata's tuples ({"class_name": "__tuple__", "items": [...]}) as lists."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "__tuple__" and "items" in value:
+            return [_untuple(v) for v in value["items"]]
+        return {k: _untuple(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_untuple(v) for v in value]
+    return value
+
+
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
@@ -157,7 +168,7 @@ def _saved_model(path: str) -> KerasFile:
     from compiler.tf import tensorflow
 
     tensorflow()
-    from tf_keras.src.protobuf import saved_metadata_pb2
+    from tf_keras.protobuf import saved_metadata_pb2
 
     proto = saved_metadata_pb2.SavedMetadata()
     with open(metadata_path, "rb") as f:
@@ -177,6 +188,7 @@ def _saved_model(path: str) -> KerasFile:
             "expected a model saved with its config (get_config), received a subclassed "
             "model's metadata without one",
         )
+    metadata = _untuple(metadata)
     model = {"class_name": metadata.get("class_name"), "config": metadata["config"]}
     training = metadata.get("training_config")
     compile_config = None

@@ -26,7 +26,7 @@ OPTIMIZER_FIXED: dict[str, tuple[Any, ...]] = {
     "clipvalue": (None,),
     "use_ema": (False,),
     "ema_momentum": (),
-    "ema_overwrite_frequency": (None,),
+    "ema_overwrite_frequency": (),  # only read with use_ema
     "jit_compile": (),
     "is_legacy_optimizer": (),
     "loss_scale_factor": (None,),
@@ -109,10 +109,16 @@ def _call_inputs(reader: Reader, entry: dict[str, Any], path: Path) -> list[str]
         )
     node = nodes[0]
     if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
-        if node.get("kwargs"):
+        # Keras 3 records a recurrent call's defaults: training and no mask.
+        kwargs = {
+            k: v
+            for k, v in (node.get("kwargs") or {}).items()
+            if not (k in ("training", "mask") and v in (None, False))
+        }
+        if kwargs:
             reader.refuse(
                 path + ("inbound_nodes", 0, "kwargs"),
-                f"expected a call without keyword arguments, received {sorted(node['kwargs'])}",
+                f"expected a call without keyword arguments, received {sorted(kwargs)}",
             )
         refs = _history(node.get("args", []))
     else:  # tf-keras: [[layer, node, tensor, kwargs], ...]
@@ -337,7 +343,9 @@ def _metric_names(value: Any) -> Optional[list[str]]:
         elif isinstance(item, dict) and "class_name" in item:
             from compiler.layers.keras_config import snake
 
-            names.append(snake(_class(item)))
+            # A metric given by name is wrapped (MeanMetricWrapper) under that name.
+            named = (item.get("config") or {}).get("name")
+            names.append(named if _class(item) == "MeanMetricWrapper" else snake(_class(item)))
         elif isinstance(item, list):
             for sub in item:
                 walk(sub)

@@ -70,8 +70,8 @@ def read_initializer(value: Any, default: Any) -> Any:
     if not isinstance(value, dict) or not isinstance(value.get("class_name"), str):
         return None
     class_name = value["class_name"].split(">")[-1]
-    config = dict(value.get("config") or {})
-    if config.pop("seed", None) is not None:
+    config = {k: v for k, v in (value.get("config") or {}).items() if v is not None}
+    if "seed" in config:
         return None
     names = [default] + [n for n in INITIALIZERS if n != default]
     for name in names:

@@ -1,0 +1,372 @@
+"""keraspec import: Keras models (keraspec's own and plain Keras ones, tf-keras and Keras 3)
+back to specs that compile to the same models; refusals located in the file, with nothing
+run and nothing written."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from typer.testing import CliRunner
+
+import compiler
+from compiler.build import compile_spec
+from compiler.cli import app
+from compiler.diagnostics import SpecError
+from compiler.importing import import_document, import_model
+from compiler.lang.render import to_data
+from compiler.tf import tf_keras
+
+from conftest import ROOT
+
+SPECS = sorted(p for p in os.listdir(ROOT / "specs") if p.endswith((".yaml", ".json")))
+runner = CliRunner()
+
+
+def _layers(model):
+    """The model's layer configs without names (the spec may name layers differently)."""
+    config = json.loads(model.to_json())["config"]
+    out = []
+    for layer in config["layers"]:
+        entry = {k: v for k, v in layer.items() if k not in ("name", "inbound_nodes")}
+        entry["config"] = {k: v for k, v in layer["config"].items() if k != "name"}
+        out.append(entry)
+    return out
+
+
+def _unnamed(data):
+    """A resolved spec's input and model, without layer names (graph by position)."""
+    layers = data["model"]["layers"]
+    index = {layer["name"]: i for i, layer in enumerate(layers)}
+    index[data["input"]["name"]] = -1
+    out = []
+    for i, layer in enumerate(layers):
+        entry = {k: v for k, v in layer.items() if k not in ("name", "inputs")}
+        entry["inputs"] = [index[n] for n in layer["inputs"]] if "inputs" in layer else [i - 1]
+        out.append(entry)
+    section = {k: v for k, v in data["input"].items() if k != "name"}
+    return section, out
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_every_spec_round_trips_through_its_compiled_model_json(tmp_path, name):
+    original = compiler.load_spec(ROOT / "specs" / name)
+    done = runner.invoke(app, ["compile", str(ROOT / "specs" / name), "-o", str(tmp_path / "c")])
+    assert done.exit_code == 0, done.output
+    out = tmp_path / "imported.yaml"
+    done = runner.invoke(app, ["import", str(tmp_path / "c" / "model.json"), "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    assert runner.invoke(app, ["validate", "--strict", str(out)]).exit_code == 0
+    imported = compiler.load_spec(out)
+    first, second = compile_spec(original).model, compile_spec(imported).model
+    assert _layers(first) == _layers(second)
+    assert first.count_params() == second.count_params()
+    assert _unnamed(to_data(imported)) == _unnamed(to_data(original))
+
+
+def test_templates_are_recognised_with_only_the_params_that_differ(tmp_path):
+    spec = compiler.load_spec(
+        "apiVersion: keraspec/v1\nname: t\nmodel:\n  template: lstm-text\n"
+        "  params: {vocab_size: 77, rnn_units: 48, embedding_dim: 24, dropout_rate: 0.3}\n"
+    )
+    path = tmp_path / "m.json"
+    path.write_text(compile_spec(spec).model.to_json())
+    document = import_document(path)
+    assert document["model"] == {
+        "template": "lstm-text",
+        "params": {"vocab_size": 77, "rnn_units": 48, "embedding_dim": 24, "dropout_rate": 0.3},
+    }
+    explicit = import_document(path, templates=False)
+    assert [layer["type"] for layer in explicit["model"]["layers"]] == [
+        "embedding",
+        "dropout",
+        "lstm",
+        "dropout",
+        "lstm",
+        "dropout",
+        "dense",
+    ]
+    # Defaults are left out: a layer holds only what differs from the schema's defaults.
+    assert explicit["model"]["layers"][-1] == {"type": "dense", "units": 77}
+    assert "name" not in explicit["input"] and "output" not in explicit["model"]
+
+
+def _gretel_model(keras, vocab=64, units=32):
+    """gretel-synthetics' builder, reproduced in plain tf-keras."""
+    model = keras.Sequential(
+        [
+            keras.layers.Embedding(vocab, 16, batch_input_shape=[8, None]),
+            keras.layers.Dropout(0.2),
+            keras.layers.LSTM(
+                units,
+                return_sequences=True,
+                stateful=True,
+                recurrent_initializer="glorot_uniform",
+            ),
+            keras.layers.Dropout(0.2),
+            keras.layers.LSTM(
+                units,
+                return_sequences=True,
+                stateful=True,
+                recurrent_initializer="glorot_uniform",
+            ),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(vocab),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.RMSprop(learning_rate=0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+@pytest.mark.parametrize("suffix", [".json", ".keras", ".h5", "savedmodel"])
+def test_a_plain_tf_keras_model_in_every_format_imports_as_its_template(tmp_path, suffix):
+    keras = tf_keras()
+    model = _gretel_model(keras)
+    path = tmp_path / f"model{suffix}"
+    if suffix == ".json":
+        path.write_text(model.to_json())
+    elif suffix == "savedmodel":
+        model.save(path, save_format="tf")
+    else:
+        model.save(path)
+    document = import_document(path)
+    assert document["model"] == {
+        "template": "lstm-text",
+        "params": {"vocab_size": 64, "embedding_dim": 16, "rnn_units": 32, "batch_size": 8},
+    }
+    spec = import_model(path)
+    rebuilt = compile_spec(spec).model
+    assert _layers(rebuilt) == _layers(model)
+    assert rebuilt.count_params() == model.count_params()
+
+
+def test_a_functional_tf_keras_model_with_joins_imports_with_inputs(tmp_path):
+    keras = tf_keras()
+    tokens = keras.Input(batch_shape=(None, None), dtype="int32", name="ids")
+    x = keras.layers.Embedding(40, 12, name="emb")(tokens)
+    a = keras.layers.GRU(12, return_sequences=True, name="a")(x)
+    b = keras.layers.LSTM(12, return_sequences=True, name="b")(x)
+    joined = keras.layers.Concatenate(name="both")([a, b])
+    summed = keras.layers.Add(name="skip")([keras.layers.Dense(24, name="proj")(joined), joined])
+    norm = keras.layers.LayerNormalization(name="norm")(summed)
+    logits = keras.layers.Dense(40, name="logits")(norm)
+    model = keras.Model(tokens, logits)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=0.002), loss="sparse_categorical_crossentropy"
+    )
+    path = tmp_path / "m.h5"
+    model.save(path)
+    document = import_document(path)
+    assert document["input"] == {"name": "ids", "vocab_size": 40}
+    layers = {layer.get("name"): layer for layer in document["model"]["layers"]}
+    assert layers["b"]["inputs"] == ["emb"] and layers["both"]["inputs"] == ["a", "b"]
+    assert layers["skip"]["inputs"] == ["proj", "both"]
+    assert document["training"] == {
+        "optimizer": {"type": "adam", "learning_rate": 0.002},
+        "loss": {"type": "sparse_categorical_crossentropy", "from_logits": False},
+    }
+    rebuilt = compile_spec(import_model(path)).model
+    assert _layers(rebuilt) == _layers(model)
+
+
+KERAS3 = """
+import json, sys
+import keras
+path, kind = sys.argv[1], sys.argv[2]
+inputs = keras.Input(shape=(None,), batch_size=4, dtype="int32")
+x = keras.layers.Embedding(30, 8)(inputs)
+y = keras.layers.LSTM(16, return_sequences=True)(x)
+z = keras.layers.LSTM(16, return_sequences=True)(y)
+logits = keras.layers.Dense(30)(keras.layers.Add()([y, z]))
+model = keras.Model(inputs, logits)
+model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+if kind == "json":
+    open(path, "w").write(model.to_json())
+else:
+    model.save(path)
+print(json.dumps({"params": model.count_params()}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["json", "keras"])
+def test_a_keras_3_functional_model_imports(tmp_path, kind):
+    path = tmp_path / f"m.{kind}"
+    done = subprocess.run(
+        [sys.executable, "-c", KERAS3, str(path), kind],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    params = json.loads(done.stdout.strip().splitlines()[-1])["params"]
+    document = import_document(path)
+    assert document["input"] == {"name": "input_layer", "vocab_size": 30, "batch_size": 4}
+    assert [layer["type"] for layer in document["model"]["layers"]] == [
+        "embedding",
+        "lstm",
+        "lstm",
+        "add",
+        "dense",
+    ]
+    assert document["model"]["layers"][3]["inputs"] == ["lstm", "lstm_1"]
+    if kind == "keras":  # a model's JSON holds no compile config; its archive does
+        assert document["training"]["optimizer"] == {
+            "type": "sgd",
+            "learning_rate": 0.05,
+            "momentum": 0.9,
+        }
+    else:
+        assert "training" not in document
+    rebuilt = compile_spec(import_model(path)).model
+    assert rebuilt.count_params() == params
+
+
+# ------------------------------------------------------------------------------ refusals
+
+
+def _refused(path, field, *words):
+    with pytest.raises(SpecError) as raised:
+        import_document(path)
+    (diagnostic,) = raised.value.diagnostics
+    assert diagnostic.path == field, diagnostic
+    assert diagnostic.file == str(path)
+    for word in words:
+        assert word in diagnostic.message, diagnostic.message
+    return diagnostic
+
+
+def test_an_unsupported_argument_is_refused_at_its_place_in_the_file(tmp_path):
+    keras = tf_keras()
+    model = keras.Sequential(
+        [
+            keras.layers.Embedding(20, 4, batch_input_shape=[None, None]),
+            keras.layers.LSTM(
+                8, return_sequences=True, kernel_constraint="max_norm", name="recurrent"
+            ),
+            keras.layers.Dense(20),
+        ]
+    )
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(json.loads(model.to_json()), indent=1))
+    diagnostic = _refused(
+        path, "config.layers[2].config.kernel_constraint", "'recurrent'", "(LSTM)", "MaxNorm"
+    )
+    assert diagnostic.line is not None and diagnostic.line > 1  # the line in the JSON file
+    # Through the command: exit 1, the location, and no spec written.
+    out = tmp_path / "spec.yaml"
+    done = runner.invoke(app, ["import", str(path), "-o", str(out)])
+    assert done.exit_code == 1 and "kernel_constraint" in done.output
+    assert not out.exists()
+
+
+def test_a_seeded_initializer_and_a_softmax_free_loss_are_refused(tmp_path):
+    keras = tf_keras()
+    model = keras.Sequential(
+        [
+            keras.layers.Embedding(20, 4, batch_input_shape=[None, None]),
+            keras.layers.Dense(20, kernel_initializer=keras.initializers.GlorotUniform(seed=3)),
+        ]
+    )
+    path = tmp_path / "m.json"
+    path.write_text(model.to_json())
+    _refused(path, "config.layers[2].config.kernel_initializer", "no seed")
+    model = keras.Sequential(
+        [keras.layers.Embedding(20, 4, batch_input_shape=[None, None]), keras.layers.Dense(20)]
+    )
+    model.compile(optimizer="adam", loss="mse")
+    path = tmp_path / "m.h5"
+    model.save(path)
+    _refused(path, "model_config.compile_config.loss", "sparse_categorical_crossentropy")
+
+
+LAMBDA = """
+import sys
+import keras
+marker = sys.argv[2]
+def side_effect(x):
+    open(marker, "w").write("ran")
+    return x
+inputs = keras.Input(shape=(None,), dtype="int32")
+x = keras.layers.Embedding(10, 4)(inputs)
+x = keras.layers.Lambda(side_effect)(x)
+keras.Model(inputs, keras.layers.Dense(10)(x)).save(sys.argv[1])
+"""
+
+
+def test_a_lambda_in_a_keras_archive_is_refused_without_running_it(tmp_path):
+    path, marker = tmp_path / "m.keras", tmp_path / "ran"
+    done = subprocess.run(
+        [sys.executable, "-c", LAMBDA, str(path), str(marker)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    marker.unlink(missing_ok=True)  # saving may have traced it; importing must not run it
+    assert "Lambda" in zipfile.ZipFile(path).read("config.json").decode()
+    _refused(path, "config.json.config.layers[2].class_name", "'lambda'", "Lambda")
+    assert not marker.exists()
+
+
+def test_a_custom_class_and_a_shared_layer_are_refused(tmp_path):
+    config = json.loads(_gretel_model(tf_keras()).to_json())
+    config["config"]["layers"][3]["class_name"] = "my_package>Attention"
+    path = tmp_path / "custom.json"
+    path.write_text(json.dumps(config))
+    _refused(path, "config.layers[3].class_name", "Attention")
+    keras = tf_keras()
+    tokens = keras.Input(shape=(None,), dtype="int32")
+    x = keras.layers.Embedding(10, 4)(tokens)
+    shared = keras.layers.Dense(4)
+    y = shared(shared(x))
+    path = tmp_path / "shared.json"
+    path.write_text(keras.Model(tokens, keras.layers.Dense(10)(y)).to_json())
+    _refused(path, "config.layers[2].inbound_nodes", "called once")
+
+
+def test_unreadable_files_are_clear_errors(tmp_path):
+    (tmp_path / "bad.json").write_text("{not json")
+    _refused(tmp_path / "bad.json", "", "expected a Keras model's JSON config")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    _refused(tmp_path / "list.json", "", "received list")
+    (tmp_path / "empty").mkdir()
+    _refused(tmp_path / "empty", "keras_metadata.pb", "SavedModel written by Keras")
+    with pytest.raises(SpecError):
+        import_document(tmp_path / "missing.json")
+
+
+# ------------------------------------------------------------------------------ size
+
+
+def test_a_thousand_layer_graph_imports(tmp_path):
+    """A functional JSON of 1,000 layers, written directly (building it in Keras would take
+    longer than the test); benchmarks/import_speed.py measures how fast it imports."""
+    keras = tf_keras()
+    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(16, 8)(tokens)
+    small = json.loads(keras.Model(tokens, keras.layers.Dense(8)(x)).to_json())
+    template = small["config"]["layers"][2]
+    layers = small["config"]["layers"][:2]
+    previous = layers[-1]["name"]
+    for i in range(998):
+        entry = json.loads(json.dumps(template))
+        entry["name"] = entry["config"]["name"] = f"d{i}"
+        entry["inbound_nodes"] = [[[previous, 0, 0, {}]]]
+        layers.append(entry)
+        previous = f"d{i}"
+    small["config"]["layers"] = layers
+    small["config"]["output_layers"] = [[previous, 0, 0]]
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(small))
+    document = import_document(path)
+    assert len(document["model"]["layers"]) == 999
+    last = document["model"]["layers"][-1]
+    assert last["type"] == "dense" and last["units"] == 8 and last["name"] == "d997"
