@@ -185,7 +185,11 @@ y = keras.layers.LSTM(16, return_sequences=True)(x)
 z = keras.layers.LSTM(16, return_sequences=True)(y)
 logits = keras.layers.Dense(30)(keras.layers.Add()([y, z]))
 model = keras.Model(inputs, logits)
-model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+model.compile(
+    optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    metrics=["accuracy"],
+)
 if kind == "json":
     open(path, "w").write(model.to_json())
 else:
