@@ -34,6 +34,8 @@ _LAZY = {
     "ExportReport": ("compiler.export.savedmodel", "ExportReport"),
     "audit": ("compiler.evaluate.audit", "audit"),
     "AuditReport": ("compiler.evaluate.audit", "AuditReport"),
+    "import_model": ("compiler.importing", "import_model"),
+    "import_run": ("compiler.importing.weights", "import_run"),
 }
 
 
@@ -49,6 +51,8 @@ def __getattr__(name: str):
 
 __all__ = [
     "audit",
+    "import_model",
+    "import_run",
     "AuditReport",
     "CheckedSpec",
     "CompileError",

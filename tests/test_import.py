@@ -8,6 +8,7 @@ import subprocess
 import sys
 import zipfile
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -175,6 +176,19 @@ def test_a_functional_tf_keras_model_with_joins_imports_with_inputs(tmp_path):
     assert _layers(rebuilt) == _layers(model)
 
 
+def _keras3(program, *args):
+    """Run a Keras 3 program in a fresh interpreter (keraspec's process holds tf-keras)."""
+    done = subprocess.run(
+        [sys.executable, "-c", program, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
 KERAS3 = """
 import json, sys
 import keras
@@ -201,15 +215,7 @@ print(json.dumps({"params": model.count_params()}))
 @pytest.mark.parametrize("kind", ["json", "keras"])
 def test_a_keras_3_functional_model_imports(tmp_path, kind):
     path = tmp_path / f"m.{kind}"
-    done = subprocess.run(
-        [sys.executable, "-c", KERAS3, str(path), kind],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"},
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    params = json.loads(done.stdout.strip().splitlines()[-1])["params"]
+    params = json.loads(_keras3(KERAS3, path, kind).strip().splitlines()[-1])["params"]
     document = import_document(path)
     assert document["input"] == {"name": "input_layer", "vocab_size": 30, "batch_size": 4}
     assert [layer["type"] for layer in document["model"]["layers"]] == [
@@ -306,14 +312,7 @@ keras.Model(inputs, keras.layers.Dense(10)(x)).save(sys.argv[1])
 
 def test_a_lambda_in_a_keras_archive_is_refused_without_running_it(tmp_path):
     path, marker = tmp_path / "m.keras", tmp_path / "ran"
-    done = subprocess.run(
-        [sys.executable, "-c", LAMBDA, str(path), str(marker)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"},
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    _keras3(LAMBDA, path, marker)
     marker.unlink(missing_ok=True)  # saving may have traced it; importing must not run it
     assert "Lambda" in zipfile.ZipFile(path).read("config.json").decode()
     _refused(path, "config.json.config.layers[2].class_name", "'lambda'", "Lambda")
@@ -351,26 +350,120 @@ def test_unreadable_files_are_clear_errors(tmp_path):
 
 
 def test_a_thousand_layer_graph_imports(tmp_path):
-    """A functional JSON of 1,000 layers, written directly (building it in Keras would take
-    longer than the test); benchmarks/import_speed.py measures how fast it imports."""
-    keras = tf_keras()
-    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
-    x = keras.layers.Embedding(16, 8)(tokens)
-    small = json.loads(keras.Model(tokens, keras.layers.Dense(8)(x)).to_json())
-    template = small["config"]["layers"][2]
-    layers = small["config"]["layers"][:2]
-    previous = layers[-1]["name"]
-    for i in range(998):
-        entry = json.loads(json.dumps(template))
-        entry["name"] = entry["config"]["name"] = f"d{i}"
-        entry["inbound_nodes"] = [[[previous, 0, 0, {}]]]
-        layers.append(entry)
-        previous = f"d{i}"
-    small["config"]["layers"] = layers
-    small["config"]["output_layers"] = [[previous, 0, 0]]
+    """The functional JSON of 1,000 layers that benchmarks/import_speed.py times."""
+    import importlib.util
+
+    location = ROOT / "benchmarks" / "import_speed.py"
+    module_spec = importlib.util.spec_from_file_location("import_speed", location)
+    benchmark = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(benchmark)
     path = tmp_path / "big.json"
-    path.write_text(json.dumps(small))
+    path.write_text(benchmark.thousand_layers(tf_keras()))
     document = import_document(path)
     assert len(document["model"]["layers"]) == 999
     last = document["model"]["layers"][-1]
     assert last["type"] == "dense" and last["units"] == 8 and last["name"] == "d997"
+
+
+# ------------------------------------------------------------------------------ weights
+
+
+@pytest.fixture()
+def corpus(tmp_path):
+    from training_fixtures import write_corpus
+
+    return write_corpus(tmp_path / "corpus.txt", records=120)
+
+
+def _logits_of_run(run_dir, ids):
+    from compiler.generation import load_run_model
+
+    _, model, _ = load_run_model(str(run_dir), None, "best", stateful=False)
+    return model(ids, training=False).numpy()
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras", "savedmodel"])
+def test_imported_weights_give_the_original_logits(tmp_path, corpus, suffix):
+    from compiler.importing.weights import import_run
+
+    keras = tf_keras()
+    model = _gretel_model(keras)
+    path = tmp_path / f"model{suffix}"
+    model.save(path, save_format="tf") if suffix == "savedmodel" else model.save(path)
+    imported = import_run(path, tmp_path / "run", data=corpus)
+    ids = np.random.default_rng(0).integers(0, 40, (8, 12)).astype(np.int32)
+    model.reset_states()
+    expected = model(ids, training=False).numpy()
+    assert np.max(np.abs(expected)) > 1e-3  # random weights: a real comparison
+    np.testing.assert_allclose(_logits_of_run(tmp_path / "run", ids), expected, atol=1e-6)
+    assert imported.parameters == model.count_params()
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["imported"]["sha256"] == imported.sha256 and report["privacy"] is None
+    assert report["steps"] == 0 and "no DP" in report["notes"][0]
+
+
+def test_an_imported_run_exports_and_serves(tmp_path, corpus):
+    keras = tf_keras()
+    path = tmp_path / "model.h5"
+    _gretel_model(keras).save(path)
+    spec = tmp_path / "spec.yaml"
+    done = runner.invoke(
+        app,
+        ["import", str(path), "-o", str(spec), "--run-dir", str(tmp_path / "run")]
+        + ["--data", str(corpus), "--name", "gretel", "-f", "json"],
+    )
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout)
+    assert summary["run_dir"] == str(tmp_path / "run") and summary["template"] == "lstm-text"
+    done = runner.invoke(app, ["export", str(tmp_path / "run"), "-o", str(tmp_path / "serve")])
+    assert done.exit_code == 0, done.output
+    done = runner.invoke(
+        app,
+        ["generate", str(tmp_path / "serve" / "gretel")]
+        + ["--count", "3", "--seed", "1", "-f", "json"],
+    )
+    assert done.exit_code == 0, done.output
+    assert len(json.loads(done.stdout)["records"]) == 3
+
+
+KERAS3_WEIGHTS = """
+import sys
+import numpy as np
+import keras
+inputs = keras.Input(shape=(None,), dtype="int32")
+x = keras.layers.Embedding(40, 8)(inputs)
+x = keras.layers.GRU(16, return_sequences=True)(x)
+x = keras.layers.LayerNormalization()(x)
+model = keras.Model(inputs, keras.layers.Dense(40)(x))
+model.save(sys.argv[1])
+ids = np.random.default_rng(0).integers(0, 40, (4, 9)).astype("int32")
+np.save(sys.argv[2], np.asarray(model(ids, training=False)))
+"""
+
+
+def test_keras_3_archive_weights_give_the_original_logits(tmp_path, corpus):
+    from compiler.importing.weights import import_run
+
+    path, logits = tmp_path / "m.keras", tmp_path / "logits.npy"
+    _keras3(KERAS3_WEIGHTS, path, logits)
+    import_run(path, tmp_path / "run", data=corpus)
+    ids = np.random.default_rng(0).integers(0, 40, (4, 9)).astype(np.int32)
+    np.testing.assert_allclose(_logits_of_run(tmp_path / "run", ids), np.load(logits), atol=1e-5)
+
+
+def test_a_run_needs_weights_and_a_tokenizer(tmp_path, corpus):
+    from compiler.diagnostics import DataError
+    from compiler.importing.weights import import_run
+
+    keras = tf_keras()
+    model = _gretel_model(keras)
+    (tmp_path / "m.json").write_text(model.to_json())
+    with pytest.raises(SpecError) as raised:
+        import_run(tmp_path / "m.json", tmp_path / "run", data=corpus)
+    assert "architecture only" in raised.value.diagnostics[0].message
+    model.save(tmp_path / "m.h5")
+    with pytest.raises(DataError) as raised:
+        import_run(tmp_path / "m.h5", tmp_path / "run")
+    message = raised.value.diagnostics[0].message
+    assert "--tokenizer" in message and "--data" in message
+    assert not (tmp_path / "run").exists()

@@ -73,6 +73,7 @@ _NEEDS = {
     "inspect": ("tensorflow",),
     "generate": ("tensorflow", "tf_keras"),
     "evaluate": ("sdmetrics", "pandas", "plotly"),
+    "import --run-dir": ("tensorflow", "tf_keras", "h5py", "sentencepiece"),
 }
 
 

@@ -440,6 +440,18 @@ def import_command(
         "--schema",
         help="The schema the file's yaml-language-server line points at.",
     ),
+    run_dir: Optional[Path] = typer.Option(
+        None,
+        "--run-dir",
+        help="Also write the model's weights as a run directory (export, generate, "
+        "evaluate and inspect take it).",
+    ),
+    tokenizer: Optional[Path] = typer.Option(
+        None, "--tokenizer", help="With --run-dir: keraspec's tokenizer.json for the model."
+    ),
+    data: Optional[Path] = typer.Option(
+        None, "--data", help="With --run-dir: a corpus to build the tokenizer from."
+    ),
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Report format."),
 ) -> None:
     """Write the spec of an existing Keras model, read from its config only.
@@ -463,6 +475,22 @@ def import_command(
     result = validate_spec(text, name=str(output))
     if not result.ok:  # a bug if it happens: the import must produce a valid spec
         raise _fail(result.diagnostics)
+    imported = None
+    if run_dir is not None:
+        _require("import --run-dir")
+        from compiler.importing.weights import import_run
+
+        try:
+            imported = import_run(
+                model,
+                run_dir,
+                tokenizer=tokenizer,
+                data=data,
+                name=name,
+                templates=not no_templates,
+            )
+        except KeraspecError as e:
+            raise _fail(e.diagnostics) from e
     write_atomic(output, text)
     template = document["model"].get("template")
     summary = {
@@ -470,9 +498,16 @@ def import_command(
         "template": template,
         "params": document["model"].get("params", {}) if template else None,
         "layers": len(result.spec.model.layers) if result.spec is not None else None,
+        "run_dir": imported.run_dir if imported is not None else None,
+        "parameters": imported.parameters if imported is not None else None,
     }
     if fmt is TextOrJson.json:
         typer.echo(json.dumps(summary, indent=2))
     else:
         what = f"template {template}" if template else f"{summary['layers']} layers"
         _console(stderr=True).print(f"wrote {output} ({what})")
+        if imported is not None:
+            _console(stderr=True).print(
+                f"wrote {imported.run_dir}: {imported.parameters:,} parameters, no training "
+                "(and so no DP) in keraspec"
+            )
