@@ -190,32 +190,56 @@ def _keras3(program, *args):
 
 
 KERAS3 = """
-import json, sys
+import json, os, sys
+import numpy as np
 import keras
-path, kind = sys.argv[1], sys.argv[2]
+out = sys.argv[1]
+# A functional model with a join, compiled.
 inputs = keras.Input(shape=(None,), batch_size=4, dtype="int32")
 x = keras.layers.Embedding(30, 8)(inputs)
 y = keras.layers.LSTM(16, return_sequences=True)(x)
 z = keras.layers.LSTM(16, return_sequences=True)(y)
-logits = keras.layers.Dense(30)(keras.layers.Add()([y, z]))
-model = keras.Model(inputs, logits)
+model = keras.Model(inputs, keras.layers.Dense(30)(keras.layers.Add()([y, z])))
 model.compile(
     optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     metrics=["accuracy"],
 )
-if kind == "json":
-    open(path, "w").write(model.to_json())
-else:
-    model.save(path)
-print(json.dumps({"params": model.count_params()}))
+open(os.path.join(out, "m.json"), "w").write(model.to_json())
+model.save(os.path.join(out, "m.keras"))
+json.dump({"params": model.count_params()}, open(os.path.join(out, "params.json"), "w"))
+# A Lambda whose function leaves a mark when it runs.
+marker = os.path.join(out, "ran")
+def side_effect(x):
+    open(marker, "w").write("ran")
+    return x
+inputs = keras.Input(shape=(None,), dtype="int32")
+x = keras.layers.Lambda(side_effect)(keras.layers.Embedding(10, 4)(inputs))
+keras.Model(inputs, keras.layers.Dense(10)(x)).save(os.path.join(out, "lambda.keras"))
+if os.path.exists(marker):
+    os.remove(marker)  # saving may trace it; importing must not run it
+# Weights, and the logits they give.
+inputs = keras.Input(shape=(None,), dtype="int32")
+x = keras.layers.GRU(16, return_sequences=True)(keras.layers.Embedding(40, 8)(inputs))
+model = keras.Model(inputs, keras.layers.Dense(40)(keras.layers.LayerNormalization()(x)))
+model.save(os.path.join(out, "weights.keras"))
+ids = np.random.default_rng(0).integers(0, 40, (4, 9)).astype("int32")
+np.save(os.path.join(out, "logits.npy"), np.asarray(model(ids, training=False)))
 """
 
 
+@pytest.fixture(scope="module")
+def keras3_files(tmp_path_factory):
+    """What one Keras 3 program (a fresh interpreter) saved."""
+    out = tmp_path_factory.mktemp("keras3")
+    _keras3(KERAS3, out)
+    return out
+
+
 @pytest.mark.parametrize("kind", ["json", "keras"])
-def test_a_keras_3_functional_model_imports(tmp_path, kind):
-    path = tmp_path / f"m.{kind}"
-    params = json.loads(_keras3(KERAS3, path, kind).strip().splitlines()[-1])["params"]
+def test_a_keras_3_functional_model_imports(keras3_files, kind):
+    path = keras3_files / f"m.{kind}"
+    params = json.loads((keras3_files / "params.json").read_text())["params"]
     document = import_document(path)
     assert document["input"] == {"name": "input_layer", "vocab_size": 30, "batch_size": 4}
     assert [layer["type"] for layer in document["model"]["layers"]] == [
@@ -296,24 +320,9 @@ def test_a_seeded_initializer_and_a_softmax_free_loss_are_refused(tmp_path):
     _refused(path, "model_config.compile_config.loss", "sparse_categorical_crossentropy")
 
 
-LAMBDA = """
-import sys
-import keras
-marker = sys.argv[2]
-def side_effect(x):
-    open(marker, "w").write("ran")
-    return x
-inputs = keras.Input(shape=(None,), dtype="int32")
-x = keras.layers.Embedding(10, 4)(inputs)
-x = keras.layers.Lambda(side_effect)(x)
-keras.Model(inputs, keras.layers.Dense(10)(x)).save(sys.argv[1])
-"""
-
-
-def test_a_lambda_in_a_keras_archive_is_refused_without_running_it(tmp_path):
-    path, marker = tmp_path / "m.keras", tmp_path / "ran"
-    _keras3(LAMBDA, path, marker)
-    marker.unlink(missing_ok=True)  # saving may have traced it; importing must not run it
+def test_a_lambda_in_a_keras_archive_is_refused_without_running_it(keras3_files):
+    path, marker = keras3_files / "lambda.keras", keras3_files / "ran"
+    assert not marker.exists()
     assert "Lambda" in zipfile.ZipFile(path).read("config.json").decode()
     _refused(path, "config.json.config.layers[2].class_name", "'lambda'", "Lambda")
     assert not marker.exists()
@@ -426,26 +435,10 @@ def test_an_imported_run_exports_and_serves(tmp_path, corpus):
     assert len(json.loads(done.stdout)["records"]) == 3
 
 
-KERAS3_WEIGHTS = """
-import sys
-import numpy as np
-import keras
-inputs = keras.Input(shape=(None,), dtype="int32")
-x = keras.layers.Embedding(40, 8)(inputs)
-x = keras.layers.GRU(16, return_sequences=True)(x)
-x = keras.layers.LayerNormalization()(x)
-model = keras.Model(inputs, keras.layers.Dense(40)(x))
-model.save(sys.argv[1])
-ids = np.random.default_rng(0).integers(0, 40, (4, 9)).astype("int32")
-np.save(sys.argv[2], np.asarray(model(ids, training=False)))
-"""
-
-
-def test_keras_3_archive_weights_give_the_original_logits(tmp_path, corpus):
+def test_keras_3_archive_weights_give_the_original_logits(tmp_path, corpus, keras3_files):
     from compiler.importing.weights import import_run
 
-    path, logits = tmp_path / "m.keras", tmp_path / "logits.npy"
-    _keras3(KERAS3_WEIGHTS, path, logits)
+    path, logits = keras3_files / "weights.keras", keras3_files / "logits.npy"
     import_run(path, tmp_path / "run", data=corpus)
     ids = np.random.default_rng(0).integers(0, 40, (4, 9)).astype(np.int32)
     np.testing.assert_allclose(_logits_of_run(tmp_path / "run", ids), np.load(logits), atol=1e-5)
@@ -467,3 +460,25 @@ def test_a_run_needs_weights_and_a_tokenizer(tmp_path, corpus):
     message = raised.value.diagnostics[0].message
     assert "--tokenizer" in message and "--data" in message
     assert not (tmp_path / "run").exists()
+
+
+def test_json_and_keras_archives_import_without_tensorflow(tmp_path):
+    keras = tf_keras()
+    model = _gretel_model(keras)
+    model.save(tmp_path / "m.keras")
+    (tmp_path / "m.json").write_text(model.to_json())
+    program = (
+        "import sys\n"
+        "from compiler.importing import import_document\n"
+        "for path in sys.argv[1:]:\n"
+        "    assert import_document(path)['model']['template'] == 'lstm-text'\n"
+        "assert 'tensorflow' not in sys.modules and 'tf_keras' not in sys.modules\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program, str(tmp_path / "m.json"), str(tmp_path / "m.keras")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -159,7 +159,7 @@ def _model_with_weights(spec: Any, source: KerasFile) -> Any:
         elif source.format == "savedmodel":
             model.load_weights(os.path.join(source.path, "variables", "variables")).expect_partial()
         else:
-            _load_archive_weights(model, source.path)
+            _load_archive_weights(model, source.path, _archive_keys(source))
     except (ValueError, KeyError, OSError) as e:
         raise refusal(
             source.path,
@@ -171,8 +171,27 @@ def _model_with_weights(spec: Any, source: KerasFile) -> Any:
     return model
 
 
-def _load_archive_weights(model: Any, path: str) -> None:
-    """A `.keras` archive's model.weights.h5 into `model`, layer by layer by name."""
+def _archive_keys(source: KerasFile) -> dict[str, str]:
+    """Each layer's group in a `.keras` weights file, by the layer's name.
+
+    The archive names a model's layers by class, in order: lstm, lstm_1, ... (whatever
+    the layers' own names), as Keras' saving library walks them.
+    """
+    from compiler.layers.keras_config import snake
+
+    counts: dict[str, int] = {}
+    keys = {}
+    for entry in (source.model.get("config") or {}).get("layers", []):
+        base = snake(str(entry.get("class_name", "")).split(">")[-1])
+        n = counts.get(base, 0)
+        counts[base] = n + 1
+        name = (entry.get("config") or {}).get("name", entry.get("name"))
+        keys[name] = base if n == 0 else f"{base}_{n}"
+    return keys
+
+
+def _load_archive_weights(model: Any, path: str, keys: dict[str, str]) -> None:
+    """A `.keras` archive's model.weights.h5 into `model`, layer by layer."""
     import h5py
     import numpy as np
 
@@ -184,9 +203,10 @@ def _load_archive_weights(model: Any, path: str) -> None:
             for layer in model.layers:
                 if not layer.weights:
                     continue
-                if layer.name not in groups:
-                    raise KeyError(f"no weights for layer {layer.name!r} in the archive")
-                arrays = [np.asarray(v) for v in _variables(groups[layer.name])]
+                key = keys.get(layer.name, layer.name)
+                if key not in groups:
+                    raise KeyError(f"no weights for layer {layer.name!r} ({key}) in the archive")
+                arrays = [np.asarray(v) for v in _variables(groups[key])]
                 layer.set_weights(arrays)
 
 

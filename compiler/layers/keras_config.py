@@ -48,8 +48,10 @@ GRAPH_KEYS = ("name", "batch_input_shape", "batch_shape", "input_shape", "input_
 
 
 def snake(name: str) -> str:
-    """CamelCase -> snake_case, as Keras names its classes' layers and initializers."""
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+    """CamelCase -> snake_case as Keras does it (LayerNormalization -> layer_normalization,
+    LSTM -> lstm, Conv1D -> conv1d)."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def _dtype(value: Any) -> Any:
