@@ -34,10 +34,18 @@ CANARIES = 10_000  # the tiny model has more parameters than this
 NOISE = 1.5
 
 
-def _spec(tmp_path, extra=""):
-    # q = 8 / 360, 90 steps, noise 1.5, delta 1e-9: a claimed epsilon of about 1.1.
+def _spec(tmp_path, extra="", epochs=1):
+    # q = 8 / 360, 45 steps an epoch, noise 1.5, delta 1e-9: a claimed epsilon of about 0.8
+    # (1 epoch, the breaks), 1.1 (2) or 1.3 (3 epochs, where the released sums are checked:
+    # more steps, a tighter estimate of their shift).
     text = spec_text(
-        dp=True, epochs=2, noise=NOISE, implementation="fast", dropout=0.0, length=12, extra=extra
+        dp=True,
+        epochs=epochs,
+        noise=NOISE,
+        implementation="fast",
+        dropout=0.0,
+        length=12,
+        extra=extra,
     ).replace("rnn_units: 16", "rnn_units: 64")
     path = tmp_path / "dp.yaml"
     path.write_text(text + "  privacy:\n    delta: 1.0e-9\n")
@@ -61,14 +69,20 @@ def corpus(tmp_path):
     return write_corpus(tmp_path / "corpus.txt", records=400)
 
 
-def _audit(tmp_path, corpus, name="audit"):
-    return audit(load(_spec(tmp_path)), corpus, tmp_path / name, canaries=CANARIES, white_box=True)
+def _audit(tmp_path, corpus, name="audit", epochs=1):
+    return audit(
+        load(_spec(tmp_path, epochs=epochs)),
+        corpus,
+        tmp_path / name,
+        canaries=CANARIES,
+        white_box=True,
+    )
 
 
 def test_a_correct_step_is_bounded_below_its_claim_and_well_above_zero(tmp_path, corpus):
-    report = _audit(tmp_path, corpus)
+    report = _audit(tmp_path, corpus, epochs=3)
     assert report.mode == "white-box" and report.canaries == CANARIES
-    assert 0.9 < report.claimed_epsilon < 1.4
+    assert 1.0 < report.claimed_epsilon < 1.7
     assert not report.broken and report.epsilon_lower_bound <= report.claimed_epsilon
     # Measured 0.5-0.6 of the claim; what a black-box audit of this run finds is 0.
     assert report.epsilon_lower_bound > 0.25 * report.claimed_epsilon
@@ -99,7 +113,9 @@ def test_the_transformer_template_is_audited_through_its_step(tmp_path, corpus):
 def test_two_replicas_release_each_canary_and_the_noise_once(tmp_path, corpus):
     """MirroredStrategy on 2 devices, through the command line, in a fresh process (the
     CPU is split into devices before TensorFlow starts)."""
-    spec = _spec(tmp_path, extra="  distribution: {strategy: mirrored, devices_per_worker: 2}\n")
+    spec = _spec(
+        tmp_path, extra="  distribution: {strategy: mirrored, devices_per_worker: 2}\n", epochs=2
+    )
     command = ["audit", str(spec), "--data", str(corpus), "-o", str(tmp_path / "audit")]
     out = subprocess.run(
         [sys.executable, "-m", "compiler.cli", *command, "--white-box", "-f", "json"]
@@ -168,7 +184,7 @@ def test_a_quarter_of_the_noise_is_caught_and_the_command_exits_1(tmp_path, corp
     assert result.exit_code == 1, result.output
     assert "the privacy guarantee is broken" in result.output
     saved = json.loads((tmp_path / "audit" / "audit.json").read_text())
-    assert saved["broken"] and saved["epsilon_lower_bound"] > 2 * saved["claimed_epsilon"]
+    assert saved["broken"] and saved["epsilon_lower_bound"] > 1.5 * saved["claimed_epsilon"]
 
 
 def test_canaries_are_secret_distinct_and_clipped_by_the_step():
