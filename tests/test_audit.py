@@ -84,7 +84,7 @@ def test_audit_separates_a_memorising_model_from_a_dp_one(tmp_path):
     audited = read_corpus(tmp_path / "plain" / "data.txt").records
     assert len(audited) == 240 + plain.included and 20 < plain.included < 80
     # DP (noise 1.0), through the CLI: the bound stays within the claimed epsilon.
-    dp = _write(tmp_path, "dp.yaml", epochs=3, dp=True, noise=1.0, implementation="fast")
+    dp = _write(tmp_path, "dp.yaml", epochs=1, dp=True, noise=1.0, implementation="fast")
     result = CliRunner().invoke(
         app,
         [

@@ -52,7 +52,7 @@ def _spec(tmp_path, extra="", epochs=1):
     return path
 
 
-def _check_scores(audit_dir, steps, noise, q):
+def _check_scores(audit_dir, steps, noise, q, shift=(0.4, 1.6)):
     """The released sums along the canaries' coordinates are what DP-SGD releases: for an
     excluded canary, noise of standard deviation noise x sqrt(steps) (in clips); for an
     included one, one clip more per step it was sampled in, q x steps in expectation. A
@@ -60,8 +60,8 @@ def _check_scores(audit_dir, steps, noise, q):
     scores = saved_scores(RunDir(str(audit_dir / "run")).pointer(LATEST)["prefix"])["sum"]
     included = np.array(json.loads((audit_dir / "canaries.json").read_text())["included"])
     spread = scores[~included].std() / (noise * np.sqrt(steps))
-    shift = (scores[included].mean() - scores[~included].mean()) / (q * steps)
-    assert 0.85 < spread < 1.2 and 0.4 < shift < 1.6, (spread, shift)
+    moved = (scores[included].mean() - scores[~included].mean()) / (q * steps)
+    assert 0.85 < spread < 1.2 and shift[0] < moved < shift[1], (spread, moved)
 
 
 @pytest.fixture()
@@ -104,10 +104,11 @@ def test_a_correct_step_is_bounded_below_its_claim_and_well_above_zero(tmp_path,
 
 def test_the_transformer_template_is_audited_through_its_step(tmp_path, corpus):
     path = tmp_path / "t.yaml"
-    path.write_text(transformer_spec_text(dp=True, epochs=3, noise=1.0, dropout=0.0))
+    path.write_text(transformer_spec_text(dp=True, epochs=2, noise=1.0, dropout=0.0))
     report = audit(load(path), corpus, tmp_path / "audit", canaries=3000, white_box=True)
     assert not report.broken and 0 <= report.epsilon_lower_bound <= report.claimed_epsilon
-    _check_scores(tmp_path / "audit", report.steps, 1.0, 8 / 360)
+    # Its few thousand parameters hold 3,000 canaries: the shift is measured loosely.
+    _check_scores(tmp_path / "audit", report.steps, 1.0, 8 / 360, shift=(0.2, 1.8))
 
 
 def test_two_replicas_release_each_canary_and_the_noise_once(tmp_path, corpus):
