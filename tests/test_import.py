@@ -98,23 +98,19 @@ def test_templates_are_recognised_with_only_the_params_that_differ(tmp_path):
 
 def _gretel_model(keras, vocab=64, units=32):
     """gretel-synthetics' builder, reproduced in plain tf-keras."""
+
+    def lstm():
+        return keras.layers.LSTM(
+            units, return_sequences=True, stateful=True, recurrent_initializer="glorot_uniform"
+        )
+
     model = keras.Sequential(
         [
             keras.layers.Embedding(vocab, 16, batch_input_shape=[8, None]),
             keras.layers.Dropout(0.2),
-            keras.layers.LSTM(
-                units,
-                return_sequences=True,
-                stateful=True,
-                recurrent_initializer="glorot_uniform",
-            ),
+            lstm(),
             keras.layers.Dropout(0.2),
-            keras.layers.LSTM(
-                units,
-                return_sequences=True,
-                stateful=True,
-                recurrent_initializer="glorot_uniform",
-            ),
+            lstm(),
             keras.layers.Dropout(0.2),
             keras.layers.Dense(vocab),
         ]

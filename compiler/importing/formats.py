@@ -18,6 +18,7 @@ import zipfile
 from typing import Any, Optional
 
 from compiler.diagnostics import Diagnostic, SpecError
+from compiler.files import file_sha256
 
 FORMATS = ("json", "keras", "h5", "savedmodel")
 MAX_CONFIG_BYTES = 64 * 1024 * 1024
@@ -86,14 +87,6 @@ def _json(path: str, data: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def _digest(path: str) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
-
-
 def _keras_archive(path: str) -> KerasFile:
     try:
         with zipfile.ZipFile(path) as archive:
@@ -107,7 +100,7 @@ def _keras_archive(path: str) -> KerasFile:
         ) from None
     model = _json(path, data, "config.json")
     compile_config = model.get("compile_config")
-    return KerasFile(path, "keras", model, compile_config, _digest(path))
+    return KerasFile(path, "keras", model, compile_config, file_sha256(path))
 
 
 def _h5(path: str) -> KerasFile:
@@ -138,7 +131,7 @@ def _h5(path: str) -> KerasFile:
             "metrics": training.get("metrics"),
             "weighted_metrics": training.get("weighted_metrics"),
         }
-    return KerasFile(path, "h5", model, compile_config, _digest(path))
+    return KerasFile(path, "h5", model, compile_config, file_sha256(path))
 
 
 def _untuple(value: Any) -> Any:
@@ -201,5 +194,5 @@ def _saved_model(path: str) -> KerasFile:
     sha = hashlib.sha256(data)
     pb = os.path.join(path, "saved_model.pb")
     if os.path.isfile(pb):
-        sha.update(bytes.fromhex(_digest(pb)))
+        sha.update(bytes.fromhex(file_sha256(pb)))
     return KerasFile(path, "savedmodel", model, compile_config, sha.hexdigest())

@@ -292,12 +292,7 @@ def _optimizer(reader: Reader, value: dict[str, Any], path: Path) -> dict[str, A
                 )
             out[key] = _float32(setting)
         elif key in OPTIMIZER_FIXED:
-            allowed = OPTIMIZER_FIXED[key]
-            if allowed and setting not in allowed:
-                reader.refuse(
-                    path + ("config", key),
-                    f"expected {key} {' or '.join(map(repr, allowed))}, received {setting!r}",
-                )
+            _check_fixed(reader, path + ("config", key), key, setting, OPTIMIZER_FIXED[key])
         else:
             reader.refuse(
                 path + ("config", key),
@@ -305,6 +300,14 @@ def _optimizer(reader: Reader, value: dict[str, Any], path: Path) -> dict[str, A
                 f"({', '.join(k for k in model.model_fields if k != 'type')}), received {key}",
             )
     return out
+
+
+def _check_fixed(reader: Reader, path: Path, key: str, setting: Any, allowed: tuple) -> None:
+    """A setting the spec does not write must hold one of `allowed` (any, when empty)."""
+    if allowed and setting not in allowed:
+        reader.refuse(
+            path, f"expected {key} {' or '.join(map(repr, allowed))}, received {setting!r}"
+        )
 
 
 def _loss(reader: Reader, value: Any, path: Path) -> dict[str, Any]:
@@ -321,12 +324,7 @@ def _loss(reader: Reader, value: Any, path: Path) -> dict[str, Any]:
         if key == "from_logits":
             out["from_logits"] = bool(setting)
         elif key in LOSS_FIXED:
-            allowed = LOSS_FIXED[key]
-            if allowed and setting not in allowed:
-                reader.refuse(
-                    path + ("config", key),
-                    f"expected {key} {' or '.join(map(repr, allowed))}, received {setting!r}",
-                )
+            _check_fixed(reader, path + ("config", key), key, setting, LOSS_FIXED[key])
         else:
             reader.refuse(path + ("config", key), f"expected no {key}, received {setting!r}")
     return out
