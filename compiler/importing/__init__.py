@@ -118,9 +118,8 @@ def _pruned(data: dict[str, Any]) -> dict[str, Any]:
 
     out = dict(data)
     section = dict(data["input"])
-    for key, default in (("name", "tokens"),):
-        if section.get(key) == default:
-            del section[key]
+    if section.get("name") == "tokens":  # the input's default name
+        del section["name"]
     out["input"] = section
     layers = []
     for layer in data["model"]["layers"]:
