@@ -51,8 +51,8 @@ class CompiledModel:
         analysis: The static analysis of the spec's graph.
         privacy: The privacy guarantee, when the spec is DP and `examples` was given.
         warnings: Warnings from validation and compilation.
-        dp_noise: With the fast DP implementation, the checkpointable holder of the step's
-            secret noise key (`.key`); None otherwise.
+        dp_step: With the fast DP implementation, the model's train step (its settings,
+            secret noise key and canaries, `compiler.privacy.fast.DPStep`); None otherwise.
     """
 
     spec: s.Spec
@@ -63,7 +63,7 @@ class CompiledModel:
     analysis: Analysis
     privacy: Optional[PrivacyReport] = None
     warnings: list[Diagnostic] = dataclasses.field(default_factory=list)
-    dp_noise: Optional[Any] = None
+    dp_step: Optional[fast_dp.DPStep] = None
 
     @property
     def per_example_loss(self) -> bool:
@@ -255,7 +255,8 @@ def compile_spec(
             )
             if n is not None
         )
-    model = _build_model(tf, resolved, analysis, source, _fast_dp(resolved, noise))
+    dp_step = _dp_step(resolved, analysis, noise)
+    model = _build_model(tf, resolved, analysis, source, dp_step)
     optimizer = _build_optimizer(tf, resolved, noise, source)
     loss = _build_loss(tf, resolved)
     metrics = list(resolved.training.metrics)
@@ -272,9 +273,8 @@ def compile_spec(
         # The DP step reads the step counter before the first update: create it now, in
         # the current (maybe distributed) scope, not inside a replica's first step.
         _ = optimizer.iterations
-    dp_noise = model.dp_noise if _fast(resolved) else None
     return CompiledModel(
-        resolved, model, optimizer, loss, metrics, analysis, report, warnings, dp_noise
+        resolved, model, optimizer, loss, metrics, analysis, report, warnings, dp_step
     )
 
 
@@ -290,7 +290,11 @@ def _keras_message(e: Exception) -> str:
 
 
 def _build_model(
-    tf: Any, spec: s.Spec, analysis: Analysis, source: Source, dp: Optional[fast_dp.FastDP]
+    tf: Any,
+    spec: s.Spec,
+    analysis: Analysis,
+    source: Source,
+    dp_step: Optional[fast_dp.DPStep],
 ) -> Any:
     index = {layer.name: i for i, layer in enumerate(spec.model.layers)}
     batch_shape = (replica_batch(spec), spec.input.sequence_length)
@@ -311,7 +315,7 @@ def _build_model(
 
     keras = tf_keras()
     sequential_class, functional_class = keras.Sequential, keras.Model
-    if dp is not None:
+    if dp_step is not None:
         sequential_class, functional_class = fast_dp.model_classes()
     if analysis.sequential:
         # The reference form: the first layer carries batch_input_shape. Layers are added
@@ -338,10 +342,12 @@ def _build_model(
             except errors as e:
                 raise refused(i, e) from e
         model = functional_class(
-            tensors[spec.input.name], tensors[analysis.output], name=_keras_name(spec.name)
+            tensors[spec.input.name],
+            tensors[analysis.output],
+            name=_keras_name(spec.name),
         )
-    if dp is not None:
-        fast_dp.attach(model, call_graph(spec, analysis), dp)
+    if dp_step is not None:
+        model.train_with(dp_step)
     return model
 
 
@@ -361,12 +367,13 @@ def call_graph(spec: s.Spec, analysis: Analysis) -> fast_dp.Graph:
     )
 
 
-def _fast_dp(spec: s.Spec, noise: Optional[float]) -> Optional[fast_dp.FastDP]:
-    """The fast DP step's settings, or None when the spec does not train with it."""
+def _dp_step(spec: s.Spec, analysis: Analysis, noise: Optional[float]) -> Optional[fast_dp.DPStep]:
+    """The fast DP train step, or None when the spec does not train with it."""
     if not _fast(spec):
         return None
     privacy = spec.training.privacy
-    return fast_dp.FastDP(privacy.l2_norm_clip, noise, spec.training.batch_size)
+    dp = fast_dp.FastDP(privacy.l2_norm_clip, noise, spec.training.batch_size)
+    return fast_dp.DPStep(call_graph(spec, analysis), dp)
 
 
 def _keras_name(name: str) -> str:

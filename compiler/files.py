@@ -1,13 +1,17 @@
-"""Writing files so that a failure never leaves a half-written one behind."""
+"""Writing files so that a failure never leaves a half-written one behind, and reading
+keraspec's own JSON files back, typed."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import tempfile
-from typing import Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
+
+from compiler.diagnostics import Diagnostic, KeraspecError
 
 
 def write_atomic(path: Union[str, os.PathLike[str]], data: Union[str, bytes]) -> None:
@@ -152,3 +156,75 @@ def digest_mismatch(root: str, digests: dict[str, str]) -> Optional[tuple[str, b
         if file_sha256(path) != digest:
             return path, False
     return None
+
+
+def read_json_as(
+    path: str,
+    kind: Any,
+    *,
+    error: type[KeraspecError],
+    code: str,
+    advice: str,
+) -> Any:
+    """A JSON file keraspec wrote, validated as `kind` (a pydantic model or TypeAdapter).
+
+    The one reader of keraspec's own JSON files (run.json, checkpoint pointers and state,
+    report.json, validators.json). Validation is pydantic's strict JSON mode: no string
+    stands in for a number, no number for a flag.
+
+    Raises:
+        error: the file is missing, unreadable, not JSON, or holds a field of another type
+            than keraspec writes; one diagnostic naming the file, the line and the field,
+            what was expected and received, and `advice`.
+    """
+    import pydantic
+
+    adapter = kind if isinstance(kind, pydantic.TypeAdapter) else pydantic.TypeAdapter(kind)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise _file_error(
+            error, path, code, f"expected {path}, received no such file; {advice}"
+        ) from None
+    except OSError as e:
+        raise _file_error(
+            error, path, code, f"expected {path} to read, received {e.strerror}; {advice}"
+        ) from None
+    try:
+        return adapter.validate_json(raw, strict=True)
+    except pydantic.ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        loc = tuple(first["loc"])
+        schema = adapter.core_schema
+        if schema.get("type") == "tagged-union" and loc and loc[0] in schema["choices"]:
+            loc = loc[1:]  # a union's tag (which kind of file), not a field
+        if first["type"] == "json_invalid":
+            message = f"expected the JSON keraspec wrote, received {first['msg']}"
+            loc = ()
+        elif first["type"] == "missing":
+            message = "expected a value for this field, received nothing"
+        else:
+            expected = first["msg"].removeprefix("Input should be ")
+            received = f"{type(first['input']).__name__} {json.dumps(first['input'])[:40]}"
+            message = f"expected {expected}, received {received}"
+        raise _file_error(error, path, code, f"{message}; {advice}", raw, loc) from None
+
+
+def _file_error(
+    error: type[KeraspecError],
+    path: str,
+    code: str,
+    message: str,
+    raw: bytes = b"",
+    loc: tuple[Union[str, int], ...] = (),
+) -> KeraspecError:
+    """One diagnostic at the field `loc` of the JSON file `path` (its line when it parses)."""
+    from compiler.lang.source import format_path, load_text
+
+    line = column = None
+    if raw:
+        with contextlib.suppress(Exception):  # the message matters more than the line
+            where = load_text(raw, path, max_bytes=1 << 30).locate(loc)
+            line, column = where.line, where.column
+    return error([Diagnostic("error", code, message, format_path(loc), path, line, column)])

@@ -135,8 +135,8 @@ def load_run_model(
     spec = trained.spec
     model = compile_spec(reshaped_spec(spec, batch_size=rows, stateful=stateful)).model
     with trained.run.reading(which) as pointer:  # a training run's cleanup leaves it in place
-        load_weights(model, pointer["prefix"])
-    return trained, model, int(pointer["step"])
+        load_weights(model, pointer.prefix)
+    return trained, model, pointer.step
 
 
 # Rows sampled together while looking for valid records (at most the export's max_batch).
@@ -564,7 +564,7 @@ class _RunSampler(_Sampler):
         self.tf = tensorflow()
         self.spec, self.tokenizer = trained.spec, trained.tokenizer
         self.validators = trained.validators
-        self.longest_record = trained.identity.get("longest_record_tokens")
+        self.longest_record = trained.identity.longest_record_tokens
         self.start = trained.start
         self._constrain(constrained)
         self.source, self.rows = trained.path, rows

@@ -45,7 +45,8 @@ def main() -> None:
     mirrored = distribution.place(tf, spec("mirrored", 2, noise))
     assert mirrored.replicas == 2, mirrored
     with mirrored.strategy.scope():
-        two = compile_spec(spec("mirrored", 2, noise)).model
+        compiled = compile_spec(spec("mirrored", 2, noise))
+        two = compiled.model
         quiet = compile_spec(spec("mirrored", 2, 0.0)).model
     one = compile_spec(spec("one_device", 1, 0.0)).model
     start = one.get_weights()
@@ -64,7 +65,7 @@ def main() -> None:
 
     reference = update(one)
     results = [update(two) for _ in range(draws)]
-    key = two.dp_noise.key.numpy().tobytes()
+    key = compiled.dp_step.noise.key.numpy().tobytes()
     out = {
         "key_agreed": distribution.agree_bytes(mirrored, key) == key,
         "replicas": mirrored.replicas,

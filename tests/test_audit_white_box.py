@@ -57,7 +57,7 @@ def _check_scores(audit_dir, steps, noise, q, shift=(0.4, 1.6)):
     excluded canary, noise of standard deviation noise x sqrt(steps) (in clips); for an
     included one, one clip more per step it was sampled in, q x steps in expectation. A
     canary counted twice (or noise added twice, or missed) moves these far off."""
-    scores = saved_scores(RunDir(str(audit_dir / "run")).pointer(LATEST)["prefix"])["sum"]
+    scores = saved_scores(RunDir(str(audit_dir / "run")).pointer(LATEST).prefix)["sum"]
     included = np.array(json.loads((audit_dir / "canaries.json").read_text())["included"])
     spread = scores[~included].std() / (noise * np.sqrt(steps))
     moved = (scores[included].mean() - scores[~included].mean()) / (q * steps)

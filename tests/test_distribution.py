@@ -101,12 +101,12 @@ def _finish(procs):
 
 
 def _weights(run_dir):
-    prefix = RunDir(str(run_dir)).pointer("latest")["prefix"]
+    prefix = RunDir(str(run_dir)).pointer("latest").prefix
     reader = tf.train.load_checkpoint(prefix)
     return {
         name: reader.get_tensor(name)
         for name, _ in tf.train.list_variables(prefix)
-        if name.startswith("model/") and "dp_noise" not in name
+        if name.startswith("model/")
     }
 
 
@@ -156,7 +156,7 @@ def test_two_workers_train_like_one_process(tmp_path, corpus, dp, monkeypatch):
     )
     if dp:
         # DP batches come from the chief's secret sampling key: the one process takes it.
-        prefix = RunDir(str(tmp_path / "run")).pointer("latest")["prefix"]
+        prefix = RunDir(str(tmp_path / "run")).pointer("latest").prefix
         reader = tf.train.load_checkpoint(prefix)
         keys = {
             name: reader.get_tensor(name)

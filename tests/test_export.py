@@ -42,7 +42,7 @@ def trained(tmp_path_factory, fruit_run):
 
 def _keras_model(run_dir, spec):
     model = compile_spec(reshaped_spec(spec, batch_size=None, stateful=False)).model
-    load_weights(model, RunDir(str(run_dir)).trained_checkpoint()["prefix"])
+    load_weights(model, RunDir(str(run_dir)).trained_checkpoint().prefix)
     return model
 
 
@@ -336,13 +336,13 @@ def test_cli_export_inspect_and_generate(trained, tmp_path):
     assert result.exit_code == 0, result.output
     exported = json.loads(result.stdout)
     assert exported["version"] == latest + 1 and exported["checkpoint"] == "best"
-    best = RunDir(str(root / "run")).pointer("best")["step"]
+    best = RunDir(str(root / "run")).pointer("best").step
     assert exported["step"] == best
     text = runner.invoke(
         app, ["export", str(root / "run"), "-o", str(base), "--checkpoint", "latest"]
     )
     assert text.exit_code == 0, text.output
-    latest_step = RunDir(str(root / "run")).pointer("latest")["step"]
+    latest_step = RunDir(str(root / "run")).pointer("latest").step
     assert f"from the run's latest checkpoint, step {latest_step}" in text.output
     latest += 1
     result = runner.invoke(app, ["inspect", str(base / "tiny"), "--format", "json"])
@@ -388,13 +388,13 @@ def test_inspect_a_run_directory(trained):
     assert result.exit_code == 0, result.output
     run = json.loads(result.stdout)
     latest = RunDir(str(root / "run")).pointer("latest")
-    assert run["name"] == "tiny" and run["checkpoints"]["latest"]["step"] == latest["step"]
-    assert run["checkpoints"]["best"]["step"] == RunDir(str(root / "run")).pointer("best")["step"]
+    assert run["name"] == "tiny" and run["checkpoints"]["latest"]["step"] == latest.step
+    assert run["checkpoints"]["best"]["step"] == RunDir(str(root / "run")).pointer("best").step
     assert run["data_sha256"] == json.loads((root / "run" / "run.json").read_text())["data_sha256"]
     assert run["report"]["stopped_by"] == "epochs" and run["validators"] == "learned"
     assert "loss" in run["checkpoints"]["latest"]["metrics"]
     text = runner.invoke(app, ["inspect", str(root / "run"), "--spec"])
-    assert text.exit_code == 0 and f"step {latest['step']}" in text.output
+    assert text.exit_code == 0 and f"step {latest.step}" in text.output
     assert "latest checkpoint" in text.output and "apiVersion: keraspec/v1" in text.output
 
 

@@ -144,10 +144,11 @@ def _sequences(case):
 @pytest.mark.parametrize("case", CASES)
 def test_forward_is_the_keras_model(case):
     spec = _case(case, impl="fast")
-    model = compile_spec(spec).model
+    compiled = compile_spec(spec)
+    model, graph = compiled.model, compiled.dp_step.graph
     x, _, _ = _batch(spec, sequences=_sequences(case))
     with tf.GradientTape() as tape:
-        ours, terms = fast_dp.forward(model, tf.constant(x), tape, training=False)
+        ours, terms = fast_dp.forward(model, graph, tf.constant(x), tape, training=False)
     np.testing.assert_allclose(ours.numpy(), model(x, training=False).numpy(), atol=2e-6)
     covered = {id(v) for term in terms for v in term.variables}
     assert covered == {id(v) for v in model.trainable_variables}
@@ -156,10 +157,12 @@ def test_forward_is_the_keras_model(case):
 @pytest.mark.parametrize("case", CASES)
 def test_per_example_norms_and_clipped_sum_equal_brute_force(case):
     spec = _case(case, impl="fast")
-    model = compile_spec(spec).model
+    compiled = compile_spec(spec)
+    model, graph = compiled.model, compiled.dp_step.graph
     x, y, w = _batch(spec, seed=1, sequences=_sequences(case))
     grads, norms, _, _ = fast_dp.clipped_gradients(
         model,
+        graph,
         tf.constant(x),
         tf.constant(y),
         tf.constant(w),
@@ -213,7 +216,8 @@ def test_update_equals_tensorflow_privacy_microbatched(case, optimizer):
 
 def test_padding_contributes_nothing():
     spec = _spec("lstm", impl="fast")
-    model = compile_spec(spec).model
+    compiled = compile_spec(spec)
+    model, graph = compiled.model, compiled.dp_step.graph
     x, y, w = _batch(spec, seed=4)
     other_x, other_y = x.copy(), y.copy()
     masked = w == 0
@@ -222,7 +226,13 @@ def test_padding_contributes_nothing():
     other_y[masked] = (y[masked] + 3) % VOCAB
     results = [
         fast_dp.clipped_gradients(
-            model, tf.constant(a), tf.constant(b), tf.constant(w), l2_norm_clip=CLIP, training=False
+            model,
+            graph,
+            tf.constant(a),
+            tf.constant(b),
+            tf.constant(w),
+            l2_norm_clip=CLIP,
+            training=False,
         )
         for a, b in ((x, y), (other_x, other_y))
     ]
@@ -263,12 +273,13 @@ def test_dropout_layers_drop_in_the_training_step():
             ],
         )
     )
-    model = compile_spec(spec).model
+    compiled = compile_spec(spec)
+    model, graph = compiled.model, compiled.dp_step.graph
     x = np.random.default_rng(0).integers(0, VOCAB, (BATCH, STEPS)).astype(np.int32)
     with tf.GradientTape() as tape:
-        off, _ = fast_dp.forward(model, tf.constant(x), tape, training=False)
-        on, _ = fast_dp.forward(model, tf.constant(x), tape, training=True)
-        again, _ = fast_dp.forward(model, tf.constant(x), tape, training=True)
+        off, _ = fast_dp.forward(model, graph, tf.constant(x), tape, training=False)
+        on, _ = fast_dp.forward(model, graph, tf.constant(x), tape, training=True)
+        again, _ = fast_dp.forward(model, graph, tf.constant(x), tape, training=True)
     assert not np.allclose(off.numpy(), on.numpy())
     assert not np.allclose(on.numpy(), again.numpy())
 
@@ -285,12 +296,13 @@ def test_stateful_layers_train_from_zero_state():
             ],
         )
     )
-    model = compile_spec(spec).model
+    compiled = compile_spec(spec)
+    model, graph = compiled.model, compiled.dp_step.graph
     assert any(getattr(layer, "stateful", False) for layer in model.layers)
     x = np.random.default_rng(1).integers(0, VOCAB, (BATCH, STEPS)).astype(np.int32)
     with tf.GradientTape() as tape:
-        first, _ = fast_dp.forward(model, tf.constant(x), tape, training=False)
-        second, _ = fast_dp.forward(model, tf.constant(x), tape, training=False)
+        first, _ = fast_dp.forward(model, graph, tf.constant(x), tape, training=False)
+        second, _ = fast_dp.forward(model, graph, tf.constant(x), tape, training=False)
     np.testing.assert_array_equal(first.numpy(), second.numpy())
     model.reset_states()
     np.testing.assert_allclose(first.numpy(), model(x, training=False).numpy(), atol=2e-6)
@@ -302,13 +314,13 @@ def _poisson_model(noise=0.0, clip=CLIP):
 
     spec = _spec("gru", noise=noise, clip=clip)
     assert spec.training.privacy.sampling == "poisson"
-    model = compile_spec(training_spec(spec), noise_multiplier=noise).model
-    assert model.input_shape[0] is None
-    return model
+    compiled = compile_spec(training_spec(spec), noise_multiplier=noise)
+    assert compiled.model.input_shape[0] is None
+    return compiled.model, compiled.dp_step.graph
 
 
 def test_masked_slots_contribute_nothing():
-    model = _poisson_model()
+    model, graph = _poisson_model()
     x, y, w = _batch(_spec("gru"), seed=6)
     rng = np.random.default_rng(1)
     # Three more rows of other tokens with loss weight 0: Poisson sampling's masked slots.
@@ -316,10 +328,14 @@ def test_masked_slots_contribute_nothing():
     extra_y = np.concatenate([y, rng.integers(0, VOCAB, (3, STEPS)).astype(np.int32)])
     extra_w = np.concatenate([w, np.zeros((3, STEPS), np.float32)])
     plain = fast_dp.clipped_gradients(
-        model, *map(tf.constant, (x, y, w)), l2_norm_clip=CLIP, training=False
+        model, graph, *map(tf.constant, (x, y, w)), l2_norm_clip=CLIP, training=False
     )
     padded = fast_dp.clipped_gradients(
-        model, *map(tf.constant, (extra_x, extra_y, extra_w)), l2_norm_clip=CLIP, training=False
+        model,
+        graph,
+        *map(tf.constant, (extra_x, extra_y, extra_w)),
+        l2_norm_clip=CLIP,
+        training=False,
     )
     np.testing.assert_allclose(padded[1].numpy()[:BATCH], plain[1].numpy(), rtol=1e-6)
     assert (padded[1].numpy()[BATCH:] == 0).all()  # no norm
@@ -330,7 +346,7 @@ def test_masked_slots_contribute_nothing():
 
 def test_noise_is_divided_by_the_expected_batch_not_the_sampled_one():
     noise, clip = 2.0, 0.5
-    model = _poisson_model(noise=noise, clip=clip)
+    model, _ = _poisson_model(noise=noise, clip=clip)
     zeros = np.zeros((2, STEPS), np.int32)
     before = [v.numpy() for v in model.trainable_variables]
     # Two slots, both masked: the update is the noise alone, divided by the expected batch 4.

@@ -76,11 +76,18 @@ def test_static_weights_are_the_keras_layers_weights(name):
 @pytest.mark.parametrize("name", TYPES)
 def test_per_example_forward_gives_each_examples_gradient_norm(name):
     spec = _spec(name, dp=True)
-    model = compile_spec(spec).model
+    compiled = compile_spec(spec)
+    model, graph = compiled.model, compiled.dp_step.graph
     x, y = _ids(1), _ids(2)
     w = np.ones((BATCH, STEPS), np.float32)
     grads, norms, _, _ = fast_dp.clipped_gradients(
-        model, tf.constant(x), tf.constant(y), tf.constant(w), l2_norm_clip=CLIP, training=False
+        model,
+        graph,
+        tf.constant(x),
+        tf.constant(y),
+        tf.constant(w),
+        l2_norm_clip=CLIP,
+        training=False,
     )
     each = per_example_gradients(model, x, y, w)
     expected = [global_norm(example) for example in each]

@@ -7,6 +7,7 @@ import pytest
 
 import compiler
 from compiler.training.rundir import RunDir
+from compiler.training.runfiles import CheckpointState
 
 
 def test_an_interrupted_start_is_not_foreign_but_other_files_are(tmp_path):
@@ -25,23 +26,23 @@ def test_an_interrupted_start_is_not_foreign_but_other_files_are(tmp_path):
 def test_a_checkpoint_appears_only_when_complete_and_pointers_name_it(tmp_path):
     run = RunDir(str(tmp_path))
     with pytest.raises(RuntimeError):
-        with run.new_checkpoint(5, {"step": 5}) as prefix:
+        with run.new_checkpoint(5, CheckpointState(step=5)) as prefix:
             open(prefix + ".index", "w").write("partial")
             raise RuntimeError("killed while writing")
     assert os.listdir(run.checkpoints) == []  # nothing half-written is left
-    with run.new_checkpoint(7, {"step": 7, "epoch": 1}) as prefix:
+    with run.new_checkpoint(7, CheckpointState(step=7, epoch=1)) as prefix:
         open(prefix + ".index", "w").write("whole")
     run.point("latest", 7)
     latest = run.pointer("latest")
-    assert latest["step"] == 7 and latest["epoch"] == 1
-    assert open(latest["prefix"] + ".index").read() == "whole"
+    assert latest.step == 7 and latest.state.epoch == 1
+    assert open(latest.prefix + ".index").read() == "whole"
     assert run.pointer("best") is None
 
 
 def test_garbage_collection_keeps_what_pointers_name(tmp_path):
     run = RunDir(str(tmp_path))
     for step in (1, 2, 3):
-        with run.new_checkpoint(step, {"step": step, "epoch": 0}) as prefix:
+        with run.new_checkpoint(step, CheckpointState(step=step, epoch=0)) as prefix:
             open(prefix + ".index", "w").write(str(step))
     run.point("best", 1)
     run.point("latest", 3)

@@ -69,7 +69,7 @@ def _spec(tmp_path):
 
 
 def _keys(run_dir):
-    prefix = RunDir(str(run_dir)).pointer("latest")["prefix"]
+    prefix = RunDir(str(run_dir)).pointer("latest").prefix
     names = [
         n
         for n, _ in tf.train.list_variables(prefix)

@@ -36,7 +36,7 @@ def corpus(tmp_path):
 
 
 def _checkpoint_values(run_dir, which="latest"):
-    prefix = RunDir(str(run_dir)).pointer(which)["prefix"]
+    prefix = RunDir(str(run_dir)).pointer(which).prefix
     reader = tf.train.load_checkpoint(prefix)
     return {
         name: reader.get_tensor(name)
@@ -84,7 +84,7 @@ def test_training_lowers_validation_loss_below_the_untrained_model(tmp_path, cor
     assert compiler.load_spec(tmp_path / "run" / "spec.resolved.yaml") == spec
     assert not [p for p in (tmp_path / "run").rglob(".tmp-*")]
     best = RunDir(str(tmp_path / "run")).pointer("best")
-    assert best["step"] == report.best_step
+    assert best.step == report.best_step
 
 
 def test_tensorboard_logs_hold_the_loss_of_every_step(tmp_path, corpus):
@@ -132,7 +132,7 @@ def test_fast_dp_resume_goes_on_with_the_saved_noise_stream(tmp_path, corpus):
     first = _checkpoint_values(tmp_path / "run")
     train(spec, corpus, tmp_path / "run", max_steps=4)
     resumed = _checkpoint_values(tmp_path / "run")
-    (key,) = [k for k in first if k.startswith("model/dp_noise/")]
+    (key,) = [k for k in first if k.startswith("dp_noise/")]
     # The secret noise key is kept (the noise goes on from the restored step, not again
     # from the start) ...
     np.testing.assert_array_equal(resumed[key], first[key])
@@ -430,11 +430,11 @@ def test_a_killed_run_leaves_a_checkpoint_that_loads_and_resumes(tmp_path, sig):
         assert proc.returncode == 130, err.decode()
         assert b"run the same command again to resume" in err and b"Traceback" not in err
     latest = RunDir(str(run_dir)).pointer("latest")
-    assert latest["step"] >= 4
-    assert latest["epoch"] == 0 and latest["step_in_epoch"] == latest["step"]  # mid-epoch
+    assert latest.step >= 4
+    assert latest.state.epoch == 0 and latest.state.step_in_epoch == latest.step  # mid-epoch
     assert _checkpoint_values(run_dir)  # the checkpoint reads
-    resumed = train(load(spec), corpus, run_dir, max_steps=latest["step"] + 2)
-    assert resumed.steps == latest["step"] + 2 and resumed.stopped_by == "max_steps"
+    resumed = train(load(spec), corpus, run_dir, max_steps=latest.step + 2)
+    assert resumed.steps == latest.step + 2 and resumed.stopped_by == "max_steps"
     assert not list(run_dir.rglob(".tmp-*"))  # an interrupted write is cleaned up
 
 

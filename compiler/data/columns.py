@@ -154,14 +154,6 @@ class Column:
             if v is not None
         }
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Column":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values = {
-            k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in fields
-        }
-        return cls(**values)
-
 
 def _show(value: Any) -> str:
     if value is None:
@@ -249,18 +241,6 @@ class Validators:
             "header": self.header,
             "columns": None if self.columns is None else [c.to_dict() for c in self.columns],
         }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Validators":
-        columns = data.get("columns")
-        return cls(
-            source=str(data["source"]),
-            delimiter=str(data["delimiter"]),
-            quotechar=str(data.get("quotechar", '"')),
-            fields=int(data["fields"]),
-            header=bool(data.get("header", False)),
-            columns=None if columns is None else tuple(Column.from_dict(c) for c in columns),
-        )
 
     @classmethod
     def from_shape(cls, shape: dict[str, Any]) -> "Validators":
@@ -548,33 +528,27 @@ def validators_json(validators: Validators) -> bytes:
 def load_validators(directory: str, shape: Optional[dict[str, Any]] = None) -> Optional[Validators]:
     """The validators saved in a run directory or an export's metadata directory.
 
-    Falls back to field-count validators from `shape` (a run's record_shape) for runs
-    written before validators were saved; None when neither exists.
+    Falls back to field-count validators from `shape` (a run's record_shape, with
+    `delimiter` and `fields`) for runs written before validators were saved; None when
+    neither exists.
 
     Raises:
-        DataError: the file exists but is not validators keraspec wrote.
+        DataError: the file exists but is not validators keraspec wrote, located.
     """
-    import json
     import os
 
-    from compiler.diagnostics import DataError, Diagnostic
+    import pydantic
+
+    from compiler.diagnostics import DataError
+    from compiler.files import read_json_as
 
     path = os.path.join(directory, VALIDATORS_FILE)
-    try:
-        with open(path, encoding="utf-8") as f:
-            return Validators.from_dict(json.load(f))
-    except FileNotFoundError:
-        return Validators.from_shape(shape) if shape else None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise DataError(
-            [
-                Diagnostic(
-                    "error",
-                    "validators_corrupt",
-                    f"expected the validators keraspec wrote, received a file "
-                    f"that does not read as them ({type(e).__name__}: {e})",
-                    "",
-                    path,
-                )
-            ]
-        ) from None
+    if not os.path.lexists(path):
+        return None if shape is None else Validators.from_shape(shape)
+    return read_json_as(
+        path,
+        pydantic.TypeAdapter(Validators),
+        error=DataError,
+        code="validators_corrupt",
+        advice="they are written when a run starts: restore the file, or train a new run",
+    )

@@ -557,5 +557,5 @@ def _white_box(
         callback=callback,
         canaries=canaries,
     )
-    scores = saved_scores(RunDir(run_dir).pointer(LATEST)["prefix"])
+    scores = saved_scores(RunDir(run_dir).pointer(LATEST).prefix)
     return report, np.array(canaries.included, dtype=bool), scores

@@ -205,9 +205,9 @@ def _open_source(path: str) -> _Source:
         trained.spec,
         _read(trained.run.file(SPEC_FILE)),
         trained.validators,
-        identity.get("data_sha256"),
-        identity.get("seed"),
-        trained.run.read_report().get("privacy"),
+        identity.data_sha256,
+        identity.seed,
+        trained.privacy,
     )
 
 

@@ -204,8 +204,8 @@ class _Trained:
             load_weights(model, self.weights)
             return None
         with self.run.reading(checkpoint) as held:  # a training run's cleanup leaves it
-            load_weights(model, held["prefix"])
-            return int(held["step"])
+            load_weights(model, held.prefix)
+            return held.step
 
 
 def _resolve(
@@ -227,7 +227,7 @@ def _resolve(
             trained.spec,
             trained.tokenizer,
             trained.run.path,
-            trained.identity.get("record_shape"),
+            trained.identity.record_shape,
             trained.validators,
             trained.provenance(),
             run=trained.run,

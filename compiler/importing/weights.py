@@ -230,44 +230,39 @@ def _variables(group: Any) -> list[Any]:
 def _write_run(
     run: Any, spec: Any, source: KerasFile, tokenizer: Any, corpus: Any, model: Any
 ) -> None:
-    from compiler.data.columns import VALIDATORS_FILE, learn_validators, validators_json
     from compiler.data.corpus import record_shape
     from compiler.tf import tensorflow
+    from compiler.training.report import ImportedReport
+    from compiler.training.run import run_files
     from compiler.training.rundir import BEST, LATEST
+    from compiler.training.runfiles import CheckpointState, RunIdentity
 
     tf = tensorflow()
     stateful = any(layer.is_stateful for layer in spec.model.layers)
-    identity: dict[str, Any] = {
-        "name": spec.name,
-        "data": os.path.abspath(source.path),
-        "data_sha256": corpus.sha256 if corpus is not None else source.sha256,
-        "seed": 0,
-        "record_shape": record_shape(corpus.records) if corpus is not None else None,
-        "unit": "window" if stateful else "aligned",
-        "imported": {"from": os.path.abspath(source.path), "sha256": source.sha256},
-    }
-    files = dict(tokenizer.files())
-    if corpus is not None:
-        validators = learn_validators(corpus.records, private=False, header_line=corpus.header)
-        if validators is not None:
-            files[VALIDATORS_FILE] = validators_json(validators)
+    identity = RunIdentity(
+        name=spec.name,
+        data=os.path.abspath(source.path),
+        data_sha256=corpus.sha256 if corpus is not None else source.sha256,
+        seed=0,
+        record_shape=record_shape(corpus.records) if corpus is not None else None,
+        unit="window" if stateful else "aligned",
+        imported={"from": os.path.abspath(source.path), "sha256": source.sha256},
+        spec={},  # the spec's fingerprint: `RunDir.start` fills it in
+    )
     with run.writer():
-        run.start(spec.spec, identity, files)
-        with run.new_checkpoint(0, {"step": 0, "epoch": 0}) as prefix:
+        run.start(spec.spec, identity, run_files(spec, tokenizer, corpus))
+        with run.new_checkpoint(0, CheckpointState()) as prefix:
             tf.train.Checkpoint(model=model).write(prefix)
         run.point(BEST, 0)
         run.point(LATEST, 0)
         run.write_report(
-            {
-                "name": spec.name,
-                "imported": {
+            ImportedReport(
+                name=spec.name,
+                imported={
                     "from": os.path.abspath(source.path),
                     "format": source.format,
                     "sha256": source.sha256,
                 },
-                "steps": 0,
-                "epochs": 0,
-                "privacy": None,
-                "notes": [IMPORTED_NOTE],
-            }
+                notes=[IMPORTED_NOTE],
+            )
         )

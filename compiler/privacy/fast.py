@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Optional
 
 from compiler.data.sampling import secret_key
 from compiler.layers import LAYER_TYPES
@@ -59,60 +59,104 @@ class Graph:
     output: str
 
 
+class DPStep:
+    """The fast implementation's train step, with everything it reads.
+
+    Attributes:
+        graph: The model's layers in call order (what `forward` walks).
+        dp: The clipping norm, noise multiplier and batch the step divides by.
+        noise: A checkpointable holder of the secret noise key (`noise.key`).
+        canaries: A white-box audit's gradient canaries (`compiler.privacy.canaries`
+            `Observer`), or None.
+    """
+
+    def __init__(self, graph: Graph, dp: FastDP) -> None:
+        tf = tensorflow()
+        self.graph = graph
+        self.dp = dp
+        # Noise must be unpredictable: its key comes from the operating system's entropy,
+        # not from the run's seed. Each step's noise is drawn from (key, step), so every
+        # replica of a distributed run draws the same noise (the key is a variable: a
+        # distribution strategy gives every worker the chief's), and a resumed run, whose
+        # checkpoint holds the key and the step, goes on with the stream instead of
+        # repeating it.
+        self.noise = tf.train.Checkpoint(
+            key=tf.Variable(secret_key(), trainable=False, name="dp_noise_key")
+        )
+        self.canaries: Optional[Any] = None
+
+    def __call__(self, model: Any, data: Any) -> dict[str, Any]:
+        """Keras `train_step` of `model`, a model of `model_classes()`.
+
+        DP-SGD's gradient is the noisy sum divided by the expected global batch. With
+        gradient canaries, `x` is (inputs, the canaries sampled into this replica's share
+        of the batch): their gradients are clipped and summed with the examples', and the
+        noisy sum is observed along their coordinates.
+        """
+        tf = tensorflow()
+        x, y, sample_weight = tf_keras().utils.unpack_x_y_sample_weight(data)
+        dp, canaries = self.dp, self.canaries
+        if canaries is not None:
+            x, sampled = x
+        gradients, _, _, y_pred = clipped_gradients(
+            model, self.graph, x, y, sample_weight, l2_norm_clip=dp.l2_norm_clip
+        )
+        if canaries is not None:
+            gradients = canaries.add(gradients, sampled, dp.l2_norm_clip)
+        noisy = noised_sum(gradients, dp, self.noise.key, model.optimizer.iterations)
+        if canaries is not None:
+            canaries.observe(noisy)
+        size = tf.constant(dp.batch_size, noisy[0].dtype)
+        model.optimizer.apply_gradients(zip([g / size for g in noisy], model.trainable_variables))
+        return model.compute_metrics(x, y, y_pred, sample_weight)
+
+
 @functools.cache
 def model_classes() -> tuple[type, type]:
-    """Keras model classes (Sequential, functional) whose `fit` is fast per-example DP-SGD.
+    """Keras model classes (Sequential, functional) whose `fit` runs a `DPStep`.
 
-    Their constructors are Keras' own, so a model's config (`to_json`, `get_config`) is the
-    plain architecture, naming the plain class; `attach` gives a built model its DP step's
-    settings and secret noise key.
+    Their constructors are Keras' own (Keras writes a functional model's architecture into
+    its config only for its own constructor), so a model's config (`to_json`,
+    `get_config`) is the plain architecture, naming the plain class; `train_with` gives a
+    built model its step.
     """
     keras = tf_keras()
 
-    class _FastDPStep:
+    class _FastDPModel:
         plain_class: str  # the class `to_json` names: the architecture is plain Keras
+        _dp_step: Optional[DPStep] = None
+
+        def train_with(self, dp_step: DPStep) -> None:
+            # A plain object: Keras tracks neither it nor its noise key (a run's
+            # checkpoint holds the key as a part of its own).
+            self._dp_step = dp_step
 
         def train_step(self, data: Any) -> dict[str, Any]:
-            return train_step(self, data)
+            if self._dp_step is None:
+                raise ValueError("a fast DP model trains with a DPStep: call train_with first")
+            return self._dp_step(self, data)
 
         def _updated_config(self) -> dict[str, Any]:
             return {**super()._updated_config(), "class_name": self.plain_class}
 
-    class FastDPSequential(_FastDPStep, keras.Sequential):
+    class FastDPSequential(_FastDPModel, keras.Sequential):
         plain_class = "Sequential"
 
-    class FastDPModel(_FastDPStep, keras.Model):
+    class FastDPModel(_FastDPModel, keras.Model):
         plain_class = "Functional"
 
     return FastDPSequential, FastDPModel
 
 
-def attach(model: Any, graph: Graph, dp: FastDP) -> None:
-    """Give a model of `model_classes()` its call graph, DP settings and noise key."""
-    tf = tensorflow()
-    model.call_graph = graph
-    model.dp = dp
-    # Noise must be unpredictable: its key comes from the operating system's entropy,
-    # not from the run's seed. Each step's noise is drawn from (key, step), so every
-    # replica of a distributed run draws the same noise (the key is a variable: a
-    # distribution strategy gives every worker the chief's), and a resumed run, whose
-    # checkpoint holds the key and the step, goes on with the stream instead of
-    # repeating it.
-    # (Held in a tf.train.Checkpoint, not as a model variable: checkpoints name it
-    # model/dp_noise/key, and the model's weights stay the layers' own.)
-    model.dp_noise = tf.train.Checkpoint(
-        key=tf.Variable(secret_key(), trainable=False, name="dp_noise_key")
-    )
-
-
-def forward(model: Any, x: Any, tape: Any, *, training: bool) -> tuple[Any, list[Term]]:
-    """Run `model` on `x` with probes on every weight product.
+def forward(
+    model: Any, graph: Graph, x: Any, tape: Any, *, training: bool
+) -> tuple[Any, list[Term]]:
+    """Run `model` (whose layers `graph` lists) on `x` with probes on every weight product.
 
     Returns:
         The model's output (same values as `model(x, training=training)`) and one `Term`
         per layer with weights.
     """
-    graph: Graph = model.call_graph
     types = dict(graph.types)
     values: dict[str, Any] = {graph.input: x}
     terms = []
@@ -139,6 +183,7 @@ def per_example_losses(model: Any, y: Any, y_pred: Any, sample_weight: Any) -> A
 
 def clipped_gradients(
     model: Any,
+    graph: Graph,
     x: Any,
     y: Any,
     sample_weight: Any = None,
@@ -154,7 +199,7 @@ def clipped_gradients(
     """
     tf = tensorflow()
     with tf.GradientTape(watch_accessed_variables=False) as tape:
-        y_pred, terms = forward(model, x, tape, training=training)
+        y_pred, terms = forward(model, graph, x, tape, training=training)
         losses = per_example_losses(model, y, y_pred, sample_weight)
         total = tf.reduce_sum(losses)
     probes = [p for term in terms for p in term.probes]
@@ -217,30 +262,3 @@ def noised_sum(gradients: list[Any], dp: FastDP, key: Any, step: Any) -> list[An
             g = g + draw / replicas
         out.append(g)
     return out
-
-
-def train_step(model: Any, data: Any) -> dict[str, Any]:
-    """Keras `train_step` of a model compiled with the fast implementation.
-
-    DP-SGD's gradient is the noisy sum divided by the expected global batch. With gradient
-    canaries (a white-box audit, `compiler.privacy.canaries`), `x` is (inputs, the canaries
-    sampled into this replica's share of the batch): their gradients are clipped and summed
-    with the examples', and the noisy sum is observed along their coordinates.
-    """
-    tf = tensorflow()
-    x, y, sample_weight = tf_keras().utils.unpack_x_y_sample_weight(data)
-    dp: FastDP = model.dp
-    canaries = getattr(model, "dp_canaries", None)
-    if canaries is not None:
-        x, sampled = x
-    gradients, _, _, y_pred = clipped_gradients(
-        model, x, y, sample_weight, l2_norm_clip=dp.l2_norm_clip
-    )
-    if canaries is not None:
-        gradients = canaries.add(gradients, sampled, dp.l2_norm_clip)
-    noisy = noised_sum(gradients, dp, model.dp_noise.key, model.optimizer.iterations)
-    if canaries is not None:
-        canaries.observe(noisy)
-    size = tf.constant(dp.batch_size, noisy[0].dtype)
-    model.optimizer.apply_gradients(zip([g / size for g in noisy], model.trainable_variables))
-    return model.compute_metrics(x, y, y_pred, sample_weight)

@@ -32,6 +32,7 @@ from compiler.privacy.canaries import GradientCanaries, Observer
 from compiler.training import distribution
 from compiler.training.report import PRIVACY_UNIT, Progress, TrainReport
 from compiler.training.rundir import BEST, LATEST
+from compiler.training.runfiles import CheckpointState
 
 # PLD accounting takes about 0.4 s: the running epsilon is refreshed this often (and at
 # every epoch, and at the end), so that it costs training about 1%.
@@ -39,69 +40,6 @@ EPSILON_EVERY_SECONDS = 30.0
 
 
 CHECKPOINT_EVERY_SECONDS = 300.0
-
-
-# The types of the state's fields that may be None.
-_OPTIONAL_STATE: dict[str, tuple[type, ...]] = {
-    "best_value": (int, float),
-    "best_step": (int,),
-    "stop_value": (int, float),
-    "batch_sizes": (dict,),
-}
-
-
-@dataclasses.dataclass
-class _State:
-    """The loop's position and bookkeeping, saved with every checkpoint."""
-
-    step: int = 0
-    epoch: int = 0  # 0-based epoch in progress
-    step_in_epoch: int = 0
-    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
-    best_value: Optional[float] = None
-    best_step: Optional[int] = None
-    stop_value: Optional[float] = None  # early stopping's best value of its monitor
-    stop_wait: int = 0
-    stopped_early: bool = False
-    wall_time: float = 0.0
-    train_time: float = 0.0
-    # Poisson-sampled DP runs: the batch sizes drawn so far (steps, total, min, max).
-    batch_sizes: Optional[dict[str, int]] = None
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "") -> "_State":
-        """The state saved in a checkpoint's state.json.
-
-        Raises:
-            RunError: a field holds a value of another type than the loop writes.
-        """
-        default = cls()
-        values = {}
-        for field in dataclasses.fields(cls):
-            if field.name not in data:
-                continue
-            value, expected = data[field.name], getattr(default, field.name)
-            numbers = _OPTIONAL_STATE.get(field.name) or (
-                (int, float) if isinstance(expected, float) else (type(expected),)
-            )
-            if value is not None and (
-                not isinstance(value, numbers) or isinstance(value, bool) != (bool in numbers)
-            ):
-                raise RunError(
-                    [
-                        Diagnostic(
-                            "error",
-                            "checkpoint_corrupt",
-                            f"expected {field.name!r} in the checkpoint's state.json to be "
-                            f"{type(expected).__name__}, received {type(value).__name__}; move "
-                            "the pointer naming it aside to go on from the other checkpoint",
-                            "",
-                            where,
-                        )
-                    ]
-                )
-            values[field.name] = value
-        return cls(**values)
 
 
 def _random_generators(model: Any) -> list[Any]:
@@ -235,9 +173,9 @@ class _Loop:
                     canaries,
                     sampling_probability=self.batch / len(data.train),
                     noise_multiplier=noise,
-                    l2_norm_clip=self.model.dp.l2_norm_clip,
+                    l2_norm_clip=self.compiled.dp_step.dp.l2_norm_clip,
                 )
-            self.model.dp_canaries = self.observer
+            self.compiled.dp_step.canaries = self.observer
         self.sampling = privacy.sampling if privacy is not None else None
         # DP runs draw their batches (and the fast implementation its noise) from secret
         # keys: operating-system entropy, kept only in the checkpoints, the chief's on
@@ -249,21 +187,21 @@ class _Loop:
                 sampling_key=tf.Variable(secret_key(), trainable=False, name="sampling_key")
             )
             keys.append(self.secrets.sampling_key)
-        noise = self.compiled.dp_noise
-        if noise is not None:
-            keys.append(noise.key)
+        dp_step = self.compiled.dp_step
+        if dp_step is not None:
+            keys.append(dp_step.noise.key)
         if placement.workers > 1:
             for variable in keys:
                 agreed = distribution.agree_bytes(placement, variable.numpy().tobytes())
                 variable.assign(np.frombuffer(agreed, dtype=np.int64))
-        if privacy is not None and noise is None:
+        if privacy is not None and dp_step is None:
             # tensorflow-privacy's optimizers draw their noise from TensorFlow's global
             # seed, which set_random_seed(seed) made public: re-seed it from the operating
             # system's entropy (afresh in every process, so no noise stream ever repeats)
             # before the train step is traced.
             tf.random.set_seed(int.from_bytes(os.urandom(7), "little"))
         self.checkpoint = self._checkpoint(with_states=True)
-        self.state = _State()
+        self.state = CheckpointState()
         self._epsilon_at: tuple[float, Optional[float], int] = (0.0, None, -1)
         self.last_logs: dict[str, float] = {}
 
@@ -279,6 +217,8 @@ class _Loop:
             parts["states"] = _recurrent_states(self.model, self.train_spec)
         if self.secrets is not None:
             parts["secrets"] = self.secrets
+        if self.compiled.dp_step is not None:
+            parts["dp_noise"] = self.compiled.dp_step.noise
         if self.observer is not None:
             parts["canaries"] = self.observer.state
         return self.tf.train.Checkpoint(**parts)
@@ -292,7 +232,7 @@ class _Loop:
         self.run_dir.verify_checkpoint(latest)
         try:
             checkpoint = self.checkpoint
-            saved = self.tf.train.list_variables(latest["prefix"])
+            saved = self.tf.train.list_variables(latest.prefix)
             if self.secrets is not None and not any(
                 name.startswith("secrets/") for name, _ in saved
             ):
@@ -304,7 +244,7 @@ class _Loop:
                 # Saved by a stateless training model (DP, or a distributed run): recurrent
                 # states start from zero, as they do at every epoch's start.
                 checkpoint = self._checkpoint(with_states=False)
-            checkpoint.read(latest["prefix"]).assert_existing_objects_matched()
+            checkpoint.read(latest.prefix).assert_existing_objects_matched()
         except (AssertionError, ValueError, IndexError, self.tf.errors.OpError) as e:
             raise RunError(
                 [
@@ -314,11 +254,11 @@ class _Loop:
                         f"expected a checkpoint of this spec's model, received one that "
                         f"does not load: {str(e).splitlines()[0][:300]}",
                         "",
-                        latest["prefix"],
+                        latest.prefix,
                     )
                 ]
             ) from e
-        self.state = _State.from_dict(latest, os.path.dirname(latest["prefix"]))
+        self.state = latest.state.model_copy(update={"files": {}})
 
     def save(self, *, best: bool = False) -> None:
         if not self.placement.chief:
@@ -327,8 +267,7 @@ class _Loop:
                 self.checkpoint.write(os.path.join(scratch, "ckpt"))
             self._saved_step = self.state.step
             return
-        state = dataclasses.asdict(self.state)
-        with self.run_dir.new_checkpoint(self.state.step, state) as prefix:
+        with self.run_dir.new_checkpoint(self.state.step, self.state) as prefix:
             self.checkpoint.write(prefix)
         if best:
             self.run_dir.point(BEST, self.state.step)
@@ -418,7 +357,7 @@ class _Loop:
                 self.val_writer.flush()
         report = self.report(stopped_by)
         if self.placement.chief:
-            self.run_dir.write_report(report.to_dict())
+            self.run_dir.write_report(report)
         self.progress("end", {"loss": report.loss} if report.loss is not None else {})
         return report
 
@@ -604,7 +543,7 @@ class _Loop:
         if stop and self.spec.training.early_stopping.restore_best_weights:
             best = self.run_dir.pointer(BEST)
             if best is not None:
-                self.checkpoint.read(best["prefix"]).expect_partial()
+                self.checkpoint.read(best.prefix).expect_partial()
         return stop
 
     def _early_stopping(self, entry: dict[str, float]) -> bool:
@@ -651,7 +590,7 @@ class _Loop:
                     "secret": ["batch sampling"]
                     + (
                         ["noise (per step from a key in the checkpoint)"]
-                        if self.compiled.dp_noise is not None
+                        if self.compiled.dp_step is not None
                         else [
                             "noise (TensorFlow's global generator, re-seeded from the "
                             "operating system in every process)"

@@ -5,7 +5,9 @@ the end, also RUN_DIR/report.json).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Annotated, Any, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter
 
 PRIVACY_UNIT = "one record per example"
 
@@ -35,37 +37,44 @@ class Progress:
     epsilon: Optional[float] = None
 
 
-@dataclasses.dataclass
-class TrainReport:
+class TrainReport(BaseModel):
     """The outcome of `train`, also written to RUN_DIR/report.json."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
 
     name: str
     run_dir: str
     data: str
-    stopped_by: str
-    epochs: int
-    steps: int
+    stopped_by: str = Field(
+        description="Why training stopped: epochs, max_steps, early_stopping or interrupted."
+    )
+    epochs: int = Field(description="Epochs completed.")
+    steps: int = Field(description="Global steps taken.")
     steps_per_epoch: int
-    examples: int
-    unit: str
-    records: int
+    examples: int = Field(description="Training examples.")
+    unit: str = Field(description="How records became examples: aligned or window.")
+    records: int = Field(description="Training records.")
     validation_records: int
     batch_size: int
     sequence_length: int
     seed: int
-    wall_time: float
+    wall_time: float = Field(description="Seconds, this run and the runs it resumed.")
     tokens_per_second: float
     loss: Optional[float]
-    best_monitor: str
+    best_monitor: str = Field(description="val_loss, or loss without a validation split.")
     best_value: Optional[float]
     best_step: Optional[int]
     best_val_loss: Optional[float]
     truncated_records: int
     tokenizer: str
     vocabulary: int
-    history: list[dict[str, float]]
-    privacy: Optional[dict[str, Any]] = None
-    warnings: list[str] = dataclasses.field(default_factory=list)
+    history: list[dict[str, Union[int, float]]] = Field(
+        description="One entry per epoch: its metrics, validation's included."
+    )
+    privacy: Optional[dict[str, Any]] = Field(
+        None, description="DP runs: epsilon, delta, accountant, sampling and assumptions."
+    )
+    warnings: list[str] = Field(default_factory=list)
     distribution: Optional[dict[str, Any]] = None
     weights_sha256: str = ""
 
@@ -74,4 +83,30 @@ class TrainReport:
         return None if self.privacy is None else self.privacy["epsilon"]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump(mode="json")
+
+
+class ImportedReport(BaseModel):
+    """The report of a run `keraspec import --run-dir` wrote: weights, no training."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    name: str
+    imported: dict[str, str] = Field(description="The file (from), its format and sha256.")
+    steps: int = 0
+    epochs: int = 0
+    privacy: None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+def _kind(value: Any) -> str:
+    imported = value.get("imported") if isinstance(value, dict) else getattr(value, "imported", 0)
+    return "imported" if imported is not None else "trained"
+
+
+# report.json: a trained run's report, or an imported run's.
+RunReport = Annotated[
+    Union[Annotated[TrainReport, Tag("trained")], Annotated[ImportedReport, Tag("imported")]],
+    Discriminator(_kind),
+]
+REPORT_ADAPTER: TypeAdapter[Any] = TypeAdapter(RunReport)

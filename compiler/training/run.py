@@ -54,6 +54,7 @@ from compiler.training import distribution
 from compiler.training.loop import _Loop
 from compiler.training.report import Progress, TrainReport
 from compiler.training.rundir import RunDir
+from compiler.training.runfiles import RunIdentity
 from compiler.training.weights import AnySpec, with_stateful
 
 
@@ -130,6 +131,29 @@ def _encode_records(tokenizer: Tokenizer, corpus: Corpus) -> list[Any]:
     return encoded
 
 
+def run_files(
+    spec: CheckedSpec, tokenizer: Tokenizer, corpus: Optional[Corpus]
+) -> dict[str, bytes]:
+    """A new run's own files: its tokenizer, and the validators of its records (none
+    without a corpus).
+
+    A DP run learns no rule from its records (the field count only), unless the spec's
+    `data` block declares them.
+    """
+    files = dict(tokenizer.files())
+    if corpus is None:
+        return files
+    validators = learn_validators(
+        corpus.records,
+        private=spec.training.privacy is not None,
+        declared=spec.data,
+        header_line=corpus.header,
+    )
+    if validators is not None:
+        files[VALIDATORS_FILE] = validators_json(validators)
+    return files
+
+
 def _noise_for_run(spec: s.Spec, records: int) -> Optional[float]:
     privacy = spec.training.privacy
     if privacy is None:
@@ -198,18 +222,19 @@ def train(
     else:
         tokenizer = fit_tokenizer(spec, corpus.records)
         seed = spec.training.seed
-        identity = {
-            "name": spec.name,
-            "data": os.path.abspath(corpus.path),
-            "data_sha256": corpus.sha256,
-            "seed": seed if seed is not None else secrets.randbelow(2**31),
-            "record_shape": record_shape(corpus.records),
-        }
-    seed = int(identity["seed"])
+        identity = RunIdentity(
+            name=spec.name,
+            data=os.path.abspath(corpus.path),
+            data_sha256=corpus.sha256,
+            seed=seed if seed is not None else secrets.randbelow(2**31),
+            record_shape=record_shape(corpus.records),
+            spec={},  # the spec's fingerprint: `RunDir.start` fills it in
+        )
+    seed = identity.seed
     tr = spec.training
-    unit = identity.get("unit") or unit_of(spec)  # a resumed run keeps its own
+    unit = identity.unit or unit_of(spec)  # a resumed run keeps its own
     encoded = _encode_records(tokenizer, corpus)
-    length = identity.get("example_length") or example_length(spec_of(spec), unit, encoded)
+    length = identity.example_length or example_length(spec_of(spec), unit, encoded)
 
     def examples(seed: int) -> TrainingData:
         return prepare(
@@ -223,7 +248,7 @@ def train(
         )
 
     training_data = examples(seed)
-    noise = identity.get("noise_multiplier")
+    noise = identity.noise_multiplier
     if noise is None:
         noise = _noise_for_run(spec, training_data.records)
     from compiler.tf import tensorflow  # after every check that needs no TensorFlow
@@ -235,7 +260,7 @@ def train(
         # chief's seed.
         agreed = distribution.agree(placement, seed)
         if agreed != seed:
-            seed = identity["seed"] = agreed
+            seed = identity.seed = agreed
             training_data = examples(seed)
         distribution.check_same_data(placement, training_data, tokenizer)
     # Compiling can still fail (TensorFlow refusing a layer): before anything is written.
@@ -284,21 +309,12 @@ def train(
                         )
                     ]
                 )
-            identity["noise_multiplier"] = noise
-            identity["unit"] = unit
-            identity["example_length"] = length
+            identity.noise_multiplier = noise
+            identity.unit = unit
+            identity.example_length = length
             if spec.training.privacy is None:  # a DP run keeps no statistic of its records
-                identity["longest_record_tokens"] = max((len(r) for r in encoded), default=0)
-            files = dict(tokenizer.files())
-            validators = learn_validators(
-                corpus.records,
-                private=spec.training.privacy is not None,
-                declared=spec.data,
-                header_line=corpus.header,
-            )
-            if validators is not None:
-                files[VALIDATORS_FILE] = validators_json(validators)
-            run.start(spec, identity, files)
+                identity.longest_record_tokens = max((len(r) for r in encoded), default=0)
+            run.start(spec, identity, run_files(spec, tokenizer, corpus))
         elif placement.chief:
             run.record_spec(spec)  # the epochs (or distribution) this resume asks for
         return loop.run()

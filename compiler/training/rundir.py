@@ -33,16 +33,25 @@ import socket
 import tempfile
 from typing import Any, Iterator, Optional
 
+from compiler.data.columns import load_validators
 from compiler.diagnostics import Diagnostic, RunError
 from compiler.files import (
     digest_mismatch,
     file_sha256,
     fsync_directory,
     fsync_tree,
+    read_json_as,
     write_atomic,
 )
 from compiler.lang.render import dump_yaml, flatten, to_data
 from compiler.lang.spec import Spec
+from compiler.training.report import REPORT_ADAPTER, RunReport
+from compiler.training.runfiles import (
+    CheckpointState,
+    Pointer,
+    RunIdentity,
+    SavedCheckpoint,
+)
 
 RUN_FILE = "run.json"
 SPEC_FILE = "spec.resolved.yaml"
@@ -54,10 +63,6 @@ LATEST, BEST = "latest", "best"
 LOCK_FILE = ".lock"
 _TMP = ".tmp-"
 _CHECKPOINT_DIR = re.compile(r"step-\d{8}")
-# What each file keraspec reads back must hold: key -> accepted types.
-_RUN_KEYS = {"data_sha256": (str,), "seed": (int,), "spec": (dict,)}
-_POINTER_KEYS = {"directory": (str,), "step": (int,)}
-_STATE_KEYS = {"step": (int,), "epoch": (int,)}
 
 # Fields (and field groups) a resumed run may change: training longer is what resuming is
 # for; moving a run to other devices or machines changes where its steps run, not its model,
@@ -172,13 +177,18 @@ class RunDir:
         """True when the directory holds a run (its run.json)."""
         return os.path.isfile(self.file(RUN_FILE))
 
-    def read_run(self) -> dict[str, Any]:
-        return _read_json(
+    def read_run(self) -> RunIdentity:
+        """The run's identity (run.json).
+
+        Raises:
+            RunError: the file is missing or damaged, located.
+        """
+        return read_json_as(
             self.file(RUN_FILE),
-            _RUN_KEYS,
-            self.path,
-            "run_dir_corrupt",
-            "it is the run's identity: restore it, or train into a new " "directory",
+            RunIdentity,
+            error=RunError,
+            code="run_dir_corrupt",
+            advice="it is the run's identity: restore it, or train into a new directory",
         )
 
     @contextlib.contextmanager
@@ -216,7 +226,7 @@ class RunDir:
             os.close(fd)  # releases the lock
 
     @contextlib.contextmanager
-    def reading(self, which: str = BEST) -> Iterator[dict[str, Any]]:
+    def reading(self, which: str = BEST) -> Iterator[SavedCheckpoint]:
         """The trained checkpoint `which` (see `trained_checkpoint`), held while it is read.
 
         A shared lock on the checkpoint's index file keeps a training run's cleanup from
@@ -226,7 +236,7 @@ class RunDir:
         for _ in range(5):
             pointer = self.trained_checkpoint(which)
             try:
-                fd = os.open(pointer["prefix"] + ".index", os.O_RDONLY)
+                fd = os.open(pointer.prefix + ".index", os.O_RDONLY)
             except FileNotFoundError:
                 continue  # the pointer moved on and its old checkpoint was removed
             try:
@@ -243,14 +253,14 @@ class RunDir:
             "in place while it is read, received one removed five times in a row",
         )
 
-    def check_same_run(self, spec: Spec, corpus_sha256: str) -> dict[str, Any]:
+    def check_same_run(self, spec: Spec, corpus_sha256: str) -> RunIdentity:
         """The saved run's identity, after checking that this spec and corpus continue it.
 
         Raises:
             RunError: listing every field that differs, or naming the corpus change.
         """
         run = self.read_run()
-        differences = spec_differences(run.get("spec", {}), spec_fingerprint(spec))
+        differences = spec_differences(run.spec, spec_fingerprint(spec))
         if differences:
             raise _error(
                 self.path,
@@ -259,12 +269,12 @@ class RunDir:
                 + "; ".join(differences)
                 + ". Use another run directory for a different spec",
             )
-        if run.get("data_sha256") != corpus_sha256:
+        if run.data_sha256 != corpus_sha256:
             raise _error(
                 self.path,
                 "run_dir_other_data",
                 f"expected the corpus this run was started with (sha256 "
-                f"{run.get('data_sha256', '?')[:12]}…), received a different file (sha256 "
+                f"{run.data_sha256[:12]}…), received a different file (sha256 "
                 f"{corpus_sha256[:12]}…). Use another run directory for other data",
             )
         return run
@@ -277,18 +287,17 @@ class RunDir:
         if not os.path.exists(path) or open(path, encoding="utf-8").read() != text:
             write_atomic(path, text)
 
-    def start(self, spec: Spec, run: dict[str, Any], files: dict[str, bytes]) -> None:
-        """Write a new run's identity, resolved spec and tokenizer files."""
+    def start(self, spec: Spec, run: RunIdentity, files: dict[str, bytes]) -> None:
+        """Write a new run's identity (with the spec's fingerprint and the files' digests),
+        resolved spec and own files (tokenizer, validators)."""
         os.makedirs(self.path, exist_ok=True)
         for name, data in files.items():
             write_atomic(self.file(name), data)
         write_atomic(self.file(SPEC_FILE), dump_yaml(to_data(spec)))
         digests = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
         # run.json last: its presence is what makes this a run directory.
-        write_atomic(
-            self.file(RUN_FILE),
-            json.dumps({**run, "spec": spec_fingerprint(spec), "files": digests}, indent=1) + "\n",
-        )
+        identity = run.model_copy(update={"spec": spec_fingerprint(spec), "files": digests})
+        write_atomic(self.file(RUN_FILE), identity.model_dump_json(indent=1) + "\n")
 
     def verify_files(self) -> None:
         """Check the run's own files (tokenizer, validators) against the digests in run.json.
@@ -296,7 +305,7 @@ class RunDir:
         Raises:
             RunError: a file is missing or was changed since the run started.
         """
-        found = digest_mismatch(self.path, self.read_run().get("files") or {})
+        found = digest_mismatch(self.path, self.read_run().files)
         if found is None:
             return
         path, missing = found
@@ -315,14 +324,14 @@ class RunDir:
             "edited): the model's ids would mean other text; restore it",
         )
 
-    def verify_checkpoint(self, pointer: dict[str, Any]) -> None:
+    def verify_checkpoint(self, pointer: SavedCheckpoint) -> None:
         """Check a checkpoint's files against the digests saved in its state.json.
 
         Raises:
             RunError: a file is missing or not what was written, naming it and the way on.
         """
-        directory = os.path.dirname(pointer["prefix"])
-        found = digest_mismatch(directory, pointer.get("files") or {})
+        directory = pointer.directory
+        found = digest_mismatch(directory, pointer.state.files)
         if found is not None:
             path, missing = found
             received = "no such file" if missing else "different content (truncated or edited)"
@@ -337,7 +346,7 @@ class RunDir:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def pointer(self, which: str) -> Optional[dict[str, Any]]:
+    def pointer(self, which: str) -> Optional[SavedCheckpoint]:
         """The state saved with the `latest` or `best` checkpoint, with its directory.
 
         Raises:
@@ -352,16 +361,10 @@ class RunDir:
         )
         if not os.path.lexists(path):
             return None
-        pointer = _read_json(path, _POINTER_KEYS, self.path, "checkpoint_corrupt", advice)
-        if not _CHECKPOINT_DIR.fullmatch(pointer["directory"]):
-            raise _error(
-                self.path,
-                "checkpoint_corrupt",
-                f"expected {path} to name a "
-                f"checkpoint directory (step-NNNNNNNN), received "
-                f"{pointer['directory']!r}; {advice}",
-            )
-        directory = os.path.join(self.checkpoints, pointer["directory"])
+        pointer = read_json_as(
+            path, Pointer, error=RunError, code="checkpoint_corrupt", advice=advice
+        )
+        directory = os.path.join(self.checkpoints, pointer.directory)
         state_path = os.path.join(directory, STATE_FILE)
         if not os.path.exists(state_path):
             raise _error(
@@ -370,16 +373,16 @@ class RunDir:
                 f"expected the checkpoint {directory} "
                 f"named by {which}.json, received no such checkpoint; {advice}",
             )
-        state = _read_json(
+        state = read_json_as(
             state_path,
-            _STATE_KEYS,
-            self.path,
-            "checkpoint_corrupt",
-            f"the checkpoint {directory} is damaged; {advice}",
+            CheckpointState,
+            error=RunError,
+            code="checkpoint_corrupt",
+            advice=f"the checkpoint {directory} is damaged; {advice}",
         )
-        return {**state, "prefix": os.path.join(directory, CHECKPOINT_PREFIX)}
+        return SavedCheckpoint(os.path.join(directory, CHECKPOINT_PREFIX), state)
 
-    def trained_checkpoint(self, which: str = BEST) -> dict[str, Any]:
+    def trained_checkpoint(self, which: str = BEST) -> SavedCheckpoint:
         """The `which` checkpoint of a trained run (falling back to the latest one).
 
         Raises:
@@ -402,7 +405,7 @@ class RunDir:
         return pointer
 
     @contextlib.contextmanager
-    def new_checkpoint(self, step: int, state: dict[str, Any]) -> Iterator[str]:
+    def new_checkpoint(self, step: int, state: CheckpointState) -> Iterator[str]:
         """A temporary directory to write checkpoint `step` into; renamed when complete.
 
         Args:
@@ -418,7 +421,7 @@ class RunDir:
             yield os.path.join(tmp, CHECKPOINT_PREFIX)
             files = {n: file_sha256(os.path.join(tmp, n)) for n in sorted(os.listdir(tmp))}
             with open(os.path.join(tmp, STATE_FILE), "w", encoding="utf-8") as f:
-                f.write(json.dumps({**state, "files": files}, indent=1) + "\n")
+                f.write(state.model_copy(update={"files": files}).model_dump_json(indent=1) + "\n")
             fsync_tree(tmp)
             final = os.path.join(self.checkpoints, f"step-{step:08d}")
             if os.path.exists(final):
@@ -433,8 +436,10 @@ class RunDir:
 
     def point(self, which: str, step: int) -> None:
         """Make `which` (latest or best) name the complete checkpoint of `step`."""
-        pointer = {"directory": f"step-{step:08d}", "step": step}
-        write_atomic(os.path.join(self.checkpoints, f"{which}.json"), json.dumps(pointer) + "\n")
+        pointer = Pointer(directory=f"step-{step:08d}", step=step)
+        write_atomic(
+            os.path.join(self.checkpoints, f"{which}.json"), pointer.model_dump_json() + "\n"
+        )
 
     def collect_garbage(self) -> None:
         """Remove checkpoint directories no pointer names, and interrupted writes.
@@ -448,23 +453,30 @@ class RunDir:
         for which in (LATEST, BEST):
             pointer = self.pointer(which)  # raises, naming the file, when it is unreadable
             if pointer is not None:
-                keep.add(os.path.basename(os.path.dirname(pointer["prefix"])))
+                keep.add(os.path.basename(pointer.directory))
         for name in os.listdir(self.checkpoints):
             full = os.path.join(self.checkpoints, name)
             if os.path.isdir(full) and not os.path.islink(full) and name not in keep:
                 _remove_unless_read(full)
 
-    def read_report(self) -> dict[str, Any]:
-        """The last report ({} when there is none, or it does not read as one)."""
-        try:
-            with open(self.file(REPORT_FILE), encoding="utf-8") as f:
-                report = json.load(f)
-        except (OSError, ValueError):
-            return {}
-        return report if isinstance(report, dict) else {}
+    def read_report(self) -> Optional[RunReport]:
+        """The last report (None before the run's first one).
 
-    def write_report(self, report: dict[str, Any]) -> None:
-        write_atomic(self.file(REPORT_FILE), json.dumps(report, indent=2) + "\n")
+        Raises:
+            RunError: the file is damaged, located.
+        """
+        if not os.path.lexists(self.file(REPORT_FILE)):
+            return None
+        return read_json_as(
+            self.file(REPORT_FILE),
+            REPORT_ADAPTER,
+            error=RunError,
+            code="report_corrupt",
+            advice="it is rewritten at the end of the next training run, or restore it",
+        )
+
+    def write_report(self, report: RunReport) -> None:
+        write_atomic(self.file(REPORT_FILE), report.model_dump_json(indent=2) + "\n")
 
 
 def _remove_unless_read(directory: str) -> None:
@@ -482,46 +494,6 @@ def _remove_unless_read(directory: str) -> None:
         shutil.rmtree(directory, ignore_errors=True)
     finally:
         os.close(fd)
-
-
-def _read_json(
-    path: str, keys: dict[str, tuple[type, ...]], run_dir: str, code: str, advice: str
-) -> dict[str, Any]:
-    """A JSON object keraspec wrote, checked for the keys and types it must hold.
-
-    Raises:
-        RunError: the file is unreadable, not JSON, not an object, or misses a key or holds
-            one of another type; names the file, what was wrong, and `advice`.
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise _error(run_dir, code, f"expected {path}, received no such file; {advice}") from None
-    except (OSError, ValueError) as e:
-        raise _error(
-            run_dir,
-            code,
-            f"expected {path} to be the JSON keraspec wrote, received "
-            f"a file that does not read ({e}); {advice}",
-        ) from None
-    if not isinstance(data, dict):
-        raise _error(
-            run_dir,
-            code,
-            f"expected {path} to hold a JSON object, received " f"{type(data).__name__}; {advice}",
-        )
-    for key, types in keys.items():
-        value = data.get(key)
-        if not isinstance(value, types) or isinstance(value, bool):
-            received = "nothing" if key not in data else f"{type(value).__name__} {value!r:.40}"
-            raise _error(
-                run_dir,
-                code,
-                f"expected {path} to hold {key!r} as "
-                f"{types[0].__name__}, received {received}; {advice}",
-            )
-    return data
 
 
 def inspect_run(run: RunDir) -> dict[str, Any]:
@@ -542,21 +514,21 @@ def inspect_run(run: RunDir) -> dict[str, Any]:
     for which in (LATEST, BEST):
         pointer = run.pointer(which)
         if pointer is not None:
-            history = pointer.get("history") or [{}]
+            history = pointer.state.history or [{}]
             checkpoints[which] = {
-                "step": pointer["step"],
-                "epoch": pointer["epoch"],
-                "directory": os.path.dirname(pointer["prefix"]),
+                "step": pointer.step,
+                "epoch": pointer.state.epoch,
+                "directory": pointer.directory,
                 "metrics": (
                     {k: v for k, v in history[-1].items() if k not in ("epoch", "step")}
                     if which == LATEST
                     else None
                 ),
-                "best_value": pointer.get("best_value"),
+                "best_value": pointer.state.best_value,
             }
     report: Optional[dict[str, Any]] = None
     full = run.read_report()
-    if full:
+    if full is not None:
         keys = (
             "stopped_by",
             "epochs",
@@ -568,23 +540,21 @@ def inspect_run(run: RunDir) -> dict[str, Any]:
             "wall_time",
             "tokens_per_second",
         )
-        report = {k: full.get(k) for k in keys}
-        privacy = full.get("privacy") or {}
+        report = {k: getattr(full, k, None) for k in keys}
+        privacy = full.privacy or {}
         report["epsilon"], report["delta"] = privacy.get("epsilon"), privacy.get("delta")
-    validators = None
-    with contextlib.suppress(OSError, ValueError):
-        with open(run.file("validators.json"), encoding="utf-8") as f:
-            validators = json.load(f).get("source")
+    found = load_validators(run.path)
+    validators = None if found is None else found.source
     with open(run.file(SPEC_FILE), encoding="utf-8") as f:
         spec_text = f.read()
     return {
         "path": run.path,
-        "name": identity.get("name"),
-        "data": identity.get("data"),
-        "data_sha256": identity.get("data_sha256"),
-        "seed": identity.get("seed"),
-        "unit": identity.get("unit"),
-        "noise_multiplier": identity.get("noise_multiplier"),
+        "name": identity.name,
+        "data": identity.data,
+        "data_sha256": identity.data_sha256,
+        "seed": identity.seed,
+        "unit": identity.unit,
+        "noise_multiplier": identity.noise_multiplier,
         "validators": validators,
         "checkpoints": checkpoints,
         "report": report,

@@ -18,6 +18,7 @@ from compiler.data.tokenizer import Tokenizer, load_tokenizer
 from compiler.lang.checked import CheckedSpec
 from compiler.lang.parse import load_spec
 from compiler.training.rundir import BEST, SPEC_FILE, RunDir
+from compiler.training.runfiles import RunIdentity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +38,7 @@ class TrainedRun:
     spec: CheckedSpec
     tokenizer: Tokenizer
     validators: Optional[Validators]
-    identity: dict[str, Any]
+    identity: RunIdentity
     step: int
 
     @property
@@ -47,18 +48,24 @@ class TrainedRun:
     @property
     def start(self) -> tuple[int, ...]:
         """What generation feeds before a record: as its examples started (`start_tokens`)."""
-        return start_tokens(self.identity.get("unit") or unit_of(self.spec))
+        return start_tokens(self.identity.unit or unit_of(self.spec))
 
     def provenance(self) -> dict[str, Any]:
         """What an export keeps of its run, for evaluating it later: the corpus digest and
         seed (which records were held out) and the privacy guarantee of its last report."""
         return {
-            "data_sha256": self.identity.get("data_sha256"),
-            "seed": self.identity.get("seed"),
-            "privacy": self.run.read_report().get("privacy"),
-            "longest_record_tokens": self.identity.get("longest_record_tokens"),
-            "unit": self.identity.get("unit"),
+            "data_sha256": self.identity.data_sha256,
+            "seed": self.identity.seed,
+            "privacy": self.privacy,
+            "longest_record_tokens": self.identity.longest_record_tokens,
+            "unit": self.identity.unit,
         }
+
+    @property
+    def privacy(self) -> Optional[dict[str, Any]]:
+        """The privacy guarantee of the run's last report (None: not DP, or no report)."""
+        report = self.run.read_report()
+        return None if report is None else report.privacy
 
 
 def open_trained(run_dir: Union[str, os.PathLike[str]], which: str = BEST) -> TrainedRun:
@@ -76,7 +83,7 @@ def open_trained(run_dir: Union[str, os.PathLike[str]], which: str = BEST) -> Tr
         run,
         load_spec(run.file(SPEC_FILE)),
         load_tokenizer(run.path),
-        load_validators(run.path, identity.get("record_shape")),
+        load_validators(run.path, identity.record_shape),
         identity,
-        int(pointer["step"]),
+        pointer.step,
     )
