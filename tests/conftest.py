@@ -6,6 +6,20 @@ import shutil
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def assert_valid_report(path):
+    """RUN_DIR/report.json validates against the published schema/report.schema.json."""
+    import json
+
+    import jsonschema
+
+    schema = json.loads((ROOT / "schema" / "report.schema.json").read_text())
+    report = json.loads(pathlib.Path(path).read_text())
+    errors = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(report)]
+    assert errors == []
+
+
 SPECS = ROOT / "specs"
 # tensorflow-privacy 0.9.0 installs on Python 3.11 only: DP's standard and vectorized
 # implementations, and the tests that compare against them, need it.

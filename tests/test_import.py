@@ -20,7 +20,7 @@ from compiler.importing import import_document, import_model
 from compiler.lang.render import to_data
 from compiler.tf import tf_keras
 
-from conftest import ROOT
+from conftest import ROOT, assert_valid_report
 
 SPECS = sorted(p for p in os.listdir(ROOT / "specs") if p.endswith((".yaml", ".json")))
 runner = CliRunner()
@@ -405,6 +405,7 @@ def _check_imported_weights(tmp_path, path, model, corpus):
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["imported"]["sha256"] == imported.sha256 and report["privacy"] is None
     assert report["steps"] == 0 and "no DP" in report["notes"][0]
+    assert_valid_report(tmp_path / "run" / "report.json")
 
 
 def test_an_imported_run_exports_and_serves(tmp_path, corpus):

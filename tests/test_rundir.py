@@ -7,7 +7,9 @@ import pytest
 
 import compiler
 from compiler.training.rundir import RunDir
-from compiler.training.runfiles import CheckpointState
+from compiler.training.runfiles import CheckpointState, RunIdentity
+
+from conftest import ROOT
 
 
 def test_an_interrupted_start_is_not_foreign_but_other_files_are(tmp_path):
@@ -88,3 +90,23 @@ def test_export_refuses_a_model_directory_that_links_out(tmp_path):
         export_saved_model(spec, base, weights=str(tmp_path / "weights.h5"))
     assert e.value.diagnostics[0].code == "base_link"
     assert list(outside.iterdir()) == []
+
+
+def test_a_damaged_run_file_is_one_error_at_its_line_and_field(tmp_path):
+    run = RunDir(str(tmp_path))
+    spec = compiler.load_spec(ROOT / "specs" / "lstm-text.yaml")
+    identity = RunIdentity(name="x", data="/d", data_sha256="ab", seed=3, spec={})
+    run.start(spec.spec, identity, {"tokenizer.json": b"{}"})
+    assert run.read_run().seed == 3 and run.read_run().files  # the digests were added
+    text = (tmp_path / "run.json").read_text()
+    (tmp_path / "run.json").write_text(text.replace('"seed": 3', '"seed": "3"'))
+    with pytest.raises(compiler.RunError) as e:
+        run.read_run()
+    (found,) = e.value.diagnostics
+    line = 1 + text[: text.index('"seed"')].count("\n")
+    assert (found.file, found.line, found.path) == (str(tmp_path / "run.json"), line, "seed")
+    assert 'expected a valid integer, received str "3"' in found.message
+    (tmp_path / "run.json").write_text(text[:-5])  # cut short
+    with pytest.raises(compiler.RunError) as e:
+        run.read_run()
+    assert "expected the JSON keraspec wrote" in e.value.diagnostics[0].message

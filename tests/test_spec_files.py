@@ -71,6 +71,16 @@ def test_published_schema_is_a_valid_2020_12_schema():
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
 
 
+def test_published_report_schema_is_up_to_date_and_valid():
+    from compiler.training.report import REPORT_SCHEMA_FILE, report_schema_text
+
+    published = (ROOT / "schema" / REPORT_SCHEMA_FILE).read_text()
+    assert (
+        published == report_schema_text()
+    ), "schema/report.schema.json is stale: run `keraspec schema --report -o schema/`"
+    jsonschema.Draft202012Validator.check_schema(json.loads(published))
+
+
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
 def test_schema_accepts_spec_and_its_rendered_forms(path):
     validator = jsonschema.Draft202012Validator(SCHEMA)

@@ -24,7 +24,7 @@ from compiler.training.loop import _compile
 from compiler.training.run import training_spec
 from compiler.training.rundir import RunDir
 
-from conftest import ROOT, TF_PRIVACY, copy_fruit_run, needs_tf_privacy
+from conftest import ROOT, TF_PRIVACY, assert_valid_report, copy_fruit_run, needs_tf_privacy
 from training_fixtures import CORPUS_ROWS, load, write_corpus, write_spec
 
 tf = tensorflow()
@@ -78,6 +78,7 @@ def test_training_lowers_validation_loss_below_the_untrained_model(tmp_path, cor
     assert report.tokens_per_second > 0 and report.privacy is None
     saved = json.loads((tmp_path / "run" / "report.json").read_text())
     assert saved["steps"] == report.steps and saved["best_val_loss"] == report.best_val_loss
+    assert_valid_report(tmp_path / "run" / "report.json")
     # Everything export needs is in the run directory, and nothing half-written.
     names = set(os.listdir(tmp_path / "run"))
     assert {"run.json", "spec.resolved.yaml", "tokenizer.json", "checkpoints", "logs"} <= names

@@ -127,20 +127,28 @@ def schema(
         None,
         "--output",
         "-o",
-        help="Write to this file (into keraspec.schema.json for a directory) instead of "
-        "standard output.",
+        help="Write to this file (into keraspec.schema.json, or report.schema.json, for a "
+        "directory) instead of standard output.",
+    ),
+    report: bool = typer.Option(
+        False, "--report", help="The schema of a run's report.json instead of a spec's."
     ),
 ) -> None:
-    """Print the JSON Schema of spec files."""
+    """Print the JSON Schema of spec files (or, with --report, of a run's report.json)."""
     from compiler.files import write_atomic
     from compiler.lang.schema import SCHEMA_FILE, schema_text
 
-    text = schema_text()
+    if report:
+        from compiler.training.report import REPORT_SCHEMA_FILE, report_schema_text
+
+        text, name = report_schema_text(), REPORT_SCHEMA_FILE
+    else:
+        text, name = schema_text(), SCHEMA_FILE
     if output is None:
         typer.echo(text, nl=False)
     else:
         if output.is_dir():
-            output = output / SCHEMA_FILE
+            output = output / name
         write_atomic(output, text)
         _console(stderr=True).print(f"wrote {output}")
 

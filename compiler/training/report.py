@@ -110,3 +110,22 @@ RunReport = Annotated[
     Discriminator(_kind),
 ]
 REPORT_ADAPTER: TypeAdapter[Any] = TypeAdapter(RunReport)
+
+
+REPORT_SCHEMA_FILE = "report.schema.json"
+
+
+def report_schema_text() -> str:
+    """The JSON Schema of RUN_DIR/report.json (published as schema/report.schema.json)."""
+    import json
+
+    from compiler.lang.schema import DIALECT, DocumentedSchema
+
+    schema = REPORT_ADAPTER.json_schema(mode="serialization", schema_generator=DocumentedSchema)
+    document = {
+        "$schema": DIALECT,
+        "title": "keraspec run report",
+        "description": "RUN_DIR/report.json: a trained run's report, or an imported run's.",
+        **schema,
+    }
+    return json.dumps(document, indent=2) + "\n"
