@@ -28,6 +28,12 @@ app = typer.Typer(
     name="keraspec",
     help="Declarative architecture specs for Keras: validate, diff, compile, train, export, "
     "generate.",
+    epilog="Only compile, privacy, train, audit, export, inspect (of an export), generate "
+    "and evaluate (unless given --synthetic) load TensorFlow or dp_accounting, and need the "
+    "tensorflow extra; the others never do. An internal error (a bug, never bad input) "
+    "prints one line and exits 3; --debug shows its traceback. --set takes the spec's own "
+    "dotted paths (model.params.rnn_units=64, model.layers[3].units=128, "
+    "training.optimizer={type: adam}); values are YAML.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,

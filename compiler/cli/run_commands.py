@@ -410,7 +410,15 @@ def evaluate(
     ),
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
 ) -> None:
-    """Score generated records: validity, fidelity (quality_score), memorisation."""
+    """Score generated records: validity, fidelity (quality_score), memorisation.
+
+    Generates --count records (constrained as generate's are, unless --unconstrained), or
+    reads them from --synthetic, and scores them against the real records of --data and the
+    run's held-out records: valid_share, quality_score (SDMetrics, 0-100),
+    memorized_share, the distance to the closest record, per-column rules and failures.
+    -o writes a self-contained HTML report. Exits 1 below --min-quality or --min-valid
+    (for CI). Needs the evaluate extra.
+    """
     _require("evaluate", tensorflow=synthetic is None)
     from compiler.diagnostics import Diagnostic, KeraspecError
 
@@ -516,7 +524,13 @@ def export(
     ),
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
 ) -> None:
-    """Export a trained model as BASE/NAME/VERSION, a SavedModel TF Serving loads and serves."""
+    """Export a trained model as BASE/NAME/VERSION, a SavedModel TF Serving loads and serves.
+
+    The next free version (an existing one is never overwritten), listed in
+    BASE/models.config and BASE/batching_parameters.txt; it says which checkpoint (best or
+    latest) and step it exported. `keraspec export SPEC --weights CHECKPOINT -o BASE`
+    exports weights trained elsewhere (a TensorFlow checkpoint prefix or a Keras .h5).
+    """
     _require("export")
     from compiler.diagnostics import KeraspecError
 
@@ -572,7 +586,13 @@ def inspect(
     spec: bool = typer.Option(False, "--spec", metavar=FLAG, help="Also print the resolved spec."),
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
 ) -> None:
-    """Show an export (signatures, version, size) or a run (step, checkpoints, report)."""
+    """Show an export (signatures, version, size) or a run (step, checkpoints, report).
+
+    An export: its signatures with their inputs and outputs (names, dtypes, shapes), version,
+    size on disk and training step, its files checked against their digests. A run
+    directory (no TensorFlow needed): the corpus and its digest, seed, validators, latest
+    and best checkpoints with step, epoch and metrics, the last report and privacy.
+    """
     from compiler.diagnostics import Diagnostic, KeraspecError
     from compiler.training.rundir import RunDir, inspect_run
 

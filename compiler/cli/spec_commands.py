@@ -160,7 +160,12 @@ def explain(
     ),
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
 ) -> None:
-    """Document a spec field: its description, type, default and fields, from the schema."""
+    """Document a spec field: its description, type, default and fields, from the schema.
+
+    Like kubectl explain: the type with its ranges or allowed values, the default, the
+    description and, for a block, its fields (training.privacy.noise_multiplier,
+    model.layers.units, model.params.rnn_units). No TensorFlow.
+    """
     from compiler.diagnostics import KeraspecError
     from compiler.lang.explain import explain as explain_path
 
@@ -200,7 +205,10 @@ def explain(
 def templates(
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
 ) -> None:
-    """List the templates with their parameters and defaults."""
+    """List the templates with their parameters and defaults.
+
+    Each param with its full type (ranges, allowed values), default and description.
+    """
     from compiler.lang.explain import model_fields
     from compiler.lang.templates import TEMPLATES
 
@@ -246,7 +254,11 @@ def render(
         help="With -o and YAML: the schema the file's yaml-language-server line points at.",
     ),
 ) -> None:
-    """Print the fully expanded spec: template applied, defaults filled."""
+    """Print the fully expanded spec: template applied, defaults filled.
+
+    The output validates to the same spec. With -o, writes the file atomically; YAML gets a
+    `# yaml-language-server: $schema=...` line pointing at the schema relative to FILE.
+    """
     from compiler.lang.render import render as render_spec
 
     resolved = _load_or_exit(ctx, spec, overrides)
@@ -283,7 +295,13 @@ def compile_command(
         help="Training examples, for a DP spec's privacy guarantee.",
     ),
 ) -> None:
-    """Build and compile the Keras model; print its summary."""
+    """Build and compile the Keras model; print its summary.
+
+    The summary: layers, output shapes, parameters, optimizer, loss, privacy. With -o,
+    writes model.json (Keras to_json), optimizer.json, spec.resolved.yaml and summary.txt,
+    all or nothing. With --examples, a DP spec's epsilon is computed and a weak guarantee
+    is warned about.
+    """
     _require("compile")
     from compiler.diagnostics import KeraspecError
 
@@ -324,7 +342,12 @@ def privacy(
     overrides: Optional[List[str]] = SetOption,
     fmt: TextOrJson = typer.Option(TextOrJson.text, "--format", "-f", help="Output format."),
 ) -> None:
-    """Compute the (epsilon, delta) guarantee of a DP spec's training run."""
+    """Compute the (epsilon, delta) guarantee of a DP spec's training run.
+
+    Under both accountants (PLD and RDP; the spec's is the one that counts), or the noise
+    multiplier that reaches --target-epsilon, with the sampling, the delta rule and the
+    assumptions. Warns when delta is at least 1 / examples.
+    """
     _require("privacy")
     from compiler.diagnostics import SpecError
     from compiler.privacy.accounting import (

@@ -195,3 +195,29 @@ def model_fields(model: Any) -> list[tuple[str, str, Any, str]]:
         (name, _type_text(prop, defs), prop.get("default"), prop.get("description", ""))
         for name, prop in schema.get("properties", {}).items()
     ]
+
+
+def layer_reference() -> list[tuple[str, str, list[tuple[str, str, Optional[str], str]]]]:
+    """Every registered layer type as the schema documents it: (type, description, fields),
+    each field as (name, type, JSON default or None when required, description)."""
+    import json
+
+    from compiler.lang.schema import json_schema
+    from compiler.layers import LAYER_TYPES
+
+    defs = json_schema().get("$defs", {})
+    out = []
+    for type_name, cls in LAYER_TYPES.items():
+        node = defs[cls.__name__]
+        required = set(node.get("required", []))
+        fields = [
+            (
+                name,
+                _type_text(prop, defs),
+                None if name in required else json.dumps(prop.get("default")),
+                prop.get("description", ""),
+            )
+            for name, prop in node.get("properties", {}).items()
+        ]
+        out.append((type_name, node.get("description", ""), fields))
+    return out
