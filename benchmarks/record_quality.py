@@ -165,7 +165,7 @@ def generation_cost(run_dir: str, rows: int, rounds: int = 24) -> tuple[Any, Any
     model's records may be longer (or never end)."""
     from compiler.build import build_state_model
     from compiler.data.automaton import compile_automaton
-    from compiler.export.signatures import _serving_module
+    from compiler.export.module import serving_module_class
     from compiler.generation import load_run_model
     from compiler.tf import tensorflow
     from compiler.training.trained import open_trained
@@ -180,11 +180,10 @@ def generation_cost(run_dir: str, rows: int, rounds: int = 24) -> tuple[Any, Any
     automaton = compile_automaton(
         trained.validators, trained.tokenizer, trained.spec.input.vocab_size
     )
-    budget = 2 * (trained.identity.get("longest_record_tokens") or 64)
+    budget = 2 * (trained.identity.longest_record_tokens or 64)
     functions = []
     for constrained in (True, False):
-        _, made = _serving_module(
-            tf,
+        module = serving_module_class()(
             model,
             states,
             trained.spec,
@@ -194,7 +193,7 @@ def generation_cost(run_dir: str, rows: int, rounds: int = 24) -> tuple[Any, Any
             automaton if constrained else None,
             list(trained.start),
         )
-        functions.append(made["generate"])
+        functions.append(module.exported["generate"])
     args = dict(
         prompt=tf.zeros([rows, 1], tf.int32),
         max_new_tokens=tf.fill([rows], budget),

@@ -40,6 +40,7 @@ from compiler.data.dataset import start_tokens, unit_of
 from compiler.data.tokenizer import EOR_ID, PAD_ID, CharTokenizer, Tokenizer
 from compiler.diagnostics import ExportError
 from compiler.export.batching import write_batching_parameters
+from compiler.export.module import serving_module_class
 from compiler.export.serving import (
     MODELS_CONFIG,
     _error,
@@ -50,7 +51,6 @@ from compiler.export.serving import (
 from compiler.export.signatures import (
     TOLERANCE,
     WARMUP_FILE,
-    _serving_module,
     _warmup_inputs,
     _write_warmup,
     allowed_ids,
@@ -365,10 +365,10 @@ def export_saved_model(
     if tokenizer is not None:
         files = [os.path.join(origin.tokenizer_dir, n) for n in tokenizer.files()]
     automaton = _automaton(origin, signatures, where)
-    module, functions = _serving_module(
-        tf, model, states, spec, tokenizer, signatures, files, automaton, origin.record_start
+    module = serving_module_class()(
+        model, states, spec, tokenizer, signatures, files, automaton, origin.record_start
     )
-    served = _Served(module, functions, trained, signatures, states, automaton)
+    served = _Served(module, module.exported, trained, signatures, states, automaton)
 
     try:
         os.makedirs(model_dir, exist_ok=True)
