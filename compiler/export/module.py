@@ -44,6 +44,13 @@ class _Graph:
     functions: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+def _after(checks: list[Any], *values: Any) -> list[Any]:
+    """`values`, read only once every check in `checks` has passed."""
+    tf = tensorflow()
+    with tf.control_dependencies(checks):
+        return [tf.identity(x) for x in values]
+
+
 @functools.cache
 def serving_module_class() -> type:
     """The `tf.Module` class of an export (made once TensorFlow is imported)."""
@@ -285,10 +292,9 @@ def serving_module_class() -> type:
                     "max_prompt_length",
                 )
             )
-            with tf.control_dependencies(checks):
-                prompt, max_new_tokens, temperature, seed = (
-                    tf.identity(x) for x in (prompt, max_new_tokens, temperature, seed)
-                )
+            prompt, max_new_tokens, temperature, seed = _after(
+                checks, prompt, max_new_tokens, temperature, seed
+            )
             out, lengths, complete, masked, held = self._sample_loop(
                 prompt, max_new_tokens, temperature, seed
             )
@@ -315,10 +321,9 @@ def serving_module_class() -> type:
                     "max_prompt_chars",
                 )
             )
-            with tf.control_dependencies(checks):
-                prompt, max_new_tokens, temperature, seed = (
-                    tf.identity(x) for x in (prompt, max_new_tokens, temperature, seed)
-                )
+            prompt, max_new_tokens, temperature, seed = _after(
+                checks, prompt, max_new_tokens, temperature, seed
+            )
             pieces = tf.strings.unicode_split(prompt, "UTF-8")
             ids = tf.ragged.map_flat_values(self.table.lookup, pieces)
             known = tf.debugging.assert_non_negative(
