@@ -127,9 +127,6 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, corpus, exampl
             np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-7, err_msg=key)
         else:  # step counters, the dropout generators' states
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    # Training on from there also matches a run that never stopped.
-    on = train(spec, corpus, tmp_path / "b").loss
-    assert on == pytest.approx(train(spec, corpus, tmp_path / "a").loss, rel=1e-5)
 
 
 def test_fast_dp_resume_goes_on_with_the_saved_noise_stream(tmp_path, corpus):
