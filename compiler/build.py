@@ -342,9 +342,7 @@ def _build_model(
             except errors as e:
                 raise refused(i, e) from e
         model = functional_class(
-            tensors[spec.input.name],
-            tensors[analysis.output],
-            name=_keras_name(spec.name),
+            tensors[spec.input.name], tensors[analysis.output], name=_keras_name(spec.name)
         )
     if dp_step is not None:
         model.train_with(dp_step)
