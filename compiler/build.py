@@ -1,6 +1,6 @@
 """Compiling: a resolved spec to a compiled tf-keras model, its optimizer, loss and metrics.
 
-Each spec layer builds its own Keras layer (`compiler.layers`); `_optimizer_classes` maps
+Each spec layer builds its own Keras layer (`compiler.layers`); `_optimizer_class` maps
 optimizer types to Keras 2 legacy classes, which tensorflow-privacy wraps. A chain compiles
 to `Sequential`, anything else to a functional `Model`.
 """
@@ -28,14 +28,9 @@ def _optimizer_kwargs(opt: Any) -> dict[str, Any]:
     return opt.model_dump(exclude={"type"})
 
 
-def _optimizer_classes(tf: Any) -> dict[str, type]:
-    legacy = tf_keras().optimizers.legacy
-    return {
-        "rmsprop": legacy.RMSprop,
-        "adam": legacy.Adam,
-        "sgd": legacy.SGD,
-        "adagrad": legacy.Adagrad,
-    }
+def _optimizer_class(kind: str) -> type:
+    """The Keras 2 legacy class of an optimizer type (which tensorflow-privacy wraps)."""
+    return getattr(tf_keras().optimizers.legacy, s.OPTIMIZER_MODELS[kind].keras_class)
 
 
 @dataclasses.dataclass
@@ -380,7 +375,7 @@ def _keras_name(name: str) -> str:
 
 def _build_optimizer(tf: Any, spec: s.Spec, noise: Optional[float], source: Source) -> Any:
     opt = spec.training.optimizer
-    base = _optimizer_classes(tf)[opt.type]
+    base = _optimizer_class(opt.type)
     kwargs = _optimizer_kwargs(opt)
     privacy = spec.training.privacy
     if privacy is None or privacy.implementation == "fast":

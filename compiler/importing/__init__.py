@@ -17,8 +17,6 @@ from compiler.importing.formats import KerasFile, read_keras_file
 from compiler.importing.mapping import API_VERSION, Reader, read_graph, read_training
 from compiler.lang.checked import CheckedSpec
 
-SCHEMA_HEADER = "# yaml-language-server: $schema=../schema/keraspec.schema.json\n"
-
 
 def import_document(
     path: Union[str, os.PathLike[str]],
@@ -138,7 +136,7 @@ def _pruned(data: dict[str, Any]) -> dict[str, Any]:
     defaults = s.TrainingSpec()
     optimizer = training.get("optimizer")
     if optimizer is not None:
-        model = getattr(s, _OPTIMIZER_MODELS[optimizer["type"]])
+        model = s.OPTIMIZER_MODELS[optimizer["type"]]
         kept = {
             k: v for k, v in optimizer.items() if k == "type" or v != model.model_fields[k].default
         }
@@ -157,16 +155,17 @@ def _pruned(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_OPTIMIZER_MODELS = {"rmsprop": "RMSprop", "adam": "Adam", "sgd": "SGD", "adagrad": "Adagrad"}
-
-
 def _drop_default_names(layers: list[dict[str, Any]], output: Optional[str]) -> None:
     """Leave out the names the spec would give anyway (`type`, `type_1`, ...); keep those a
     layer's `inputs` or the model's output refer to, for the reader."""
+    from compiler.lang.checks import layer_names
+
     referred = {n for layer in layers for n in layer.get("inputs", [])} | {output}
     keep = [layer["name"] in referred for layer in layers]
     for _ in range(len(layers) + 1):
-        assigned = _default_names(layers, keep)
+        assigned = layer_names(
+            [(layer["type"], layer["name"] if k else None) for layer, k in zip(layers, keep)]
+        )
         changed = False
         for i, layer in enumerate(layers):
             if not keep[i] and assigned[i] != layer["name"]:
@@ -176,23 +175,3 @@ def _drop_default_names(layers: list[dict[str, Any]], output: Optional[str]) -> 
     for i, layer in enumerate(layers):
         if not keep[i]:
             del layer["name"]
-
-
-def _default_names(layers: list[dict[str, Any]], keep: list[bool]) -> list[str]:
-    """The names the spec's resolution gives when only the kept names are written."""
-    taken = {layer["name"] for layer, k in zip(layers, keep) if k}
-    counters: dict[str, int] = {}
-    out = []
-    for layer, k in zip(layers, keep):
-        if k:
-            out.append(layer["name"])
-            continue
-        while True:
-            n = counters.get(layer["type"], 0)
-            counters[layer["type"]] = n + 1
-            candidate = layer["type"] if n == 0 else f"{layer['type']}_{n}"
-            if candidate not in taken:
-                break
-        taken.add(candidate)
-        out.append(candidate)
-    return out

@@ -16,7 +16,6 @@ from compiler.importing.formats import KerasFile, refusal
 from compiler.lang.source import Path, format_path
 
 API_VERSION = "keraspec/v1"
-OPTIMIZERS = {"RMSprop": "rmsprop", "Adam": "adam", "SGD": "sgd", "Adagrad": "adagrad"}
 OPTIMIZER_FIXED: dict[str, tuple[Any, ...]] = {
     "name": (),  # any
     "decay": (0, 0.0),
@@ -271,16 +270,17 @@ def read_training(reader: Reader) -> dict[str, Any]:
 
 
 def _optimizer(reader: Reader, value: dict[str, Any], path: Path) -> dict[str, Any]:
-    from compiler.lang import spec as s
+    from compiler.lang.spec import OPTIMIZER_MODELS
 
+    kinds = {model.keras_class: kind for kind, model in OPTIMIZER_MODELS.items()}
     cls = _class(value)
-    if cls not in OPTIMIZERS:
+    if cls not in kinds:
         reader.refuse(
             path + ("class_name",),
-            f"expected one of the spec's optimizers ({', '.join(OPTIMIZERS)}), received {cls}",
+            f"expected one of the spec's optimizers ({', '.join(kinds)}), received {cls}",
         )
-    kind = OPTIMIZERS[cls]
-    model = {"rmsprop": s.RMSprop, "adam": s.Adam, "sgd": s.SGD, "adagrad": s.Adagrad}[kind]
+    kind = kinds[cls]
+    model = OPTIMIZER_MODELS[kind]
     out: dict[str, Any] = {"type": kind}
     for key, setting in (value.get("config") or {}).items():
         if key in model.model_fields and key != "type":

@@ -71,20 +71,10 @@ class _Checker(Rules):
 
     def resolve(self) -> Spec:
         spec = self.spec
-        taken = {layer.name for layer in spec.model.layers if layer.name}
-        counters: dict[str, int] = {}
+        names = layer_names([(layer.type, layer.name) for layer in spec.model.layers])
         layers = []
-        for layer in spec.model.layers:
-            update: dict[str, object] = {}
-            if layer.name is None:
-                while True:
-                    k = counters.get(layer.type, 0)
-                    counters[layer.type] = k + 1
-                    candidate = layer.type if k == 0 else f"{layer.type}_{k}"
-                    if candidate not in taken:
-                        break
-                taken.add(candidate)
-                update["name"] = candidate
+        for layer, name in zip(spec.model.layers, names):
+            update: dict[str, object] = {} if layer.name else {"name": name}
             layer = layer.with_defaults(spec.input)
             layers.append(layer.model_copy(update=update) if update else layer)
         output = spec.model.output or layers[-1].name
@@ -343,6 +333,24 @@ class _LayerContext:
 
     def upstream_hint(self) -> str:
         return _upstream_hint(self._producers, {"": self.inputs}, "")
+
+
+def layer_names(layers: list[tuple[str, Optional[str]]]) -> list[str]:
+    """Each layer's name, given its (type, written name or None): a layer without one is
+    named after its type, as Keras does (lstm, lstm_1, ...), skipping the names written."""
+    taken = {name for _, name in layers if name}
+    counters: dict[str, int] = {}
+    out = []
+    for kind, name in layers:
+        while name is None:
+            k = counters.get(kind, 0)
+            counters[kind] = k + 1
+            candidate = kind if k == 0 else f"{kind}_{k}"
+            if candidate not in taken:
+                name = candidate
+        taken.add(name)
+        out.append(name)
+    return out
 
 
 def _upstream_hint(producers: dict[str, LayerBase], edges: dict[str, list[str]], name: str) -> str:

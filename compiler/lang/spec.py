@@ -10,7 +10,7 @@ Field docstrings become the schema's descriptions, so editors show them on hover
 from __future__ import annotations
 
 import typing
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, Discriminator, Field, Tag, TypeAdapter, create_model
 
@@ -224,6 +224,8 @@ Metric = Literal[
 
 
 class RMSprop(StrictModel):
+    keras_class: ClassVar[str] = "RMSprop"  # in tf_keras.optimizers.legacy
+
     type: Literal["rmsprop"]
     """The optimizer: tf_keras.optimizers.legacy.RMSprop."""
     learning_rate: PositiveFloat = 0.001
@@ -239,6 +241,8 @@ class RMSprop(StrictModel):
 
 
 class Adam(StrictModel):
+    keras_class: ClassVar[str] = "Adam"  # in tf_keras.optimizers.legacy
+
     type: Literal["adam"]
     """The optimizer: tf_keras.optimizers.legacy.Adam."""
     learning_rate: PositiveFloat = 0.001
@@ -254,6 +258,8 @@ class Adam(StrictModel):
 
 
 class SGD(StrictModel):
+    keras_class: ClassVar[str] = "SGD"  # in tf_keras.optimizers.legacy
+
     type: Literal["sgd"]
     """The optimizer: tf_keras.optimizers.legacy.SGD."""
     learning_rate: PositiveFloat = 0.01
@@ -265,6 +271,8 @@ class SGD(StrictModel):
 
 
 class Adagrad(StrictModel):
+    keras_class: ClassVar[str] = "Adagrad"  # in tf_keras.optimizers.legacy
+
     type: Literal["adagrad"]
     """The optimizer: tf_keras.optimizers.legacy.Adagrad."""
     learning_rate: PositiveFloat = 0.001
@@ -276,6 +284,10 @@ class Adagrad(StrictModel):
 
 
 Optimizer = Annotated[Union[RMSprop, Adam, SGD, Adagrad], Field(discriminator="type")]
+# Each optimizer's model, by its `type` (what compiling, importing and pruning look up).
+OPTIMIZER_MODELS: dict[str, Any] = {
+    typing.get_args(m.model_fields["type"].annotation)[0]: m for m in (RMSprop, Adam, SGD, Adagrad)
+}
 
 
 class PrivacySpec(StrictModel):
