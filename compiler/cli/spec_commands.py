@@ -269,11 +269,16 @@ def render(
     from compiler.files import write_atomic
 
     if fmt is YamlOrJson.yaml:
-        # Editors with the YAML language server validate the file against this schema.
-        relative = os.path.relpath(schema_path.resolve(), output.resolve().parent)
-        text = f"# yaml-language-server: $schema={Path(relative).as_posix()}\n" + text
+        text = _schema_line(schema_path, output) + "\n" + text
     write_atomic(output, text)
     _console(stderr=True).print(f"wrote {output}")
+
+
+def _schema_line(schema_path: Path, output: Path) -> str:
+    """The first line of a YAML spec written to `output`: editors with the YAML language
+    server validate the file against the schema it points at, relative to the file."""
+    relative = os.path.relpath(schema_path.resolve(), output.resolve().parent)
+    return f"# yaml-language-server: $schema={Path(relative).as_posix()}"
 
 
 @app.command("compile")
@@ -501,8 +506,7 @@ def import_command(
         document = import_document(model, name=name, templates=not no_templates)
     except KeraspecError as e:
         raise _fail(e.diagnostics) from e
-    relative = os.path.relpath(schema_path.resolve(), output.resolve().parent)
-    text = dump_yaml(document, f"# yaml-language-server: $schema={Path(relative).as_posix()}")
+    text = dump_yaml(document, _schema_line(schema_path, output))
     result = validate_spec(text, name=str(output))
     if not result.ok:  # a bug if it happens: the import must produce a valid spec
         raise _fail(result.diagnostics)

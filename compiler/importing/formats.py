@@ -124,14 +124,17 @@ def _h5(path: str) -> KerasFile:
     model = _json(path, _text(model_config), "model_config")
     compile_config = None
     if training_config is not None:
-        training = json.loads(_text(training_config))
-        compile_config = {
-            "optimizer": training.get("optimizer_config"),
-            "loss": training.get("loss"),
-            "metrics": training.get("metrics"),
-            "weighted_metrics": training.get("weighted_metrics"),
-        }
+        compile_config = _compile_config(json.loads(_text(training_config)))
     return KerasFile(path, "h5", model, compile_config, file_sha256(path))
+
+
+def _compile_config(training: dict[str, Any]) -> dict[str, Any]:
+    """A tf-keras training_config (.h5 attribute, SavedModel metadata) as a compile config."""
+    return {
+        "optimizer": training.get("optimizer_config"),
+        "loss": training.get("loss"),
+        "metrics": training.get("metrics"),
+    }
 
 
 def _untuple(value: Any) -> Any:
@@ -184,13 +187,7 @@ def _saved_model(path: str) -> KerasFile:
     metadata = _untuple(metadata)
     model = {"class_name": metadata.get("class_name"), "config": metadata["config"]}
     training = metadata.get("training_config")
-    compile_config = None
-    if training:
-        compile_config = {
-            "optimizer": training.get("optimizer_config"),
-            "loss": training.get("loss"),
-            "metrics": training.get("metrics"),
-        }
+    compile_config = _compile_config(training) if training else None
     sha = hashlib.sha256(data)
     pb = os.path.join(path, "saved_model.pb")
     if os.path.isfile(pb):

@@ -25,18 +25,19 @@ def as_template(explicit: dict[str, Any]) -> Optional[dict[str, Any]]:
     """The template form of `explicit` (a pruned imported spec), or None."""
     from compiler.lang.templates import TEMPLATES
 
-    target = _comparable(_resolved(explicit), explicit)
-    if target is None:
+    resolved = _resolved(explicit)
+    target = _comparable(resolved, explicit)
+    if resolved is None or target is None:
         return None
     for name in TEMPLATES:
         if name.endswith("-dp"):
             continue
-        params = _solve(name, target, explicit)
+        params = _solve(name, resolved, explicit)
         if params is None:
             continue
         document = _template_document(explicit, name, params)
-        resolved = _resolved(document)
-        if resolved is not None and _comparable(resolved, explicit) == target:
+        expanded = _resolved(document)
+        if expanded is not None and _comparable(expanded, explicit) == target:
             return document
     return None
 
@@ -137,13 +138,13 @@ def _perturbed(value: Any) -> Any:
     return None
 
 
-def _solve(name: str, target: str, explicit: dict[str, Any]) -> Optional[dict[str, Any]]:
-    """The params under which `name` would expand to the import, from its fields."""
+def _solve(
+    name: str, resolved: dict[str, Any], explicit: dict[str, Any]
+) -> Optional[dict[str, Any]]:
+    """The params under which `name` would expand to the import (`explicit`, and `resolved`
+    its resolved form), from its fields."""
     from compiler.lang.templates import TEMPLATES
 
-    resolved = _resolved(explicit)
-    if resolved is None:
-        return None
     flat = flatten(resolved)
     defaults = TEMPLATES[name].params().model_dump()
     params: dict[str, Any] = {}
