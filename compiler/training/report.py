@@ -100,7 +100,9 @@ class ImportedReport(BaseModel):
 
 
 def _kind(value: Any) -> str:
-    imported = value.get("imported") if isinstance(value, dict) else getattr(value, "imported", None)
+    imported = (
+        value.get("imported") if isinstance(value, dict) else getattr(value, "imported", None)
+    )
     return "imported" if imported is not None else "trained"
 
 
